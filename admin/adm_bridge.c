@@ -1,0 +1,306 @@
+/* adm_bridge.c — correlation of admin requests with router answers; see adm_bridge.h. */
+#include "adm_bridge.h"
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sg_log.h"
+#include "sg_time.h"
+#include "sg_wire.h"
+
+#define CORR_OFFSET 9   /* version, type, flags, status(2), shard(4): then the u64 corr */
+#define RING_REFRESH_MS 5000
+
+typedef struct {
+    zframe_t **frames;
+    adm_part_t *parts;
+    int n, left;
+    int64_t deadline;
+    adm_done_fn done;
+    void *arg;
+} sub_t;
+
+typedef struct {
+    sub_t *sub;
+    int index;
+    int64_t deadline;
+} pending_t;
+
+struct adm_bridge {
+    zactor_t *actor;
+    zsock_t *push;            /* HTTP thread -> bridge */
+    char ep[128];
+    char routers[1024];
+    char name[96];
+    int hwm;
+    _Atomic int shards;
+    bool ready;
+};
+
+typedef struct {
+    adm_bridge_t *b;
+    zsock_t *pull, *dealer;
+    zhashx_t *pending;        /* "%llx" corr -> pending_t */
+    uint64_t next_corr;
+    int64_t next_ring;
+    uint64_t ring_corr;
+} bridge_t;
+
+static void part_set(adm_part_t *p, int status, const char *json, size_t len)
+{
+    p->status = status;
+    p->json = malloc(len + 1);
+    if (p->json) {
+        memcpy(p->json, json, len);
+        p->json[len] = 0;
+        p->len = len;
+    } else {
+        p->status = 500;
+        p->len = 0;
+    }
+}
+
+static void sub_finish_one(sub_t *s)
+{
+    if (--s->left == 0) {
+        s->done(s->arg);
+        free(s->frames);
+        free(s);
+    }
+}
+
+static void corr_key(uint64_t corr, char key[24]) { snprintf(key, 24, "%llx", (unsigned long long)corr); }
+
+static void send_ring_probe(bridge_t *br)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_RING, NULL);
+    h.corr = br->ring_corr = ++br->next_corr;
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 256);
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK)
+        zmq_send(zsock_resolve(br->dealer), w.data, w.len, ZMQ_DONTWAIT);
+    sg_wbuf_fini(&w);
+}
+
+static void on_submit(bridge_t *br)
+{
+    zframe_t *f = zframe_recv(br->pull);
+    if (!f)
+        return;
+    sub_t *s = NULL;
+    if (zframe_size(f) == sizeof s)
+        memcpy(&s, zframe_data(f), sizeof s);
+    zframe_destroy(&f);
+    if (!s)
+        return;
+    s->left = s->n;
+    for (int i = 0; i < s->n; i++) {
+        uint64_t corr = ++br->next_corr;
+        uint8_t *d = zframe_data(s->frames[i]);
+        for (int k = 0; k < 8; k++)
+            d[CORR_OFFSET + k] = (uint8_t)(corr >> (56 - 8 * k));
+        if (zmq_send(zsock_resolve(br->dealer), d, zframe_size(s->frames[i]), ZMQ_DONTWAIT) < 0) {
+            const char *e = "{\"error\":\"Unavailable\",\"message\":\"the router link is full or down; retry later\"}";
+            part_set(&s->parts[i], 503, e, strlen(e));
+            zframe_destroy(&s->frames[i]);
+            sub_finish_one(s);
+            continue;
+        }
+        zframe_destroy(&s->frames[i]);
+        pending_t *p = calloc(1, sizeof *p);
+        p->sub = s;
+        p->index = i;
+        p->deadline = s->deadline;
+        char key[24];
+        corr_key(corr, key);
+        zhashx_insert(br->pending, key, p);
+    }
+}
+
+static void on_answer(bridge_t *br)
+{
+    zframe_t *f = zframe_recv(br->dealer);
+    if (!f)
+        return;
+    sg_wire_hdr_t h;
+    if (sg_wire_decode(zframe_data(f), zframe_size(f), &h) != SG_OK) {
+        SG_WARN("admin", "bridge.malformed", "bytes=%zu", zframe_size(f));
+        zframe_destroy(&f);
+        return;
+    }
+    const char *json = "";
+    size_t len = 0;
+    int status = h.status;
+    if (h.type == SG_MSG_ERROR) {
+        json = h.status == SG_WIRE_ERR_BUSY
+                   ? "{\"error\":\"Busy\",\"message\":\"the shard's queue is full; retry later\"}"
+                   : "{\"error\":\"ShardUnavailable\",\"message\":\"no shard could take the request\"}";
+        len = strlen(json);
+        status = 503;
+    } else if (sg_wire_get_json(&h, &json, &len) != SG_OK) {
+        json = "{\"error\":\"Internal\",\"message\":\"malformed answer from the cluster\"}";
+        len = strlen(json);
+        status = 502;
+    }
+    if (h.type == SG_MSG_RING_RES && h.corr == br->ring_corr) {
+        json_t *ring = json_loadb(json, len, 0, NULL);
+        if (ring)
+            atomic_store(&br->b->shards, (int)json_array_size(json_object_get(ring, "shards")));
+        json_decref(ring);
+    }
+    char key[24];
+    corr_key(h.corr, key);
+    pending_t *p = zhashx_lookup(br->pending, key);
+    if (p) {
+        part_set(&p->sub->parts[p->index], status, json, len);
+        sub_t *s = p->sub;
+        zhashx_delete(br->pending, key);
+        sub_finish_one(s);
+    }
+    zframe_destroy(&f);
+}
+
+static void expire(bridge_t *br)
+{
+    int64_t now = sg_mono_ms();
+    zlist_t *due = zlist_new();
+    for (pending_t *p = zhashx_first(br->pending); p; p = zhashx_next(br->pending))
+        if (p->deadline <= now)
+            zlist_append(due, (void *)zhashx_cursor(br->pending));
+    for (const char *key = zlist_first(due); key; key = zlist_next(due)) {
+        pending_t *p = zhashx_lookup(br->pending, key);
+        const char *e = "{\"error\":\"Timeout\",\"message\":\"the cluster did not answer in time\"}";
+        part_set(&p->sub->parts[p->index], 504, e, strlen(e));
+        sub_t *s = p->sub;
+        zhashx_delete(br->pending, key);
+        sub_finish_one(s);
+    }
+    zlist_destroy(&due);
+}
+
+static void bridge_actor(zsock_t *pipe, void *args)
+{
+    bridge_t br = {.b = args};
+    br.pull = zsock_new_pull(br.b->ep);
+    br.dealer = zsock_new(ZMQ_DEALER);
+    br.pending = zhashx_new();
+    zhashx_set_destructor(br.pending, (zhashx_destructor_fn *)zstr_free);
+    bool ok = br.pull && br.dealer;
+    if (ok) {
+        zsock_set_identity(br.dealer, br.b->name);
+        zsock_set_sndhwm(br.dealer, br.b->hwm);
+        zsock_set_rcvhwm(br.dealer, br.b->hwm);
+        zsock_set_reconnect_ivl(br.dealer, 100);
+        zsock_set_reconnect_ivl_max(br.dealer, 2000);
+        char *list = strdup(br.b->routers), *save = NULL;
+        for (char *ep = list ? strtok_r(list, ",", &save) : NULL; ep; ep = strtok_r(NULL, ",", &save))
+            if (zsock_connect(br.dealer, "%s", ep) != 0) {
+                SG_ERROR("admin", "bridge.connect_failed", "endpoint=%s", ep);
+                ok = false;
+            }
+        free(list);
+    }
+    br.b->ready = ok;
+    zsock_signal(pipe, ok ? 0 : 1);
+    zpoller_t *poller = ok ? zpoller_new(pipe, br.pull, br.dealer, NULL) : NULL;
+    while (ok) {
+        int64_t now = sg_mono_ms();
+        if (now >= br.next_ring) {
+            send_ring_probe(&br);
+            br.next_ring = now + (atomic_load(&br.b->shards) ? RING_REFRESH_MS : 200);
+        }
+        void *which = zpoller_wait(poller, 100);
+        if (which == pipe)
+            break;
+        if (which == br.pull)
+            on_submit(&br);
+        else if (which == br.dealer)
+            on_answer(&br);
+        expire(&br);
+    }
+    /* Answer whatever still waits so no HTTP request stays suspended. */
+    while (ok && (zsock_events(br.pull) & ZMQ_POLLIN)) {
+        zframe_t *f = zframe_recv(br.pull);
+        sub_t *s = NULL;
+        if (f && zframe_size(f) == sizeof s)
+            memcpy(&s, zframe_data(f), sizeof s);
+        zframe_destroy(&f);
+        for (int i = 0; s && i < s->n; i++) {
+            const char *e = "{\"error\":\"Unavailable\",\"message\":\"shutting down\"}";
+            part_set(&s->parts[i], 503, e, strlen(e));
+            zframe_destroy(&s->frames[i]);
+        }
+        if (s) {
+            s->left = 1;
+            sub_finish_one(s);
+        }
+    }
+    for (pending_t *p = zhashx_first(br.pending); p; p = zhashx_next(br.pending))
+        p->deadline = 0;
+    expire(&br);
+    zpoller_destroy(&poller);
+    zhashx_destroy(&br.pending);
+    zsock_destroy(&br.pull);
+    zsock_destroy(&br.dealer);
+}
+
+adm_bridge_t *adm_bridge_new(const char *routers, const char *name, int hwm)
+{
+    adm_bridge_t *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    snprintf(b->routers, sizeof b->routers, "%s", routers);
+    snprintf(b->name, sizeof b->name, "%s", name);
+    snprintf(b->ep, sizeof b->ep, "inproc://adm-bridge-%p", (void *)b);
+    b->hwm = hwm;
+    b->actor = zactor_new(bridge_actor, b);
+    if (!b->actor || !b->ready) {
+        adm_bridge_destroy(&b);
+        return NULL;
+    }
+    b->push = zsock_new_push(b->ep);
+    if (!b->push) {
+        adm_bridge_destroy(&b);
+        return NULL;
+    }
+    zsock_set_sndhwm(b->push, 0);
+    return b;
+}
+
+void adm_bridge_destroy(adm_bridge_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    adm_bridge_t *b = *self_p;
+    zsock_destroy(&b->push);
+    zactor_destroy(&b->actor);
+    free(b);
+    *self_p = NULL;
+}
+
+sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
+                        adm_done_fn done, void *arg)
+{
+    sub_t *s = calloc(1, sizeof *s);
+    zframe_t **copy = malloc((size_t)n * sizeof *copy);
+    if (!s || !copy || n <= 0) {
+        free(s);
+        free(copy);
+        return SG_E_NOMEM;
+    }
+    memcpy(copy, frames, (size_t)n * sizeof *copy);
+    s->frames = copy;
+    s->parts = parts;
+    s->n = n;
+    s->deadline = sg_mono_ms() + timeout_ms;
+    s->done = done;
+    s->arg = arg;
+    if (zsock_send(self->push, "b", &s, sizeof s) != 0) {
+        free(copy);
+        free(s);
+        return SG_E_IO;
+    }
+    return SG_OK;
+}
+
+int adm_bridge_shards(const adm_bridge_t *self) { return atomic_load(&self->shards); }

@@ -1,0 +1,36 @@
+/* adm_bridge.h — the admin tier's link to the routers: an actor that owns the DEALER socket,
+ * gives every outgoing frame a fresh correlation id, matches answers (and timeouts) to the
+ * waiting HTTP request, and calls the request's done callback once every part is answered.
+ * Submissions come from the HTTP thread over an inproc socket; nothing else is shared. */
+#ifndef ADM_BRIDGE_H
+#define ADM_BRIDGE_H
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "sg_result.h"
+
+typedef struct adm_bridge adm_bridge_t;
+
+/* One answered part: HTTP-like status and the JSON text (malloc'd, owned by the request). */
+typedef struct {
+    int status;
+    char *json;
+    size_t len;
+} adm_part_t;
+
+typedef void (*adm_done_fn)(void *arg);
+
+adm_bridge_t *adm_bridge_new(const char *routers, const char *name, int hwm);
+void adm_bridge_destroy(adm_bridge_t **self_p);
+
+/* Send frames[0..n) (wire frames; their corr is overwritten) and fill parts[0..n) as answers
+ * come, or with status 504 at the deadline; then call done(arg) from the bridge thread.
+ * Call from a single thread (the HTTP server's). Takes the frames on success. */
+SG_WUR sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
+                               adm_done_fn done, void *arg);
+
+/* Number of shards the routers last reported (0 until the first answer). */
+int adm_bridge_shards(const adm_bridge_t *self);
+
+#endif

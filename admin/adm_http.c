@@ -1,0 +1,630 @@
+/* adm_http.c — routes, authentication, request bodies and answers of the HTTP API; see
+ * adm_http.h. Shards produce the JSON of device and message operations; this file checks the
+ * caller, shapes queries into shard requests, and composes cluster-wide answers (readiness,
+ * metrics, cluster view) from several shards' parts. */
+#include "adm_http.h"
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "adm_bridge.h"
+#include "adm_tokens.h"
+#include "sg_log.h"
+#include "sg_sas.h"
+#include "sg_time.h"
+#include "sg_wire.h"
+
+#define MAX_PARTS 66
+#define ANY_ROLE (-1)
+
+struct adm_http {
+    struct MHD_Daemon *mhd;
+    adm_bridge_t *bridge;
+    adm_tokens_t *tokens;
+    size_t max_body;
+    int64_t timeout_ms;
+    int port;
+    _Atomic uint64_t by_class[6];   /* answers by status class 1xx..5xx */
+};
+
+typedef struct req req_t;
+typedef void (*finish_fn)(req_t *r);
+
+struct req {
+    adm_http_t *adm;
+    struct MHD_Connection *conn;
+    const char *method;
+    const char *url;
+    sg_wbuf_t body;
+    bool too_big;
+    bool submitted;
+    _Atomic bool done;
+    finish_fn finish;
+    int n;
+    adm_part_t parts[MAX_PARTS];
+    int status;            /* the answer, once composed */
+    char *text;
+    const char *retry_after;
+    char retry_buf[24];
+    const char *who;
+    int64_t start;
+};
+
+typedef struct {
+    const char *method;
+    const char *pattern;   /* '*' matches one path segment: the device id */
+    int role;              /* ADM_ROLE_*, 0 = no authentication, ANY_ROLE = any valid token */
+    void (*fn)(req_t *r, const char *id);
+} route_t;
+
+/* ---------- answers ---------- */
+
+static void set_answer(req_t *r, int status, json_t *body)
+{
+    r->status = status;
+    free(r->text);
+    r->text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+}
+
+static void error(req_t *r, int status, const char *name, const char *msg)
+{
+    set_answer(r, status, json_pack("{s:s,s:s}", "error", name, "message", msg));
+}
+
+static enum MHD_Result respond(req_t *r)
+{
+    const char *text = r->text ? r->text : "";
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    if (r->text)
+        MHD_add_response_header(resp, "Content-Type", r->status == 200 && r->finish == NULL && strcmp(r->url, "/metrics") == 0
+                                                          ? "text/plain; version=0.0.4"
+                                                          : "application/json");
+    if (r->retry_after)
+        MHD_add_response_header(resp, "Retry-After", r->retry_after);
+    if (r->status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    int cls = r->status / 100;
+    if (cls >= 1 && cls <= 5)
+        atomic_fetch_add(&r->adm->by_class[cls], 1);
+    SG_INFO("admin", "http.request", "method=%s path=%s status=%d ms=%lld token=%s", r->method, r->url, r->status,
+            (long long)(sg_mono_ms() - r->start), r->who ? r->who : "-");
+    return ok;
+}
+
+/* ---------- talking to the cluster ---------- */
+
+static void on_done(void *arg)
+{
+    req_t *r = arg;
+    atomic_store(&r->done, true);
+    MHD_resume_connection(r->conn);
+}
+
+static zframe_t *admin_frame(const char *id, uint32_t shard, uint16_t op, const char *json)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN, id);
+    h.shard = shard;
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
+    zframe_t *f = NULL;
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_admin(&w, op, json, strlen(json)) == SG_OK)
+        f = zframe_new(w.data, w.len);
+    sg_wbuf_fini(&w);
+    return f;
+}
+
+static zframe_t *ring_frame(void)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_RING, NULL);
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 256);
+    zframe_t *f = sg_wire_encode_hdr(&w, &h) == SG_OK ? zframe_new(w.data, w.len) : NULL;
+    sg_wbuf_fini(&w);
+    return f;
+}
+
+/* Send frames and suspend the connection until every part is answered. */
+static void submit(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finish_fn finish)
+{
+    for (int i = 0; i < n; i++)
+        if (!frames[i]) {
+            for (int k = 0; k < n; k++)
+                zframe_destroy(&frames[k]);
+            error(r, 500, "Internal", "could not encode the request");
+            return;
+        }
+    r->n = n;
+    r->finish = finish;
+    if (adm_bridge_submit(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r) != SG_OK) {
+        for (int k = 0; k < n; k++)
+            zframe_destroy(&frames[k]);
+        error(r, 503, "Unavailable", "the cluster link is down");
+        return;
+    }
+    r->submitted = true;
+    MHD_suspend_connection(r->conn);
+}
+
+/* The single part's answer as it is, with Retry-After on 429. */
+static void finish_passthrough(req_t *r)
+{
+    adm_part_t *p = &r->parts[0];
+    r->status = p->status ? p->status : 502;
+    free(r->text);
+    r->text = p->len ? strndup(p->json, p->len) : NULL;
+    if (r->status == 429) {
+        json_t *b = json_loadb(p->json, p->len, 0, NULL);
+        json_int_t ra = json_integer_value(json_object_get(b, "retryAfter"));
+        snprintf(r->retry_buf, sizeof r->retry_buf, "%lld", (long long)(ra > 0 ? ra : 5));
+        r->retry_after = r->retry_buf;
+        json_decref(b);
+    }
+}
+
+static void device_op(req_t *r, const char *id, uint16_t op, const char *json)
+{
+    zframe_t *f = admin_frame(id, SG_WIRE_SHARD_BY_DEVICE, op, json);
+    submit(r, &f, 1, r->adm->timeout_ms, finish_passthrough);
+}
+
+/* ---------- handlers ---------- */
+
+static void h_healthz(req_t *r, const char *id)
+{
+    (void)id;
+    set_answer(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static json_t *part_json(const adm_part_t *p) { return p->status == 200 ? json_loadb(p->json, p->len, 0, NULL) : NULL; }
+
+static void finish_readyz(req_t *r)
+{
+    json_t *ring = part_json(&r->parts[0]);
+    bool ready = ring && json_is_true(json_object_get(ring, "ready"));
+    json_t *shards = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(ring, "shards"), i, s)
+        json_array_append_new(shards, json_pack("{s:O,s:O}", "name", json_object_get(s, "name"), "reachable",
+                                                json_object_get(s, "reachable")));
+    set_answer(r, ready ? 200 : 503,
+               json_pack("{s:s,s:o}", "status", ready ? "ready" : ring ? "shards unreachable" : "router unreachable",
+                         "shards", shards));
+    json_decref(ring);
+}
+
+static void h_readyz(req_t *r, const char *id)
+{
+    (void)id;
+    zframe_t *f = ring_frame();
+    submit(r, &f, 1, 2000, finish_readyz);
+}
+
+/* RING plus SHARD_STATS from every shard: the input of /metrics and /v1/cluster. */
+static void submit_cluster(req_t *r, finish_fn finish)
+{
+    int n = adm_bridge_shards(r->adm->bridge);
+    if (n > MAX_PARTS - 1)
+        n = MAX_PARTS - 1;
+    zframe_t *frames[MAX_PARTS];
+    frames[0] = ring_frame();
+    for (int i = 0; i < n; i++)
+        frames[i + 1] = admin_frame(NULL, (uint32_t)i, SG_ADM_SHARD_STATS, "{}");
+    submit(r, frames, n + 1, 3000, finish);
+}
+
+static void finish_cluster(req_t *r)
+{
+    json_t *ring = part_json(&r->parts[0]);
+    if (!ring) {
+        error(r, 503, "RouterUnavailable", "no router answered");
+        return;
+    }
+    json_t *shards = json_array();
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(ring, "shards"), i, s) {
+        json_t *o = json_deep_copy(s);
+        json_t *st = (int)i + 1 < r->n ? part_json(&r->parts[i + 1]) : NULL;
+        if (st) {
+            json_object_set(o, "devices", json_object_get(st, "devices"));
+            json_object_set(o, "sessions", json_object_get(st, "sessions"));
+            json_object_set(o, "telemetryNext", json_object_get(st, "telemetryNext"));
+        }
+        json_decref(st);
+        json_array_append_new(shards, o);
+    }
+    json_t *body = json_pack("{s:O,s:o,s:{s:O,s:O},s:[{s:O,s:O,s:O}]}", "frontends",
+                             json_object_get(ring, "frontends") ? json_object_get(ring, "frontends") : json_null(),
+                             "shards", shards, "ring", "vnodes", json_object_get(ring, "vnodes"), "partitions",
+                             json_object_get(ring, "shards") ? json_integer((json_int_t)json_array_size(json_object_get(ring, "shards"))) : json_null(),
+                             "routers", "name", json_object_get(ring, "router"), "relayedIn",
+                             json_object_get(ring, "relayedIn"), "relayedOut", json_object_get(ring, "relayedOut"));
+    json_decref(ring);
+    set_answer(r, 200, body);
+}
+
+static void h_cluster(req_t *r, const char *id)
+{
+    (void)id;
+    submit_cluster(r, finish_cluster);
+}
+
+static void metric(sg_wbuf_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void metric(sg_wbuf_t *w, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0 && sg_wbuf_bytes(w, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) != SG_OK)
+        return;
+}
+
+static void finish_metrics(req_t *r)
+{
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 4u << 20);
+    adm_http_t *a = r->adm;
+    metric(&w, "# HELP sacgate_admin_responses_total HTTP answers of the admin endpoint by status class.\n"
+               "# TYPE sacgate_admin_responses_total counter\n");
+    for (int c = 1; c <= 5; c++)
+        metric(&w, "sacgate_admin_responses_total{class=\"%dxx\"} %llu\n", c,
+               (unsigned long long)atomic_load(&a->by_class[c]));
+    json_t *ring = part_json(&r->parts[0]);
+    metric(&w, "# HELP sacgate_router_up Whether a router answered.\n# TYPE sacgate_router_up gauge\n"
+               "sacgate_router_up %d\n", ring ? 1 : 0);
+    if (ring) {
+        const char *rn = json_string_value(json_object_get(ring, "router"));
+        metric(&w, "# TYPE sacgate_router_frames_total counter\n");
+        metric(&w, "sacgate_router_frames_total{router=\"%s\",direction=\"in\"} %lld\n", rn,
+               (long long)json_integer_value(json_object_get(ring, "relayedIn")));
+        metric(&w, "sacgate_router_frames_total{router=\"%s\",direction=\"out\"} %lld\n", rn,
+               (long long)json_integer_value(json_object_get(ring, "relayedOut")));
+        size_t i;
+        json_t *f;
+        metric(&w, "# HELP sacgate_frontend_connections Open device connections per frontend.\n"
+                   "# TYPE sacgate_frontend_connections gauge\n");
+        json_array_foreach(json_object_get(ring, "frontends"), i, f)
+            metric(&w, "sacgate_frontend_connections{frontend=\"%s\"} %lld\n",
+                   json_string_value(json_object_get(f, "name")),
+                   (long long)json_integer_value(json_object_get(f, "connections")));
+        json_t *s;
+        metric(&w, "# TYPE sacgate_shard_up gauge\n# TYPE sacgate_shard_devices gauge\n"
+                   "# TYPE sacgate_shard_sessions gauge\n# TYPE sacgate_shard_telemetry_records_total counter\n"
+                   "# TYPE sacgate_shard_commits_total counter\n# TYPE sacgate_shard_committed_ops_total counter\n");
+        json_array_foreach(json_object_get(ring, "shards"), i, s) {
+            const char *sn = json_string_value(json_object_get(s, "name"));
+            json_t *st = (int)i + 1 < r->n ? part_json(&r->parts[i + 1]) : NULL;
+            metric(&w, "sacgate_shard_up{shard=\"%s\"} %d\n", sn, st ? 1 : 0);
+            if (st) {
+                metric(&w, "sacgate_shard_devices{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "devices")));
+                metric(&w, "sacgate_shard_sessions{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "sessions")));
+                metric(&w, "sacgate_shard_telemetry_records_total{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(st, "telemetryNext")));
+                metric(&w, "sacgate_shard_commits_total{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "batches")));
+                metric(&w, "sacgate_shard_committed_ops_total{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(st, "batchedOps")));
+            }
+            json_decref(st);
+        }
+    }
+    json_decref(ring);
+    r->status = 200;
+    free(r->text);
+    r->text = strndup((const char *)w.data, w.len);
+    r->finish = NULL;   /* marks the text/plain answer in respond() */
+    sg_wbuf_fini(&w);
+}
+
+static void h_metrics(req_t *r, const char *id)
+{
+    (void)id;
+    submit_cluster(r, finish_metrics);
+}
+
+static json_t *body_json(req_t *r)
+{
+    json_error_t jerr;
+    if (r->body.len == 0) {
+        error(r, 400, "InvalidJson", "a JSON body is required");
+        return NULL;
+    }
+    json_t *b = json_loadb((const char *)r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!b) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "the body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+        error(r, 400, "InvalidJson", msg);
+    } else if (!json_is_object(b)) {
+        error(r, 400, "InvalidJson", "the body must be a JSON object");
+        json_decref(b);
+        b = NULL;
+    }
+    return b;
+}
+
+static void body_op(req_t *r, const char *id, uint16_t op)
+{
+    json_t *b = body_json(r);
+    if (!b)
+        return;
+    char *text = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    if (!text) {
+        error(r, 500, "Internal", "out of memory");
+        return;
+    }
+    device_op(r, id, op, text);
+    free(text);
+}
+
+static void h_device_put(req_t *r, const char *id) { body_op(r, id, SG_ADM_DEVICE_PUT); }
+static void h_device_get(req_t *r, const char *id) { device_op(r, id, SG_ADM_DEVICE_GET, "{}"); }
+static void h_device_delete(req_t *r, const char *id) { device_op(r, id, SG_ADM_DEVICE_DELETE, "{}"); }
+static void h_enqueue(req_t *r, const char *id) { body_op(r, id, SG_ADM_MSG_ENQUEUE); }
+static void h_msg_list(req_t *r, const char *id) { device_op(r, id, SG_ADM_MSG_LIST, "{}"); }
+
+static bool query_int(req_t *r, const char *name, long long lo, long long hi, long long *out)
+{
+    const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    if (!v)
+        return true;
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "query parameter '%s' must be an integer from %lld to %lld", name, lo, hi);
+        error(r, 400, "InvalidQuery", msg);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static void h_telemetry(req_t *r, const char *id)
+{
+    (void)id;
+    long long partition = 0, after = -1, max = 100, wait = 0;
+    if (!query_int(r, "partition", 0, 1 << 20, &partition) || !query_int(r, "after", -1, INT64_MAX - 1, &after) ||
+        !query_int(r, "max", 1, 1000, &max) || !query_int(r, "wait", 0, 60, &wait))
+        return;
+    int shards = adm_bridge_shards(r->adm->bridge);
+    if (shards == 0) {
+        error(r, 503, "RouterUnavailable", "the cluster's partitions are not known yet; retry");
+        return;
+    }
+    if (partition >= shards) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "partition %lld does not exist; partitions are 0 to %d", partition, shards - 1);
+        error(r, 404, "PartitionNotFound", msg);
+        return;
+    }
+    char q[160];
+    snprintf(q, sizeof q, "{\"after\":%lld,\"max\":%lld,\"wait\":%lld}", after, max, wait);
+    zframe_t *f = admin_frame(NULL, (uint32_t)partition, SG_ADM_TELEMETRY_READ, q);
+    submit(r, &f, 1, wait * 1000 + r->adm->timeout_ms, finish_passthrough);
+}
+
+static const route_t k_routes[] = {
+    {"GET", "/healthz", 0, h_healthz},
+    {"GET", "/readyz", 0, h_readyz},
+    {"GET", "/metrics", ANY_ROLE, h_metrics},
+    {"GET", "/v1/cluster", ADM_ROLE_ADMIN, h_cluster},
+    {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, h_telemetry},
+    {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, h_device_put},
+    {"GET", "/v1/devices/*", ADM_ROLE_REGISTRY_READ, h_device_get},
+    {"DELETE", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, h_device_delete},
+    {"POST", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_enqueue},
+    {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_msg_list},
+};
+
+/* Match url against pattern; the '*' segment is copied to id. */
+static bool match(const char *pattern, const char *url, char *id, size_t idcap)
+{
+    while (*pattern && *url) {
+        if (*pattern == '*') {
+            size_t n = strcspn(url, "/");
+            if (n == 0 || n >= idcap)
+                return false;
+            memcpy(id, url, n);
+            id[n] = 0;
+            url += n;
+            pattern++;
+            continue;
+        }
+        if (*pattern++ != *url++)
+            return false;
+    }
+    return !*pattern && !*url;
+}
+
+static void dispatch(req_t *r)
+{
+    char id[SG_DEVICE_ID_MAX + 2] = "";
+    const route_t *route = NULL;
+    bool path_known = false;
+    for (size_t i = 0; i < sizeof k_routes / sizeof k_routes[0]; i++) {
+        if (!match(k_routes[i].pattern, r->url, id, sizeof id))
+            continue;
+        path_known = true;
+        if (strcmp(k_routes[i].method, r->method) == 0) {
+            route = &k_routes[i];
+            break;
+        }
+    }
+    if (!route) {
+        if (path_known)
+            error(r, 405, "MethodNotAllowed", "this path does not take that method");
+        else
+            error(r, 404, "NotFound", "no such endpoint; see the HTTP API in the README");
+        return;
+    }
+    if (route->role != 0) {
+        const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        int roles = 0;
+        if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+            roles = adm_tokens_check(r->adm->tokens, auth + 7, strlen(auth + 7), &r->who);
+        if (!roles) {
+            error(r, 401, "Unauthorized", "send 'Authorization: Bearer <token>' with a valid API token");
+            return;
+        }
+        if (route->role != ANY_ROLE && !(roles & route->role)) {
+            error(r, 403, "Forbidden", "the token lacks the role this call needs");
+            return;
+        }
+    }
+    if (r->too_big) {
+        char msg[100];
+        snprintf(msg, sizeof msg, "request bodies are limited to %zu bytes", r->adm->max_body);
+        error(r, 413, "BodyTooLarge", msg);
+        return;
+    }
+    if (strchr(route->pattern, '*') && !sg_device_id_valid(id, strlen(id))) {
+        error(r, 400, "InvalidDeviceId", "device ids are 1-128 characters of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '");
+        return;
+    }
+    route->fn(r, id);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    adm_http_t *a = cls;
+    (void)version;
+    req_t *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->adm = a;
+        r->conn = conn;
+        r->method = method;
+        r->url = url;
+        r->start = sg_mono_ms();
+        sg_wbuf_init(&r->body, a->max_body);
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->too_big && sg_wbuf_bytes(&r->body, upload, *upload_size) != SG_OK)
+            r->too_big = true;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->submitted) {
+        if (!atomic_load(&r->done))
+            return MHD_YES;
+        if (r->finish)
+            r->finish(r);
+        return respond(r);
+    }
+    dispatch(r);
+    if (r->submitted)
+        return MHD_YES;
+    return respond(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    req_t *r = *con_cls;
+    if (!r)
+        return;
+    for (int i = 0; i < r->n; i++)
+        free(r->parts[i].json);
+    sg_wbuf_fini(&r->body);
+    free(r->text);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = 0;
+    SG_WARN("admin", "mhd", "reason=\"%s\"", msg);
+}
+
+adm_http_t *adm_http_new(const sg_config_t *cfg, const char *name, const char *routers)
+{
+    adm_http_t *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    char err[300];
+    a->tokens = adm_tokens_load(sg_config_str(cfg, "admin.tokens"), err, sizeof err);
+    if (!a->tokens) {
+        SG_ERROR("admin", "tokens.invalid", "reason=\"%s\"", err);
+        free(a);
+        return NULL;
+    }
+    a->max_body = (size_t)sg_config_int(cfg, "admin.max_body");
+    a->timeout_ms = sg_config_int(cfg, "cluster.request_timeout") * 1000;
+    a->bridge = adm_bridge_new(routers, name, (int)sg_config_int(cfg, "cluster.hwm"));
+    if (!a->bridge) {
+        adm_http_destroy(&a);
+        return NULL;
+    }
+    const char *host = sg_config_str(cfg, "admin.bind");
+    int port = (int)sg_config_int(cfg, "admin.port");
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0) {
+        SG_ERROR("admin", "bind.invalid", "address=%s reason=\"admin.bind must be a numeric IPv4 or IPv6 address\"", host);
+        adm_http_destroy(&a);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (res->ai_family == AF_INET6) {
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    }
+    freeaddrinfo(res);
+    a->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, &ss,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                              MHD_OPTION_CONNECTION_LIMIT, 4000u, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
+                              MHD_OPTION_END);
+    if (!a->mhd) {
+        SG_ERROR("admin", "listen.failed", "address=%s port=%d", host, port);
+        adm_http_destroy(&a);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    a->port = info ? info->port : port;
+    SG_INFO("admin", "ready", "address=%s port=%d routers=%s tokens=%zu", host, a->port, routers,
+            adm_tokens_count(a->tokens));
+    return a;
+}
+
+void adm_http_destroy(adm_http_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    adm_http_t *a = *self_p;
+    /* The bridge answers every waiting request first, so no connection stays suspended. */
+    adm_bridge_destroy(&a->bridge);
+    if (a->mhd)
+        MHD_stop_daemon(a->mhd);
+    adm_tokens_destroy(&a->tokens);
+    free(a);
+    *self_p = NULL;
+}
+
+int adm_http_port(const adm_http_t *self) { return self->port; }

@@ -1,0 +1,77 @@
+/* app_health.c — the probe endpoint of non-admin processes; see app_health.h. */
+#include "app_health.h"
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sg_log.h"
+
+struct app_health {
+    struct MHD_Daemon *mhd;
+    char body[128];
+};
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    app_health_t *h = cls;
+    (void)version;
+    (void)upload;
+    (void)upload_size;
+    (void)con_cls;
+    bool known = strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0;
+    const char *text = known ? h->body : "{\"error\":\"NotFound\",\"message\":\"only /healthz and /readyz here\"}";
+    unsigned status = known ? (strcmp(method, "GET") == 0 ? 200 : 405) : 404;
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ok = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+app_health_t *app_health_new(const char *bind, int port, const char *tier)
+{
+    if (port <= 0)
+        return NULL;
+    app_health_t *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    snprintf(h->body, sizeof h->body, "{\"status\":\"ok\",\"tier\":\"%s\"}", tier);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST}, *res = NULL;
+    if (getaddrinfo(bind, NULL, &hints, &res) != 0) {
+        SG_ERROR("health", "bind.invalid", "address=%s", bind);
+        free(h);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+    if (res->ai_family == AF_INET6) {
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    }
+    freeaddrinfo(res);
+    h->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &ss,
+                              MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
+    if (!h->mhd) {
+        SG_ERROR("health", "listen.failed", "address=%s port=%d", bind, port);
+        free(h);
+        return NULL;
+    }
+    SG_INFO("health", "ready", "address=%s port=%d tier=%s", bind, port, tier);
+    return h;
+}
+
+void app_health_destroy(app_health_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    MHD_stop_daemon((*self_p)->mhd);
+    free(*self_p);
+    *self_p = NULL;
+}

@@ -1,0 +1,275 @@
+/* sg_config.c — the key table and its loaders; see sg_config.h. */
+#include "sg_config.h"
+#include <ctype.h>
+#include <czmq.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_INT, T_BOOL, T_ENUM } kind_t;
+
+typedef struct {
+    const char *key;
+    kind_t kind;
+    const char *def;
+    int64_t min, max;        /* T_INT range */
+    const char *choices;     /* T_ENUM: "a|b|c" */
+    const char *help;
+} spec_t;
+
+#define I(k, d, lo, hi, h) {k, T_INT, d, lo, hi, NULL, h}
+#define S(k, d, h) {k, T_STR, d, 0, 0, NULL, h}
+#define B(k, d, h) {k, T_BOOL, d, 0, 0, NULL, h}
+#define E(k, d, c, h) {k, T_ENUM, d, 0, 0, c, h}
+
+static const spec_t k_specs[] = {
+    E("log.level", "info", "debug|info|warn|error", "log threshold"),
+
+    S("cluster.shards", "store-0", "comma-separated shard names; their order numbers the telemetry partitions"),
+    S("cluster.shard_endpoint", "tcp://{name}:9200",
+      "ZeroMQ endpoint of a shard; {name} is replaced by the shard name (or give name=endpoint pairs in cluster.shards)"),
+    S("cluster.routers", "tcp://127.0.0.1:9100", "comma-separated router endpoints that frontends and admins connect to"),
+    I("cluster.vnodes", "1024", 1, 65536, "virtual nodes per shard on the hash ring"),
+    I("cluster.request_timeout", "10", 1, 600, "seconds a tier waits for a shard's answer"),
+    I("cluster.hwm", "100000", 100, 10000000, "ZeroMQ high-water mark (messages) of every inter-tier socket"),
+
+    S("frontend.name", "fe-0", "name of this frontend instance (unique in the cluster)"),
+    S("frontend.bind", "0.0.0.0", "address the MQTT listeners bind to"),
+    I("frontend.mqtt_port", "8883", 0, 65535, "MQTT over TLS port (0 = pick a free port)"),
+    I("frontend.ws_port", "443", 0, 65535, "MQTT over secure WebSocket port (0 = pick a free port)"),
+    I("frontend.threads", "0", 0, 256, "event-loop threads (0 = one per CPU core)"),
+    S("frontend.cert", "/etc/sacgate/tls/server.crt", "server certificate chain (PEM)"),
+    S("frontend.key", "/etc/sacgate/tls/server.key", "server private key (PEM)"),
+    I("frontend.max_connections", "18000", 1, 1000000, "device connections per frontend process"),
+    I("frontend.max_packet", "266240", 1024, 16777216, "largest MQTT packet accepted (bytes)"),
+    I("frontend.max_outbuf", "2097152", 65536, 67108864, "per-connection unsent bytes before the device is disconnected"),
+    I("frontend.keepalive_cap", "1767", 5, 65535, "keep-alive (s) used when a device asks for 0 or more"),
+    I("frontend.connect_timeout", "10", 1, 600, "seconds from TCP accept to a complete CONNECT"),
+    I("frontend.inflight_window", "16", 1, 1024, "telemetry QoS 1 publishes awaiting durable acks before reading pauses"),
+    I("frontend.ack_timeout", "30", 1, 3600, "seconds to wait for a durable ack before the connection is closed"),
+    I("frontend.max_telemetry", "262144", 1, 16777216, "largest telemetry payload (bytes)"),
+
+    S("router.name", "router-0", "name of this router instance"),
+    S("router.bind", "tcp://*:9100", "endpoint frontends and admins connect to"),
+
+    S("store.name", "store-0", "this shard's name; must be one of cluster.shards"),
+    S("store.bind", "tcp://*:9200", "endpoint routers connect to"),
+    S("store.data_dir", "/var/lib/sacgate", "directory of this shard's RocksDB database"),
+    E("store.sync", "always", "always|never", "fsync each group commit before acknowledging (always) or not (never)"),
+    I("store.readers", "2", 1, 64, "reader threads"),
+    I("store.max_batch", "1024", 1, 100000, "most operations committed in one write batch"),
+    I("store.max_queued_messages", "50", 1, 100000, "default per-device cloud-to-device queue length"),
+    I("store.max_queued_bytes", "1048576", 1024, 1073741824, "default per-device queue size (bytes)"),
+    I("store.max_message_bytes", "65536", 1, 16777216, "largest cloud-to-device message (bytes)"),
+    I("store.default_ttl", "3600", 1, 172800, "cloud-to-device time-to-live when none is given (s)"),
+    I("store.max_ttl", "172800", 1, 31536000, "largest cloud-to-device time-to-live (s)"),
+    I("store.delivery_window", "10", 1, 1000, "cloud-to-device messages in flight per device"),
+    I("store.cache_devices", "200000", 1000, 100000000, "device entries kept in memory by the writer"),
+
+    S("admin.bind", "127.0.0.1", "address of the HTTP endpoint"),
+    I("admin.port", "8080", 0, 65535, "HTTP port (0 = pick a free port)"),
+    S("admin.tokens", "/etc/sacgate/tokens", "file of API tokens: one 'name roles sha256hex' per line"),
+    I("admin.max_body", "262144", 1024, 67108864, "largest request body (bytes)"),
+    I("admin.threads", "2", 1, 64, "HTTP worker threads"),
+
+    S("health.bind", "0.0.0.0", "address of the /healthz and /readyz endpoint of frontend, router and store"),
+    I("health.port", "0", 0, 65535, "that endpoint's port (0 = off)"),
+
+    S("all.data_dir", "./var", "sacgate all: directory for shards, TLS files and tokens"),
+    I("all.shards", "1", 1, 64, "sacgate all: number of in-process shards"),
+};
+
+#define N_SPECS (sizeof k_specs / sizeof k_specs[0])
+
+struct sg_config {
+    char *values[N_SPECS];
+    bool set[N_SPECS];
+};
+
+static int find(const char *key)
+{
+    for (size_t i = 0; i < N_SPECS; i++)
+        if (strcmp(k_specs[i].key, key) == 0)
+            return (int)i;
+    return -1;
+}
+
+sg_config_t *sg_config_new(void)
+{
+    sg_config_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    for (size_t i = 0; i < N_SPECS; i++) {
+        self->values[i] = strdup(k_specs[i].def);
+        if (!self->values[i]) {
+            sg_config_destroy(&self);
+            return NULL;
+        }
+    }
+    return self;
+}
+
+void sg_config_destroy(sg_config_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    for (size_t i = 0; i < N_SPECS; i++)
+        free((*self_p)->values[i]);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+static bool parse_int(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_bool(const char *s, bool *out)
+{
+    if (!strcmp(s, "1") || !strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on"))
+        *out = true;
+    else if (!strcmp(s, "0") || !strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off"))
+        *out = false;
+    else
+        return false;
+    return true;
+}
+
+static bool in_choices(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return true;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return false;
+}
+
+sg_rc sg_config_set(sg_config_t *self, const char *key, const char *value, char *err, size_t errlen)
+{
+    int i = find(key);
+    if (i < 0) {
+        snprintf(err, errlen, "unknown configuration key '%s' (see sacgate --help)", key);
+        return SG_E_NOT_FOUND;
+    }
+    const spec_t *s = &k_specs[i];
+    int64_t iv;
+    bool bv;
+    switch (s->kind) {
+    case T_INT:
+        if (!parse_int(value, &iv) || iv < s->min || iv > s->max) {
+            snprintf(err, errlen, "%s must be an integer from %lld to %lld, not '%s'", key,
+                     (long long)s->min, (long long)s->max, value);
+            return SG_E_INVALID;
+        }
+        break;
+    case T_BOOL:
+        if (!parse_bool(value, &bv)) {
+            snprintf(err, errlen, "%s must be true or false, not '%s'", key, value);
+            return SG_E_INVALID;
+        }
+        break;
+    case T_ENUM:
+        if (!in_choices(s->choices, value)) {
+            snprintf(err, errlen, "%s must be one of %s, not '%s'", key, s->choices, value);
+            return SG_E_INVALID;
+        }
+        break;
+    case T_STR:
+        break;
+    }
+    char *copy = strdup(value);
+    SG_ENSURE(copy != NULL, SG_E_NOMEM);
+    free(self->values[i]);
+    self->values[i] = copy;
+    self->set[i] = true;
+    return SG_OK;
+}
+
+/* Walk a zconfig tree; leaves two levels down are "section/key". */
+static sg_rc load_tree(sg_config_t *self, zconfig_t *root, char *err, size_t errlen)
+{
+    for (zconfig_t *sec = zconfig_child(root); sec; sec = zconfig_next(sec)) {
+        for (zconfig_t *leaf = zconfig_child(sec); leaf; leaf = zconfig_next(leaf)) {
+            char key[128];
+            snprintf(key, sizeof key, "%s.%s", zconfig_name(sec), zconfig_name(leaf));
+            const char *v = zconfig_value(leaf);
+            SG_GUARD(sg_config_set(self, key, v ? v : "", err, errlen));
+        }
+    }
+    return SG_OK;
+}
+
+sg_rc sg_config_load_file(sg_config_t *self, const char *path, char *err, size_t errlen)
+{
+    zconfig_t *root = zconfig_load(path);
+    if (!root) {
+        snprintf(err, errlen, "cannot read configuration file '%s' (missing or not ZPL)", path);
+        return SG_E_IO;
+    }
+    sg_rc rc = load_tree(self, root, err, errlen);
+    zconfig_destroy(&root);
+    return rc;
+}
+
+sg_rc sg_config_load_env(sg_config_t *self, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < N_SPECS; i++) {
+        char name[128] = "SACGATE_";
+        size_t n = strlen(name);
+        for (const char *p = k_specs[i].key; *p && n < sizeof name - 1; p++)
+            name[n++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+        name[n] = 0;
+        const char *v = getenv(name);
+        if (v)
+            SG_GUARD(sg_config_set(self, k_specs[i].key, v, err, errlen));
+    }
+    return SG_OK;
+}
+
+const char *sg_config_str(const sg_config_t *self, const char *key)
+{
+    int i = find(key);
+    return i < 0 ? "" : self->values[i];
+}
+
+int64_t sg_config_int(const sg_config_t *self, const char *key)
+{
+    int64_t v = 0;
+    return parse_int(sg_config_str(self, key), &v) ? v : 0;
+}
+
+bool sg_config_bool(const sg_config_t *self, const char *key)
+{
+    bool v = false;
+    return parse_bool(sg_config_str(self, key), &v) && v;
+}
+
+bool sg_config_is_set(const sg_config_t *self, const char *key)
+{
+    int i = find(key);
+    return i >= 0 && self->set[i];
+}
+
+void sg_config_print_help(FILE *out, const char *section)
+{
+    size_t sl = strlen(section);
+    for (size_t i = 0; i < N_SPECS; i++) {
+        const spec_t *s = &k_specs[i];
+        if (sl && (strncmp(s->key, section, sl) != 0 || s->key[sl] != '.'))
+            continue;
+        fprintf(out, "  %-28s %s (default: %s)\n", s->key, s->help, *s->def ? s->def : "\"\"");
+    }
+}

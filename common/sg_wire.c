@@ -1,0 +1,290 @@
+/* sg_wire.c — encoding and validation of inter-tier frames; see sg_wire.h.
+ * Header layout (big-endian): u8 version, u8 type, u8 flags, u16 status, u32 shard, u64 corr,
+ * u64 epoch, str8 device id; the body follows. */
+#include "sg_wire.h"
+#include "sg_sas.h"
+
+static const char *const k_type_names[SG_MSG_TYPE_MAX] = {
+    [SG_MSG_AUTH] = "AUTH",
+    [SG_MSG_AUTH_RES] = "AUTH_RES",
+    [SG_MSG_SESSION_END] = "SESSION_END",
+    [SG_MSG_KICK] = "KICK",
+    [SG_MSG_TELEMETRY] = "TELEMETRY",
+    [SG_MSG_TELEMETRY_ACK] = "TELEMETRY_ACK",
+    [SG_MSG_SUBSCRIBE] = "SUBSCRIBE",
+    [SG_MSG_DELIVER] = "DELIVER",
+    [SG_MSG_COMPLETE] = "COMPLETE",
+    [SG_MSG_ADMIN] = "ADMIN",
+    [SG_MSG_ADMIN_RES] = "ADMIN_RES",
+    [SG_MSG_PEER_GONE] = "PEER_GONE",
+    [SG_MSG_HELLO] = "HELLO",
+    [SG_MSG_RING] = "RING",
+    [SG_MSG_RING_RES] = "RING_RES",
+    [SG_MSG_PING] = "PING",
+    [SG_MSG_PONG] = "PONG",
+    [SG_MSG_ERROR] = "ERROR",
+};
+
+const char *sg_wire_type_name(uint8_t type)
+{
+    if (type == 0 || type >= SG_MSG_TYPE_MAX)
+        return "UNKNOWN";
+    return k_type_names[type];
+}
+
+sg_wire_hdr_t sg_wire_hdr(uint8_t type, const char *device)
+{
+    sg_wire_hdr_t h = {.type = type, .shard = SG_WIRE_SHARD_BY_DEVICE};
+    if (device) {
+        h.device = device;
+        h.device_len = strlen(device);
+    }
+    return h;
+}
+
+sg_rc sg_wire_decode(const uint8_t *frame, size_t len, sg_wire_hdr_t *out)
+{
+    sg_cur_t c;
+    uint8_t version;
+    const uint8_t *dev;
+
+    SG_ENSURE(len <= SG_WIRE_MAX_FRAME, SG_E_TOO_BIG);
+    sg_cur_init(&c, frame, len);
+    SG_GUARD(sg_cur_u8(&c, &version));
+    SG_ENSURE(version == SG_WIRE_VERSION, SG_E_MALFORMED);
+    SG_GUARD(sg_cur_u8(&c, &out->type));
+    SG_ENSURE(out->type > 0 && out->type < SG_MSG_TYPE_MAX, SG_E_MALFORMED);
+    SG_GUARD(sg_cur_u8(&c, &out->flags));
+    SG_GUARD(sg_cur_u16(&c, &out->status));
+    SG_GUARD(sg_cur_u32(&c, &out->shard));
+    SG_GUARD(sg_cur_u64(&c, &out->corr));
+    SG_GUARD(sg_cur_u64(&c, &out->epoch));
+    SG_GUARD(sg_cur_str8(&c, SG_DEVICE_ID_MAX, &dev, &out->device_len));
+    SG_ENSURE(out->device_len == 0 || sg_device_id_valid((const char *)dev, out->device_len),
+              SG_E_MALFORMED);
+    out->device = (const char *)dev;
+    out->body = sg_cur_ptr(&c);
+    out->body_len = sg_cur_left(&c);
+    return SG_OK;
+}
+
+sg_rc sg_wire_encode_hdr(sg_wbuf_t *w, const sg_wire_hdr_t *h)
+{
+    SG_ENSURE(h->device_len <= SG_DEVICE_ID_MAX, SG_E_TOO_BIG);
+    SG_GUARD(sg_wbuf_u8(w, SG_WIRE_VERSION));
+    SG_GUARD(sg_wbuf_u8(w, h->type));
+    SG_GUARD(sg_wbuf_u8(w, h->flags));
+    SG_GUARD(sg_wbuf_u16(w, h->status));
+    SG_GUARD(sg_wbuf_u32(w, h->shard));
+    SG_GUARD(sg_wbuf_u64(w, h->corr));
+    SG_GUARD(sg_wbuf_u64(w, h->epoch));
+    return sg_wbuf_str8(w, h->device, h->device_len);
+}
+
+static void body_cursor(const sg_wire_hdr_t *h, sg_cur_t *c) { sg_cur_init(c, h->body, h->body_len); }
+
+/* A body must be consumed exactly: trailing bytes mean the peer speaks another format. */
+static sg_rc body_end(const sg_cur_t *c) { return sg_cur_left(c) == 0 ? SG_OK : SG_E_MALFORMED; }
+
+sg_rc sg_wire_put_auth(sg_wbuf_t *w, const sg_wire_auth_t *a)
+{
+    SG_GUARD(sg_wbuf_u8(w, a->method));
+    return sg_wbuf_str16(w, a->credential, a->credential_len);
+}
+
+sg_rc sg_wire_get_auth(const sg_wire_hdr_t *h, sg_wire_auth_t *a)
+{
+    sg_cur_t c;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u8(&c, &a->method));
+    SG_ENSURE(a->method >= SG_CRED_SAS && a->method <= SG_CRED_PSK, SG_E_MALFORMED);
+    SG_GUARD(sg_cur_str16(&c, 8192, &a->credential, &a->credential_len));
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_auth_res(sg_wbuf_t *w, const sg_wire_auth_res_t *a)
+{
+    SG_GUARD(sg_wbuf_u64(w, (uint64_t)a->expires));
+    return sg_wbuf_u32(w, a->generation);
+}
+
+sg_rc sg_wire_get_auth_res(const sg_wire_hdr_t *h, sg_wire_auth_res_t *a)
+{
+    sg_cur_t c;
+    uint64_t exp;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u64(&c, &exp));
+    SG_GUARD(sg_cur_u32(&c, &a->generation));
+    a->expires = (int64_t)exp;
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_prop(sg_wbuf_t *w, const char *k, size_t kl, const char *v, size_t vl)
+{
+    SG_GUARD(sg_wbuf_str16(w, k, kl));
+    return sg_wbuf_str16(w, v, vl);
+}
+
+bool sg_wire_props_next(sg_wire_props_t *p, const char **k, size_t *kl, const char **v, size_t *vl)
+{
+    const uint8_t *kp, *vp;
+    if (p->count == 0)
+        return false;
+    /* Validated by the body reader, so these cannot fail here. */
+    if (sg_cur_str16(&p->rest, UINT16_MAX, &kp, kl) != SG_OK ||
+        sg_cur_str16(&p->rest, UINT16_MAX, &vp, vl) != SG_OK)
+        return false;
+    *k = (const char *)kp;
+    *v = (const char *)vp;
+    p->count--;
+    return true;
+}
+
+/* Reads the u16 count and walks the pairs once to validate them, leaving c after the list. */
+sg_rc sg_wire_get_props(sg_cur_t *c, sg_wire_props_t *p)
+{
+    const uint8_t *s;
+    size_t n;
+    SG_GUARD(sg_cur_u16(c, &p->count));
+    SG_ENSURE(p->count <= 256, SG_E_TOO_BIG);
+    size_t start = c->pos;
+    for (uint16_t i = 0; i < p->count; i++) {
+        SG_GUARD(sg_cur_str16(c, UINT16_MAX, &s, &n));
+        SG_ENSURE(n > 0, SG_E_MALFORMED);
+        SG_GUARD(sg_cur_str16(c, UINT16_MAX, &s, &n));
+    }
+    sg_cur_init(&p->rest, c->data + start, c->pos - start);
+    return SG_OK;
+}
+
+sg_rc sg_wire_put_telemetry_head(sg_wbuf_t *w, uint16_t packet_id, uint16_t nprops)
+{
+    SG_GUARD(sg_wbuf_u16(w, packet_id));
+    return sg_wbuf_u16(w, nprops);
+}
+
+sg_rc sg_wire_put_payload(sg_wbuf_t *w, const void *p, size_t n) { return sg_wbuf_str32(w, p, n); }
+
+sg_rc sg_wire_get_telemetry(const sg_wire_hdr_t *h, sg_wire_telemetry_t *t)
+{
+    sg_cur_t c;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u16(&c, &t->packet_id));
+    SG_GUARD(sg_wire_get_props(&c, &t->props));
+    SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &t->payload, &t->payload_len));
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_pid(sg_wbuf_t *w, uint16_t packet_id) { return sg_wbuf_u16(w, packet_id); }
+
+sg_rc sg_wire_get_pid(const sg_wire_hdr_t *h, uint16_t *packet_id)
+{
+    sg_cur_t c;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u16(&c, packet_id));
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_subscribe(sg_wbuf_t *w, uint8_t channel, bool on)
+{
+    SG_GUARD(sg_wbuf_u8(w, channel));
+    return sg_wbuf_u8(w, on ? 1 : 0);
+}
+
+sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, bool *on)
+{
+    sg_cur_t c;
+    uint8_t v;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u8(&c, channel));
+    SG_GUARD(sg_cur_u8(&c, &v));
+    SG_ENSURE(*channel == SG_CHAN_C2D && v <= 1, SG_E_MALFORMED);
+    *on = v == 1;
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_deliver_head(sg_wbuf_t *w, const sg_wire_deliver_t *d, uint16_t nprops)
+{
+    SG_GUARD(sg_wbuf_u16(w, d->packet_id));
+    SG_GUARD(sg_wbuf_u32(w, d->delivery_count));
+    SG_GUARD(sg_wbuf_u64(w, (uint64_t)d->enqueued_ms));
+    SG_GUARD(sg_wbuf_u64(w, (uint64_t)d->expires_ms));
+    SG_GUARD(sg_wbuf_str8(w, d->message_id, d->message_id_len));
+    return sg_wbuf_u16(w, nprops);
+}
+
+sg_rc sg_wire_get_deliver(const sg_wire_hdr_t *h, sg_wire_deliver_t *d)
+{
+    sg_cur_t c;
+    uint64_t enq, exp;
+    const uint8_t *mid;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u16(&c, &d->packet_id));
+    SG_GUARD(sg_cur_u32(&c, &d->delivery_count));
+    SG_GUARD(sg_cur_u64(&c, &enq));
+    SG_GUARD(sg_cur_u64(&c, &exp));
+    SG_GUARD(sg_cur_str8(&c, 128, &mid, &d->message_id_len));
+    SG_GUARD(sg_wire_get_props(&c, &d->props));
+    SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &d->payload, &d->payload_len));
+    d->enqueued_ms = (int64_t)enq;
+    d->expires_ms = (int64_t)exp;
+    d->message_id = (const char *)mid;
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_u8(sg_wbuf_t *w, uint8_t v) { return sg_wbuf_u8(w, v); }
+
+sg_rc sg_wire_get_u8(const sg_wire_hdr_t *h, uint8_t *v)
+{
+    sg_cur_t c;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u8(&c, v));
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_admin(sg_wbuf_t *w, uint16_t op, const char *json, size_t len)
+{
+    SG_GUARD(sg_wbuf_u16(w, op));
+    return sg_wbuf_str32(w, json, len);
+}
+
+sg_rc sg_wire_get_admin(const sg_wire_hdr_t *h, uint16_t *op, const char **json, size_t *len)
+{
+    sg_cur_t c;
+    const uint8_t *p;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u16(&c, op));
+    SG_ENSURE(*op > 0 && *op < SG_ADM_OP_MAX, SG_E_MALFORMED);
+    SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &p, len));
+    *json = (const char *)p;
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_json(sg_wbuf_t *w, const char *json, size_t len) { return sg_wbuf_str32(w, json, len); }
+
+sg_rc sg_wire_get_json(const sg_wire_hdr_t *h, const char **json, size_t *len)
+{
+    sg_cur_t c;
+    const uint8_t *p;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &p, len));
+    *json = (const char *)p;
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_name(sg_wbuf_t *w, const char *name) { return sg_wbuf_str8(w, name, strlen(name)); }
+
+sg_rc sg_wire_get_name(const sg_wire_hdr_t *h, const char **name, size_t *len)
+{
+    sg_cur_t c;
+    const uint8_t *p;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_str8(&c, SG_WIRE_MAX_PEER, &p, len));
+    *name = (const char *)p;
+    return body_end(&c);
+}
+
+bool sg_adm_op_writes(uint16_t op)
+{
+    return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE;
+}

@@ -1,0 +1,189 @@
+/* sg_wire.h — the frames the tiers exchange over ZeroMQ.
+ * Every frame starts with a small versioned header (type, flags, status, target shard,
+ * correlation id, session epoch, device id) followed by a type-specific body. Both are read
+ * through sg_cur: a frame from a peer is untrusted and a malformed one is rejected.
+ *
+ * Socket envelopes: a frontend or admin sends [frame] on a DEALER to a router's ROUTER socket;
+ * the router forwards [peer][frame] to the owning shard, where peer is the sender's routing id;
+ * a shard answers (or pushes) [peer][frame] to a router, which sends [frame] to that peer. */
+#ifndef SG_WIRE_H
+#define SG_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "sg_buf.h"
+#include "sg_result.h"
+
+#define SG_WIRE_VERSION 1
+#define SG_WIRE_SHARD_BY_DEVICE 0xFFFFFFFFu   /* route by the ring, not an explicit index */
+#define SG_WIRE_MAX_FRAME (512u * 1024u)
+#define SG_WIRE_MAX_PEER 96
+
+typedef enum {
+    SG_MSG_AUTH = 1,        /* fe->st: CONNECT credentials; corr = connection handle */
+    SG_MSG_AUTH_RES,        /* st->fe: status = SG_AUTH_*, epoch = new session epoch */
+    SG_MSG_SESSION_END,     /* fe->st: the connection with this epoch is gone */
+    SG_MSG_KICK,            /* st->fe: close the connection (corr = handle) of this epoch */
+    SG_MSG_TELEMETRY,       /* fe->st: one device-to-cloud message */
+    SG_MSG_TELEMETRY_ACK,   /* st->fe: it is durable (status 0) or refused */
+    SG_MSG_SUBSCRIBE,       /* fe->st: the session (un)subscribed a channel */
+    SG_MSG_DELIVER,         /* st->fe: one cloud-to-device message for the session */
+    SG_MSG_COMPLETE,        /* fe->st: the device PUBACKed a delivery */
+    SG_MSG_ADMIN,           /* adm->st: an operator request (JSON) */
+    SG_MSG_ADMIN_RES,       /* st->adm: status = HTTP status, body JSON */
+    SG_MSG_PEER_GONE,       /* rt->st: a push to this peer could not be routed */
+    SG_MSG_HELLO,           /* rt->st: router announces itself; fe->rt->st: frontend (re)booted */
+    SG_MSG_RING,            /* adm->rt: describe the ring and shard reachability */
+    SG_MSG_RING_RES,        /* rt->adm: JSON */
+    SG_MSG_PING,            /* rt->st liveness probe */
+    SG_MSG_PONG,            /* st->rt */
+    SG_MSG_ERROR,           /* rt->peer: could not route (status = SG_WIRE_ERR_*) */
+    SG_MSG_TYPE_MAX
+} sg_msg_type_t;
+
+/* flags */
+#define SG_WIRE_F_QOS1 0x01             /* TELEMETRY: the device waits for an acknowledgement */
+#define SG_WIRE_F_CLEAN 0x02            /* AUTH: MQTT CleanSession=1 */
+#define SG_WIRE_F_SESSION_PRESENT 0x04  /* AUTH_RES: an earlier non-clean session is resumed */
+#define SG_WIRE_F_SUBSCRIBED 0x08       /* AUTH_RES: ...with its devicebound subscription */
+
+/* AUTH_RES status */
+enum {
+    SG_AUTH_OK = 0,
+    SG_AUTH_BAD_CREDENTIALS = 1,   /* unknown device, wrong key/signature, wrong device, expired */
+    SG_AUTH_DISABLED = 2,
+    SG_AUTH_UNAVAILABLE = 3,       /* shard could not decide (storage error) */
+};
+
+/* credential kinds in AUTH */
+enum { SG_CRED_SAS = 1, SG_CRED_X509 = 2, SG_CRED_PSK = 3 };
+
+/* ERROR status */
+enum { SG_WIRE_ERR_NO_SHARD = 1, SG_WIRE_ERR_BUSY = 2, SG_WIRE_ERR_MALFORMED = 3 };
+
+/* KICK reasons */
+enum { SG_KICK_TAKEOVER = 1, SG_KICK_REVOKED = 2, SG_KICK_STALE = 3 };
+
+/* SUBSCRIBE channels */
+enum { SG_CHAN_C2D = 1 };
+
+typedef struct {
+    uint8_t type;
+    uint8_t flags;
+    uint16_t status;
+    uint32_t shard;
+    uint64_t corr;
+    uint64_t epoch;
+    const char *device;     /* view, not NUL-terminated; device_len may be 0 */
+    size_t device_len;
+    const uint8_t *body;    /* view of the bytes after the header */
+    size_t body_len;
+} sg_wire_hdr_t;
+
+/* Decode and validate a header: version, known type, device id 0-128 bytes of the id alphabet.
+ * SG_E_MALFORMED / SG_E_TRUNCATED / SG_E_TOO_BIG otherwise. */
+SG_WUR sg_rc sg_wire_decode(const uint8_t *frame, size_t len, sg_wire_hdr_t *out);
+/* Append a header (device from h->device/device_len; body and body_len ignored). */
+SG_WUR sg_rc sg_wire_encode_hdr(sg_wbuf_t *w, const sg_wire_hdr_t *h);
+const char *sg_wire_type_name(uint8_t type);
+
+/* Convenience: a header initialised for type/device with every other field zero and shard
+ * SG_WIRE_SHARD_BY_DEVICE. device is a NUL-terminated string or NULL. */
+sg_wire_hdr_t sg_wire_hdr(uint8_t type, const char *device);
+
+/* ---- bodies: each reader sits beside its writer ---- */
+
+/* AUTH */
+typedef struct {
+    uint8_t method;                   /* SG_CRED_* */
+    const uint8_t *credential;        /* SAS token, or certificate thumbprint, ... */
+    size_t credential_len;
+} sg_wire_auth_t;
+SG_WUR sg_rc sg_wire_put_auth(sg_wbuf_t *w, const sg_wire_auth_t *a);
+SG_WUR sg_rc sg_wire_get_auth(const sg_wire_hdr_t *h, sg_wire_auth_t *a);
+
+/* AUTH_RES */
+typedef struct {
+    int64_t expires;                  /* credential expiry (s since epoch), 0 = none */
+    uint32_t generation;              /* registry generation the decision was made on */
+} sg_wire_auth_res_t;
+SG_WUR sg_rc sg_wire_put_auth_res(sg_wbuf_t *w, const sg_wire_auth_res_t *a);
+SG_WUR sg_rc sg_wire_get_auth_res(const sg_wire_hdr_t *h, sg_wire_auth_res_t *a);
+
+/* Property lists inside bodies: u16 count, then count pairs of str16 key, str16 value. */
+typedef struct {
+    uint16_t count;
+    sg_cur_t rest;
+} sg_wire_props_t;
+SG_WUR sg_rc sg_wire_put_prop(sg_wbuf_t *w, const char *k, size_t kl, const char *v, size_t vl);
+bool sg_wire_props_next(sg_wire_props_t *p, const char **k, size_t *kl, const char **v, size_t *vl);
+/* Read and validate a property list at c (keys non-empty, at most 256 pairs); c moves past it. */
+SG_WUR sg_rc sg_wire_get_props(sg_cur_t *c, sg_wire_props_t *p);
+
+/* TELEMETRY: u16 packet id, props (caller writes u16 count then sg_wire_put_prop pairs), then
+ * str32 payload. Use sg_wire_put_telemetry_head, then props, then sg_wire_put_payload. */
+typedef struct {
+    uint16_t packet_id;
+    sg_wire_props_t props;
+    const uint8_t *payload;
+    size_t payload_len;
+} sg_wire_telemetry_t;
+SG_WUR sg_rc sg_wire_put_telemetry_head(sg_wbuf_t *w, uint16_t packet_id, uint16_t nprops);
+SG_WUR sg_rc sg_wire_put_payload(sg_wbuf_t *w, const void *p, size_t n);
+SG_WUR sg_rc sg_wire_get_telemetry(const sg_wire_hdr_t *h, sg_wire_telemetry_t *t);
+
+/* TELEMETRY_ACK, COMPLETE: u16 packet id */
+SG_WUR sg_rc sg_wire_put_pid(sg_wbuf_t *w, uint16_t packet_id);
+SG_WUR sg_rc sg_wire_get_pid(const sg_wire_hdr_t *h, uint16_t *packet_id);
+
+/* SUBSCRIBE: u8 channel, u8 on */
+SG_WUR sg_rc sg_wire_put_subscribe(sg_wbuf_t *w, uint8_t channel, bool on);
+SG_WUR sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, bool *on);
+
+/* DELIVER */
+typedef struct {
+    uint16_t packet_id;
+    uint32_t delivery_count;
+    int64_t enqueued_ms;
+    int64_t expires_ms;
+    const char *message_id;
+    size_t message_id_len;
+    sg_wire_props_t props;     /* user properties (system ones are the fields above) */
+    const uint8_t *payload;
+    size_t payload_len;
+} sg_wire_deliver_t;
+/* Writes everything up to the props count; the caller then writes nprops pairs and the payload. */
+SG_WUR sg_rc sg_wire_put_deliver_head(sg_wbuf_t *w, const sg_wire_deliver_t *d, uint16_t nprops);
+SG_WUR sg_rc sg_wire_get_deliver(const sg_wire_hdr_t *h, sg_wire_deliver_t *d);
+
+/* KICK: u8 reason */
+SG_WUR sg_rc sg_wire_put_u8(sg_wbuf_t *w, uint8_t v);
+SG_WUR sg_rc sg_wire_get_u8(const sg_wire_hdr_t *h, uint8_t *v);
+
+/* ADMIN: u16 op, str32 JSON;  ADMIN_RES / RING_RES: str32 JSON */
+SG_WUR sg_rc sg_wire_put_admin(sg_wbuf_t *w, uint16_t op, const char *json, size_t len);
+SG_WUR sg_rc sg_wire_get_admin(const sg_wire_hdr_t *h, uint16_t *op, const char **json, size_t *len);
+SG_WUR sg_rc sg_wire_put_json(sg_wbuf_t *w, const char *json, size_t len);
+SG_WUR sg_rc sg_wire_get_json(const sg_wire_hdr_t *h, const char **json, size_t *len);
+
+/* HELLO: str8 name of the announcing process instance */
+SG_WUR sg_rc sg_wire_put_name(sg_wbuf_t *w, const char *name);
+SG_WUR sg_rc sg_wire_get_name(const sg_wire_hdr_t *h, const char **name, size_t *len);
+
+/* Admin operations carried by SG_MSG_ADMIN. */
+typedef enum {
+    SG_ADM_DEVICE_PUT = 1,
+    SG_ADM_DEVICE_GET,
+    SG_ADM_DEVICE_DELETE,
+    SG_ADM_MSG_ENQUEUE,
+    SG_ADM_MSG_LIST,
+    SG_ADM_TELEMETRY_READ,
+    SG_ADM_SHARD_STATS,
+    SG_ADM_OP_MAX
+} sg_adm_op_t;
+
+/* True when op changes state (goes to the shard's writer rather than a reader). */
+bool sg_adm_op_writes(uint16_t op);
+
+#endif

@@ -1,0 +1,210 @@
+/* sg_wire_test.c — inter-tier frames: every body round-trips, and a malformed frame from a peer
+ * (bad version, unknown type, truncated header, bad device id, trailing bytes) is refused. */
+#include "sg_test.h"
+#include "sg_wire.h"
+
+static sg_wbuf_t frame(uint8_t type, const char *device)
+{
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
+    sg_wire_hdr_t h = sg_wire_hdr(type, device);
+    h.corr = 0x1122334455667788ull;
+    h.epoch = 42;
+    h.status = 7;
+    h.flags = SG_WIRE_F_QOS1;
+    if (sg_wire_encode_hdr(&w, &h) != SG_OK)
+        abort();
+    return w;
+}
+
+static void test_header(void)
+{
+    sg_wbuf_t w = frame(SG_MSG_SESSION_END, "dev-1");
+    sg_wire_hdr_t h;
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK(h.type == SG_MSG_SESSION_END && h.corr == 0x1122334455667788ull && h.epoch == 42 && h.status == 7);
+    CHECK(h.flags == SG_WIRE_F_QOS1 && h.shard == SG_WIRE_SHARD_BY_DEVICE);
+    CHECK(h.device_len == 5 && memcmp(h.device, "dev-1", 5) == 0);
+    CHECK(h.body_len == 0);
+    CHECK_STR(sg_wire_type_name(h.type), "SESSION_END");
+    CHECK_STR(sg_wire_type_name(0), "UNKNOWN");
+
+    /* every prefix of a header is truncated, never accepted */
+    for (size_t n = 0; n < w.len; n++)
+        CHECK(sg_wire_decode(w.data, n, &h) != SG_OK);
+
+    uint8_t bad[64];
+    memcpy(bad, w.data, w.len);
+    bad[0] = 2;   /* version */
+    CHECK_RC(sg_wire_decode(bad, w.len, &h), SG_E_MALFORMED);
+    memcpy(bad, w.data, w.len);
+    bad[1] = SG_MSG_TYPE_MAX;   /* type */
+    CHECK_RC(sg_wire_decode(bad, w.len, &h), SG_E_MALFORMED);
+    bad[1] = 0;
+    CHECK_RC(sg_wire_decode(bad, w.len, &h), SG_E_MALFORMED);
+    memcpy(bad, w.data, w.len);
+    bad[w.len - 1] = '/';   /* device id outside the id alphabet */
+    CHECK_RC(sg_wire_decode(bad, w.len, &h), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+
+    /* a device id over 128 bytes cannot be encoded or decoded */
+    char longid[130];
+    memset(longid, 'a', 129);
+    longid[129] = 0;
+    sg_wire_hdr_t big = sg_wire_hdr(SG_MSG_AUTH, longid);
+    sg_wbuf_init(&w, 1024);
+    CHECK_RC(sg_wire_encode_hdr(&w, &big), SG_E_TOO_BIG);
+    sg_wbuf_fini(&w);
+    uint8_t raw[200] = {SG_WIRE_VERSION, SG_MSG_AUTH};
+    raw[25] = 129;   /* the device id length byte */
+    memset(raw + 26, 'a', 129);
+    CHECK_RC(sg_wire_decode(raw, 26 + 129, &h), SG_E_TOO_BIG);
+    CHECK_RC(sg_wire_decode(raw, SG_WIRE_MAX_FRAME + 1, &h), SG_E_TOO_BIG);
+}
+
+static void test_auth(void)
+{
+    sg_wbuf_t w = frame(SG_MSG_AUTH, "d");
+    sg_wire_auth_t a = {.method = SG_CRED_SAS, .credential = (const uint8_t *)"token", .credential_len = 5}, b;
+    CHECK_RC(sg_wire_put_auth(&w, &a), SG_OK);
+    sg_wire_hdr_t h;
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_auth(&h, &b), SG_OK);
+    CHECK(b.method == SG_CRED_SAS && b.credential_len == 5 && memcmp(b.credential, "token", 5) == 0);
+    /* trailing bytes and an unknown credential kind are refused */
+    CHECK_RC(sg_wbuf_u8(&w, 0), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_auth(&h, &b), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+    w = frame(SG_MSG_AUTH, "d");
+    CHECK_RC(sg_wbuf_u8(&w, 9), SG_OK);
+    CHECK_RC(sg_wbuf_str16(&w, "x", 1), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_auth(&h, &b), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+
+    w = frame(SG_MSG_AUTH_RES, "d");
+    sg_wire_auth_res_t r = {.expires = 2000000000, .generation = 3}, r2;
+    CHECK_RC(sg_wire_put_auth_res(&w, &r), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_auth_res(&h, &r2), SG_OK);
+    CHECK(r2.expires == 2000000000 && r2.generation == 3);
+    CHECK_RC(sg_wire_decode(w.data, w.len - 1, &h), SG_OK);
+    CHECK_RC(sg_wire_get_auth_res(&h, &r2), SG_E_TRUNCATED);
+    sg_wbuf_fini(&w);
+}
+
+static void test_telemetry(void)
+{
+    sg_wbuf_t w = frame(SG_MSG_TELEMETRY, "dev");
+    CHECK_RC(sg_wire_put_telemetry_head(&w, 77, 2), SG_OK);
+    CHECK_RC(sg_wire_put_prop(&w, "a", 1, "1", 1), SG_OK);
+    CHECK_RC(sg_wire_put_prop(&w, "$.ct", 4, "", 0), SG_OK);
+    CHECK_RC(sg_wire_put_payload(&w, "hello", 5), SG_OK);
+    sg_wire_hdr_t h;
+    sg_wire_telemetry_t t;
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_telemetry(&h, &t), SG_OK);
+    CHECK(t.packet_id == 77 && t.props.count == 2 && t.payload_len == 5 && memcmp(t.payload, "hello", 5) == 0);
+    const char *k, *v;
+    size_t kl, vl;
+    CHECK(sg_wire_props_next(&t.props, &k, &kl, &v, &vl) && kl == 1 && *k == 'a' && vl == 1 && *v == '1');
+    CHECK(sg_wire_props_next(&t.props, &k, &kl, &v, &vl) && kl == 4 && vl == 0);
+    CHECK(!sg_wire_props_next(&t.props, &k, &kl, &v, &vl));
+    sg_wbuf_fini(&w);
+
+    /* a property count larger than the pairs present, and an empty key, are refused */
+    w = frame(SG_MSG_TELEMETRY, "dev");
+    CHECK_RC(sg_wire_put_telemetry_head(&w, 1, 3), SG_OK);
+    CHECK_RC(sg_wire_put_prop(&w, "a", 1, "1", 1), SG_OK);
+    CHECK_RC(sg_wire_put_payload(&w, "x", 1), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK(sg_wire_get_telemetry(&h, &t) != SG_OK);
+    sg_wbuf_fini(&w);
+    w = frame(SG_MSG_TELEMETRY, "dev");
+    CHECK_RC(sg_wire_put_telemetry_head(&w, 1, 1), SG_OK);
+    CHECK_RC(sg_wire_put_prop(&w, "", 0, "1", 1), SG_OK);
+    CHECK_RC(sg_wire_put_payload(&w, "x", 1), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_telemetry(&h, &t), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+    /* a payload length pointing past the frame */
+    w = frame(SG_MSG_TELEMETRY, "dev");
+    CHECK_RC(sg_wire_put_telemetry_head(&w, 1, 0), SG_OK);
+    CHECK_RC(sg_wbuf_u32(&w, 1000), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_telemetry(&h, &t), SG_E_TRUNCATED);
+    sg_wbuf_fini(&w);
+}
+
+static void test_deliver_and_small_bodies(void)
+{
+    sg_wbuf_t w = frame(SG_MSG_DELIVER, "dev");
+    sg_wire_deliver_t d = {.packet_id = 5, .delivery_count = 2, .enqueued_ms = 1000, .expires_ms = 2000,
+                           .message_id = "m-1", .message_id_len = 3},
+                      e;
+    CHECK_RC(sg_wire_put_deliver_head(&w, &d, 1), SG_OK);
+    CHECK_RC(sg_wire_put_prop(&w, "k", 1, "v", 1), SG_OK);
+    CHECK_RC(sg_wire_put_payload(&w, "cmd", 3), SG_OK);
+    sg_wire_hdr_t h;
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_deliver(&h, &e), SG_OK);
+    CHECK(e.packet_id == 5 && e.delivery_count == 2 && e.enqueued_ms == 1000 && e.expires_ms == 2000);
+    CHECK(e.message_id_len == 3 && memcmp(e.message_id, "m-1", 3) == 0 && e.props.count == 1);
+    CHECK(e.payload_len == 3 && memcmp(e.payload, "cmd", 3) == 0);
+    sg_wbuf_fini(&w);
+
+    w = frame(SG_MSG_SUBSCRIBE, "dev");
+    uint8_t chan;
+    bool on;
+    CHECK_RC(sg_wire_put_subscribe(&w, SG_CHAN_C2D, true), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &on), SG_OK);
+    CHECK(chan == SG_CHAN_C2D && on);
+    sg_wbuf_fini(&w);
+    w = frame(SG_MSG_SUBSCRIBE, "dev");
+    CHECK_RC(sg_wire_put_subscribe(&w, 9, true), SG_OK);   /* unknown channel */
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &on), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+
+    w = frame(SG_MSG_ADMIN, "dev");
+    uint16_t op;
+    const char *json;
+    size_t len;
+    CHECK_RC(sg_wire_put_admin(&w, SG_ADM_MSG_ENQUEUE, "{}", 2), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_admin(&h, &op, &json, &len), SG_OK);
+    CHECK(op == SG_ADM_MSG_ENQUEUE && len == 2 && sg_adm_op_writes(op) && !sg_adm_op_writes(SG_ADM_DEVICE_GET));
+    sg_wbuf_fini(&w);
+    w = frame(SG_MSG_ADMIN, "dev");
+    CHECK_RC(sg_wire_put_admin(&w, SG_ADM_OP_MAX, "{}", 2), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_admin(&h, &op, &json, &len), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+
+    w = frame(SG_MSG_HELLO, NULL);
+    const char *name;
+    CHECK_RC(sg_wire_put_name(&w, "fe-0/1/abc"), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_name(&h, &name, &len), SG_OK);
+    CHECK(len == 10 && memcmp(name, "fe-0/1/abc", 10) == 0);
+    sg_wbuf_fini(&w);
+
+    w = frame(SG_MSG_TELEMETRY_ACK, "dev");
+    uint16_t pid;
+    CHECK_RC(sg_wire_put_pid(&w, 9), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_pid(&h, &pid), SG_OK);
+    CHECK(pid == 9);
+    sg_wbuf_fini(&w);
+}
+
+int main(void)
+{
+    test_header();
+    test_auth();
+    test_telemetry();
+    test_deliver_and_small_bodies();
+    TEST_DONE();
+}

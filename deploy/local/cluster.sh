@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# cluster.sh — a local sacgate cluster of separate processes on loopback (tcp:// between tiers):
+# 2 store shards, 1 router, 2 frontends, 1 admin by default. Used by the multi-process tests.
+#
+#   cluster.sh up DIR          start everything; writes DIR/ports.env and the dev CA, server
+#                              certificate and admin token (as `sacgate init` does)
+#   cluster.sh down DIR        stop everything (SIGTERM, then SIGKILL after 10 s)
+#   cluster.sh kill NAME DIR   SIGKILL one process (store-0, store-1, router-0, fe-0, fe-1, admin-0)
+#   cluster.sh start NAME DIR  start that process again with the same arguments
+#   cluster.sh status DIR      which processes run
+#
+# Environment: SACGATE_BIN (default: build/sacgate next to this repository), SHARDS (2),
+# FRONTENDS (2), LOG_LEVEL (info).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+bin=${SACGATE_BIN:-$here/../../build/sacgate}
+shards=${SHARDS:-2}
+frontends=${FRONTENDS:-2}
+level=${LOG_LEVEL:-info}
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+# Ask the kernel for n free loopback ports at once (bound together so they differ).
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+start() {  # start NAME DIR: run the saved command line of NAME in the background
+  local name=$1 dir=$2
+  [ -f "$dir/$name.cmd" ] || die "no saved command for $name in $dir"
+  # shellcheck disable=SC2046
+  nohup $(cat "$dir/$name.cmd") >>"$dir/$name.log" 2>&1 &
+  echo $! >"$dir/$name.pid"
+}
+
+save_and_start() {  # NAME DIR ARGS...
+  local name=$1 dir=$2
+  shift 2
+  echo "$bin $*" >"$dir/$name.cmd"
+  start "$name" "$dir"
+}
+
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+up() {
+  local dir=$1
+  [ -x "$bin" ] || die "sacgate binary not found at $bin (build first, or set SACGATE_BIN)"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  for p in "$dir"/*.pid; do
+    [ -e "$p" ] || continue
+    running "$p" && die "a cluster is already running in $dir (cluster.sh down $dir first)"
+  done
+  "$bin" init --data-dir "$dir" >/dev/null
+  read -r -a ports <<<"$(free_ports $((shards + 1 + frontends + 1)))"
+  local i=0 shard_list="" shard_ports="" mqtt_ports=""
+  for ((s = 0; s < shards; s++)); do
+    shard_list+="${shard_list:+,}store-$s=tcp://127.0.0.1:${ports[i]}"
+    shard_ports+="${shard_ports:+ }${ports[i]}"
+    i=$((i + 1))
+  done
+  local router_port=${ports[i]}; i=$((i + 1))
+  for ((f = 0; f < frontends; f++)); do
+    mqtt_ports+="${mqtt_ports:+ }${ports[i]}"
+    i=$((i + 1))
+  done
+  local admin_port=${ports[i]}
+  local routers="tcp://127.0.0.1:$router_port"
+  {
+    echo "MQTT_PORTS=\"$mqtt_ports\""
+    echo "WS_PORTS=\"\""
+    echo "ADMIN_PORT=$admin_port"
+    echo "ROUTER_PORT=$router_port"
+    echo "SHARD_PORTS=\"$shard_ports\""
+    echo "SHARDS=\"$shard_list\""
+  } >"$dir/ports.env"
+
+  local s=0
+  for p in $shard_ports; do
+    mkdir -p "$dir/store-$s"
+    save_and_start "store-$s" "$dir" store --name "store-$s" --bind "tcp://127.0.0.1:$p" \
+      --data-dir "$dir/store-$s" --shards "$shard_list" --log-level "$level"
+    s=$((s + 1))
+  done
+  save_and_start router-0 "$dir" router --name router-0 --bind "tcp://127.0.0.1:$router_port" \
+    --shards "$shard_list" --log-level "$level"
+  local f=0
+  for p in $mqtt_ports; do
+    save_and_start "fe-$f" "$dir" frontend --name "fe-$f" --bind 127.0.0.1 --mqtt-port "$p" \
+      --cert "$dir/server.crt" --key "$dir/server.key" --routers "$routers" --log-level "$level"
+    f=$((f + 1))
+  done
+  save_and_start admin-0 "$dir" admin --bind 127.0.0.1 --admin-port "$admin_port" \
+    --tokens "$dir/tokens" --routers "$routers" --log-level "$level"
+
+  # Ready when the admin says every shard is reachable and every frontend accepts TCP.
+  local deadline=$((SECONDS + 30))
+  until curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { status "$dir" >&2; die "cluster in $dir did not become ready in 30 s (see $dir/*.log)"; }
+    sleep 0.2
+  done
+  for p in $mqtt_ports; do
+    until (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do
+      [ $SECONDS -lt $deadline ] || die "frontend on port $p did not listen in time"
+      sleep 0.2
+    done
+  done
+  echo "cluster up in $dir: MQTT ports $mqtt_ports, admin http://127.0.0.1:$admin_port (token $dir/admin.token)"
+}
+
+down() {
+  local dir=$1 pids=()
+  for p in "$dir"/*.pid; do
+    [ -e "$p" ] || continue
+    running "$p" && pids+=("$(cat "$p")")
+  done
+  [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ $SECONDS -ge $deadline ]; then kill -KILL "$pid" 2>/dev/null || true; break; fi
+      sleep 0.1
+    done
+  done
+  rm -f "$dir"/*.pid
+}
+
+status() {
+  local dir=$1
+  for p in "$dir"/*.pid; do
+    [ -e "$p" ] || continue
+    local name
+    name=$(basename "$p" .pid)
+    if running "$p"; then echo "$name running pid $(cat "$p")"; else echo "$name stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  up) [ $# -eq 2 ] || die "usage: cluster.sh up DIR"; up "$2" ;;
+  down) [ $# -eq 2 ] || die "usage: cluster.sh down DIR"; down "$2" ;;
+  kill)
+    [ $# -eq 3 ] || die "usage: cluster.sh kill NAME DIR"
+    running "$3/$2.pid" || die "$2 is not running"
+    kill -KILL "$(cat "$3/$2.pid")"
+    while kill -0 "$(cat "$3/$2.pid")" 2>/dev/null; do sleep 0.05; done
+    rm -f "$3/$2.pid" ;;
+  start) [ $# -eq 3 ] || die "usage: cluster.sh start NAME DIR"; start "$2" "$3" ;;
+  status) [ $# -eq 2 ] || die "usage: cluster.sh status DIR"; status "$2" ;;
+  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+esac

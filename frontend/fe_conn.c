@@ -1,0 +1,398 @@
+/* fe_conn.c — one device connection's bytes: TLS handshake, reading into a shared scratch
+ * buffer and framing MQTT packets from it, writing with a capped per-connection output buffer,
+ * pausing and resuming reads, deadlines, and a close that is safe inside any callback (the
+ * struct is freed only after the loop's current batch). An idle connection holds no buffers. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "fe_internal.h"
+#include "fe_tls.h"
+#include "sg_log.h"
+
+#define MAX_READS_PER_WAKE 16
+
+static void conn_on_io(fe_loop_t *loop, fe_io_t *io, uint32_t events);
+static void conn_on_timer(fe_loop_t *loop, fe_timer_t *t);
+static void conn_read(fe_conn_t *c);
+
+uint64_t fe_conn_handle(const fe_conn_t *c) { return ((uint64_t)c->gen << 32) | c->slot; }
+
+fe_conn_t *fe_conn_by_handle(fe_worker_t *w, uint64_t handle)
+{
+    uint32_t slot = (uint32_t)handle, gen = (uint32_t)(handle >> 32);
+    if (slot >= w->set->max_connections || w->gens[slot] != gen)
+        return NULL;
+    fe_conn_t *c = w->slots[slot];
+    return c && c->state != FE_CLOSED ? c : NULL;
+}
+
+static void update_mask(fe_conn_t *c)
+{
+    if (c->state == FE_CLOSED)
+        return;
+    uint32_t mask = 0;
+    if (!c->paused || c->state == FE_HANDSHAKE)
+        mask |= EPOLLIN;
+    if (c->out_len > 0 || (c->flags & FE_F_SSL_WANTS_OUT))
+        mask |= EPOLLOUT;
+    if (fe_loop_mod(c->w->loop, &c->io, mask) != SG_OK)
+        fe_conn_close(c, "epoll-failed");
+}
+
+void fe_conn_schedule(fe_conn_t *c)
+{
+    const fe_settings_t *s = c->w->set;
+    uint32_t at;
+    if (c->state < FE_ONLINE) {
+        at = c->accepted_at + s->connect_timeout;
+    } else {
+        at = c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1;
+        if (c->token_expires && c->token_expires < at)
+            at = c->token_expires;
+        if (c->pending && c->pending_since + s->ack_timeout < at)
+            at = c->pending_since + s->ack_timeout;
+    }
+    fe_timer_set(c->w->loop, &c->timer, at);
+}
+
+void fe_conn_accept(fe_worker_t *w, int fd)
+{
+    if (w->n_free == 0) {
+        SG_WARN("frontend", "conn.refused", "reason=\"connection limit reached\" limit=%u", w->set->max_connections);
+        close(fd);
+        return;
+    }
+    fe_conn_t *c = calloc(1, sizeof *c);
+    SSL *ssl = c ? SSL_new(w->tls) : NULL;
+    if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+        SG_ERROR("frontend", "conn.alloc_failed", "fd=%d", fd);
+        SSL_free(ssl);
+        free(c);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    SSL_set_accept_state(ssl);
+    c->w = w;
+    c->ssl = ssl;
+    c->io.fd = fd;
+    c->io.fn = conn_on_io;
+    c->timer.fn = conn_on_timer;
+    c->slot = w->free_slots[--w->n_free];
+    c->gen = w->gens[c->slot];
+    w->slots[c->slot] = c;
+    c->accepted_at = fe_loop_now(w->loop);
+    c->state = FE_HANDSHAKE;
+    atomic_fetch_add(&w->n_conns, 1);
+    atomic_fetch_add(&w->accepted, 1);
+    if (fe_loop_add(w->loop, &c->io, EPOLLIN) != SG_OK) {
+        fe_conn_close(c, "epoll-failed");
+        return;
+    }
+    fe_conn_schedule(c);
+}
+
+static void conn_free(void *arg)
+{
+    fe_conn_t *c = arg;
+    free(c);
+}
+
+void fe_conn_close(fe_conn_t *c, const char *reason)
+{
+    if (c->state == FE_CLOSED)
+        return;
+    fe_worker_t *w = c->w;
+    if (c->device)
+        SG_DEBUG("frontend", "conn.closed", "device=%s reason=%s", c->device, reason);
+    else
+        SG_DEBUG("frontend", "conn.closed", "reason=%s", reason);
+    fe_session_closed(c);
+    c->state = FE_CLOSED;
+    fe_timer_cancel(&c->timer);
+    fe_loop_del(w->loop, &c->io);
+    if (c->ssl) {
+        /* One non-blocking close_notify; a peer that is gone will not answer anyway. */
+        if (SSL_is_init_finished(c->ssl))
+            SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        ERR_clear_error();
+    }
+    close(c->io.fd);
+    c->io.fd = -1;
+    free(c->in);
+    free(c->out);
+    free(c->device);
+    free(c->will);
+    c->in = c->out = NULL;
+    c->device = NULL;
+    c->will = NULL;
+    fe_worker_release_slot(w, c);
+    atomic_fetch_sub(&w->n_conns, 1);
+    if (fe_loop_defer(w->loop, conn_free, c) != SG_OK)
+        SG_ERROR("frontend", "conn.leak", "reason=\"out of memory deferring free\"");
+}
+
+/* Classify an SSL failure: true when the connection should simply wait for more I/O. */
+static bool ssl_wait(fe_conn_t *c, int ret, const char *what)
+{
+    int err = SSL_get_error(c->ssl, ret);
+    if (err == SSL_ERROR_WANT_READ) {
+        c->flags &= (uint8_t)~FE_F_SSL_WANTS_OUT;
+        return true;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+        c->flags |= FE_F_SSL_WANTS_OUT;
+        return true;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN) {
+        fe_conn_close(c, "peer-closed");
+    } else if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        fe_conn_close(c, errno == 0 ? "peer-closed" : "socket-error");
+    } else {
+        char buf[200];
+        SG_INFO("frontend", "tls.failed", "during=%s reason=\"%s\"", what, fe_tls_error(buf, sizeof buf));
+        fe_conn_close(c, "tls-error");
+    }
+    return false;
+}
+
+static void flush_out(fe_conn_t *c)
+{
+    while (c->out_len > 0) {
+        ERR_clear_error();
+        int n = SSL_write(c->ssl, c->out, (int)c->out_len);
+        if (n <= 0) {
+            if (!ssl_wait(c, n, "write"))
+                return;
+            break;
+        }
+        memmove(c->out, c->out + n, c->out_len - (uint32_t)n);
+        c->out_len -= (uint32_t)n;
+    }
+    if (c->out_len == 0) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = 0;
+        if (c->paused & FE_P_FLUSH) {
+            fe_conn_close(c, "refused");
+            return;
+        }
+    }
+    update_mask(c);
+}
+
+static bool out_append(fe_conn_t *c, const uint8_t *p, size_t n)
+{
+    if ((size_t)c->out_len + n > c->w->set->max_outbuf)
+        return false;
+    if (c->out_len + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 512;
+        while (cap < c->out_len + n)
+            cap *= 2;
+        uint8_t *o = realloc(c->out, cap);
+        if (!o)
+            return false;
+        c->out = o;
+        c->out_cap = (uint32_t)cap;
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += (uint32_t)n;
+    return true;
+}
+
+void fe_conn_send(fe_conn_t *c, const uint8_t *p, size_t n)
+{
+    if (c->state == FE_CLOSED || n == 0)
+        return;
+    if (c->out_len == 0) {
+        ERR_clear_error();
+        int k = SSL_write(c->ssl, p, (int)n);
+        if (k > 0) {
+            p += k;
+            n -= (size_t)k;
+            if (n == 0)
+                return;
+        } else if (!ssl_wait(c, k, "write")) {
+            return;
+        }
+    }
+    if (!out_append(c, p, n)) {
+        SG_INFO("frontend", "conn.slow_consumer", "device=%s unsent=%u", c->device ? c->device : "-", c->out_len);
+        fe_conn_close(c, "output-buffer-full");
+        return;
+    }
+    update_mask(c);
+}
+
+void fe_conn_send_and_close(fe_conn_t *c, const uint8_t *p, size_t n, const char *reason)
+{
+    fe_conn_send(c, p, n);
+    if (c->state == FE_CLOSED)
+        return;
+    if (c->out_len == 0) {
+        fe_conn_close(c, reason);
+        return;
+    }
+    c->paused |= FE_P_FLUSH;
+    update_mask(c);
+}
+
+void fe_conn_pause(fe_conn_t *c, uint8_t why)
+{
+    c->paused |= why;
+    update_mask(c);
+}
+
+/* Frame and dispatch packets from data (or from c->in when it holds earlier bytes). */
+static void conn_feed(fe_conn_t *c, const uint8_t *data, size_t n)
+{
+    const fe_settings_t *s = c->w->set;
+    bool buffered = c->in_len > 0;
+    if (buffered && n > 0) {
+        size_t need = (size_t)c->in_len + n;
+        if (need > (size_t)s->max_packet + FE_RX_SCRATCH) {
+            fe_conn_close(c, "input-buffer-full");
+            return;
+        }
+        if (need > c->in_cap) {
+            uint8_t *p = realloc(c->in, need);
+            if (!p) {
+                fe_conn_close(c, "out-of-memory");
+                return;
+            }
+            c->in = p;
+            c->in_cap = (uint32_t)need;
+        }
+        memcpy(c->in + c->in_len, data, n);
+        c->in_len += (uint32_t)n;
+    }
+    if (buffered) {
+        data = c->in;
+        n = c->in_len;
+    }
+    size_t off = 0, need = 0;
+    while (off < n && !c->paused) {
+        sg_mqtt_packet_t pkt;
+        sg_rc rc = sg_mqtt_frame(data + off, n - off, s->max_packet, &pkt, &need);
+        if (rc == SG_E_AGAIN)
+            break;
+        if (rc != SG_OK) {
+            atomic_fetch_add(&c->w->protocol_errors, 1);
+            SG_INFO("frontend", "mqtt.bad_packet", "device=%s reason=%s", c->device ? c->device : "-", sg_strerror(rc));
+            fe_conn_close(c, sg_strerror(rc));
+            return;
+        }
+        c->last_rx = fe_loop_now(c->w->loop);
+        if (fe_session_packet(c, &pkt) == FE_PKT_RETRY)
+            break;
+        if (c->state == FE_CLOSED)
+            return;   /* c->in is gone */
+        off += pkt.total_len;
+    }
+    size_t left = n - off;
+    if (buffered) {
+        memmove(c->in, c->in + off, left);
+        c->in_len = (uint32_t)left;
+    } else if (left > 0) {
+        size_t cap = left > need ? left : need;
+        c->in = malloc(cap);
+        if (!c->in) {
+            fe_conn_close(c, "out-of-memory");
+            return;
+        }
+        memcpy(c->in, data + off, left);
+        c->in_len = (uint32_t)left;
+        c->in_cap = (uint32_t)cap;
+    }
+    if (c->in_len == 0 && c->in) {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+}
+
+void fe_conn_resume(fe_conn_t *c, uint8_t why)
+{
+    if (c->state == FE_CLOSED)
+        return;
+    c->paused &= (uint8_t)~why;
+    if (c->paused)
+        return;
+    if (c->in_len > 0)
+        conn_feed(c, NULL, 0);
+    /* OpenSSL may hold decrypted bytes that epoll will not report: read them now. */
+    if (c->state != FE_CLOSED && !c->paused)
+        conn_read(c);
+    if (c->state != FE_CLOSED)
+        update_mask(c);
+}
+
+static void conn_read(fe_conn_t *c)
+{
+    for (int i = 0; i < MAX_READS_PER_WAKE && !c->paused && c->state != FE_CLOSED; i++) {
+        ERR_clear_error();
+        int n = SSL_read(c->ssl, c->w->rx, FE_RX_SCRATCH);
+        if (n <= 0) {
+            ssl_wait(c, n, "read");
+            return;
+        }
+        conn_feed(c, c->w->rx, (size_t)n);
+    }
+}
+
+static void handshake(fe_conn_t *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->state = FE_WAIT_CONNECT;
+        c->flags &= (uint8_t)~FE_F_SSL_WANTS_OUT;
+        return;
+    }
+    ssl_wait(c, r, "handshake");
+}
+
+static void conn_on_io(fe_loop_t *loop, fe_io_t *io, uint32_t events)
+{
+    fe_conn_t *c = (fe_conn_t *)io;
+    (void)loop;
+    if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN)) {
+        fe_conn_close(c, "socket-error");
+        return;
+    }
+    if (c->state == FE_HANDSHAKE) {
+        handshake(c);
+        if (c->state == FE_CLOSED)
+            return;
+        if (c->state == FE_HANDSHAKE) {
+            update_mask(c);
+            return;
+        }
+    }
+    if ((events & EPOLLOUT) && c->out_len > 0) {
+        flush_out(c);
+        if (c->state == FE_CLOSED)
+            return;
+    }
+    if (!c->paused)
+        conn_read(c);
+    if (c->state != FE_CLOSED)
+        update_mask(c);
+}
+
+static void conn_on_timer(fe_loop_t *loop, fe_timer_t *t)
+{
+    fe_conn_t *c = (fe_conn_t *)((char *)t - offsetof(fe_conn_t, timer));
+    if (c->state == FE_CLOSED)
+        return;
+    if (fe_session_timer(c, fe_loop_now(loop)))
+        fe_conn_schedule(c);
+}

@@ -1,0 +1,22 @@
+/* fe_frontend.h — the frontend tier: terminates TLS from devices, speaks the IoT Hub MQTT
+ * dialect, and relays everything that needs state to the shards through the routers.
+ * One event-loop thread per core, each with its own SO_REUSEPORT listener, its own epoll loop
+ * and its own ZeroMQ DEALER to the routers (routing id "{name}/{thread}/{boot}"), so threads
+ * share nothing but the TLS context. */
+#ifndef FE_FRONTEND_H
+#define FE_FRONTEND_H
+
+#include "sg_config.h"
+
+typedef struct fe_frontend fe_frontend_t;
+
+/* Start frontend `name` relaying to the comma-separated router endpoints `routers`.
+ * Listens on frontend.bind:frontend.mqtt_port. NULL with a log line on failure. */
+fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const char *routers);
+void fe_frontend_destroy(fe_frontend_t **self_p);
+/* The MQTT/TLS port actually bound. */
+int fe_frontend_mqtt_port(const fe_frontend_t *self);
+/* Connections currently open (all threads). */
+uint64_t fe_frontend_connections(const fe_frontend_t *self);
+
+#endif

@@ -1,0 +1,144 @@
+/* fe_internal.h — what the frontend's modules share inside one event-loop thread:
+ * fe_conn (bytes, TLS, buffers, lifetime), fe_session (the MQTT dialect) and fe_worker (the
+ * thread, its listener, its router link and its table of connections by handle). */
+#ifndef FE_INTERNAL_H
+#define FE_INTERNAL_H
+
+#include <czmq.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "fe_loop.h"
+#include "sg_buf.h"
+#include "sg_mqtt.h"
+#include "sg_wire.h"
+
+typedef struct fe_worker fe_worker_t;
+typedef struct fe_conn fe_conn_t;
+
+/* Settings every thread reads (copied once from the configuration). */
+typedef struct {
+    uint32_t max_packet;
+    uint32_t max_outbuf;
+    uint16_t keepalive_cap;
+    uint16_t connect_timeout;
+    uint16_t window;
+    uint16_t ack_timeout;
+    uint32_t max_telemetry;
+    uint32_t max_connections;   /* per thread */
+} fe_settings_t;
+
+typedef enum {
+    FE_HANDSHAKE = 0,     /* TLS handshake in progress */
+    FE_WAIT_CONNECT,      /* TLS up, waiting for the CONNECT packet */
+    FE_AUTHENTICATING,    /* CONNECT sent to the shard, waiting for its decision */
+    FE_ONLINE,            /* CONNACK 0 sent */
+    FE_CLOSED,
+    FE_STATE_COUNT
+} fe_state_t;
+
+/* Why reading is paused (any bit set = EPOLLIN off). */
+#define FE_P_AUTH 0x01     /* waiting for the shard's authentication decision */
+#define FE_P_WINDOW 0x02   /* too many telemetry messages waiting for durable acks */
+#define FE_P_LINK 0x04     /* the router link is at its high-water mark */
+#define FE_P_FLUSH 0x08    /* closing once the output is written */
+
+/* Other flags. */
+#define FE_F_C2D 0x01          /* subscribed to devicebound */
+#define FE_F_SSL_WANTS_OUT 0x02
+#define FE_F_GRACEFUL 0x04     /* DISCONNECT received: no will */
+#define FE_F_BLOCKED 0x08      /* in the worker's blocked list */
+
+typedef struct {
+    uint8_t qos;
+    uint16_t topic_len;
+    uint32_t payload_len;
+    uint8_t data[];       /* topic then payload */
+} fe_will_t;
+
+struct fe_conn {
+    fe_io_t io;
+    fe_timer_t timer;
+    fe_worker_t *w;
+    SSL *ssl;
+    uint8_t *in;          /* unparsed input; NULL while idle */
+    uint32_t in_len, in_cap;
+    uint8_t *out;         /* unsent output; NULL while idle */
+    uint32_t out_len, out_cap;
+    char *device;         /* authenticated (or claimed) device id, exact-size allocation */
+    fe_will_t *will;
+    uint64_t epoch;
+    uint32_t slot, gen;
+    uint32_t accepted_at;     /* loop seconds */
+    uint32_t last_rx;
+    uint32_t token_expires;   /* loop seconds; 0 = never */
+    uint32_t pending_since;
+    uint16_t keepalive;
+    uint16_t pending;         /* QoS 1 telemetry awaiting durable acks */
+    uint8_t state;
+    uint8_t paused;
+    uint8_t flags;
+};
+
+struct fe_frontend_shared;
+
+struct fe_worker {
+    int index;
+    const fe_settings_t *set;
+    SSL_CTX *tls;
+    fe_loop_t *loop;
+    pthread_t thread;
+    fe_io_t listen_io;
+    fe_io_t stop_io;       /* eventfd written to stop the thread */
+    fe_io_t link_io;       /* the DEALER's ZMQ_FD */
+    zsock_t *link;
+    void *link_raw;
+    char peer_id[SG_WIRE_MAX_PEER + 1];
+    fe_conn_t **slots;
+    uint32_t *gens;
+    uint32_t *free_slots;
+    uint32_t n_free;
+    fe_conn_t **blocked;   /* connections waiting for room on the link */
+    uint32_t n_blocked;
+    uint8_t *rx;           /* read scratch */
+    sg_wbuf_t tx;          /* packet encoding scratch */
+    sg_wbuf_t frame;       /* wire frame scratch */
+    volatile bool stop;
+    uint32_t accept_paused_until;
+    /* statistics, read by other threads */
+    _Atomic uint64_t n_conns;
+    _Atomic uint64_t accepted, online, auth_failed, telemetry_in, c2d_out, protocol_errors;
+};
+
+#define FE_RX_SCRATCH (16 * 1024 + 512)
+
+/* fe_conn.c */
+void fe_conn_accept(fe_worker_t *w, int fd);
+void fe_conn_close(fe_conn_t *c, const char *reason);
+/* Queue bytes for the device; closes the connection when its output cap is exceeded. */
+void fe_conn_send(fe_conn_t *c, const uint8_t *p, size_t n);
+/* Send then close once everything is written (CONNACK refusals). */
+void fe_conn_send_and_close(fe_conn_t *c, const uint8_t *p, size_t n, const char *reason);
+void fe_conn_pause(fe_conn_t *c, uint8_t why);
+void fe_conn_resume(fe_conn_t *c, uint8_t why);
+void fe_conn_schedule(fe_conn_t *c);   /* recompute the connection's next timer deadline */
+uint64_t fe_conn_handle(const fe_conn_t *c);
+fe_conn_t *fe_conn_by_handle(fe_worker_t *w, uint64_t handle);
+
+/* fe_session.c: returns one of these from fe_session_packet */
+enum { FE_PKT_DONE = 0, FE_PKT_RETRY = 1 };
+int fe_session_packet(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h);
+void fe_session_closed(fe_conn_t *c);
+/* Checks deadlines; returns false when it closed the connection. */
+bool fe_session_timer(fe_conn_t *c, uint32_t now);
+
+/* fe_worker.c */
+/* Send a frame on the router link without blocking: SG_E_FULL at the high-water mark. */
+SG_WUR sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame);
+void fe_worker_block(fe_worker_t *w, fe_conn_t *c);
+void fe_worker_release_slot(fe_worker_t *w, fe_conn_t *c);
+
+#endif

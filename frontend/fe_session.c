@@ -1,0 +1,642 @@
+/* fe_session.c — the IoT Hub MQTT dialect on one connection (SPEC §2): which packet may come in
+ * which state (a table), CONNECT checks and the round trip to the device's shard for its
+ * credentials, telemetry relayed to the shard with PUBACK only after the shard's durable ack,
+ * the devicebound subscription and deliveries, keep-alive/token/ack deadlines, and the shard's
+ * pushes (deliveries, kicks). Anything outside the dialect closes the connection. */
+#include <stdlib.h>
+#include <string.h>
+#include "fe_internal.h"
+#include "sg_codec.h"
+#include "sg_log.h"
+#include "sg_propbag.h"
+#include "sg_sas.h"
+#include "sg_time.h"
+
+typedef int (*packet_fn)(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+
+static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+static int on_puback(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+static int on_unsubscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+static int on_pingreq(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+static int on_disconnect(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
+
+/* Which packets a device may send in each state; everything else closes the connection. */
+static const packet_fn k_table[FE_STATE_COUNT][16] = {
+    [FE_WAIT_CONNECT] = {[SG_MQTT_CONNECT] = on_connect},
+    [FE_ONLINE] = {[SG_MQTT_PUBLISH] = on_publish,
+                   [SG_MQTT_PUBACK] = on_puback,
+                   [SG_MQTT_SUBSCRIBE] = on_subscribe,
+                   [SG_MQTT_UNSUBSCRIBE] = on_unsubscribe,
+                   [SG_MQTT_PINGREQ] = on_pingreq,
+                   [SG_MQTT_DISCONNECT] = on_disconnect},
+};
+
+static int violation(fe_conn_t *c, const char *what)
+{
+    atomic_fetch_add(&c->w->protocol_errors, 1);
+    SG_INFO("frontend", "mqtt.violation", "device=%s reason=\"%s\"", c->device ? c->device : "-", what);
+    fe_conn_close(c, "protocol-violation");
+    return FE_PKT_DONE;
+}
+
+int fe_session_packet(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
+{
+    packet_fn fn = c->state < FE_STATE_COUNT ? k_table[c->state][pkt->type & 15] : NULL;
+    if (!fn) {
+        char what[80];
+        snprintf(what, sizeof what, "%s not allowed %s", sg_mqtt_type_name(pkt->type),
+                 c->state == FE_WAIT_CONNECT ? "before CONNECT" : "here (second CONNECT?)");
+        return violation(c, what);
+    }
+    return fn(c, pkt);
+}
+
+/* ---------- frames to the shard ---------- */
+
+static sg_wire_hdr_t conn_hdr(fe_conn_t *c, uint8_t type)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(type, c->device);
+    h.corr = fe_conn_handle(c);
+    h.epoch = c->epoch;
+    return h;
+}
+
+/* Send the frame in w->frame; on a full link the connection waits (FE_PKT_RETRY). */
+static int link_send(fe_conn_t *c)
+{
+    sg_rc rc = fe_link_send(c->w, &c->w->frame);
+    if (rc == SG_OK)
+        return FE_PKT_DONE;
+    if (rc == SG_E_FULL) {
+        fe_conn_pause(c, FE_P_LINK);
+        fe_worker_block(c->w, c);
+        return FE_PKT_RETRY;
+    }
+    fe_conn_close(c, "router-link-failed");
+    return FE_PKT_DONE;
+}
+
+static void send_simple(fe_conn_t *c, uint8_t type, void (*body)(sg_wbuf_t *, const void *), const void *arg)
+{
+    sg_wbuf_t *f = &c->w->frame;
+    sg_wire_hdr_t h = conn_hdr(c, type);
+    sg_wbuf_reset(f);
+    if (sg_wire_encode_hdr(f, &h) != SG_OK)
+        return;
+    if (body)
+        body(f, arg);
+    /* Session bookkeeping frames are small; if the link is full they are dropped with a log
+     * line and the shard recovers through epochs (a stale session is ended on its next use). */
+    if (fe_link_send(c->w, f) != SG_OK)
+        SG_WARN("frontend", "link.dropped", "type=%s device=%s", sg_wire_type_name(type), c->device);
+}
+
+/* ---------- CONNECT ---------- */
+
+static void connack(fe_conn_t *c, bool present, uint8_t code)
+{
+    sg_wbuf_t *t = &c->w->tx;
+    sg_wbuf_reset(t);
+    if (sg_mqtt_encode_connack(t, present, code) != SG_OK)
+        return;
+    if (code == SG_MQTT_CONNACK_ACCEPTED)
+        fe_conn_send(c, t->data, t->len);
+    else
+        fe_conn_send_and_close(c, t->data, t->len, "connect-refused");
+}
+
+static bool str_eq(sg_mqtt_str_t s, const char *z, size_t zl) { return s.len == zl && memcmp(s.p, z, zl) == 0; }
+
+/* Username "{host}/{deviceId}/?api-version=..." (older SDKs omit the '?'); the id must equal the
+ * client id; the host is not checked. */
+static bool username_ok(sg_mqtt_str_t u, sg_mqtt_str_t id)
+{
+    const uint8_t *slash = memchr(u.p, '/', u.len);
+    if (!slash || slash == u.p)
+        return false;
+    size_t rest = u.len - (size_t)(slash + 1 - u.p);
+    const uint8_t *dev = slash + 1;
+    const uint8_t *end = memchr(dev, '/', rest);
+    size_t dlen = end ? (size_t)(end - dev) : rest;
+    return dlen == id.len && memcmp(dev, id.p, dlen) == 0;
+}
+
+static bool topic_is_telemetry(fe_conn_t *c, sg_mqtt_str_t t, const char **bag, size_t *bag_len);
+
+static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
+{
+    sg_mqtt_connect_t m;
+    sg_rc rc = sg_mqtt_decode_connect(pkt, &m);
+    if (rc != SG_OK)
+        return violation(c, "malformed CONNECT");
+    if (!str_eq(m.protocol_name, "MQTT", 4) || m.protocol_level != 4) {
+        connack(c, false, SG_MQTT_CONNACK_BAD_PROTOCOL);
+        return FE_PKT_DONE;
+    }
+    if (!sg_device_id_valid((const char *)m.client_id.p, m.client_id.len)) {
+        SG_INFO("frontend", "connect.refused", "reason=\"client id is not a valid device id\"");
+        connack(c, false, SG_MQTT_CONNACK_ID_REJECTED);
+        return FE_PKT_DONE;
+    }
+    c->device = malloc(m.client_id.len + 1);
+    if (!c->device) {
+        fe_conn_close(c, "out-of-memory");
+        return FE_PKT_DONE;
+    }
+    memcpy(c->device, m.client_id.p, m.client_id.len);
+    c->device[m.client_id.len] = 0;
+    if (!m.has_username || !username_ok(m.username, m.client_id)) {
+        SG_INFO("frontend", "connect.refused", "device=%s reason=\"username must be {host}/{deviceId}/?api-version=... with this device id\"",
+                c->device);
+        connack(c, false, SG_MQTT_CONNACK_BAD_USER_OR_PASSWORD);
+        return FE_PKT_DONE;
+    }
+    if (!m.has_password || m.password.len == 0) {
+        SG_INFO("frontend", "connect.refused", "device=%s reason=\"no SAS token in the password\"", c->device);
+        connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
+        return FE_PKT_DONE;
+    }
+    if (m.password.len > SG_SAS_MAX_TOKEN) {
+        connack(c, false, SG_MQTT_CONNACK_BAD_USER_OR_PASSWORD);
+        return FE_PKT_DONE;
+    }
+    if (m.will) {
+        /* IoT Hub semantics: the will is telemetry the gateway sends if the device vanishes. */
+        const char *bag;
+        size_t bag_len;
+        if (m.will_retain || m.will_qos > 1 || !topic_is_telemetry(c, m.will_topic, &bag, &bag_len) ||
+            m.will_message.len > c->w->set->max_telemetry) {
+            SG_INFO("frontend", "connect.refused", "device=%s reason=\"will must be QoS 0/1 telemetry on devices/{id}/messages/events/\"",
+                    c->device);
+            connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
+            return FE_PKT_DONE;
+        }
+        c->will = malloc(sizeof *c->will + m.will_topic.len + m.will_message.len);
+        if (!c->will) {
+            fe_conn_close(c, "out-of-memory");
+            return FE_PKT_DONE;
+        }
+        c->will->qos = m.will_qos;
+        c->will->topic_len = (uint16_t)m.will_topic.len;
+        c->will->payload_len = (uint32_t)m.will_message.len;
+        memcpy(c->will->data, m.will_topic.p, m.will_topic.len);
+        memcpy(c->will->data + m.will_topic.len, m.will_message.p, m.will_message.len);
+    }
+    uint16_t cap = c->w->set->keepalive_cap;
+    c->keepalive = (m.keep_alive == 0 || m.keep_alive > cap) ? cap : m.keep_alive;
+
+    sg_wbuf_t *f = &c->w->frame;
+    sg_wire_hdr_t h = conn_hdr(c, SG_MSG_AUTH);
+    h.flags = m.clean_session ? SG_WIRE_F_CLEAN : 0;
+    sg_wire_auth_t a = {.method = SG_CRED_SAS, .credential = m.password.p, .credential_len = m.password.len};
+    sg_wbuf_reset(f);
+    if (sg_wire_encode_hdr(f, &h) != SG_OK || sg_wire_put_auth(f, &a) != SG_OK) {
+        connack(c, false, SG_MQTT_CONNACK_BAD_USER_OR_PASSWORD);
+        return FE_PKT_DONE;
+    }
+    if (fe_link_send(c->w, f) != SG_OK) {
+        SG_WARN("frontend", "connect.unavailable", "device=%s reason=\"router link full or down\"", c->device);
+        connack(c, false, SG_MQTT_CONNACK_UNAVAILABLE);
+        return FE_PKT_DONE;
+    }
+    c->state = FE_AUTHENTICATING;
+    fe_conn_pause(c, FE_P_AUTH);
+    return FE_PKT_DONE;
+}
+
+static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
+{
+    if (c->state != FE_AUTHENTICATING)
+        return;
+    sg_wire_auth_res_t res = {0};
+    if (h->type == SG_MSG_ERROR || (h->status == SG_AUTH_OK && sg_wire_get_auth_res(h, &res) != SG_OK)) {
+        SG_WARN("frontend", "connect.unavailable", "device=%s reason=\"no shard answered\"", c->device);
+        connack(c, false, SG_MQTT_CONNACK_UNAVAILABLE);
+        return;
+    }
+    switch (h->status) {
+    case SG_AUTH_OK: {
+        int64_t now_s = sg_now_ms() / 1000;
+        uint32_t now = fe_loop_now(c->w->loop);
+        c->epoch = h->epoch;
+        c->state = FE_ONLINE;
+        c->last_rx = now;
+        c->token_expires = 0;
+        if (res.expires > 0)
+            c->token_expires = res.expires <= now_s ? now : now + (uint32_t)(res.expires - now_s);
+        if (h->flags & SG_WIRE_F_SUBSCRIBED)
+            c->flags |= FE_F_C2D;
+        atomic_fetch_add(&c->w->online, 1);
+        connack(c, (h->flags & SG_WIRE_F_SESSION_PRESENT) != 0, SG_MQTT_CONNACK_ACCEPTED);
+        if (c->state == FE_CLOSED)
+            return;
+        SG_DEBUG("frontend", "device.online", "device=%s epoch=%llu", c->device, (unsigned long long)c->epoch);
+        fe_conn_schedule(c);
+        fe_conn_resume(c, FE_P_AUTH);
+        return;
+    }
+    case SG_AUTH_DISABLED:
+        atomic_fetch_add(&c->w->auth_failed, 1);
+        connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
+        return;
+    case SG_AUTH_UNAVAILABLE:
+        connack(c, false, SG_MQTT_CONNACK_UNAVAILABLE);
+        return;
+    default:
+        atomic_fetch_add(&c->w->auth_failed, 1);
+        connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
+        return;
+    }
+}
+
+/* ---------- telemetry ---------- */
+
+/* "devices/{id}/messages/events" optionally followed by "/" and a property bag. */
+static bool topic_is_telemetry(fe_conn_t *c, sg_mqtt_str_t t, const char **bag, size_t *bag_len)
+{
+    size_t idl = strlen(c->device);
+    static const char pre[] = "devices/", mid[] = "/messages/events";
+    size_t need = sizeof pre - 1 + idl + sizeof mid - 1;
+    if (t.len < need || memcmp(t.p, pre, sizeof pre - 1) != 0 ||
+        memcmp(t.p + sizeof pre - 1, c->device, idl) != 0 ||
+        memcmp(t.p + sizeof pre - 1 + idl, mid, sizeof mid - 1) != 0)
+        return false;
+    if (t.len == need) {
+        *bag = "";
+        *bag_len = 0;
+        return true;
+    }
+    if (t.p[need] != '/')
+        return false;
+    *bag = (const char *)t.p + need + 1;
+    *bag_len = t.len - need - 1;
+    return true;
+}
+
+/* Build a TELEMETRY frame in w->frame. Returns false (after closing) when the bag is bad. */
+static bool telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char *bag, size_t bag_len,
+                            const uint8_t *payload, size_t payload_len)
+{
+    sg_prop_t props[SG_PROPBAG_MAX_PROPS];
+    size_t n = 0;
+    char store[SG_PROPBAG_MAX_PROPS * 2 + 4096];
+    char *heap = NULL, *st = store;
+    size_t st_cap = bag_len + SG_PROPBAG_MAX_PROPS * 2;
+    if (st_cap > sizeof store) {
+        heap = malloc(st_cap);
+        if (!heap) {
+            fe_conn_close(c, "out-of-memory");
+            return false;
+        }
+        st = heap;
+    } else {
+        st_cap = sizeof store;
+    }
+    sg_rc rc = sg_propbag_parse(bag, bag_len, props, SG_PROPBAG_MAX_PROPS, &n, st, st_cap);
+    for (size_t i = 0; rc == SG_OK && i < n; i++)
+        if (!sg_mqtt_valid_utf8((const uint8_t *)props[i].key, strlen(props[i].key)) ||
+            !sg_mqtt_valid_utf8((const uint8_t *)props[i].value, strlen(props[i].value)))
+            rc = SG_E_MALFORMED;
+    if (rc != SG_OK) {
+        free(heap);
+        violation(c, rc == SG_E_TOO_BIG ? "more than 64 properties in the topic" : "malformed property bag in the topic");
+        return false;
+    }
+    sg_wbuf_t *f = &c->w->frame;
+    sg_wire_hdr_t h = conn_hdr(c, SG_MSG_TELEMETRY);
+    h.flags = qos ? SG_WIRE_F_QOS1 : 0;
+    sg_wbuf_reset(f);
+    rc = sg_wire_encode_hdr(f, &h);
+    if (rc == SG_OK)
+        rc = sg_wire_put_telemetry_head(f, pid, (uint16_t)n);
+    for (size_t i = 0; rc == SG_OK && i < n; i++)
+        rc = sg_wire_put_prop(f, props[i].key, strlen(props[i].key), props[i].value, strlen(props[i].value));
+    if (rc == SG_OK)
+        rc = sg_wire_put_payload(f, payload, payload_len);
+    free(heap);
+    if (rc != SG_OK) {
+        violation(c, "telemetry message too large");
+        return false;
+    }
+    return true;
+}
+
+static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
+{
+    sg_mqtt_publish_t p;
+    sg_rc rc = sg_mqtt_decode_publish(pkt, &p);
+    if (rc != SG_OK)
+        return violation(c, rc == SG_E_PROTOCOL ? "wildcard in a PUBLISH topic" : "malformed PUBLISH");
+    if (p.qos > 1)
+        return violation(c, "QoS 2 is not supported");
+    if (p.retain)
+        return violation(c, "RETAIN is not supported");
+    const char *bag;
+    size_t bag_len;
+    if (!topic_is_telemetry(c, p.topic, &bag, &bag_len)) {
+        char what[200];
+        snprintf(what, sizeof what, "topic '%.*s' is not this device's telemetry topic", (int)(p.topic.len > 120 ? 120 : p.topic.len),
+                 (const char *)p.topic.p);
+        return violation(c, what);
+    }
+    if (p.payload.len > c->w->set->max_telemetry)
+        return violation(c, "telemetry payload over the size limit");
+    if (!telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len))
+        return FE_PKT_DONE;
+    int r = link_send(c);
+    if (r != FE_PKT_DONE || c->state == FE_CLOSED)
+        return r;
+    atomic_fetch_add(&c->w->telemetry_in, 1);
+    if (p.qos == 1) {
+        if (c->pending++ == 0) {
+            c->pending_since = fe_loop_now(c->w->loop);
+            fe_conn_schedule(c);
+        }
+        if (c->pending >= c->w->set->window)
+            fe_conn_pause(c, FE_P_WINDOW);
+    }
+    return FE_PKT_DONE;
+}
+
+static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
+{
+    uint16_t pid;
+    if (c->state != FE_ONLINE || h->epoch != c->epoch)
+        return;
+    if (h->type == SG_MSG_ERROR) {
+        SG_WARN("frontend", "telemetry.unavailable", "device=%s reason=\"router could not reach the shard\"", c->device);
+        fe_conn_close(c, "shard-unavailable");
+        return;
+    }
+    if (h->status != 0 || sg_wire_get_pid(h, &pid) != SG_OK) {
+        SG_INFO("frontend", "session.stale", "device=%s epoch=%llu", c->device, (unsigned long long)c->epoch);
+        fe_conn_close(c, "stale-session");
+        return;
+    }
+    sg_wbuf_t *t = &c->w->tx;
+    sg_wbuf_reset(t);
+    if (sg_mqtt_encode_ack(t, SG_MQTT_PUBACK, pid) == SG_OK)
+        fe_conn_send(c, t->data, t->len);
+    if (c->state == FE_CLOSED)
+        return;
+    if (c->pending > 0)
+        c->pending--;
+    c->pending_since = fe_loop_now(c->w->loop);
+    if (c->pending < c->w->set->window)
+        fe_conn_resume(c, FE_P_WINDOW);
+}
+
+/* ---------- cloud-to-device ---------- */
+
+static bool filter_is(fe_conn_t *c, sg_mqtt_str_t f, const char *pre, const char *post)
+{
+    size_t pl = strlen(pre), idl = strlen(c->device), ql = strlen(post);
+    return f.len == pl + idl + ql && memcmp(f.p, pre, pl) == 0 && memcmp(f.p + pl, c->device, idl) == 0 &&
+           memcmp(f.p + pl + idl, post, ql) == 0;
+}
+
+static void put_subscribe_body(sg_wbuf_t *f, const void *arg)
+{
+    if (sg_wire_put_subscribe(f, SG_CHAN_C2D, *(const bool *)arg) != SG_OK)
+        sg_wbuf_reset(f);
+}
+
+static void c2d_subscription(fe_conn_t *c, bool on)
+{
+    if (((c->flags & FE_F_C2D) != 0) == on)
+        return;
+    if (on)
+        c->flags |= FE_F_C2D;
+    else
+        c->flags &= (uint8_t)~FE_F_C2D;
+    send_simple(c, SG_MSG_SUBSCRIBE, put_subscribe_body, &on);
+}
+
+static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
+{
+    sg_mqtt_subscribe_t s;
+    if (sg_mqtt_decode_subscribe(pkt, &s) != SG_OK)
+        return violation(c, "malformed SUBSCRIBE");
+    uint8_t codes[64];
+    if (s.count > sizeof codes)
+        return violation(c, "more than 64 filters in one SUBSCRIBE");
+    sg_mqtt_str_t f;
+    uint8_t qos;
+    size_t i = 0;
+    bool c2d = false;
+    while (sg_mqtt_subscribe_next(&s, &f, &qos)) {
+        if (filter_is(c, f, "devices/", "/messages/devicebound/#")) {
+            codes[i] = qos ? 1 : 0;
+            c2d = true;
+        } else {
+            /* Foreign filters, and the method and inquiry channels this build does not serve. */
+            codes[i] = SG_MQTT_SUBACK_FAILURE;
+            SG_INFO("frontend", "subscribe.refused", "device=%s filter=\"%.*s\"", c->device, (int)(f.len > 120 ? 120 : f.len),
+                    (const char *)f.p);
+        }
+        i++;
+    }
+    sg_wbuf_t *t = &c->w->tx;
+    sg_wbuf_reset(t);
+    if (sg_mqtt_encode_suback(t, s.packet_id, codes, i) == SG_OK)
+        fe_conn_send(c, t->data, t->len);
+    if (c2d && c->state != FE_CLOSED)
+        c2d_subscription(c, true);
+    return FE_PKT_DONE;
+}
+
+static int on_unsubscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
+{
+    sg_mqtt_unsubscribe_t u;
+    if (sg_mqtt_decode_unsubscribe(pkt, &u) != SG_OK)
+        return violation(c, "malformed UNSUBSCRIBE");
+    sg_mqtt_str_t f;
+    bool c2d = false;
+    while (sg_mqtt_unsubscribe_next(&u, &f))
+        c2d |= filter_is(c, f, "devices/", "/messages/devicebound/#");
+    sg_wbuf_t *t = &c->w->tx;
+    sg_wbuf_reset(t);
+    if (sg_mqtt_encode_ack(t, SG_MQTT_UNSUBACK, u.packet_id) == SG_OK)
+        fe_conn_send(c, t->data, t->len);
+    if (c2d && c->state != FE_CLOSED)
+        c2d_subscription(c, false);
+    return FE_PKT_DONE;
+}
+
+static void put_pid_body(sg_wbuf_t *f, const void *arg)
+{
+    if (sg_wire_put_pid(f, *(const uint16_t *)arg) != SG_OK)
+        sg_wbuf_reset(f);
+}
+
+static int on_puback(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
+{
+    uint16_t pid;
+    if (sg_mqtt_decode_ack(pkt, &pid) != SG_OK)
+        return violation(c, "malformed PUBACK");
+    sg_wbuf_t *f = &c->w->frame;
+    sg_wire_hdr_t h = conn_hdr(c, SG_MSG_COMPLETE);
+    sg_wbuf_reset(f);
+    if (sg_wire_encode_hdr(f, &h) != SG_OK)
+        return FE_PKT_DONE;
+    put_pid_body(f, &pid);
+    return link_send(c);
+}
+
+/* "devices/{id}/messages/devicebound/" + "%24.mid=..&%24.to=..&%24.exp=..&user props" */
+static void on_deliver(fe_conn_t *c, const sg_wire_hdr_t *h)
+{
+    sg_wire_deliver_t d;
+    if (c->state != FE_ONLINE || h->epoch != c->epoch || !(c->flags & FE_F_C2D))
+        return;
+    if (sg_wire_get_deliver(h, &d) != SG_OK) {
+        SG_WARN("frontend", "deliver.malformed", "device=%s", c->device);
+        return;
+    }
+    sg_prop_t props[SG_PROPBAG_MAX_PROPS + 3];
+    size_t n = 0;
+    char mid[129], to[160], exp[25];
+    snprintf(mid, sizeof mid, "%.*s", (int)d.message_id_len, d.message_id);
+    snprintf(to, sizeof to, "/devices/%s/messages/devicebound", c->device);
+    sg_rfc3339(d.expires_ms, exp);
+    props[n++] = (sg_prop_t){"$.mid", mid};
+    props[n++] = (sg_prop_t){"$.to", to};
+    props[n++] = (sg_prop_t){"$.exp", exp};
+    /* User properties arrive as length-prefixed pairs; the bag encoder wants C strings. */
+    char *kv = malloc(d.props.rest.len + 2 * (size_t)d.props.count + 1), *o = kv;
+    const char *k, *v;
+    size_t kl, vl;
+    while (kv && n < SG_PROPBAG_MAX_PROPS + 3 && sg_wire_props_next(&d.props, &k, &kl, &v, &vl)) {
+        memcpy(o, k, kl);
+        o[kl] = 0;
+        props[n].key = o;
+        o += kl + 1;
+        memcpy(o, v, vl);
+        o[vl] = 0;
+        props[n++].value = o;
+        o += vl + 1;
+    }
+    sg_wbuf_t bag;
+    sg_wbuf_init(&bag, c->w->set->max_packet);
+    static const char pre[] = "devices/", post[] = "/messages/devicebound/";
+    sg_rc rc = kv ? sg_propbag_encode(&bag, props, n) : SG_E_NOMEM;
+    free(kv);
+    if (rc == SG_OK) {
+        sg_mqtt_str_t topic[3] = {{(const uint8_t *)pre, sizeof pre - 1},
+                                  {(const uint8_t *)c->device, strlen(c->device)},
+                                  {NULL, 0}};
+        /* the second half of the topic: "/messages/devicebound/" + bag */
+        sg_wbuf_t tail;
+        sg_wbuf_init(&tail, c->w->set->max_packet);
+        rc = sg_wbuf_bytes(&tail, post, sizeof post - 1);
+        if (rc == SG_OK)
+            rc = sg_wbuf_bytes(&tail, bag.data, bag.len);
+        topic[2] = (sg_mqtt_str_t){tail.data, tail.len};
+        sg_wbuf_t *t = &c->w->tx;
+        sg_wbuf_reset(t);
+        if (rc == SG_OK)
+            rc = sg_mqtt_encode_publish3(t, 1, d.delivery_count > 1, false, d.packet_id, topic, d.payload, d.payload_len);
+        if (rc == SG_OK) {
+            fe_conn_send(c, t->data, t->len);
+            atomic_fetch_add(&c->w->c2d_out, 1);
+        }
+        sg_wbuf_fini(&tail);
+    }
+    sg_wbuf_fini(&bag);
+    if (rc != SG_OK)
+        SG_WARN("frontend", "deliver.encode_failed", "device=%s reason=%s", c->device, sg_strerror(rc));
+}
+
+/* ---------- the rest ---------- */
+
+static int on_pingreq(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
+{
+    if (sg_mqtt_decode_empty(pkt) != SG_OK)
+        return violation(c, "malformed PINGREQ");
+    sg_wbuf_t *t = &c->w->tx;
+    sg_wbuf_reset(t);
+    if (sg_mqtt_encode_empty(t, SG_MQTT_PINGRESP) == SG_OK)
+        fe_conn_send(c, t->data, t->len);
+    return FE_PKT_DONE;
+}
+
+static int on_disconnect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
+{
+    if (sg_mqtt_decode_empty(pkt) != SG_OK)
+        return violation(c, "malformed DISCONNECT");
+    c->flags |= FE_F_GRACEFUL;
+    fe_conn_close(c, "disconnect");
+    return FE_PKT_DONE;
+}
+
+void fe_session_closed(fe_conn_t *c)
+{
+    if (c->state != FE_ONLINE)
+        return;
+    if (c->will && !(c->flags & FE_F_GRACEFUL)) {
+        const char *bag;
+        size_t bag_len;
+        sg_mqtt_str_t topic = {c->will->data, c->will->topic_len};
+        if (topic_is_telemetry(c, topic, &bag, &bag_len) &&
+            telemetry_frame(c, 0, 0, bag, bag_len, c->will->data + c->will->topic_len, c->will->payload_len) &&
+            fe_link_send(c->w, &c->w->frame) != SG_OK)
+            SG_WARN("frontend", "will.dropped", "device=%s reason=\"router link full\"", c->device);
+    }
+    send_simple(c, SG_MSG_SESSION_END, NULL, NULL);
+}
+
+bool fe_session_timer(fe_conn_t *c, uint32_t now)
+{
+    const fe_settings_t *s = c->w->set;
+    const char *why = NULL;
+    if (c->state < FE_ONLINE) {
+        if (now >= c->accepted_at + s->connect_timeout)
+            why = "connect-timeout";
+    } else if (now >= c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1) {
+        why = "keepalive-timeout";
+    } else if (c->token_expires && now >= c->token_expires) {
+        why = "token-expired";
+    } else if (c->pending && now >= c->pending_since + s->ack_timeout) {
+        why = "ack-timeout";
+    }
+    if (!why)
+        return true;
+    SG_INFO("frontend", "conn.timeout", "device=%s reason=%s", c->device ? c->device : "-", why);
+    fe_conn_close(c, why);
+    return false;
+}
+
+void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
+{
+    fe_conn_t *c = fe_conn_by_handle(w, h->corr);
+    if (!c || !c->device || h->device_len != strlen(c->device) || memcmp(h->device, c->device, h->device_len) != 0) {
+        SG_DEBUG("frontend", "frame.orphan", "type=%s", sg_wire_type_name(h->type));
+        return;
+    }
+    uint8_t about = h->type;
+    if (h->type == SG_MSG_ERROR && sg_wire_get_u8(h, &about) != SG_OK)
+        return;
+    switch (about) {
+    case SG_MSG_AUTH_RES:
+    case SG_MSG_AUTH: on_auth_res(c, h); break;
+    case SG_MSG_TELEMETRY_ACK:
+    case SG_MSG_TELEMETRY: on_telemetry_ack(c, h); break;
+    case SG_MSG_DELIVER: on_deliver(c, h); break;
+    case SG_MSG_KICK:
+        if (h->epoch == c->epoch && c->state == FE_ONLINE) {
+            uint8_t reason = 0;
+            if (sg_wire_get_u8(h, &reason) != SG_OK)
+                reason = 0;
+            SG_INFO("frontend", "session.kicked", "device=%s reason=%s", c->device,
+                    reason == SG_KICK_REVOKED ? "revoked" : reason == SG_KICK_TAKEOVER ? "taken-over" : "stale");
+            c->state = FE_WAIT_CONNECT;   /* the shard has ended the session: no SESSION_END */
+            fe_conn_close(c, "kicked");
+        }
+        break;
+    default:
+        SG_DEBUG("frontend", "frame.unexpected", "type=%s", sg_wire_type_name(h->type));
+        break;
+    }
+}

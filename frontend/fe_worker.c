@@ -1,0 +1,260 @@
+/* fe_worker.c — one frontend event-loop thread: its listener, its router link (a DEALER whose
+ * edge-triggered ZMQ_FD sits in the same epoll set and is drained after every wake-up), its
+ * table of connections by handle, and the list of connections waiting for room on the link. */
+#include <errno.h>
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "fe_internal.h"
+#include "fe_worker.h"
+#include "sg_log.h"
+
+#define ACCEPTS_PER_WAKE 64
+
+sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame)
+{
+    if (zmq_send(w->link_raw, frame->data, frame->len, ZMQ_DONTWAIT) >= 0)
+        return SG_OK;
+    return errno == EAGAIN ? SG_E_FULL : SG_E_IO;
+}
+
+void fe_worker_block(fe_worker_t *w, fe_conn_t *c)
+{
+    if (c->flags & FE_F_BLOCKED)
+        return;
+    fe_conn_t **b = realloc(w->blocked, (w->n_blocked + 1) * sizeof *b);
+    if (!b) {
+        fe_conn_close(c, "out-of-memory");
+        return;
+    }
+    w->blocked = b;
+    w->blocked[w->n_blocked++] = c;
+    c->flags |= FE_F_BLOCKED;
+}
+
+void fe_worker_release_slot(fe_worker_t *w, fe_conn_t *c)
+{
+    if (c->flags & FE_F_BLOCKED) {
+        for (uint32_t i = 0; i < w->n_blocked; i++)
+            if (w->blocked[i] == c) {
+                w->blocked[i] = w->blocked[--w->n_blocked];
+                break;
+            }
+        c->flags &= (uint8_t)~FE_F_BLOCKED;
+    }
+    w->slots[c->slot] = NULL;
+    w->gens[c->slot]++;
+    w->free_slots[w->n_free++] = c->slot;
+}
+
+/* Connections blocked on a full link retry once it has room again. */
+static void unblock(fe_worker_t *w)
+{
+    while (w->n_blocked > 0 && (zsock_events(w->link) & ZMQ_POLLOUT)) {
+        fe_conn_t *c = w->blocked[--w->n_blocked];
+        c->flags &= (uint8_t)~FE_F_BLOCKED;
+        fe_conn_resume(c, FE_P_LINK);
+    }
+}
+
+static void drain_link(fe_worker_t *w)
+{
+    /* ZMQ_FD is edge-triggered: read until ZMQ_EVENTS says nothing is left. */
+    while (zsock_events(w->link) & ZMQ_POLLIN) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, w->link_raw, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            break;
+        }
+        sg_wire_hdr_t h;
+        if (sg_wire_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &h) == SG_OK)
+            fe_session_frame(w, &h);
+        else
+            SG_WARN("frontend", "link.malformed", "bytes=%zu", zmq_msg_size(&msg));
+        zmq_msg_close(&msg);
+    }
+}
+
+static void on_link(fe_loop_t *loop, fe_io_t *io, uint32_t events)
+{
+    (void)loop;
+    (void)io;
+    (void)events;
+    /* drained after every wake-up in the thread loop */
+}
+
+static void on_stop(fe_loop_t *loop, fe_io_t *io, uint32_t events)
+{
+    fe_worker_t *w = (fe_worker_t *)((char *)io - offsetof(fe_worker_t, stop_io));
+    uint64_t v;
+    (void)loop;
+    (void)events;
+    if (read(io->fd, &v, sizeof v) < 0) {
+        /* nothing to do: the flag below is what matters */
+    }
+    w->stop = true;
+}
+
+static void on_accept(fe_loop_t *loop, fe_io_t *io, uint32_t events)
+{
+    fe_worker_t *w = (fe_worker_t *)((char *)io - offsetof(fe_worker_t, listen_io));
+    (void)events;
+    for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
+        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                /* Out of descriptors: stop accepting for a second rather than spin. */
+                SG_WARN("frontend", "accept.no_fds", "thread=%d reason=\"%s\"", w->index, strerror(errno));
+                if (fe_loop_mod(loop, io, 0) != SG_OK)
+                    SG_ERROR("frontend", "accept.pause_failed", "thread=%d", w->index);
+                w->accept_paused_until = fe_loop_now(loop) + 1;
+            }
+            return;
+        }
+        fe_conn_accept(w, fd);
+    }
+}
+
+#define HEARTBEAT_EVERY_S 5
+
+/* Tell the routers this loop is alive and how many devices it holds (GET /v1/cluster). */
+static void heartbeat(fe_worker_t *w)
+{
+    char json[64];
+    int n = snprintf(json, sizeof json, "{\"connections\":%llu}", (unsigned long long)atomic_load(&w->n_conns));
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PING, NULL);
+    sg_wbuf_reset(&w->frame);
+    if (sg_wire_encode_hdr(&w->frame, &h) == SG_OK && sg_wire_put_json(&w->frame, json, (size_t)n) == SG_OK &&
+        fe_link_send(w, &w->frame) != SG_OK)
+        SG_DEBUG("frontend", "heartbeat.dropped", "peer=%s", w->peer_id);
+}
+
+static void *worker_main(void *arg)
+{
+    fe_worker_t *w = arg;
+    /* Announce this incarnation so shards end sessions an earlier one left behind. */
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_HELLO, NULL);
+    sg_wbuf_reset(&w->frame);
+    if (sg_wire_encode_hdr(&w->frame, &h) == SG_OK && sg_wire_put_name(&w->frame, w->peer_id) == SG_OK &&
+        fe_link_send(w, &w->frame) != SG_OK)
+        SG_WARN("frontend", "hello.failed", "peer=%s", w->peer_id);
+    uint32_t next_beat = 0, next_trim = 0;
+    uint64_t accepted_at_trim = 0;
+    while (!w->stop) {
+        /* TLS handshakes allocate far more than an idle session keeps; after a burst of them give
+         * the freed heap back to the kernel so idle sessions cost what they hold (DESIGN-NOTES §6). */
+        if (fe_loop_now(w->loop) >= next_trim) {
+            uint64_t acc = atomic_load(&w->accepted);
+            if (acc != accepted_at_trim)
+                malloc_trim(0);
+            accepted_at_trim = acc;
+            next_trim = fe_loop_now(w->loop) + 5;
+        }
+        if (fe_loop_now(w->loop) >= next_beat) {
+            heartbeat(w);
+            next_beat = fe_loop_now(w->loop) + HEARTBEAT_EVERY_S;
+        }
+        fe_loop_run_once(w->loop, w->n_blocked ? 10 : 1000);
+        drain_link(w);
+        if (w->n_blocked)
+            unblock(w);
+        if (w->accept_paused_until && fe_loop_now(w->loop) >= w->accept_paused_until) {
+            w->accept_paused_until = 0;
+            if (fe_loop_mod(w->loop, &w->listen_io, EPOLLIN) != SG_OK)
+                SG_ERROR("frontend", "accept.resume_failed", "thread=%d", w->index);
+        }
+    }
+    /* Close every connection so shards hear SESSION_END before the process goes. */
+    for (uint32_t i = 0; i < w->set->max_connections; i++)
+        if (w->slots[i])
+            fe_conn_close(w->slots[i], "shutdown");
+    fe_loop_run_once(w->loop, 0);
+    return NULL;
+}
+
+fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, int listen_fd, const char *peer_id,
+                           const char *routers, int hwm)
+{
+    fe_worker_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->index = index;
+    w->set = set;
+    w->tls = tls;
+    w->listen_io = (fe_io_t){.fd = listen_fd, .fn = on_accept};
+    w->stop_io = (fe_io_t){.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .fn = on_stop};
+    w->link_io = (fe_io_t){.fd = -1, .fn = on_link};
+    snprintf(w->peer_id, sizeof w->peer_id, "%s", peer_id);
+    w->loop = fe_loop_new();
+    w->slots = calloc(set->max_connections, sizeof *w->slots);
+    w->gens = calloc(set->max_connections, sizeof *w->gens);
+    w->free_slots = malloc(set->max_connections * sizeof *w->free_slots);
+    w->rx = malloc(FE_RX_SCRATCH);
+    sg_wbuf_init(&w->tx, set->max_packet + 1024);
+    sg_wbuf_init(&w->frame, SG_WIRE_MAX_FRAME);
+    w->link = zsock_new(ZMQ_DEALER);
+    if (!w->loop || !w->slots || !w->gens || !w->free_slots || !w->rx || !w->link || w->stop_io.fd < 0) {
+        fe_worker_destroy(&w);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < set->max_connections; i++)
+        w->free_slots[i] = set->max_connections - 1 - i;
+    w->n_free = set->max_connections;
+    zsock_set_identity(w->link, peer_id);
+    zsock_set_sndhwm(w->link, hwm);
+    zsock_set_rcvhwm(w->link, hwm);
+    zsock_set_reconnect_ivl(w->link, 100);
+    zsock_set_reconnect_ivl_max(w->link, 2000);
+    zsock_set_linger(w->link, 1000);   /* let SESSION_ENDs out at shutdown */
+    char *list = strdup(routers), *save = NULL;
+    int connected = 0;
+    for (char *ep = list ? strtok_r(list, ",", &save) : NULL; ep; ep = strtok_r(NULL, ",", &save)) {
+        if (zsock_connect(w->link, "%s", ep) == 0)
+            connected++;
+        else
+            SG_ERROR("frontend", "link.connect_failed", "endpoint=%s", ep);
+    }
+    free(list);
+    w->link_raw = zsock_resolve(w->link);
+    w->link_io.fd = zsock_fd(w->link);
+    if (!connected || fe_loop_add(w->loop, &w->listen_io, EPOLLIN) != SG_OK ||
+        fe_loop_add(w->loop, &w->stop_io, EPOLLIN) != SG_OK || fe_loop_add(w->loop, &w->link_io, EPOLLIN) != SG_OK) {
+        fe_worker_destroy(&w);
+        return NULL;
+    }
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        fe_worker_destroy(&w);
+        return NULL;
+    }
+    return w;
+}
+
+void fe_worker_destroy(fe_worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    fe_worker_t *w = *self_p;
+    if (w->thread) {
+        uint64_t one = 1;
+        if (write(w->stop_io.fd, &one, sizeof one) < 0)
+            w->stop = true;
+        pthread_join(w->thread, NULL);
+    }
+    if (w->stop_io.fd >= 0)
+        close(w->stop_io.fd);
+    zsock_destroy(&w->link);
+    fe_loop_destroy(&w->loop);
+    free(w->slots);
+    free(w->gens);
+    free(w->free_slots);
+    free(w->blocked);
+    free(w->rx);
+    sg_wbuf_fini(&w->tx);
+    sg_wbuf_fini(&w->frame);
+    free(w);
+    *self_p = NULL;
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# run.sh — build sacgate and start it as one process (`sacgate all`) with its data in ./var.
+# Extra arguments go to `sacgate all` (e.g. --mqtt-port 0 --admin-port 0 for free ports).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/deps.sh"
+cmake -S "$root" -B "$root/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$root/build" --target sacgate
+exec "$root/build/sacgate" all --data-dir "$root/var" "$@"

@@ -1,0 +1,119 @@
+/* st_db.c — RocksDB set-up for a shard; see st_db.h.
+ * Options: the WAL is on (durability comes from it), fsync per group commit when sync=always,
+ * a bounded number of open files (a process here may hold 20,000 descriptors and the frontend
+ * needs most of them in `sacgate all`), LZ4 for the device and telemetry data. */
+#include "st_db.h"
+#include <stdlib.h>
+#include <string.h>
+#include "sg_log.h"
+#include "st_keys.h"
+
+static const char *const k_cf_names[ST_CF_COUNT] = {"default", "dev", "tele", "exp", "fb"};
+
+sg_rc st_db_open(st_db_t *db, const char *path, bool sync)
+{
+    char *err = NULL;
+    memset(db, 0, sizeof *db);
+    db->path = strdup(path);
+    SG_ENSURE(db->path != NULL, SG_E_NOMEM);
+
+    db->cache = rocksdb_cache_create_lru(64u << 20);
+    db->table = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(db->table, db->cache);
+
+    db->opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(db->opts, 1);
+    rocksdb_options_set_create_missing_column_families(db->opts, 1);
+    rocksdb_options_set_max_open_files(db->opts, 256);
+    rocksdb_options_increase_parallelism(db->opts, 2);
+    rocksdb_options_set_keep_log_file_num(db->opts, 4);
+    for (int i = 0; i < ST_CF_COUNT; i++) {
+        db->cf_opts[i] = rocksdb_options_create_copy(db->opts);
+        rocksdb_options_set_block_based_table_factory(db->cf_opts[i], db->table);
+        rocksdb_options_set_compression(db->cf_opts[i], rocksdb_lz4_compression);
+    }
+    const rocksdb_options_t *cfo[ST_CF_COUNT];
+    for (int i = 0; i < ST_CF_COUNT; i++)
+        cfo[i] = db->cf_opts[i];
+    db->db = rocksdb_open_column_families(db->opts, path, ST_CF_COUNT, (const char *const *)k_cf_names,
+                                          cfo, db->cf, &err);
+    if (err) {
+        SG_ERROR("store", "db.open_failed", "path=%s reason=\"%s\"", path, err);
+        rocksdb_free(err);
+        db->db = NULL;
+        st_db_close(db);
+        return SG_E_IO;
+    }
+    db->ro = rocksdb_readoptions_create();
+    db->wo_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(db->wo_sync, sync ? 1 : 0);
+    db->wo_nosync = rocksdb_writeoptions_create();
+    return SG_OK;
+}
+
+void st_db_close(st_db_t *db)
+{
+    if (db->db) {
+        for (int i = 0; i < ST_CF_COUNT; i++)
+            if (db->cf[i])
+                rocksdb_column_family_handle_destroy(db->cf[i]);
+        rocksdb_close(db->db);
+    }
+    for (int i = 0; i < ST_CF_COUNT; i++)
+        if (db->cf_opts[i])
+            rocksdb_options_destroy(db->cf_opts[i]);
+    if (db->opts)
+        rocksdb_options_destroy(db->opts);
+    if (db->table)
+        rocksdb_block_based_options_destroy(db->table);
+    if (db->cache)
+        rocksdb_cache_destroy(db->cache);
+    if (db->ro)
+        rocksdb_readoptions_destroy(db->ro);
+    if (db->wo_sync)
+        rocksdb_writeoptions_destroy(db->wo_sync);
+    if (db->wo_nosync)
+        rocksdb_writeoptions_destroy(db->wo_nosync);
+    free(db->path);
+    memset(db, 0, sizeof *db);
+}
+
+sg_rc st_db_get(st_db_t *db, const rocksdb_readoptions_t *ro, st_cf_t cf, const void *key, size_t klen,
+                char **val, size_t *vlen)
+{
+    char *err = NULL;
+    *val = rocksdb_get_cf(db->db, ro ? ro : db->ro, db->cf[cf], key, klen, vlen, &err);
+    if (err) {
+        SG_ERROR("store", "db.read_failed", "reason=\"%s\"", err);
+        rocksdb_free(err);
+        return SG_E_IO;
+    }
+    return SG_OK;
+}
+
+sg_rc st_db_write(st_db_t *db, rocksdb_writebatch_t *b, bool sync)
+{
+    char *err = NULL;
+    rocksdb_write(db->db, sync ? db->wo_sync : db->wo_nosync, b, &err);
+    if (err) {
+        SG_ERROR("store", "db.write_failed", "path=%s reason=\"%s\"", db->path, err);
+        rocksdb_free(err);
+        return SG_E_IO;
+    }
+    return SG_OK;
+}
+
+uint64_t st_db_next_seq(st_db_t *db, st_cf_t cf)
+{
+    uint64_t next = 0;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[cf]);
+    rocksdb_iter_seek_to_last(it);
+    if (rocksdb_iter_valid(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen == 8)
+            next = st_get_be64((const uint8_t *)k) + 1;
+    }
+    rocksdb_iter_destroy(it);
+    return next;
+}

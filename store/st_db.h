@@ -1,0 +1,41 @@
+/* st_db.h — one shard's RocksDB database: opening it with its column families (see st_keys.h)
+ * and the few typed helpers the writer and readers share. Only store threads call into here;
+ * no network event loop ever does. */
+#ifndef ST_DB_H
+#define ST_DB_H
+
+#include <rocksdb/c.h>
+#include <stdbool.h>
+#include "sg_result.h"
+
+typedef enum { ST_CF_DEFAULT = 0, ST_CF_DEV, ST_CF_TELE, ST_CF_EXP, ST_CF_FB, ST_CF_COUNT } st_cf_t;
+
+typedef struct {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_column_family_handle_t *cf[ST_CF_COUNT];
+    rocksdb_options_t *cf_opts[ST_CF_COUNT];
+    rocksdb_readoptions_t *ro;
+    rocksdb_writeoptions_t *wo_sync;     /* per store.sync */
+    rocksdb_writeoptions_t *wo_nosync;   /* for bookkeeping that needs no fsync */
+    rocksdb_block_based_table_options_t *table;
+    rocksdb_cache_t *cache;
+    char *path;
+} st_db_t;
+
+/* Open (creating if missing) the database at path. sync: fsync every acknowledged batch. */
+SG_WUR sg_rc st_db_open(st_db_t *db, const char *path, bool sync);
+void st_db_close(st_db_t *db);
+
+/* Point read. *val is malloc'd (free with rocksdb_free) or NULL when absent. */
+SG_WUR sg_rc st_db_get(st_db_t *db, const rocksdb_readoptions_t *ro, st_cf_t cf, const void *key,
+                       size_t klen, char **val, size_t *vlen);
+
+/* Write a batch; sync selects wo_sync or wo_nosync. A failed write is fatal for a shard (its
+ * memory no longer matches the disk): the caller logs and exits. */
+SG_WUR sg_rc st_db_write(st_db_t *db, rocksdb_writebatch_t *b, bool sync);
+
+/* Largest key in a column family whose keys are be64 numbers, +1 (0 when empty). */
+uint64_t st_db_next_seq(st_db_t *db, st_cf_t cf);
+
+#endif

@@ -1,0 +1,49 @@
+/* st_internal.h — what a shard's net actor, writer and readers share: the database, the
+ * settings, the inproc endpoints between them, and a few statistics the writer publishes.
+ *
+ * Inproc protocol (all multipart):
+ *   net -> writer/reader:  [router][peer][frame]                   (+ [deadline u64] to readers)
+ *   writer/reader -> net:  ['R'][router][peer][frame]              answer or push ("" router = any)
+ *                          ['P'][router][peer][frame][deadline]     park a long-poll read
+ *                          ['A']                                    telemetry was appended */
+#ifndef ST_INTERNAL_H
+#define ST_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "st_db.h"
+
+typedef struct {
+    char name[64];
+    unsigned partition;
+    st_db_t db;
+    bool sync;
+    int readers;
+    int max_batch;
+    int64_t max_queued_messages;
+    int64_t max_queued_bytes;
+    int64_t max_message_bytes;
+    int64_t default_ttl;
+    int64_t max_ttl;
+    int delivery_window;
+    int64_t cache_devices;
+    char ep_writer[128];    /* net PUSH -> writer PULL */
+    char ep_readers[128];   /* net PUSH -> readers PULL */
+    char ep_out[128];       /* writer/readers PUSH -> net PULL */
+    _Atomic bool writer_ready;
+    /* published by the writer */
+    _Atomic uint64_t stat_devices;
+    _Atomic uint64_t stat_sessions;
+    _Atomic uint64_t stat_tele_next;
+    _Atomic uint64_t stat_queued;
+    _Atomic uint64_t stat_batches;
+    _Atomic uint64_t stat_batch_ops;
+} st_ctx_t;
+
+/* Thread bodies (zactor functions); args is the st_ctx_t. */
+#include <czmq.h>
+void st_writer_actor(zsock_t *pipe, void *args);
+void st_reader_actor(zsock_t *pipe, void *args);
+
+#endif

@@ -1,0 +1,67 @@
+/* st_keys.h — how a shard lays out its RocksDB keys.
+ * Column family "dev" keeps everything about one device in one contiguous key range
+ * ("{id}\0" prefix) so a device can later be handed to another shard with one range scan:
+ *   {id}\0R             registry entry (JSON, with secrets)
+ *   {id}\0S             session: epoch, where it lives, subscriptions   (st_session_t)
+ *   {id}\0M             queue counters                                 (st_qmeta_t)
+ *   {id}\0Q{seq:be64}   one queued cloud-to-device message             (st_msg_t)
+ *   {id}\0D{seq:be64}   one dead-lettered message                      (reason, at, st_msg_t)
+ * Column family "tele": {offset:be64} -> telemetry record (this shard's partition).
+ * Column family "exp":  {expires_ms:be64}{id}\0{seq:be64} -> "" (expiry order, swept from the start).
+ * Column family "fb":   {seq:be64} -> feedback record.
+ * Default column family: "shard" -> shard counters. */
+#ifndef ST_KEYS_H
+#define ST_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define ST_KEY_MAX (128 + 2 + 8 + 8)
+
+enum { ST_K_REGISTRY = 'R', ST_K_SESSION = 'S', ST_K_META = 'M', ST_K_QUEUE = 'Q', ST_K_DEAD = 'D' };
+
+static inline void st_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t st_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* {id}\0{kind}; returns the length. out holds ST_KEY_MAX bytes. */
+static inline size_t st_key_dev(char *out, const char *id, size_t id_len, char kind)
+{
+    memcpy(out, id, id_len);
+    out[id_len] = 0;
+    out[id_len + 1] = kind;
+    return id_len + 2;
+}
+
+/* {id}\0{kind}{seq}. */
+static inline size_t st_key_dev_seq(char *out, const char *id, size_t id_len, char kind, uint64_t seq)
+{
+    size_t n = st_key_dev(out, id, id_len, kind);
+    st_be64((uint8_t *)out + n, seq);
+    return n + 8;
+}
+
+/* {expires}{id}\0{seq}. */
+static inline size_t st_key_exp(char *out, int64_t expires_ms, const char *id, size_t id_len, uint64_t seq)
+{
+    st_be64((uint8_t *)out, (uint64_t)expires_ms);
+    memcpy(out + 8, id, id_len);
+    out[8 + id_len] = 0;
+    st_be64((uint8_t *)out + 9 + id_len, seq);
+    return 17 + id_len;
+}
+
+#endif

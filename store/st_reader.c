@@ -1,0 +1,350 @@
+/* st_reader.c — a shard's reader threads: answers that need only committed data (a device's
+ * entry and connection, its pending messages, telemetry reads, shard statistics). Readers never
+ * change state; a telemetry read that finds nothing and may wait is handed back to the net actor
+ * to park until the writer appends more or its wait runs out. */
+#include <czmq.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sg_codec.h"
+#include "sg_log.h"
+#include "sg_time.h"
+#include "sg_wire.h"
+#include "st_internal.h"
+#include "st_keys.h"
+#include "st_record.h"
+#include "st_registry.h"
+
+#define TELE_MAX_RECORDS 1000
+#define TELE_DEFAULT_RECORDS 100
+#define TELE_MAX_BYTES (4u << 20)
+#define TELE_MAX_WAIT 60
+#define LIST_MAX 1000
+
+typedef struct {
+    st_ctx_t *ctx;
+    zsock_t *in;
+    zsock_t *out;
+} reader_t;
+
+typedef struct {
+    zframe_t *router, *peer, *frame;
+    uint64_t deadline;
+    sg_wire_hdr_t h;
+} rop_t;
+
+static void answer(reader_t *r, rop_t *op, int status, json_t *body)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN_RES, NULL);
+    h.corr = op->h.corr;
+    h.status = (uint16_t)status;
+    h.device = op->h.device;
+    h.device_len = op->h.device_len;
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    sg_wbuf_t f;
+    sg_wbuf_init(&f, SG_WIRE_MAX_FRAME + 1024);
+    if (sg_wire_encode_hdr(&f, &h) != SG_OK || sg_wire_put_json(&f, text ? text : "", text ? strlen(text) : 0) != SG_OK) {
+        sg_wbuf_reset(&f);
+        h.status = 500;
+        const char *e = "{\"error\":\"Internal\",\"message\":\"answer too large\"}";
+        if (sg_wire_encode_hdr(&f, &h) != SG_OK || sg_wire_put_json(&f, e, strlen(e)) != SG_OK)
+            abort();
+    }
+    free(text);
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, "R");
+    zmsg_append(m, &op->router);
+    zmsg_append(m, &op->peer);
+    zmsg_addmem(m, f.data, f.len);
+    zmsg_send(&m, r->out);
+    sg_wbuf_fini(&f);
+}
+
+static json_t *props_json(sg_wire_props_t p)
+{
+    json_t *o = json_object();
+    const char *k, *v;
+    size_t kl, vl;
+    while (sg_wire_props_next(&p, &k, &kl, &v, &vl)) {
+        /* Frontends only pass UTF-8; a value that is not (older data) becomes null, not bad JSON. */
+        json_t *val = json_stringn(v, vl);
+        json_object_setn_new(o, k, kl, val ? val : json_null());
+    }
+    return o;
+}
+
+static json_t *b64_json(const uint8_t *p, size_t n)
+{
+    char *s = malloc(sg_b64_encoded_len(n) + 1);
+    if (!s)
+        return NULL;
+    sg_b64_encode(p, n, s);
+    json_t *j = json_string(s);
+    free(s);
+    return j;
+}
+
+static json_t *time_json(int64_t ms)
+{
+    char t[25];
+    sg_rfc3339(ms, t);
+    return json_string(t);
+}
+
+static char *get_dev(reader_t *r, const rocksdb_readoptions_t *ro, rop_t *op, char kind, size_t *vlen)
+{
+    char key[ST_KEY_MAX], *val = NULL;
+    size_t klen = st_key_dev(key, op->h.device, op->h.device_len, kind);
+    if (st_db_get(&r->ctx->db, ro, ST_CF_DEV, key, klen, &val, vlen) != SG_OK)
+        return NULL;
+    return val;
+}
+
+/* The frontend part of a peer id "{frontend}/{loop}/{boot}". */
+static json_t *frontend_name(const char *peer)
+{
+    const char *slash = strchr(peer, '/');
+    return json_stringn(peer, slash ? (size_t)(slash - peer) : strlen(peer));
+}
+
+static void device_get(reader_t *r, rop_t *op)
+{
+    st_db_t *db = &r->ctx->db;
+    const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(db->db);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(ro, snap);
+    size_t n;
+    char *reg = get_dev(r, ro, op, ST_K_REGISTRY, &n);
+    json_t *entry = reg ? json_loadb(reg, n, 0, NULL) : NULL;
+    rocksdb_free(reg);
+    if (!entry) {
+        answer(r, op, 404, st_error_json("DeviceNotFound", "device '%.*s' is not registered", (int)op->h.device_len,
+                                         op->h.device));
+    } else {
+        json_t *pub = st_reg_public(entry);
+        json_decref(entry);
+        st_session_t s = {0};
+        st_qmeta_t m = {0};
+        char *v = get_dev(r, ro, op, ST_K_SESSION, &n);
+        if (v && st_session_get(v, n, &s) != SG_OK)
+            memset(&s, 0, sizeof s);
+        rocksdb_free(v);
+        v = get_dev(r, ro, op, ST_K_META, &n);
+        if (v && st_qmeta_get(v, n, &m) != SG_OK)
+            memset(&m, 0, sizeof m);
+        rocksdb_free(v);
+        json_t *conn = json_pack("{s:b}", "connected", s.live);
+        if (s.live) {
+            json_object_set_new(conn, "frontend", frontend_name(s.peer));
+            json_object_set_new(conn, "since", time_json(s.since_ms));
+            json_object_set_new(conn, "subscribed", json_boolean(s.subscribed));
+        }
+        json_object_set_new(pub, "connection", conn);
+        json_object_set_new(pub, "queueDepth", json_integer(m.count));
+        json_object_set_new(pub, "queuedBytes", json_integer((json_int_t)m.bytes));
+        answer(r, op, 200, pub);
+    }
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_release_snapshot(db->db, snap);
+}
+
+static json_t *msg_json(const st_msg_t *m)
+{
+    static const char *const acks[] = {"none", "positive", "negative", "full"};
+    json_t *o = json_pack("{s:s%,s:o,s:o,s:s,s:I}", "messageId", m->message_id, m->message_id_len, "enqueuedAt",
+                          time_json(m->enqueued_ms), "expiresAt", time_json(m->expires_ms), "ack", acks[m->ack & 3],
+                          "deliveryCount", (json_int_t)m->delivery_count);
+    json_object_set_new(o, "properties", props_json(m->props));
+    json_object_set_new(o, "payload", b64_json(m->payload, m->payload_len));
+    return o;
+}
+
+static void msg_list(reader_t *r, rop_t *op)
+{
+    st_db_t *db = &r->ctx->db;
+    size_t n;
+    char *reg = get_dev(r, NULL, op, ST_K_REGISTRY, &n);
+    if (!reg) {
+        answer(r, op, 404, st_error_json("DeviceNotFound", "device '%.*s' is not registered", (int)op->h.device_len,
+                                         op->h.device));
+        return;
+    }
+    rocksdb_free(reg);
+    char key[ST_KEY_MAX];
+    size_t plen = st_key_dev(key, op->h.device, op->h.device_len, ST_K_QUEUE);
+    json_t *arr = json_array();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_DEV]);
+    for (rocksdb_iter_seek(it, key, plen); rocksdb_iter_valid(it) && json_array_size(arr) < LIST_MAX;
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl != plen + 8 || memcmp(k, key, plen) != 0)
+            break;
+        const char *v = rocksdb_iter_value(it, &vl);
+        st_msg_t m;
+        if (st_msg_get(v, vl, &m) == SG_OK)
+            json_array_append_new(arr, msg_json(&m));
+    }
+    rocksdb_iter_destroy(it);
+    answer(r, op, 200, json_pack("{s:s%,s:o}", "deviceId", op->h.device, op->h.device_len, "messages", arr));
+}
+
+static int64_t int_member(json_t *o, const char *k, int64_t def, int64_t lo, int64_t hi, bool *bad)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v)
+        return def;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        *bad = true;
+        return def;
+    }
+    return json_integer_value(v);
+}
+
+/* Returns false when nothing was found and the read should be parked. */
+static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
+{
+    st_ctx_t *ctx = r->ctx;
+    bool bad = false;
+    int64_t after = int_member(q, "after", -1, -1, INT64_MAX - 1, &bad);
+    int64_t max = int_member(q, "max", TELE_DEFAULT_RECORDS, 1, TELE_MAX_RECORDS, &bad);
+    int64_t wait = int_member(q, "wait", 0, 0, TELE_MAX_WAIT, &bad);
+    if (bad) {
+        answer(r, op, 400, st_error_json("InvalidQuery", "after must be an offset >= -1, max 1-%d, wait 0-%d seconds",
+                                         TELE_MAX_RECORDS, TELE_MAX_WAIT));
+        return true;
+    }
+    if (op->deadline == 0 && wait > 0)
+        op->deadline = (uint64_t)(sg_mono_ms() + wait * 1000);
+    json_t *recs = json_array();
+    size_t bytes = 0;
+    int64_t next = after;
+    uint8_t key[8];
+    st_be64(key, (uint64_t)(after + 1));
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(ctx->db.db, ctx->db.ro, ctx->db.cf[ST_CF_TELE]);
+    for (rocksdb_iter_seek(it, (const char *)key, 8); rocksdb_iter_valid(it) && (int64_t)json_array_size(recs) < max;
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (kl != 8)
+            continue;
+        if (bytes > 0 && bytes + vl > TELE_MAX_BYTES)
+            break;
+        st_tele_t t;
+        int64_t off = (int64_t)st_get_be64((const uint8_t *)k);
+        next = off;
+        if (st_tele_get(v, vl, &t) != SG_OK) {
+            SG_ERROR("store", "telemetry.damaged", "offset=%lld", (long long)off);
+            continue;
+        }
+        bytes += vl;
+        json_t *rec = json_pack("{s:I,s:s%,s:o,s:o,s:o}", "offset", (json_int_t)off, "deviceId", t.device, t.device_len,
+                                "enqueuedAt", time_json(t.enqueued_ms), "properties", props_json(t.props), "payload",
+                                b64_json(t.payload, t.payload_len));
+        json_array_append_new(recs, rec);
+    }
+    rocksdb_iter_destroy(it);
+    if (json_array_size(recs) == 0 && op->deadline != 0 && (int64_t)op->deadline > sg_mono_ms()) {
+        json_decref(recs);
+        return false;
+    }
+    answer(r, op, 200, json_pack("{s:i,s:o,s:I}", "partition", (int)ctx->partition, "records", recs, "next",
+                                 (json_int_t)next));
+    return true;
+}
+
+static void shard_stats(reader_t *r, rop_t *op)
+{
+    st_ctx_t *c = r->ctx;
+    uint64_t batches = atomic_load(&c->stat_batches), ops = atomic_load(&c->stat_batch_ops);
+    answer(r, op, 200,
+           json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I}", "shard", c->name, "partition", (int)c->partition, "devices",
+                     (json_int_t)atomic_load(&c->stat_devices), "sessions", (json_int_t)atomic_load(&c->stat_sessions),
+                     "telemetryNext", (json_int_t)atomic_load(&c->stat_tele_next), "batches", (json_int_t)batches,
+                     "batchedOps", (json_int_t)ops));
+}
+
+static void park(reader_t *r, rop_t *op)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, "P");
+    zmsg_append(m, &op->router);
+    zmsg_append(m, &op->peer);
+    zmsg_append(m, &op->frame);
+    zmsg_addmem(m, &op->deadline, sizeof op->deadline);
+    zmsg_send(&m, r->out);
+}
+
+static void handle(reader_t *r, rop_t *op)
+{
+    uint16_t aop;
+    const char *json;
+    size_t len;
+    if (op->h.type != SG_MSG_ADMIN || sg_wire_get_admin(&op->h, &aop, &json, &len) != SG_OK) {
+        answer(r, op, 400, st_error_json("BadRequest", "malformed read request"));
+        return;
+    }
+    json_error_t jerr;
+    json_t *q = len ? json_loadb(json, len, 0, &jerr) : json_object();
+    if (!q) {
+        answer(r, op, 400, st_error_json("InvalidJson", "%s", jerr.text));
+        return;
+    }
+    switch (aop) {
+    case SG_ADM_DEVICE_GET: device_get(r, op); break;
+    case SG_ADM_MSG_LIST: msg_list(r, op); break;
+    case SG_ADM_TELEMETRY_READ:
+        if (!telemetry_read(r, op, q))
+            park(r, op);
+        break;
+    case SG_ADM_SHARD_STATS: shard_stats(r, op); break;
+    default: answer(r, op, 400, st_error_json("BadRequest", "operation %u is not a read", aop)); break;
+    }
+    json_decref(q);
+}
+
+void st_reader_actor(zsock_t *pipe, void *args)
+{
+    reader_t r = {.ctx = args};
+    r.in = zsock_new_pull(NULL);
+    r.out = zsock_new_push(NULL);
+    if (!r.in || !r.out || zsock_connect(r.in, "%s", r.ctx->ep_readers) != 0 ||
+        zsock_connect(r.out, "%s", r.ctx->ep_out) != 0) {
+        zsock_destroy(&r.in);
+        zsock_destroy(&r.out);
+        zsock_signal(pipe, 1);
+        return;
+    }
+    zsock_set_sndhwm(r.out, 0);
+    zsock_signal(pipe, 0);
+    zpoller_t *poller = zpoller_new(pipe, r.in, NULL);
+    for (;;) {
+        void *which = zpoller_wait(poller, -1);
+        if (which == pipe || !which)
+            break;
+        zmsg_t *m = zmsg_recv(r.in);
+        if (!m)
+            break;
+        rop_t op = {0};
+        if (zmsg_size(m) == 4) {
+            op.router = zmsg_pop(m);
+            op.peer = zmsg_pop(m);
+            op.frame = zmsg_pop(m);
+            zframe_t *dl = zmsg_pop(m);
+            if (zframe_size(dl) == sizeof op.deadline)
+                memcpy(&op.deadline, zframe_data(dl), sizeof op.deadline);
+            zframe_destroy(&dl);
+            if (sg_wire_decode(zframe_data(op.frame), zframe_size(op.frame), &op.h) == SG_OK)
+                handle(&r, &op);
+        }
+        zframe_destroy(&op.router);
+        zframe_destroy(&op.peer);
+        zframe_destroy(&op.frame);
+        zmsg_destroy(&m);
+    }
+    zpoller_destroy(&poller);
+    zsock_destroy(&r.in);
+    zsock_destroy(&r.out);
+}

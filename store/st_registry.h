@@ -1,0 +1,52 @@
+/* st_registry.h — device registry entries: validating an operator's PUT body, merging it with
+ * the stored entry (keeping or generating keys, bumping the generation when credentials or
+ * status change), the public view without secrets, and the parsed form the writer uses to
+ * authenticate devices. Entries are stored as JSON (the shape of SPEC §4) with their secrets. */
+#ifndef ST_REGISTRY_H
+#define ST_REGISTRY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "sg_result.h"
+
+enum { ST_AUTH_SAS = 1, ST_AUTH_X509, ST_AUTH_X509_CA, ST_AUTH_PSK };
+
+#define ST_KEY_MAX_BYTES 64
+
+/* What authentication needs from an entry. */
+typedef struct {
+    bool enabled;
+    uint32_t generation;
+    int auth_type;
+    uint8_t key1[ST_KEY_MAX_BYTES];   /* SAS primary key, or the PSK */
+    size_t key1_len;
+    uint8_t key2[ST_KEY_MAX_BYTES];   /* SAS secondary key */
+    size_t key2_len;
+    int64_t max_messages;             /* 0 = shard default */
+    int64_t max_bytes;                /* 0 = shard default */
+} st_reg_t;
+
+/* Parse a stored entry. SG_E_MALFORMED when it is not one (a damaged record). */
+SG_WUR sg_rc st_reg_parse(const char *json, size_t len, st_reg_t *out);
+
+/* The outcome of a PUT: the entry to store, the body to answer with, and what changed. */
+typedef struct {
+    json_t *stored;          /* full entry with secrets */
+    json_t *response;        /* public entry, plus generated keys (returned this once) */
+    bool created;
+    bool revoke;             /* credentials or status changed: close the live session */
+} st_reg_put_t;
+
+/* Validate body (a PUT /v1/devices/{id} request) against existing (NULL when new).
+ * On failure returns SG_E_INVALID and fills err_name/err_msg for a 400 answer. */
+SG_WUR sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int64_t now_ms,
+                        st_reg_put_t *out, const char **err_name, char *err_msg, size_t err_len);
+
+/* Copy of stored without secrets. */
+json_t *st_reg_public(const json_t *stored);
+
+/* A JSON error body {"error": name, "message": ...}. */
+json_t *st_error_json(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

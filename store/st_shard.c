@@ -1,0 +1,338 @@
+/* st_shard.c — a shard's net actor: owns the ROUTER socket that routers connect to, answers
+ * liveness probes itself, sends writes to the writer and reads to the readers, parks long-poll
+ * telemetry reads until data arrives or their wait ends, and sends every answer and push back
+ * out through the router it came from (or any live router for pushes after a restart). */
+#include "st_shard.h"
+#include <czmq.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sg_log.h"
+#include "sg_time.h"
+#include "sg_wire.h"
+#include "st_internal.h"
+
+struct st_shard {
+    zactor_t *actor;
+    st_ctx_t *ctx;
+    char endpoint[256];
+    bool ready;      /* set by the actor before its start-up signal */
+};
+
+typedef struct {
+    zmsg_t *msg;        /* [router][peer][frame][deadline] ready for a reader */
+    int64_t deadline;
+} parked_t;
+
+typedef struct {
+    st_ctx_t *ctx;
+    st_shard_t *shard;
+    const char *bind;
+    zsock_t *router;    /* ROUTER: routers connect here */
+    zsock_t *to_writer, *to_readers, *from_workers;
+    zactor_t *writer;
+    zactor_t **readers;
+    zlistx_t *routers;  /* identities of routers that said HELLO (strings) */
+    zlist_t *parked;    /* parked_t* */
+} net_t;
+
+static void router_seen(net_t *n, zframe_t *id)
+{
+    char *s = zframe_strdup(id);
+    if (!zlistx_find(n->routers, s))
+        zlistx_add_end(n->routers, s);
+    free(s);
+}
+
+static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *in)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PONG, NULL);
+    h.corr = in->corr;
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 256);
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_name(&w, n->ctx->name) == SG_OK) {
+        zmsg_t *m = zmsg_new();
+        zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
+        zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
+        zmsg_addmem(m, w.data, w.len);
+        zmsg_send(&m, n->router);
+    }
+    sg_wbuf_fini(&w);
+}
+
+/* [router][peer][frame] from the ROUTER socket. */
+static void on_router(net_t *n)
+{
+    zmsg_t *m = zmsg_recv(n->router);
+    if (!m)
+        return;
+    if (zmsg_size(m) != 3) {
+        SG_WARN("store", "net.bad_envelope", "frames=%zu", zmsg_size(m));
+        zmsg_destroy(&m);
+        return;
+    }
+    zframe_t *rid = zmsg_first(m);
+    zframe_t *peer = zmsg_next(m);
+    zframe_t *frame = zmsg_next(m);
+    sg_wire_hdr_t h;
+    if (sg_wire_decode(zframe_data(frame), zframe_size(frame), &h) != SG_OK) {
+        SG_WARN("store", "net.malformed_frame", "bytes=%zu", zframe_size(frame));
+        zmsg_destroy(&m);
+        return;
+    }
+    router_seen(n, rid);
+    switch (h.type) {
+    case SG_MSG_PING:
+        pong(n, rid, peer, &h);
+        zmsg_destroy(&m);
+        return;
+    case SG_MSG_HELLO:
+        if (h.device_len == 0 && zframe_size(peer) == 0) {   /* a router announcing itself */
+            zmsg_destroy(&m);
+            return;
+        }
+        break;   /* a frontend's HELLO goes to the writer */
+    case SG_MSG_ADMIN: {
+        uint16_t op;
+        const char *json;
+        size_t len;
+        if (sg_wire_get_admin(&h, &op, &json, &len) == SG_OK && !sg_adm_op_writes(op)) {
+            uint64_t none = 0;
+            zmsg_addmem(m, &none, sizeof none);
+            zmsg_send(&m, n->to_readers);
+            return;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    zmsg_send(&m, n->to_writer);
+}
+
+/* Send [peer][frame] to the given router, or to any known one when it is gone or unnamed. */
+static void send_out(net_t *n, zframe_t *rid, zframe_t *peer, zframe_t *frame)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        zmsg_t *m = zmsg_new();
+        if (attempt == 0 && zframe_size(rid) > 0) {
+            zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
+        } else {
+            const char *any = zlistx_first(n->routers);
+            if (!any) {
+                zmsg_destroy(&m);
+                break;
+            }
+            zmsg_addstr(m, any);
+        }
+        zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
+        zmsg_append(m, &(zframe_t *){zframe_dup(frame)});
+        if (zmsg_send(&m, n->router) == 0)
+            return;
+        zmsg_destroy(&m);
+        if (attempt == 0 && zframe_size(rid) > 0) {
+            char *gone = zframe_strdup(rid);
+            void *h = zlistx_find(n->routers, gone);
+            if (h)
+                zlistx_delete(n->routers, h);
+            free(gone);
+        }
+    }
+    SG_WARN("store", "net.unroutable", "reason=\"no router connected\"");
+}
+
+static void wake_parked(net_t *n, bool all_due_only)
+{
+    int64_t now = sg_mono_ms();
+    parked_t *p = zlist_first(n->parked);
+    while (p) {
+        parked_t *next = zlist_next(n->parked);
+        if (!all_due_only || p->deadline <= now) {
+            zlist_remove(n->parked, p);
+            zmsg_send(&p->msg, n->to_readers);
+            free(p);
+        }
+        p = next;
+    }
+}
+
+static void on_workers(net_t *n)
+{
+    zmsg_t *m = zmsg_recv(n->from_workers);
+    if (!m)
+        return;
+    char *tag = zmsg_popstr(m);
+    if (tag && tag[0] == 'R' && zmsg_size(m) == 3) {
+        zframe_t *rid = zmsg_first(m), *peer = zmsg_next(m), *frame = zmsg_next(m);
+        send_out(n, rid, peer, frame);
+    } else if (tag && tag[0] == 'P' && zmsg_size(m) == 4) {
+        parked_t *p = calloc(1, sizeof *p);
+        zframe_t *dl = zmsg_last(m);
+        uint64_t deadline = 0;
+        if (zframe_size(dl) == sizeof deadline)
+            memcpy(&deadline, zframe_data(dl), sizeof deadline);
+        p->deadline = (int64_t)deadline;
+        p->msg = m;
+        m = NULL;
+        zlist_append(n->parked, p);
+    } else if (tag && tag[0] == 'A') {
+        wake_parked(n, false);
+    }
+    free(tag);
+    zmsg_destroy(&m);
+}
+
+static int start_workers(net_t *n)
+{
+    st_ctx_t *c = n->ctx;
+    n->to_writer = zsock_new_push(NULL);
+    n->to_readers = zsock_new_push(NULL);
+    n->from_workers = zsock_new_pull(NULL);
+    if (!n->to_writer || !n->to_readers || !n->from_workers)
+        return -1;
+    zsock_set_sndhwm(n->to_writer, 0);
+    zsock_set_sndhwm(n->to_readers, 0);
+    zsock_set_rcvhwm(n->from_workers, 0);
+    if (zsock_bind(n->from_workers, "%s", c->ep_out) != 0 || zsock_bind(n->to_readers, "%s", c->ep_readers) != 0)
+        return -1;
+    n->writer = zactor_new(st_writer_actor, c);
+    if (!n->writer || !atomic_load(&c->writer_ready))
+        return -1;
+    if (zsock_connect(n->to_writer, "%s", c->ep_writer) != 0)
+        return -1;
+    n->readers = calloc((size_t)c->readers, sizeof *n->readers);
+    if (!n->readers)
+        return -1;
+    for (int i = 0; i < c->readers; i++)
+        if (!(n->readers[i] = zactor_new(st_reader_actor, c)))
+            return -1;
+    return 0;
+}
+
+static void stop_workers(net_t *n)
+{
+    if (n->readers)
+        for (int i = 0; i < n->ctx->readers; i++)
+            zactor_destroy(&n->readers[i]);
+    free(n->readers);
+    zactor_destroy(&n->writer);
+    zsock_destroy(&n->to_writer);
+    zsock_destroy(&n->to_readers);
+    zsock_destroy(&n->from_workers);
+}
+
+static void net_actor(zsock_t *pipe, void *args)
+{
+    net_t n = {.shard = args};
+    n.ctx = n.shard->ctx;
+    n.routers = zlistx_new();
+    zlistx_set_duplicator(n.routers, (zlistx_duplicator_fn *)strdup);
+    zlistx_set_destructor(n.routers, (zlistx_destructor_fn *)zstr_free);
+    zlistx_set_comparator(n.routers, (zlistx_comparator_fn *)strcmp);
+    n.parked = zlist_new();
+    n.router = zsock_new(ZMQ_ROUTER);
+    int ok = n.router != NULL;
+    if (ok) {
+        zsock_set_router_mandatory(n.router, 1);
+        zsock_set_sndhwm(n.router, (int)n.ctx->max_batch * 100);
+        zsock_set_rcvhwm(n.router, (int)n.ctx->max_batch * 100);
+        ok = zsock_bind(n.router, "%s", n.shard->endpoint) >= 0;
+        if (ok) {
+            const char *ep = zsock_endpoint(n.router);
+            if (ep)
+                snprintf(n.shard->endpoint, sizeof n.shard->endpoint, "%s", ep);
+        } else {
+            SG_ERROR("store", "net.bind_failed", "shard=%s endpoint=%s reason=\"%s\"", n.ctx->name, n.shard->endpoint,
+                     zmq_strerror(zmq_errno()));
+        }
+    }
+    if (ok && start_workers(&n) != 0) {
+        SG_ERROR("store", "net.workers_failed", "shard=%s", n.ctx->name);
+        ok = 0;
+    }
+    n.shard->ready = ok;
+    zsock_signal(pipe, ok ? 0 : 1);
+    if (ok) {
+        SG_INFO("store", "shard.ready", "shard=%s partition=%u endpoint=%s data=%s sync=%s", n.ctx->name,
+                n.ctx->partition, n.shard->endpoint, n.ctx->db.path, n.ctx->sync ? "always" : "never");
+        zpoller_t *poller = zpoller_new(pipe, n.router, n.from_workers, NULL);
+        for (;;) {
+            void *which = zpoller_wait(poller, zlist_size(n.parked) ? 100 : 1000);
+            if (which == pipe)
+                break;
+            if (which == n.router)
+                on_router(&n);
+            else if (which == n.from_workers)
+                on_workers(&n);
+            if (zlist_size(n.parked))
+                wake_parked(&n, true);
+        }
+        zpoller_destroy(&poller);
+    }
+    parked_t *p;
+    while ((p = zlist_pop(n.parked))) {
+        zmsg_destroy(&p->msg);
+        free(p);
+    }
+    zlist_destroy(&n.parked);
+    stop_workers(&n);
+    zsock_destroy(&n.router);
+    zlistx_destroy(&n.routers);
+}
+
+st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned partition, const char *bind,
+                         const char *data_dir)
+{
+    st_shard_t *self = calloc(1, sizeof *self);
+    st_ctx_t *c = self ? calloc(1, sizeof *c) : NULL;
+    if (!c) {
+        free(self);
+        return NULL;
+    }
+    self->ctx = c;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(self->endpoint, sizeof self->endpoint, "%s", bind);
+    c->partition = partition;
+    c->sync = strcmp(sg_config_str(cfg, "store.sync"), "always") == 0;
+    c->readers = (int)sg_config_int(cfg, "store.readers");
+    c->max_batch = (int)sg_config_int(cfg, "store.max_batch");
+    c->max_queued_messages = sg_config_int(cfg, "store.max_queued_messages");
+    c->max_queued_bytes = sg_config_int(cfg, "store.max_queued_bytes");
+    c->max_message_bytes = sg_config_int(cfg, "store.max_message_bytes");
+    c->default_ttl = sg_config_int(cfg, "store.default_ttl");
+    c->max_ttl = sg_config_int(cfg, "store.max_ttl");
+    c->delivery_window = (int)sg_config_int(cfg, "store.delivery_window");
+    c->cache_devices = sg_config_int(cfg, "store.cache_devices");
+    if (c->default_ttl > c->max_ttl)
+        c->default_ttl = c->max_ttl;
+    /* Unique per shard instance so several shards can live in one process (sacgate all). */
+    snprintf(c->ep_writer, sizeof c->ep_writer, "inproc://st-%s-%p-w", name, (void *)c);
+    snprintf(c->ep_readers, sizeof c->ep_readers, "inproc://st-%s-%p-r", name, (void *)c);
+    snprintf(c->ep_out, sizeof c->ep_out, "inproc://st-%s-%p-o", name, (void *)c);
+    if (st_db_open(&c->db, data_dir, c->sync) != SG_OK) {
+        free(c);
+        free(self);
+        return NULL;
+    }
+    self->actor = zactor_new(net_actor, self);
+    if (!self->actor || !self->ready) {
+        st_shard_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void st_shard_destroy(st_shard_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    st_shard_t *self = *self_p;
+    zactor_destroy(&self->actor);
+    if (self->ctx) {
+        st_db_close(&self->ctx->db);
+        free(self->ctx);
+    }
+    free(self);
+    *self_p = NULL;
+}
+
+const char *st_shard_endpoint(const st_shard_t *self) { return self->endpoint; }

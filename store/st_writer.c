@@ -1,0 +1,1148 @@
+/* st_writer.c — a shard's single writer: every state change of the shard happens here.
+ * It takes all pending operations (up to store.max_batch), applies them to its in-memory device
+ * state and one RocksDB WriteBatch, writes that batch once (fsynced with sync=always: group
+ * commit), and only then sends the answers and starts deliveries. One thread owning all mutable
+ * state keeps per-device rules (queue limits, session epochs, delivery windows) race-free
+ * without locks; readers see only committed data through their own RocksDB reads. */
+#include <czmq.h>
+#include <jansson.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+#include "sg_codec.h"
+#include "sg_log.h"
+#include "sg_sas.h"
+#include "sg_time.h"
+#include "sg_wire.h"
+#include "st_internal.h"
+#include "st_keys.h"
+#include "st_record.h"
+#include "st_registry.h"
+
+#define MAX_ROUTERS 64
+#define SWEEP_EVERY_MS 1000
+#define SWEEP_MAX 1000
+
+/* In-memory state of one device the writer has touched. */
+typedef struct {
+    char *id;
+    size_t id_len;
+    bool exists;
+    st_reg_t reg;
+    st_qmeta_t meta;
+    st_session_t sess;
+    int router;                 /* index in w->routers of the session's router, -1 = any */
+    uint64_t next_deliver;      /* lowest queue seq not yet handed to the session */
+    uint16_t n_inflight;
+    uint64_t *inflight;         /* seqs handed out and not yet completed (window entries) */
+    bool deliver_queued;
+} wdev_t;
+
+typedef struct {
+    wdev_t *dev;
+    uint64_t seq;
+} expire_t;
+
+typedef struct {
+    st_ctx_t *ctx;
+    zsock_t *in;                /* PULL from net */
+    zsock_t *out;               /* PUSH to net */
+    zhashx_t *devs;             /* id -> wdev_t */
+    rocksdb_writebatch_t *batch;
+    rocksdb_writebatch_t *carry;   /* bookkeeping written after the answers, without fsync */
+    zlist_t *answers;           /* zmsg_t* to send after commit */
+    zlist_t *deliver;           /* wdev_t* to run deliveries for after commit */
+    expire_t *expired;
+    size_t n_expired, cap_expired;
+    char *routers[MAX_ROUTERS];
+    int n_routers;
+    st_counters_t counters;
+    bool counters_dirty;
+    bool tele_appended;
+    uint64_t tele_next;
+    uint64_t sessions;
+    uint64_t queued;
+    int64_t last_sweep;
+    sg_wbuf_t scratch;
+    sg_wbuf_t scratch2;
+} writer_t;
+
+/* One operation as received: envelope and decoded header. */
+typedef struct {
+    zframe_t *router;
+    zframe_t *peer;
+    zframe_t *frame;
+    sg_wire_hdr_t h;
+    int router_idx;
+} op_t;
+
+static void fatal_io(const char *what)
+{
+    SG_ERROR("store", "writer.fatal", "what=%s reason=\"storage write failed; exiting so the shard restarts from its WAL\"", what);
+    exit(70);
+}
+
+/* ---------- device cache ---------- */
+
+static void dev_free(void **item)
+{
+    wdev_t *d = *item;
+    if (!d)
+        return;
+    free(d->id);
+    free(d->inflight);
+    free(d);
+    *item = NULL;
+}
+
+static sg_rc dev_load(writer_t *w, wdev_t *d)
+{
+    char key[ST_KEY_MAX];
+    char *val;
+    size_t vlen, klen;
+    st_db_t *db = &w->ctx->db;
+
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
+    SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
+    if (val) {
+        sg_rc rc = st_reg_parse(val, vlen, &d->reg);
+        rocksdb_free(val);
+        if (rc != SG_OK)
+            SG_ERROR("store", "registry.damaged", "device=%.*s", (int)d->id_len, d->id);
+        d->exists = rc == SG_OK;
+    }
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_SESSION);
+    SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
+    if (val) {
+        if (st_session_get(val, vlen, &d->sess) != SG_OK)
+            memset(&d->sess, 0, sizeof d->sess);
+        rocksdb_free(val);
+    }
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_META);
+    SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
+    if (val) {
+        if (st_qmeta_get(val, vlen, &d->meta) != SG_OK)
+            memset(&d->meta, 0, sizeof d->meta);
+        rocksdb_free(val);
+    }
+    if (d->sess.live)
+        w->sessions++;   /* counted while cached; see dev_evict */
+    return SG_OK;
+}
+
+/* The cached state of device id, loaded on first use; NULL only on storage errors. */
+static wdev_t *dev_get(writer_t *w, const char *id, size_t id_len)
+{
+    char key[SG_DEVICE_ID_MAX + 1];
+    memcpy(key, id, id_len);
+    key[id_len] = 0;
+    wdev_t *d = zhashx_lookup(w->devs, key);
+    if (d)
+        return d;
+    d = calloc(1, sizeof *d);
+    if (!d || !(d->id = strdup(key))) {
+        free(d);
+        return NULL;
+    }
+    d->id_len = id_len;
+    d->router = -1;
+    if (dev_load(w, d) != SG_OK) {
+        void *p = d;
+        dev_free(&p);
+        return NULL;
+    }
+    zhashx_insert(w->devs, key, d);
+    return d;
+}
+
+/* Keep the cache bounded: drop entries without a live session or deliveries in flight. */
+static void dev_evict(writer_t *w)
+{
+    if ((int64_t)zhashx_size(w->devs) <= w->ctx->cache_devices)
+        return;
+    zlist_t *drop = zlist_new();
+    for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs))
+        if (!d->sess.live && d->n_inflight == 0 && !d->deliver_queued)
+            zlist_append(drop, d->id);
+    for (char *id = zlist_first(drop); id; id = zlist_next(drop))
+        zhashx_delete(w->devs, id);
+    zlist_destroy(&drop);
+}
+
+/* ---------- batch helpers ---------- */
+
+static void put_dev_key(writer_t *w, wdev_t *d, char kind, const sg_wbuf_t *val)
+{
+    char key[ST_KEY_MAX];
+    size_t klen = st_key_dev(key, d->id, d->id_len, kind);
+    rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_DEV], key, klen, (const char *)val->data, val->len);
+}
+
+static void save_session(writer_t *w, wdev_t *d)
+{
+    sg_wbuf_reset(&w->scratch);
+    if (st_session_put(&w->scratch, &d->sess) != SG_OK)
+        fatal_io("session-encode");
+    put_dev_key(w, d, ST_K_SESSION, &w->scratch);
+}
+
+static void save_meta(writer_t *w, wdev_t *d)
+{
+    sg_wbuf_reset(&w->scratch);
+    if (st_qmeta_put(&w->scratch, &d->meta) != SG_OK)
+        fatal_io("meta-encode");
+    put_dev_key(w, d, ST_K_META, &w->scratch);
+}
+
+static void feedback(writer_t *w, wdev_t *d, const st_msg_t *m, uint8_t outcome, int64_t now)
+{
+    bool positive = outcome == ST_OUT_DELIVERED;
+    bool wanted = m->ack == ST_ACK_FULL || (positive && m->ack == ST_ACK_POSITIVE) ||
+                  (!positive && m->ack == ST_ACK_NEGATIVE);
+    if (!wanted)
+        return;
+    uint8_t key[8];
+    st_be64(key, w->counters.feedback_next++);
+    w->counters_dirty = true;
+    sg_wbuf_reset(&w->scratch);
+    if (st_feedback_put(&w->scratch, m->message_id, m->message_id_len, d->id, d->id_len, outcome, now) != SG_OK)
+        fatal_io("feedback-encode");
+    rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_FB], (const char *)key, 8,
+                              (const char *)w->scratch.data, w->scratch.len);
+}
+
+/* Remove message seq (record rec) from the queue; dead-letter it unless it was delivered. */
+static void finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_t rlen, uint8_t outcome,
+                       int64_t now)
+{
+    st_msg_t m;
+    char key[ST_KEY_MAX];
+    size_t klen;
+    st_db_t *db = &w->ctx->db;
+    if (st_msg_get(rec, rlen, &m) != SG_OK) {
+        SG_ERROR("store", "message.damaged", "device=%s seq=%llu", d->id, (unsigned long long)seq);
+        memset(&m, 0, sizeof m);
+    }
+    klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_QUEUE, seq);
+    rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
+    klen = st_key_exp(key, m.expires_ms, d->id, d->id_len, seq);
+    rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_EXP], key, klen);
+    if (outcome != ST_OUT_DELIVERED) {
+        sg_wbuf_reset(&w->scratch2);
+        if (st_dead_put(&w->scratch2, outcome, now, rec, rlen) != SG_OK)
+            fatal_io("dead-encode");
+        klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_DEAD, seq);
+        rocksdb_writebatch_put_cf(w->batch, db->cf[ST_CF_DEV], key, klen, (const char *)w->scratch2.data,
+                                  w->scratch2.len);
+    }
+    if (d->meta.count > 0)
+        d->meta.count--;
+    d->meta.bytes = d->meta.bytes >= m.payload_len ? d->meta.bytes - m.payload_len : 0;
+    if (w->queued > 0)
+        w->queued--;
+    save_meta(w, d);
+    feedback(w, d, &m, outcome, now);
+}
+
+static bool inflight_remove(wdev_t *d, uint64_t seq)
+{
+    for (uint16_t i = 0; i < d->n_inflight; i++)
+        if (d->inflight[i] == seq) {
+            d->inflight[i] = d->inflight[--d->n_inflight];
+            return true;
+        }
+    return false;
+}
+
+/* Finish message seq of d with outcome if it is still queued. */
+static void finish_seq(writer_t *w, wdev_t *d, uint64_t seq, uint8_t outcome, int64_t now)
+{
+    char key[ST_KEY_MAX], *rec;
+    size_t klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_QUEUE, seq), rlen;
+    if (st_db_get(&w->ctx->db, NULL, ST_CF_DEV, key, klen, &rec, &rlen) != SG_OK)
+        fatal_io("queue-read");
+    if (!rec)
+        return;
+    finish_msg(w, d, seq, rec, rlen, outcome, now);
+    rocksdb_free(rec);
+}
+
+/* ---------- answers ---------- */
+
+static const char *router_name(writer_t *w, int idx) { return idx >= 0 && idx < w->n_routers ? w->routers[idx] : ""; }
+
+static int router_index(writer_t *w, zframe_t *f)
+{
+    size_t n = zframe_size(f);
+    for (int i = 0; i < w->n_routers; i++)
+        if (strlen(w->routers[i]) == n && memcmp(w->routers[i], zframe_data(f), n) == 0)
+            return i;
+    if (w->n_routers == MAX_ROUTERS)
+        return -1;
+    w->routers[w->n_routers] = zframe_strdup(f);
+    return w->n_routers++;
+}
+
+/* Queue ['R'][router][peer][frame] to be sent once the batch is durable. */
+static void answer_raw(writer_t *w, const char *router, const char *peer, size_t peer_len, const sg_wbuf_t *frame)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, "R");
+    zmsg_addstr(m, router);
+    zmsg_addmem(m, peer, peer_len);
+    zmsg_addmem(m, frame->data, frame->len);
+    zlist_append(w->answers, m);
+}
+
+static void answer(writer_t *w, const op_t *op, const sg_wbuf_t *frame)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, "R");
+    zmsg_append(m, &(zframe_t *){zframe_dup(op->router)});
+    zmsg_append(m, &(zframe_t *){zframe_dup(op->peer)});
+    zmsg_addmem(m, frame->data, frame->len);
+    zlist_append(w->answers, m);
+}
+
+/* Answer an ADMIN request with an HTTP-like status and a JSON body (reference taken). */
+static void answer_admin(writer_t *w, const op_t *op, int status, json_t *body)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN_RES, NULL);
+    h.corr = op->h.corr;
+    h.status = (uint16_t)status;
+    h.device = op->h.device;
+    h.device_len = op->h.device_len;
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    sg_wbuf_t f;
+    sg_wbuf_init(&f, SG_WIRE_MAX_FRAME);
+    if (sg_wire_encode_hdr(&f, &h) != SG_OK || sg_wire_put_json(&f, text ? text : "", text ? strlen(text) : 0) != SG_OK) {
+        sg_wbuf_reset(&f);
+        h.status = 500;
+        const char *e = "{\"error\":\"Internal\",\"message\":\"answer too large\"}";
+        if (sg_wire_encode_hdr(&f, &h) != SG_OK || sg_wire_put_json(&f, e, strlen(e)) != SG_OK)
+            fatal_io("answer-encode");
+    }
+    answer(w, op, &f);
+    sg_wbuf_fini(&f);
+    free(text);
+}
+
+static void send_kick(writer_t *w, wdev_t *d, uint8_t reason)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_KICK, d->id);
+    h.corr = d->sess.handle;
+    h.epoch = d->sess.epoch;
+    sg_wbuf_reset(&w->scratch);
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_u8(&w->scratch, reason) != SG_OK)
+        fatal_io("kick-encode");
+    answer_raw(w, router_name(w, d->router), d->sess.peer, strlen(d->sess.peer), &w->scratch);
+}
+
+/* The session ended (closed, taken over, revoked): deliveries in flight go back to the queue
+ * head with their delivery counts kept. */
+static void session_end(writer_t *w, wdev_t *d)
+{
+    if (d->sess.live && w->sessions > 0)
+        w->sessions--;
+    d->sess.live = false;   /* `subscribed` stays: a non-clean session resumes with it */
+    d->n_inflight = 0;
+    d->next_deliver = 0;
+    save_session(w, d);
+}
+
+static void want_delivery(writer_t *w, wdev_t *d)
+{
+    if (!d->deliver_queued && d->sess.live && d->sess.subscribed) {
+        d->deliver_queued = true;
+        zlist_append(w->deliver, d);
+    }
+}
+
+/* ---------- device operations ---------- */
+
+static bool session_matches(const wdev_t *d, const op_t *op)
+{
+    return d->sess.live && d->sess.epoch == op->h.epoch;
+}
+
+static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    sg_wire_auth_t a;
+    sg_wire_auth_res_t res = {0};
+    uint16_t status = SG_AUTH_BAD_CREDENTIALS;
+    const char *why = "unknown-device";
+    bool present = false;
+
+    if (sg_wire_get_auth(&op->h, &a) != SG_OK) {
+        why = "malformed-request";
+    } else if (!d->exists) {
+        why = "unknown-device";
+    } else if (!d->reg.enabled) {
+        status = SG_AUTH_DISABLED;
+        why = "disabled";
+    } else if (a.method != SG_CRED_SAS || d->reg.auth_type != ST_AUTH_SAS) {
+        why = "credential-kind-not-registered";
+    } else {
+        sg_sas_t t;
+        sg_rc rc = sg_sas_parse((const char *)a.credential, a.credential_len, &t);
+        if (rc == SG_OK) {
+            rc = sg_sas_verify(&t, d->id, d->reg.key1, d->reg.key1_len, now / 1000);
+            if (rc == SG_E_AUTH)
+                rc = sg_sas_verify(&t, d->id, d->reg.key2, d->reg.key2_len, now / 1000);
+        }
+        if (rc == SG_OK) {
+            status = SG_AUTH_OK;
+            res.expires = t.se;
+        }
+        why = sg_strerror(rc);
+    }
+    if (status != SG_AUTH_OK) {
+        SG_INFO("store", "auth.refused", "device=%s reason=%s", d->id, why);
+    } else {
+        if (d->sess.live) {
+            send_kick(w, d, SG_KICK_TAKEOVER);
+            session_end(w, d);
+        }
+        bool clean = (op->h.flags & SG_WIRE_F_CLEAN) != 0;
+        present = !clean && d->sess.epoch != 0;
+        uint64_t epoch = d->sess.epoch + 1;
+        if (epoch < (uint64_t)now)
+            epoch = (uint64_t)now;   /* survives a deleted-and-recreated device */
+        d->sess.epoch = epoch;
+        d->sess.live = true;
+        d->sess.subscribed = present && d->sess.subscribed;
+        d->sess.method = a.method;
+        d->sess.handle = op->h.corr;
+        d->sess.since_ms = now;
+        snprintf(d->sess.peer, sizeof d->sess.peer, "%.*s", (int)zframe_size(op->peer), (const char *)zframe_data(op->peer));
+        d->router = op->router_idx;
+        d->n_inflight = 0;
+        d->next_deliver = 0;
+        w->sessions++;
+        save_session(w, d);
+        res.generation = d->reg.generation;
+        want_delivery(w, d);
+    }
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_AUTH_RES, d->id);
+    h.corr = op->h.corr;
+    h.status = status;
+    h.epoch = status == SG_AUTH_OK ? d->sess.epoch : 0;
+    if (status == SG_AUTH_OK)
+        h.flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0));
+    sg_wbuf_reset(&w->scratch);
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_auth_res(&w->scratch, &res) != SG_OK)
+        fatal_io("auth-encode");
+    answer(w, op, &w->scratch);
+}
+
+static const char *auth_method_json(uint8_t method)
+{
+    switch (method) {
+    case SG_CRED_X509: return "{\"scope\":\"device\",\"type\":\"x509Certificate\",\"issuer\":\"iothub\"}";
+    case SG_CRED_PSK: return "{\"scope\":\"device\",\"type\":\"psk\",\"issuer\":\"iothub\"}";
+    }
+    return "{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\"}";
+}
+
+static bool is_stamped(const char *k, size_t kl)
+{
+    static const char a[] = "iothub-connection-device-id", b[] = "iothub-connection-auth-method";
+    return (kl == sizeof a - 1 && strncasecmp(k, a, kl) == 0) || (kl == sizeof b - 1 && strncasecmp(k, b, kl) == 0);
+}
+
+static void op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    sg_wire_telemetry_t t;
+    uint16_t status = 0;
+    if (sg_wire_get_telemetry(&op->h, &t) != SG_OK) {
+        status = 2;
+    } else if (!session_matches(d, op)) {
+        status = 1;   /* stale session: the frontend closes that connection */
+    } else {
+        /* Drop whatever the device claims about its origin and stamp what the gateway knows. */
+        sg_wire_props_t p = t.props;
+        const char *k, *v;
+        size_t kl, vl;
+        uint16_t n = 0;
+        while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
+            n += !is_stamped(k, kl);
+        const char *am = auth_method_json(d->sess.method);
+        sg_wbuf_reset(&w->scratch);
+        if (st_tele_put_head(&w->scratch, now, d->id, d->id_len, (uint16_t)(n + 2)) != SG_OK)
+            fatal_io("telemetry-encode");
+        p = t.props;
+        while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
+            if (!is_stamped(k, kl) && sg_wire_put_prop(&w->scratch, k, kl, v, vl) != SG_OK)
+                fatal_io("telemetry-encode");
+        if (sg_wire_put_prop(&w->scratch, "iothub-connection-device-id", 27, d->id, d->id_len) != SG_OK ||
+            sg_wire_put_prop(&w->scratch, "iothub-connection-auth-method", 29, am, strlen(am)) != SG_OK ||
+            sg_wbuf_str32(&w->scratch, t.payload, t.payload_len) != SG_OK)
+            fatal_io("telemetry-encode");
+        uint8_t key[8];
+        st_be64(key, w->tele_next++);
+        rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_TELE], (const char *)key, 8,
+                                  (const char *)w->scratch.data, w->scratch.len);
+        w->tele_appended = true;
+    }
+    if (!(op->h.flags & SG_WIRE_F_QOS1) && status == 0)
+        return;
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_TELEMETRY_ACK, d->id);
+    h.corr = op->h.corr;
+    h.epoch = op->h.epoch;
+    h.status = status;
+    sg_wbuf_reset(&w->scratch);
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, status == 2 ? 0 : t.packet_id) != SG_OK)
+        fatal_io("ack-encode");
+    answer(w, op, &w->scratch);
+}
+
+static void op_session_end(writer_t *w, op_t *op, wdev_t *d)
+{
+    if (session_matches(d, op))
+        session_end(w, d);
+}
+
+static void op_subscribe(writer_t *w, op_t *op, wdev_t *d)
+{
+    uint8_t chan;
+    bool on;
+    if (sg_wire_get_subscribe(&op->h, &chan, &on) != SG_OK || !session_matches(d, op))
+        return;
+    if (d->sess.subscribed == on)
+        return;
+    d->sess.subscribed = on;
+    if (!on) {
+        d->n_inflight = 0;
+        d->next_deliver = 0;
+    }
+    save_session(w, d);
+    want_delivery(w, d);
+}
+
+static uint16_t pid_of(uint64_t seq) { return (uint16_t)(seq % 65535u + 1u); }
+
+static void op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    uint16_t pid;
+    if (sg_wire_get_pid(&op->h, &pid) != SG_OK || !session_matches(d, op))
+        return;
+    for (uint16_t i = 0; i < d->n_inflight; i++) {
+        uint64_t seq = d->inflight[i];
+        if (pid_of(seq) == pid) {
+            inflight_remove(d, seq);
+            finish_seq(w, d, seq, ST_OUT_DELIVERED, now);
+            want_delivery(w, d);
+            return;
+        }
+    }
+    SG_DEBUG("store", "complete.unknown", "device=%s pid=%u", d->id, pid);
+}
+
+/* ---------- admin operations ---------- */
+
+static json_t *load_entry(writer_t *w, wdev_t *d)
+{
+    char key[ST_KEY_MAX], *val;
+    size_t vlen, klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
+    if (st_db_get(&w->ctx->db, NULL, ST_CF_DEV, key, klen, &val, &vlen) != SG_OK)
+        fatal_io("registry-read");
+    if (!val)
+        return NULL;
+    json_t *e = json_loadb(val, vlen, 0, NULL);
+    rocksdb_free(val);
+    return e;
+}
+
+static void adm_device_put(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now)
+{
+    json_t *existing = d->exists ? load_entry(w, d) : NULL;
+    st_reg_put_t put;
+    const char *ename = "InvalidDevice";
+    char emsg[300];
+    if (st_reg_put(d->id, body, existing, now, &put, &ename, emsg, sizeof emsg) != SG_OK) {
+        json_decref(existing);
+        answer_admin(w, op, 400, st_error_json(ename, "%s", emsg));
+        return;
+    }
+    json_decref(existing);
+    char *text = json_dumps(put.stored, JSON_COMPACT);
+    char key[ST_KEY_MAX];
+    size_t klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
+    rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_DEV], key, klen, text, strlen(text));
+    if (st_reg_parse(text, strlen(text), &d->reg) != SG_OK)
+        fatal_io("registry-reparse");
+    free(text);
+    if (put.created) {
+        d->exists = true;
+        w->counters.devices++;
+        w->counters_dirty = true;
+    }
+    if (put.revoke && d->sess.live) {
+        SG_INFO("store", "session.revoked", "device=%s generation=%u", d->id, d->reg.generation);
+        send_kick(w, d, SG_KICK_REVOKED);
+        session_end(w, d);
+    }
+    json_decref(put.stored);
+    answer_admin(w, op, put.created ? 201 : 200, put.response);
+}
+
+static void adm_device_delete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    if (!d->exists) {
+        answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
+        return;
+    }
+    st_db_t *db = &w->ctx->db;
+    char key[ST_KEY_MAX];
+    size_t klen;
+    /* Everything still queued is dead-lettered as revoked. */
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_DEV]);
+    size_t plen = st_key_dev(key, d->id, d->id_len, ST_K_QUEUE);
+    char prefix[ST_KEY_MAX];
+    memcpy(prefix, key, plen);
+    for (rocksdb_iter_seek(it, prefix, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl != plen + 8 || memcmp(k, prefix, plen) != 0)
+            break;
+        const char *v = rocksdb_iter_value(it, &vl);
+        finish_msg(w, d, st_get_be64((const uint8_t *)k + plen), v, vl, ST_OUT_REVOKED, now);
+    }
+    rocksdb_iter_destroy(it);
+    if (d->sess.live) {
+        send_kick(w, d, SG_KICK_REVOKED);
+        session_end(w, d);
+    }
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
+    rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_META);
+    rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
+    d->exists = false;
+    memset(&d->reg, 0, sizeof d->reg);
+    d->meta.count = 0;
+    d->meta.bytes = 0;
+    if (w->counters.devices > 0)
+        w->counters.devices--;
+    w->counters_dirty = true;
+    SG_INFO("store", "device.deleted", "device=%s", d->id);
+    answer_admin(w, op, 204, NULL);
+}
+
+static void uuid4(char out[37])
+{
+    uint8_t b[16];
+    if (RAND_bytes(b, sizeof b) != 1)
+        fatal_io("random");
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+             b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+static int ack_parse(const char *s)
+{
+    static const char *const names[] = {"none", "positive", "negative", "full"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+#define MAX_USER_PROPS 64
+
+static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now)
+{
+    st_ctx_t *ctx = w->ctx;
+    if (!d->exists) {
+        answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
+        return;
+    }
+    if (!d->reg.enabled) {
+        answer_admin(w, op, 403, st_error_json("DeviceDisabled", "device '%s' is disabled", d->id));
+        return;
+    }
+    if (!json_is_object(body)) {
+        answer_admin(w, op, 400, st_error_json("InvalidMessage", "the body must be a JSON object"));
+        return;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v) {
+        if (strcmp(k, "payload") && strcmp(k, "payloadEncoding") && strcmp(k, "properties") &&
+            strcmp(k, "ttlSeconds") && strcmp(k, "ack")) {
+            answer_admin(w, op, 400, st_error_json("InvalidMessage", "unknown member '%s'", k));
+            return;
+        }
+    }
+    json_t *jp = json_object_get(body, "payload");
+    const char *enc = "utf8";
+    if (json_object_get(body, "payloadEncoding")) {
+        enc = json_string_value(json_object_get(body, "payloadEncoding"));
+        if (!enc || (strcmp(enc, "utf8") && strcmp(enc, "base64"))) {
+            answer_admin(w, op, 400, st_error_json("InvalidMessage", "payloadEncoding must be \"utf8\" or \"base64\""));
+            return;
+        }
+    }
+    if (jp && !json_is_string(jp)) {
+        answer_admin(w, op, 400, st_error_json("InvalidMessage", "payload must be a string (utf8 text or base64)"));
+        return;
+    }
+    const char *ptext = jp ? json_string_value(jp) : "";
+    size_t plen = jp ? json_string_length(jp) : 0;
+    uint8_t *payload = (uint8_t *)ptext;
+    uint8_t *decoded = NULL;
+    if (strcmp(enc, "base64") == 0) {
+        decoded = malloc(plen / 4 * 3 + 3);
+        size_t n;
+        if (!decoded || sg_b64_decode(ptext, plen, decoded, &n) != SG_OK) {
+            free(decoded);
+            answer_admin(w, op, 400, st_error_json("InvalidMessage", "payload is not valid base64"));
+            return;
+        }
+        payload = decoded;
+        plen = n;
+    }
+    int64_t ttl = ctx->default_ttl;
+    json_t *jt = json_object_get(body, "ttlSeconds");
+    if (jt && (!json_is_integer(jt) || json_integer_value(jt) < 1 || json_integer_value(jt) > ctx->max_ttl)) {
+        free(decoded);
+        answer_admin(w, op, 400, st_error_json("InvalidMessage", "ttlSeconds must be an integer from 1 to %lld",
+                                               (long long)ctx->max_ttl));
+        return;
+    }
+    if (jt)
+        ttl = json_integer_value(jt);
+    int ack = ST_ACK_NONE;
+    if (json_object_get(body, "ack")) {
+        const char *a = json_string_value(json_object_get(body, "ack"));
+        ack = a ? ack_parse(a) : -1;
+        if (ack < 0) {
+            free(decoded);
+            answer_admin(w, op, 400, st_error_json("InvalidMessage", "ack must be none, positive, negative or full"));
+            return;
+        }
+    }
+    json_t *props = json_object_get(body, "properties");
+    if (props && (!json_is_object(props) || json_object_size(props) > MAX_USER_PROPS)) {
+        free(decoded);
+        answer_admin(w, op, 400, st_error_json("InvalidMessage", "properties must be an object of at most %d string values",
+                                               MAX_USER_PROPS));
+        return;
+    }
+    size_t props_bytes = 0;
+    json_object_foreach(props, k, v) {
+        if (!json_is_string(v) || !*k || strncmp(k, "$.", 2) == 0 || strncasecmp(k, "iothub-", 7) == 0 ||
+            strlen(k) > 256 || json_string_length(v) > 4096) {
+            free(decoded);
+            answer_admin(w, op, 400, st_error_json("InvalidMessage",
+                "property '%s' is not allowed: values are strings (<= 4096 bytes), keys 1-256 bytes and not "
+                "starting with '$.' or 'iothub-'", k));
+            return;
+        }
+        props_bytes += strlen(k) + json_string_length(v);
+    }
+    if ((int64_t)(plen + props_bytes) > ctx->max_message_bytes) {
+        free(decoded);
+        answer_admin(w, op, 413, st_error_json("MessageTooLarge", "message is %zu bytes; the limit is %lld",
+                                               plen + props_bytes, (long long)ctx->max_message_bytes));
+        return;
+    }
+    int64_t limit = d->reg.max_messages > 0 ? d->reg.max_messages : ctx->max_queued_messages;
+    int64_t blimit = d->reg.max_bytes > 0 ? d->reg.max_bytes : ctx->max_queued_bytes;
+    if ((int64_t)d->meta.count >= limit || (int64_t)(d->meta.bytes + plen) > blimit) {
+        free(decoded);
+        json_t *e = st_error_json("DeviceQueueFull", "device '%s' has %u messages (%llu bytes) queued; limits are %lld "
+                                  "messages and %lld bytes", d->id, d->meta.count, (unsigned long long)d->meta.bytes,
+                                  (long long)limit, (long long)blimit);
+        json_object_set_new(e, "queued", json_integer(d->meta.count));
+        json_object_set_new(e, "limit", json_integer(limit));
+        json_object_set_new(e, "retryAfter", json_integer(d->sess.live && d->sess.subscribed ? 1 : 30));
+        answer_admin(w, op, 429, e);
+        return;
+    }
+
+    char mid[37];
+    uuid4(mid);
+    uint64_t seq = d->meta.next_seq++;
+    st_msg_t m = {.message_id = mid, .message_id_len = 36, .enqueued_ms = now, .expires_ms = now + ttl * 1000,
+                  .ack = (uint8_t)ack};
+    sg_wbuf_reset(&w->scratch);
+    sg_rc rc = st_msg_put_head(&w->scratch, &m, (uint16_t)json_object_size(props));
+    json_object_foreach(props, k, v) {
+        if (rc == SG_OK)
+            rc = sg_wire_put_prop(&w->scratch, k, strlen(k), json_string_value(v), json_string_length(v));
+    }
+    if (rc == SG_OK)
+        rc = st_msg_put_tail(&w->scratch, payload, plen);
+    free(decoded);
+    if (rc != SG_OK)
+        fatal_io("message-encode");
+    char key[ST_KEY_MAX];
+    size_t klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_QUEUE, seq);
+    rocksdb_writebatch_put_cf(w->batch, ctx->db.cf[ST_CF_DEV], key, klen, (const char *)w->scratch.data, w->scratch.len);
+    klen = st_key_exp(key, m.expires_ms, d->id, d->id_len, seq);
+    rocksdb_writebatch_put_cf(w->batch, ctx->db.cf[ST_CF_EXP], key, klen, "", 0);
+    d->meta.count++;
+    d->meta.bytes += plen;
+    w->queued++;
+    save_meta(w, d);
+    want_delivery(w, d);
+
+    char exp[25];
+    sg_rfc3339(m.expires_ms, exp);
+    answer_admin(w, op, 201, json_pack("{s:s,s:s}", "messageId", mid, "expiresAt", exp));
+}
+
+static void op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    uint16_t aop;
+    const char *json;
+    size_t len;
+    if (sg_wire_get_admin(&op->h, &aop, &json, &len) != SG_OK) {
+        answer_admin(w, op, 400, st_error_json("BadRequest", "malformed admin frame"));
+        return;
+    }
+    json_error_t jerr;
+    json_t *body = len ? json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr) : json_object();
+    if (!body) {
+        answer_admin(w, op, 400, st_error_json("InvalidJson", "the body is not valid JSON: %s (line %d, column %d)",
+                                               jerr.text, jerr.line, jerr.column));
+        return;
+    }
+    switch (aop) {
+    case SG_ADM_DEVICE_PUT: adm_device_put(w, op, d, body, now); break;
+    case SG_ADM_DEVICE_DELETE: adm_device_delete(w, op, d, now); break;
+    case SG_ADM_MSG_ENQUEUE: adm_enqueue(w, op, d, body, now); break;
+    default: answer_admin(w, op, 400, st_error_json("BadRequest", "operation %u is not a write", aop)); break;
+    }
+    json_decref(body);
+}
+
+/* ---------- dispatch ---------- */
+
+static void apply(writer_t *w, op_t *op, int64_t now)
+{
+    if (op->h.device_len == 0) {
+        SG_WARN("store", "op.no_device", "type=%s", sg_wire_type_name(op->h.type));
+        return;
+    }
+    wdev_t *d = dev_get(w, op->h.device, op->h.device_len);
+    if (!d)
+        fatal_io("device-load");
+    switch (op->h.type) {
+    case SG_MSG_AUTH: op_auth(w, op, d, now); break;
+    case SG_MSG_TELEMETRY: op_telemetry(w, op, d, now); break;
+    case SG_MSG_SESSION_END:
+    case SG_MSG_PEER_GONE: op_session_end(w, op, d); break;
+    case SG_MSG_SUBSCRIBE: op_subscribe(w, op, d); break;
+    case SG_MSG_COMPLETE: op_complete(w, op, d, now); break;
+    case SG_MSG_ADMIN: op_admin(w, op, d, now); break;
+    default: SG_WARN("store", "op.unexpected", "type=%s", sg_wire_type_name(op->h.type)); break;
+    }
+}
+
+/* HELLO from a frontend loop that (re)started: its earlier incarnation's sessions are gone.
+ * The name is "{frontend}/{loop}/{boot}"; sessions on the same "{frontend}/{loop}/" with another
+ * boot id are ended. */
+static void frontend_hello(writer_t *w, op_t *op)
+{
+    const char *name;
+    size_t len;
+    if (sg_wire_get_name(&op->h, &name, &len) != SG_OK)
+        return;
+    const char *slash = memrchr(name, '/', len);
+    if (!slash)
+        return;
+    size_t plen = (size_t)(slash - name) + 1;
+    for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs)) {
+        if (d->sess.live && strncmp(d->sess.peer, name, plen) == 0 &&
+            (strlen(d->sess.peer) != len || memcmp(d->sess.peer, name, len) != 0)) {
+            SG_INFO("store", "session.stale", "device=%s peer=%s", d->id, d->sess.peer);
+            session_end(w, d);
+        }
+    }
+}
+
+/* Hand queued messages to the live session, up to the in-flight window. Runs after commit. */
+static void deliver(writer_t *w, wdev_t *d, int64_t now)
+{
+    st_ctx_t *ctx = w->ctx;
+    d->deliver_queued = false;
+    if (!d->sess.live || !d->sess.subscribed || d->n_inflight >= ctx->delivery_window || d->meta.count == 0)
+        return;
+    if (!d->inflight && !(d->inflight = calloc((size_t)ctx->delivery_window, sizeof *d->inflight)))
+        fatal_io("oom");
+    char key[ST_KEY_MAX];
+    size_t plen = st_key_dev(key, d->id, d->id_len, ST_K_QUEUE);
+    size_t klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_QUEUE, d->next_deliver);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(ctx->db.db, ctx->db.ro, ctx->db.cf[ST_CF_DEV]);
+    for (rocksdb_iter_seek(it, key, klen); rocksdb_iter_valid(it) && d->n_inflight < ctx->delivery_window;
+         rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl != plen + 8 || memcmp(k, key, plen) != 0)
+            break;
+        uint64_t seq = st_get_be64((const uint8_t *)k + plen);
+        const char *v = rocksdb_iter_value(it, &vl);
+        st_msg_t m;
+        d->next_deliver = seq + 1;
+        if (st_msg_get(v, vl, &m) != SG_OK) {
+            SG_ERROR("store", "message.damaged", "device=%s seq=%llu", d->id, (unsigned long long)seq);
+            continue;
+        }
+        if (m.expires_ms <= now) {
+            if (w->n_expired == w->cap_expired) {
+                size_t cap = w->cap_expired ? w->cap_expired * 2 : 64;
+                expire_t *e = realloc(w->expired, cap * sizeof *e);
+                if (!e)
+                    fatal_io("oom");
+                w->expired = e;
+                w->cap_expired = cap;
+            }
+            w->expired[w->n_expired++] = (expire_t){d, seq};
+            continue;
+        }
+        uint32_t count = m.delivery_count + 1;
+        sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_DELIVER, d->id);
+        h.corr = d->sess.handle;
+        h.epoch = d->sess.epoch;
+        sg_wire_deliver_t dv = {.packet_id = pid_of(seq), .delivery_count = count, .enqueued_ms = m.enqueued_ms,
+                                .expires_ms = m.expires_ms, .message_id = m.message_id,
+                                .message_id_len = m.message_id_len};
+        sg_wbuf_reset(&w->scratch);
+        sg_rc rc = sg_wire_encode_hdr(&w->scratch, &h);
+        if (rc == SG_OK)
+            rc = sg_wire_put_deliver_head(&w->scratch, &dv, m.props.count);
+        /* The property pairs are stored in wire form already: copy them as they are. */
+        if (rc == SG_OK)
+            rc = sg_wbuf_bytes(&w->scratch, m.props.rest.data, m.props.rest.len);
+        if (rc == SG_OK)
+            rc = sg_wire_put_payload(&w->scratch, m.payload, m.payload_len);
+        if (rc != SG_OK)
+            fatal_io("deliver-encode");
+        zmsg_t *out = zmsg_new();
+        zmsg_addstr(out, "R");
+        zmsg_addstr(out, router_name(w, d->router));
+        zmsg_addstr(out, d->sess.peer);
+        zmsg_addmem(out, w->scratch.data, w->scratch.len);
+        zmsg_send(&out, w->out);
+        d->inflight[d->n_inflight++] = seq;
+        /* Count the attempt; losing this update in a crash only under-counts by one. */
+        if (st_msg_with_count(v, vl, count, &w->scratch2) != SG_OK)
+            fatal_io("count-encode");
+        rocksdb_writebatch_put_cf(w->carry, ctx->db.cf[ST_CF_DEV], k, kl, (const char *)w->scratch2.data,
+                                  w->scratch2.len);
+    }
+    rocksdb_iter_destroy(it);
+}
+
+/* Messages whose time ran out: found while delivering, or by the sweep over the expiry index. */
+static void expire_due(writer_t *w, int64_t now)
+{
+    for (size_t i = 0; i < w->n_expired; i++) {
+        wdev_t *d = w->expired[i].dev;
+        inflight_remove(d, w->expired[i].seq);
+        finish_seq(w, d, w->expired[i].seq, ST_OUT_EXPIRED, now);
+    }
+    w->n_expired = 0;
+    if (now - w->last_sweep < SWEEP_EVERY_MS)
+        return;
+    w->last_sweep = now;
+    st_db_t *db = &w->ctx->db;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_EXP]);
+    int n = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it) && n < SWEEP_MAX; rocksdb_iter_next(it), n++) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl < 18 || (int64_t)st_get_be64((const uint8_t *)k) > now)
+            break;
+        size_t id_len = kl - 17;
+        wdev_t *d = dev_get(w, k + 8, id_len);
+        if (!d)
+            fatal_io("device-load");
+        uint64_t seq = st_get_be64((const uint8_t *)k + 9 + id_len);
+        bool inflight = false;
+        for (uint16_t i = 0; i < d->n_inflight; i++)
+            inflight |= d->inflight[i] == seq;
+        if (inflight)
+            continue;   /* the device may still acknowledge it; it expires when it comes back */
+        finish_seq(w, d, seq, ST_OUT_EXPIRED, now);
+    }
+    rocksdb_iter_destroy(it);
+}
+
+static bool recv_op(writer_t *w, op_t *op, bool wait)
+{
+    if (!wait && !(zsock_events(w->in) & ZMQ_POLLIN))
+        return false;
+    zmsg_t *m = zmsg_recv(w->in);
+    if (!m)
+        return false;
+    if (zmsg_size(m) != 3) {
+        zmsg_destroy(&m);
+        return recv_op(w, op, false);
+    }
+    op->router = zmsg_pop(m);
+    op->peer = zmsg_pop(m);
+    op->frame = zmsg_pop(m);
+    zmsg_destroy(&m);
+    if (sg_wire_decode(zframe_data(op->frame), zframe_size(op->frame), &op->h) != SG_OK) {
+        SG_WARN("store", "frame.malformed", "bytes=%zu", zframe_size(op->frame));
+        zframe_destroy(&op->router);
+        zframe_destroy(&op->peer);
+        zframe_destroy(&op->frame);
+        return recv_op(w, op, false);
+    }
+    op->router_idx = router_index(w, op->router);
+    return true;
+}
+
+static void op_free(op_t *op)
+{
+    zframe_destroy(&op->router);
+    zframe_destroy(&op->peer);
+    zframe_destroy(&op->frame);
+}
+
+/* One group commit: apply what is waiting (at least `first` when given), write once, answer. */
+static void cycle(writer_t *w, op_t *first)
+{
+    st_ctx_t *ctx = w->ctx;
+    int64_t now = sg_now_ms();
+    int n = 0;
+    expire_due(w, now);
+    op_t op;
+    for (bool have = first != NULL; have || (n < ctx->max_batch && recv_op(w, &op, false)); have = false) {
+        op_t *cur = have ? first : &op;
+        if (cur->h.type == SG_MSG_HELLO)
+            frontend_hello(w, cur);
+        else
+            apply(w, cur, now);
+        op_free(cur);
+        n++;
+    }
+    if (w->counters_dirty) {
+        sg_wbuf_reset(&w->scratch);
+        if (st_counters_put(&w->scratch, &w->counters) != SG_OK)
+            fatal_io("counters-encode");
+        rocksdb_writebatch_put_cf(w->batch, ctx->db.cf[ST_CF_DEFAULT], "shard", 5, (const char *)w->scratch.data,
+                                  w->scratch.len);
+        w->counters_dirty = false;
+    }
+    if (rocksdb_writebatch_count(w->batch) > 0) {
+        if (st_db_write(&ctx->db, w->batch, true) != SG_OK)
+            fatal_io("commit");
+        rocksdb_writebatch_clear(w->batch);
+        atomic_fetch_add(&ctx->stat_batches, 1);
+        atomic_fetch_add(&ctx->stat_batch_ops, (uint64_t)n);
+    }
+    /* Durable now: answer, then deliver. */
+    zmsg_t *m;
+    while ((m = zlist_pop(w->answers)))
+        zmsg_send(&m, w->out);
+    if (w->tele_appended) {
+        zstr_send(w->out, "A");
+        w->tele_appended = false;
+    }
+    wdev_t *d;
+    while ((d = zlist_pop(w->deliver)))
+        deliver(w, d, now);
+    if (rocksdb_writebatch_count(w->carry) > 0) {
+        if (st_db_write(&ctx->db, w->carry, false) != SG_OK)
+            fatal_io("carry");
+        rocksdb_writebatch_clear(w->carry);
+    }
+    atomic_store(&ctx->stat_devices, w->counters.devices);
+    atomic_store(&ctx->stat_sessions, w->sessions);
+    atomic_store(&ctx->stat_tele_next, w->tele_next);
+    dev_evict(w);
+}
+
+static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
+{
+    memset(w, 0, sizeof *w);
+    w->ctx = ctx;
+    w->in = zsock_new_pull(NULL);
+    w->out = zsock_new_push(NULL);
+    SG_ENSURE(w->in && w->out, SG_E_IO);
+    zsock_set_rcvhwm(w->in, 0);
+    zsock_set_sndhwm(w->out, 0);
+    SG_ENSURE(zsock_bind(w->in, "%s", ctx->ep_writer) == 0, SG_E_IO);
+    SG_ENSURE(zsock_connect(w->out, "%s", ctx->ep_out) == 0, SG_E_IO);
+    w->devs = zhashx_new();
+    zhashx_set_destructor(w->devs, dev_free);
+    w->answers = zlist_new();
+    w->deliver = zlist_new();
+    w->batch = rocksdb_writebatch_create();
+    w->carry = rocksdb_writebatch_create();
+    sg_wbuf_init(&w->scratch, SG_WIRE_MAX_FRAME);
+    sg_wbuf_init(&w->scratch2, SG_WIRE_MAX_FRAME);
+    char *val;
+    size_t vlen;
+    SG_GUARD(st_db_get(&ctx->db, NULL, ST_CF_DEFAULT, "shard", 5, &val, &vlen));
+    if (val) {
+        sg_rc rc = st_counters_get(val, vlen, &w->counters);
+        rocksdb_free(val);
+        SG_GUARD(rc);
+    }
+    w->tele_next = st_db_next_seq(&ctx->db, ST_CF_TELE);
+    atomic_store(&ctx->stat_devices, w->counters.devices);
+    atomic_store(&ctx->stat_tele_next, w->tele_next);
+    return SG_OK;
+}
+
+static void writer_fini(writer_t *w)
+{
+    zmsg_t *m;
+    while (w->answers && (m = zlist_pop(w->answers)))
+        zmsg_destroy(&m);
+    zlist_destroy(&w->answers);
+    zlist_destroy(&w->deliver);
+    zhashx_destroy(&w->devs);
+    if (w->batch)
+        rocksdb_writebatch_destroy(w->batch);
+    if (w->carry)
+        rocksdb_writebatch_destroy(w->carry);
+    for (int i = 0; i < w->n_routers; i++)
+        free(w->routers[i]);
+    free(w->expired);
+    sg_wbuf_fini(&w->scratch);
+    sg_wbuf_fini(&w->scratch2);
+    zsock_destroy(&w->in);
+    zsock_destroy(&w->out);
+}
+
+void st_writer_actor(zsock_t *pipe, void *args)
+{
+    writer_t w;
+    if (writer_init(&w, args) != SG_OK) {
+        SG_ERROR("store", "writer.init_failed", "shard=%s", ((st_ctx_t *)args)->name);
+        writer_fini(&w);
+        zsock_signal(pipe, 1);
+        return;
+    }
+    atomic_store(&w.ctx->writer_ready, true);
+    zsock_signal(pipe, 0);
+    zpoller_t *poller = zpoller_new(pipe, w.in, NULL);
+    for (;;) {
+        void *which = zpoller_wait(poller, 100);
+        if (which == pipe) {
+            char *cmd = zstr_recv(pipe);
+            bool term = !cmd || streq(cmd, "$TERM");
+            zstr_free(&cmd);
+            if (term)
+                break;
+            continue;
+        }
+        if (zpoller_terminated(poller))
+            break;
+        op_t op;
+        if (which == w.in && recv_op(&w, &op, true))
+            cycle(&w, &op);
+        else
+            cycle(&w, NULL);   /* timer: expiry sweep and delayed work */
+    }
+    zpoller_destroy(&poller);
+    writer_fini(&w);
+}

@@ -1,0 +1,303 @@
+#!/usr/bin/python3
+"""Multi-process cluster (deploy/local/cluster.sh): routing across frontends, session takeover,
+and SIGKILL of members. Always runs against the cluster topology."""
+
+import base64
+import sys
+import re
+import threading
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import sgtest  # noqa: E402
+from sgtest import GatewayTest, MqttDevice, wait_until
+
+
+class ClusterTestBase(GatewayTest):
+    TOPOLOGY = "cluster"
+
+    @property
+    def fe0(self):
+        return self.gw.mqtt_ports[0]
+
+    @property
+    def fe1(self):
+        return self.gw.mqtt_ports[1]
+
+    def shard_partitions(self):
+        return {s["name"]: s["partition"] for s in self.gw.cluster_info()["shards"]}
+
+    def device_on_shard(self, shard, tries=64, **kw):
+        """Create devices until one is registered on `shard` (seen in its device count)."""
+        for _ in range(tries):
+            before = {s["name"]: s["devices"] for s in self.gw.cluster_info()["shards"]}
+            dev = self.gw.create_device(**kw)
+            after = {s["name"]: s["devices"] for s in self.gw.cluster_info()["shards"]}
+            grown = [n for n in after if after[n] == before.get(n, 0) + 1]
+            self.assertEqual(len(grown), 1, "device count grew on %r after one create" % (grown,))
+            if grown[0] == shard:
+                return dev
+        self.fail("no device landed on %s in %d tries" % (shard, tries))
+
+    def frontend_of(self, did):
+        return self.gw.device(did).json.get("connection", {})
+
+    def wait_frontend(self, did, name):
+        return wait_until(lambda: self.frontend_of(did).get("frontend") == name
+                          and self.frontend_of(did).get("connected"), 15,
+                          "GET /v1/devices/%s to show connection.frontend=%s" % (did, name))
+
+
+class ClusterRoutingTest(ClusterTestBase):
+
+    def test_command_follows_the_device_across_frontends(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        c0 = self.connected(dev, port=self.fe0, subscribe=True)
+        a = self.gw.send_command(did, "via fe-0").json
+        self.assertEqual(c0.wait_commands(1)[0]["props"]["$.mid"], a["messageId"])
+        self.wait_frontend(did, "fe-0")
+        c0.close()
+
+        c1 = self.connected(dev, port=self.fe1, subscribe=True)
+        b = self.gw.send_command(did, "via fe-1").json
+        cmds = c1.wait_commands(1)
+        self.assertEqual(cmds[0]["props"]["$.mid"], b["messageId"])
+        self.assertEqual(cmds[0]["payload"], b"via fe-1")
+        self.wait_frontend(did, "fe-1")
+        c1.close()
+
+        # queued while offline, picked up on the other frontend
+        q = self.gw.send_command(did, "queued").json
+        c0 = self.connected(dev, port=self.fe0, subscribe=True)
+        self.assertEqual(c0.wait_commands(1)[0]["props"]["$.mid"], q["messageId"])
+        wait_until(lambda: self.gw.pending(did) == [], 20, "queue of %s to drain" % did)
+
+    def test_takeover_across_frontends(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        c0 = self.connected(dev, port=self.fe0, subscribe=True)
+        c1 = self.connected(dev, port=self.fe1, subscribe=True)
+        self.assertTrue(c0.wait_closed(15), "the fe-0 session survived a new CONNECT on fe-1")
+        time.sleep(1)
+        self.assertTrue(c1.is_connected(), "the new fe-1 session was closed as well (rc %r)" % c1.disconnect_rc)
+        m = self.gw.send_command(did, "to fe-1").json
+        self.assertEqual(c1.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+        self.wait_frontend(did, "fe-1")
+        self.assertEqual(c0.commands(), [])
+        # and back
+        c2 = self.connected(dev, port=self.fe0, subscribe=True)
+        self.assertTrue(c1.wait_closed(15), "the fe-1 session survived a new CONNECT on fe-0")
+        m = self.gw.send_command(did, "to fe-0 again").json
+        self.assertEqual(c2.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+        self.assertTrue(c2.is_connected())
+
+    def test_telemetry_through_both_frontends(self):
+        dev = self.gw.create_device()
+        c0 = self.connected(dev, port=self.fe0)
+        c0.send(b"one")
+        c0.close()
+        c1 = self.connected(dev, port=self.fe1)
+        c1.send(b"two")
+        c1.close()
+        recs = self.gw.wait_records(dev["id"], 2)
+        self.assertEqual([base64.b64decode(r["payload"]) for r in recs], [b"one", b"two"])
+        self.assertEqual(len(self.gw.records_of(dev["id"])), 1, "one device's records in two partitions")
+
+    def test_sessions_counted_per_shard(self):
+        shards = self.shard_partitions()
+        for shard in shards:
+            dev = self.device_on_shard(shard)
+            before = {s["name"]: s["sessions"] for s in self.gw.cluster_info()["shards"]}
+            c = self.connected(dev, port=self.fe1)
+            wait_until(lambda: {s["name"]: s["sessions"] for s in self.gw.cluster_info()["shards"]}[shard]
+                       == before[shard] + 1, 15, "session count of %s to grow" % shard)
+            c.close()
+
+    def test_zz_frontend_killed(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        c0 = self.connected(dev, port=self.fe0, subscribe=True)
+        self.gw.kill("fe-0")
+        try:
+            self.assertTrue(c0.wait_closed(15), "connection to a SIGKILLed frontend still open")
+            m = self.gw.send_command(did, "after fe-0 died").json
+            c1 = self.connected(dev, port=self.fe1, subscribe=True)
+            cmds = c1.wait_commands(1)
+            self.assertEqual(cmds[0]["props"]["$.mid"], m["messageId"])
+            c1.send(b"through fe-1")
+            self.gw.wait_records(did, 1)
+        finally:
+            self.gw.start_member("fe-0")
+        self.gw.wait_ready(60)
+        c2 = self.connected(dev, port=self.fe0, subscribe=True)
+        m = self.gw.send_command(did, "fe-0 is back").json
+        self.assertEqual(c2.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+
+    def test_zz_router_restarted(self):
+        self.gw.kill("router-0")
+        try:
+            wait_until(lambda: not self.gw.ready(), 30, "/readyz to report the router outage")
+        finally:
+            self.gw.start_member("router-0")
+        self.gw.wait_ready(60)
+        dev = wait_until(lambda: self.gw.create_device(), 30, "PUT device to work after the router restart")
+        c = self.connected(dev, port=self.fe1, subscribe=True)
+        c.send(b"after router restart")
+        self.gw.wait_records(dev["id"], 1)
+        m = self.gw.send_command(dev["id"], "after router restart").json
+        self.assertEqual(c.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+
+
+class Streamer:
+    """Background traffic into one shard: QoS 1 telemetry from one device and commands to another.
+    Records exactly which publishes got a PUBACK and which commands got a 201."""
+
+    def __init__(self, gw, tdev, cdev, port):
+        self.gw = gw
+        self.client = MqttDevice(gw, tdev["id"], key=tdev["primary"], port=port)
+        self.cdev = cdev
+        self.sent = {}                # mid -> payload
+        self.accepted = []            # message ids answered 201, in order
+        self.tried = 0
+        self.stop = threading.Event()
+        self.errors = []
+        self.threads = [threading.Thread(target=self._telemetry, daemon=True),
+                        threading.Thread(target=self._commands, daemon=True)]
+
+    def start(self):
+        self.client.connect_ok()
+        for t in self.threads:
+            t.start()
+
+    def _telemetry(self):
+        i = 0
+        try:
+            while not self.stop.is_set() and not self.client.closed.is_set() and i < 2000:
+                payload = b"stream-%05d" % i
+                info = self.client.client.publish(self.client.telemetry_topic(), payload, 1)
+                if info.rc != 0:
+                    break
+                self.sent[info.mid] = payload
+                i += 1
+                time.sleep(0.02)
+        except Exception as e:
+            self.errors.append(repr(e))
+
+    def _commands(self):
+        i = 0
+        while not self.stop.is_set() and i < 45:
+            self.tried += 1
+            try:
+                r = self.gw.send_command(self.cdev["id"], "stream-cmd-%d" % i, expect=None)
+                if r.status == 201:
+                    self.accepted.append(r.json["messageId"])
+                i += 1
+            except Exception:
+                pass  # a timed-out request during the outage has no verdict to check
+            time.sleep(0.05)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+    def acked_payloads(self):
+        with self.client.cond:
+            acked = set(self.client.acked)
+        return [p for m, p in sorted(self.sent.items()) if m in acked]
+
+
+class ShardKillTest(ClusterTestBase):
+    """SIGKILL each store shard in turn; nothing acknowledged may be lost."""
+
+    def kill_and_restart(self, shard):
+        gw = self.gw
+        part = self.shard_partitions()[shard]
+        tdev = self.device_on_shard(shard)          # telemetry, acknowledged before the kill
+        cdev = self.device_on_shard(shard)          # commands, accepted before the kill
+        sdev = self.device_on_shard(shard)          # telemetry streamed across the kill
+        s2dev = self.device_on_shard(shard)         # commands streamed across the kill
+
+        t = self.connected(tdev, port=self.fe0)
+        mids = [t.publish(t.telemetry_topic({"n": str(i)}), b"before-%02d" % i, 1) for i in range(20)]
+        t.wait_acked(mids)
+        t.close()
+        before_ids = [gw.send_command(cdev["id"], "before-%d" % i).json["messageId"] for i in range(10)]
+
+        other = [n for n in self.shard_partitions() if n != shard][0]
+        odev = self.device_on_shard(other)       # lives on the shard that stays up
+
+        streamer = Streamer(gw, sdev, s2dev, self.fe1)
+        self._clients.append(streamer.client)
+        streamer.start()
+        time.sleep(1.0)
+        gw.kill(shard)
+        killed_at = time.monotonic()
+        try:
+            time.sleep(2.0)
+            streamer.finish()
+            wait_until(lambda: not gw.ready(), 30, "/readyz to report %s down" % shard)
+            wait_until(lambda: re.search(r'(?m)^sacgate_shard_up\{[^}]*shard="%s"[^}]*\} 0$' % shard,
+                                         gw.get("/metrics").text), 30, "sacgate_shard_up of %s to be 0" % shard)
+            self.assertEqual(gw.get("/v1/cluster").status, 200, "GET /v1/cluster during a shard outage")
+            # the other shard's devices are not affected
+            o = self.connected(odev, port=self.fe0, subscribe=True)
+            o.send(b"during the outage of %s" % shard.encode())
+            m = gw.send_command(odev["id"], "during the outage").json
+            self.assertEqual(o.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+            o.close()
+            opart = self.shard_partitions()[other]
+            self.assertEqual([base64.b64decode(r["payload"]) for r in gw.records_of(odev["id"], [opart]).get(
+                opart, [])], [b"during the outage of %s" % shard.encode()])
+        finally:
+            gw.start_member(shard)
+        gw.wait_ready(60)
+        sgtest.log("%s restarted %.1f s after the kill" % (shard, time.monotonic() - killed_at))
+        self.assertEqual(streamer.errors, [])
+
+        # 1. acknowledged telemetry is all there, in order, in the shard's partition
+        recs = wait_until(lambda: gw.device_records(tdev["id"]) or None, 30, "records of %s" % tdev["id"])
+        self.assertEqual([base64.b64decode(r["payload"]) for r in recs], [b"before-%02d" % i for i in range(20)])
+        self.assertEqual(list(gw.records_of(tdev["id"])), [part])
+        acked = streamer.acked_payloads()
+        self.assertTrue(acked, "no telemetry was acknowledged before the kill")
+        stored = [base64.b64decode(r["payload"]) for r in gw.device_records(sdev["id"])]
+        missing = [p for p in acked if p not in stored]
+        sgtest.log("%s: streamed telemetry sent %d, acked %d, stored %d; commands accepted %d of %d tried"
+                   % (shard, len(streamer.sent), len(acked), len(stored), len(streamer.accepted), streamer.tried))
+        self.assertEqual(missing, [], "%d of %d acknowledged records lost (stored %d)"
+                         % (len(missing), len(acked), len(stored)))
+
+        # 2. accepted commands are all queued, in order, and get delivered
+        pend = [m["messageId"] for m in gw.pending(cdev["id"])]
+        self.assertEqual(pend, before_ids)
+        self.assertTrue(streamer.accepted, "no command was accepted before the kill")
+        pend2 = [m["messageId"] for m in gw.pending(s2dev["id"])]
+        lost = [m for m in streamer.accepted if m not in pend2]
+        self.assertEqual(lost, [], "%d of %d accepted commands lost" % (len(lost), len(streamer.accepted)))
+        self.assertEqual([m for m in pend2 if m in streamer.accepted], streamer.accepted, "order changed")
+        c = self.connected(cdev, port=self.fe1, subscribe=True)
+        self.assertEqual([x["props"]["$.mid"] for x in c.wait_commands(10)], before_ids)
+        c2 = self.connected(s2dev, port=self.fe0, subscribe=True)
+        got = [x["props"]["$.mid"] for x in c2.wait_commands(len(pend2))]
+        self.assertEqual(got[:len(pend2)], pend2)
+
+        # 3. new traffic on the restarted shard
+        new = self.device_on_shard(shard)
+        n = self.connected(new, port=self.fe0, subscribe=True)
+        n.send(b"after restart")
+        self.assertEqual([base64.b64decode(r["payload"]) for r in gw.wait_records(new["id"], 1)],
+                         [b"after restart"])
+        m = gw.send_command(new["id"], "after restart").json
+        self.assertEqual(n.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+
+    def test_kill_store_0(self):
+        self.kill_and_restart("store-0")
+
+    def test_kill_store_1(self):
+        self.kill_and_restart("store-1")
+
+
+if __name__ == "__main__":
+    sgtest.main()

@@ -1,0 +1,226 @@
+#!/usr/bin/python3
+"""The admin HTTP API: health, metrics, registry shapes, errors. All-in-one topology
+(SACGATE_TOPOLOGY=cluster also works)."""
+
+import base64
+import sys
+import json
+import re
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import sgtest  # noqa: E402
+from sgtest import RFC3339, GatewayTest, new_key, wait_until
+
+PROM_SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"'
+                         r'(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*\})? '
+                         r'(-?[0-9.eE+-]+|NaN|\+Inf|-Inf)( -?\d+)?$')
+
+
+class HttpTest(GatewayTest):
+
+    # ---------------------------------------------------------------- health, metrics
+
+    def test_health_and_ready(self):
+        for path in ("/healthz", "/readyz"):
+            r = self.gw.http("GET", path, token=None)
+            self.assertEqual(r.status, 200, r)
+
+    def test_metrics(self):
+        r = self.gw.get("/metrics")
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.headers.get("content-type", "").startswith("text/plain"), r.headers)
+        text = r.text
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                if line.startswith("# TYPE") or line.startswith("# HELP"):
+                    self.assertGreaterEqual(len(line.split()), 4 if line.startswith("# TYPE") else 3, line)
+                continue
+            self.assertRegex(line, PROM_SAMPLE, "not a Prometheus sample line")
+        shards = [s["name"] for s in self.gw.cluster_info()["shards"]]
+        for name in shards:
+            self.assertRegex(text, r'(?m)^sacgate_shard_up\{[^}]*shard="%s"[^}]*\} 1$' % re.escape(name))
+        self.assertIn("# TYPE sacgate_shard_up gauge", text)
+        # any valid token may read metrics
+        self.assertEqual(self.gw.get("/metrics", token="reader").status, 200)
+        self.assertEqual(self.gw.get("/metrics", token="svc").status, 200)
+        self.assertError(self.gw.get("/metrics", token=None), 401)
+
+    # ---------------------------------------------------------------- registry
+
+    def test_device_create_and_get_shape(self):
+        did = sgtest.uid()
+        r = self.gw.http("PUT", "/v1/devices/" + did, {"tags": {"site": "north"}})
+        self.assertEqual(r.status, 201, r)
+        self.assertTrue(r.headers.get("content-type", "").startswith("application/json"), r.headers)
+        created = r.json
+        self.assertEqual(created["deviceId"], did)
+        self.assertEqual(created["status"], "enabled")
+        self.assertIsInstance(created["generation"], int)
+        self.assertEqual(created["tags"], {"site": "north"})
+        auth = created["auth"]
+        self.assertEqual(auth["type"], "sas")
+        keys = (auth["primaryKey"], auth["secondaryKey"])
+        for k in keys:
+            self.assertEqual(len(base64.b64decode(k, validate=True)), 32, k)
+        self.assertNotEqual(keys[0], keys[1])
+
+        r = self.gw.device(did)
+        self.assertEqual(r.status, 200, r)
+        entry = r.json
+        for k in keys:
+            self.assertNotIn(k, r.text, "GET returned a secret key")
+        self.assertEqual(entry["deviceId"], did)
+        self.assertEqual(entry["status"], "enabled")
+        self.assertEqual(entry["generation"], created["generation"])
+        self.assertEqual(entry["tags"], {"site": "north"})
+        self.assertIsInstance(entry.get("limits"), dict, entry)
+        self.assertEqual(entry["auth"].get("type"), "sas")
+        self.assertNotIn("primaryKey", entry["auth"])
+        self.assertNotIn("secondaryKey", entry["auth"])
+        self.assertEqual(entry["connection"]["connected"], False, entry)
+        self.assertEqual(entry.get("queueDepth"), 0, entry)
+
+    def test_entry_limits_shape(self):
+        """SPEC 4 'Shapes that clients depend on': limits is {maxQueuedMessages, maxQueuedBytes}."""
+        dev = self.gw.create_device()
+        limits = self.gw.device(dev["id"]).json.get("limits")
+        self.assertIsInstance(limits, dict)
+        self.assertIsInstance(limits.get("maxQueuedMessages"), int, "limits of a default device: %r" % limits)
+        self.assertIsInstance(limits.get("maxQueuedBytes"), int, "limits of a default device: %r" % limits)
+        dev = self.gw.create_device(limits={"maxQueuedMessages": 7})
+        limits = self.gw.device(dev["id"]).json.get("limits")
+        self.assertEqual(limits.get("maxQueuedMessages"), 7, limits)
+        self.assertIsInstance(limits.get("maxQueuedBytes"), int, "limits with one member set: %r" % limits)
+
+    def test_keys_returned_once_and_explicit_keys(self):
+        p, s = new_key(), new_key()
+        dev = self.gw.create_device(primary=p, secondary=s)
+        self.assertEqual((dev["primary"], dev["secondary"]), (p, s))
+        r = self.gw.device(dev["id"])
+        self.assertNotIn(p, r.text)
+        self.assertNotIn(s, r.text)
+        c = self.connected(dev)  # the explicit key works
+        c.close()
+
+    def test_generation(self):
+        dev = self.gw.create_device(primary=new_key())
+        g0 = self.gw.device(dev["id"]).json["generation"]
+        # changing tags only: credentials and status unchanged
+        self.assertEqual(self.gw.update_device(dev, tags={"a": "b"}).status, 200)
+        g1 = self.gw.device(dev["id"]).json["generation"]
+        self.assertEqual(g1, g0, "generation changed although neither credentials nor status did")
+        dev["primary"] = new_key()
+        self.assertEqual(self.gw.update_device(dev).status, 200)
+        g2 = self.gw.device(dev["id"]).json["generation"]
+        self.assertGreater(g2, g1, "generation did not increase when the keys changed")
+        self.assertEqual(self.gw.update_device(dev, status="disabled").status, 200)
+        g3 = self.gw.device(dev["id"]).json
+        self.assertEqual(g3["status"], "disabled")
+        self.assertGreater(g3["generation"], g2, "generation did not increase when the status changed")
+
+    def test_connection_state(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        entry = wait_until(lambda: (lambda e: e if e["connection"]["connected"] else None)(
+            self.gw.device(dev["id"]).json), 15, "connection.connected true")
+        conn = entry["connection"]
+        self.assertIsInstance(conn.get("frontend"), str, conn)
+        self.assertRegex(conn.get("since", ""), RFC3339)
+        c.close()
+        wait_until(lambda: self.gw.device(dev["id"]).json["connection"]["connected"] is False, 15,
+                   "connection.connected false after disconnect")
+
+    def test_queue_depth(self):
+        dev = self.gw.create_device()
+        for i in range(3):
+            self.gw.send_command(dev["id"], "c%d" % i)
+        self.assertEqual(self.gw.device(dev["id"]).json["queueDepth"], 3)
+
+    def test_delete(self):
+        dev = self.gw.create_device()
+        r = self.gw.http("DELETE", "/v1/devices/" + dev["id"])
+        self.assertEqual(r.status, 204, r)
+        self.assertError(self.gw.device(dev["id"]), 404)
+        self.assertError(self.gw.http("DELETE", "/v1/devices/" + dev["id"]), 404)
+
+    def test_invalid_device_bodies(self):
+        cases = {
+            "primaryKey not base64": {"auth": {"type": "sas", "primaryKey": "short!", "secondaryKey": new_key()}},
+            "unknown status": {"status": "sleeping"},
+            "negative limit": {"limits": {"maxQueuedMessages": -1}},
+            "tags not an object": {"tags": "not an object"},
+            "unknown auth type": {"auth": {"type": "password", "password": "x"}},
+            "unknown member": {"colour": "blue"},
+        }
+        for what, body in cases.items():
+            with self.subTest(what):
+                did = sgtest.uid()
+                r = self.gw.http("PUT", "/v1/devices/" + did, body)
+                self.assertError(r, 400)
+                self.assertError(self.gw.device(did), 404)
+        did = sgtest.uid()
+        self.assertError(self.gw.http("PUT", "/v1/devices/" + did, b"{oops"), 400, "InvalidJson")
+        self.assertError(self.gw.device(did), 404)
+
+    def test_sas_keys_must_be_32_bytes(self):
+        """SPEC 3: sas keys are base64 of 32 bytes."""
+        cases = {
+            "primaryKey of 16 bytes": {"auth": {"type": "sas", "primaryKey": base64.b64encode(b"x" * 16).decode(),
+                                                "secondaryKey": new_key()}},
+            "secondaryKey of 64 bytes": {"auth": {"type": "sas", "primaryKey": new_key(),
+                                                  "secondaryKey": base64.b64encode(b"y" * 64).decode()}},
+        }
+        for what, body in cases.items():
+            with self.subTest(what):
+                did = sgtest.uid()
+                r = self.gw.http("PUT", "/v1/devices/" + did, body)
+                self.assertError(r, 400)
+
+    def test_invalid_device_ids(self):
+        for did in ("bad~id", "a" * 129, "sp%20ace"):
+            r = self.gw.http("PUT", "/v1/devices/" + did, {})
+            self.assertError(r, 400)
+
+    def test_unknown_device_get_404(self):
+        self.assertError(self.gw.device(sgtest.uid("nobody")), 404)
+
+    # ---------------------------------------------------------------- errors
+
+    def test_unknown_paths_404(self):
+        for path in ("/nope", "/v1/nope", "/v1/devices", "/v1/devices/x/nope", "/v2/cluster"):
+            r = self.gw.get(path)
+            self.assertError(r, 404)
+
+    def test_wrong_method_405(self):
+        for method, path in (("POST", "/healthz"), ("DELETE", "/v1/cluster"), ("POST", "/v1/telemetry"),
+                             ("PATCH", "/v1/devices/x"), ("PUT", "/v1/devices/x/messages")):
+            r = self.gw.http(method, path, {} if method in ("POST", "PUT", "PATCH") else None)
+            self.assertError(r, 405)
+
+    def test_body_over_256k_413(self):
+        did = sgtest.uid()
+        big = json.dumps({"tags": {"pad": "x" * (300 * 1024)}})
+        self.assertError(self.gw.http("PUT", "/v1/devices/" + did, big), 413)
+        self.assertError(self.gw.device(did), 404)
+        dev = self.gw.create_device()
+        big = json.dumps({"payload": "y" * (300 * 1024)})
+        self.assertError(self.gw.http("POST", "/v1/devices/%s/messages" % dev["id"], big), 413)
+        self.assertEqual(self.gw.pending(dev["id"]), [])
+
+    def test_cluster_requires_admin(self):
+        r = self.gw.get("/v1/cluster")
+        self.assertEqual(r.status, 200, r)
+        info = r.json
+        for k in ("frontends", "shards", "ring", "routers"):
+            self.assertIn(k, info)
+        for s in info["shards"]:
+            for k in ("name", "partition", "devices", "sessions"):
+                self.assertIn(k, s)
+        for tok in ("svc", "reader", "writer"):
+            self.assertError(self.gw.get("/v1/cluster", token=tok), 403)
+        self.assertError(self.gw.get("/v1/cluster", token=None), 401)
+
+
+if __name__ == "__main__":
+    sgtest.main()

@@ -1,0 +1,265 @@
+#!/usr/bin/python3
+"""Telemetry: device -> gateway -> durable log -> GET /v1/telemetry. Both topologies."""
+
+import base64
+import sys
+import json
+import os
+import tempfile
+import threading
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
+import sgtest  # noqa: E402
+from sgtest import GatewayTest, MqttDevice, RFC3339, mosquitto_pub, sas_token, wait_until
+
+
+class TelemetryTest(GatewayTest):
+
+    def check_record(self, rec, device_id):
+        self.assertEqual(rec["deviceId"], device_id, rec)
+        self.assertIsInstance(rec["offset"], int, rec)
+        self.assertRegex(rec["enqueuedAt"], RFC3339)
+        self.assertIsInstance(rec["properties"], dict, rec)
+        self.assertEqual(rec["properties"].get("iothub-connection-device-id"), device_id, rec)
+        self.assertIn("iothub-connection-auth-method", rec["properties"], rec)
+        return base64.b64decode(rec["payload"])
+
+    def test_mosquitto_pub_qos1_properties_and_stamps(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        bag = ("a=1&b=two%20words&%24.ct=application%2Fjson&%24.ce=utf-8"
+               "&iothub-connection-device-id=evil&iothub-connection-auth-method=forged")
+        r = mosquitto_pub(self.gw, did, sas_token(did, dev["primary"]),
+                          "devices/%s/messages/events/%s" % (did, bag), '{"temp": 21.5}', qos=1)
+        self.assertEqual(r.returncode, 0, "mosquitto_pub failed: %r %r" % (r.stdout, r.stderr))
+        recs = self.gw.wait_records(did, 1)
+        self.assertEqual(len(recs), 1, recs)
+        payload = self.check_record(recs[0], did)
+        self.assertEqual(payload, b'{"temp": 21.5}')
+        props = recs[0]["properties"]
+        self.assertEqual(props.get("a"), "1", props)
+        self.assertEqual(props.get("b"), "two words", props)
+        self.assertEqual(props.get("$.ct"), "application/json", props)
+        self.assertEqual(props.get("$.ce"), "utf-8", props)
+        # the gateway's stamps win over what the device put in its bag
+        self.assertEqual(props["iothub-connection-device-id"], did, props)
+        self.assertNotEqual(props["iothub-connection-auth-method"], "forged", props)
+        self.assertIn("sas", props["iothub-connection-auth-method"], props)
+
+    def test_mosquitto_pub_binary_payload(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        data = bytes(range(256)) * 4
+        with tempfile.NamedTemporaryFile(prefix="sgit-payload-") as f:
+            f.write(data)
+            f.flush()
+            r = mosquitto_pub(self.gw, did, sas_token(did, dev["primary"]),
+                              "devices/%s/messages/events/" % did, file=f.name, qos=1)
+        self.assertEqual(r.returncode, 0, "mosquitto_pub failed: %r %r" % (r.stdout, r.stderr))
+        recs = self.gw.wait_records(did, 1)
+        self.assertEqual(self.check_record(recs[0], did), data)
+        self.assertEqual(recs[0]["properties"].get("iothub-connection-device-id"), did)
+
+    def test_paho_qos0(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        for i in range(20):
+            c.publish(c.telemetry_topic({"seq": str(i)}), b"q0-%d" % i, qos=0)
+        # a QoS 1 message after them; on one connection it is stored after the QoS 0 ones
+        c.send(b"fence", {"seq": "fence"}, qos=1)
+        recs = self.gw.wait_records(dev["id"], 21)
+        payloads = [self.check_record(r, dev["id"]) for r in recs]
+        self.assertEqual(payloads, [b"q0-%d" % i for i in range(20)] + [b"fence"])
+
+    def test_paho_qos1_100_in_order(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        mids = [c.publish(c.telemetry_topic({"seq": str(i)}), b"m%03d" % i, qos=1) for i in range(100)]
+        c.wait_acked(mids, timeout=60)
+        self.assertTrue(c.is_connected(), "connection closed while publishing")
+        recs = self.gw.wait_records(dev["id"], 100)
+        self.assertEqual(len(recs), 100, "expected exactly 100 records, got %d" % len(recs))
+        self.assertEqual([self.check_record(r, dev["id"]) for r in recs], [b"m%03d" % i for i in range(100)])
+        self.assertEqual([r["properties"].get("seq") for r in recs], [str(i) for i in range(100)])
+        offsets = [r["offset"] for r in recs]
+        self.assertEqual(offsets, sorted(offsets), "offsets not increasing")
+        self.assertEqual(len(set(offsets)), 100)
+
+    def test_twenty_devices_at_once(self):
+        devs = [self.gw.create_device() for _ in range(20)]
+        clients = [self.device(d) for d in devs]
+        errors = []
+
+        def run(c):
+            try:
+                c.connect_ok()
+                mids = [c.publish(c.telemetry_topic({"n": str(i)}), b"%s:%d" % (c.device_id.encode(), i), 1)
+                        for i in range(5)]
+                c.wait_acked(mids, timeout=60)
+            except BaseException as e:  # reported below
+                errors.append("%s: %r" % (c.device_id, e))
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertFalse(any(t.is_alive() for t in threads), "publisher threads still running")
+        self.assertEqual(errors, [])
+        for d in devs:
+            recs = self.gw.wait_records(d["id"], 5)
+            self.assertEqual([self.check_record(r, d["id"]) for r in recs],
+                             [b"%s:%d" % (d["id"].encode(), i) for i in range(5)])
+
+    def test_long_poll_returns_when_a_record_arrives(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        c.send(b"first")
+        (part, recs), = self.gw.records_of(dev["id"]).items()
+        last = self.gw.read_partition(part)[-1]["offset"]
+        box = {}
+
+        def poll():
+            t0 = time.monotonic()
+            try:
+                box["page"] = self.gw.telemetry(part, after=last, wait=60, timeout=90)
+            except BaseException as e:
+                box["error"] = e
+            box["elapsed"] = time.monotonic() - t0
+
+        t = threading.Thread(target=poll)
+        t.start()
+        time.sleep(1.5)  # let the long poll park before the record exists
+        self.assertTrue(t.is_alive(), "the long poll returned before any record arrived: %r" % box)
+        c.send(b"second")
+        t.join(90)
+        self.assertFalse(t.is_alive(), "long poll did not return")
+        self.assertNotIn("error", box)
+        recs = [r for r in box["page"]["records"] if r["deviceId"] == dev["id"]]
+        self.assertTrue(recs, "long poll returned without the new record: %r" % box["page"])
+        self.assertEqual(base64.b64decode(recs[0]["payload"]), b"second")
+        # It returned because of the record, not because wait=60 ran out.
+        self.assertLess(box["elapsed"], 55, "the long poll only returned at the end of its wait")
+
+    def test_long_poll_times_out_empty(self):
+        part = self.gw.partitions()[-1]
+        recs = self.gw.read_partition(part)
+        after = recs[-1]["offset"] if recs else -1
+        page = self.gw.telemetry(part, after=after, wait=1)
+        self.assertEqual(page["records"], [], page)
+        self.assertEqual(page["partition"], part)
+
+    def test_partitions_follow_shards(self):
+        info = self.gw.cluster_info()
+        shards = info["shards"]
+        expected = 2 if self.is_cluster else 1
+        self.assertEqual(len(shards), expected, info)
+        self.assertEqual(sorted(s["partition"] for s in shards), list(range(expected)), info)
+        self.assertEqual(info["ring"]["partitions"], expected, info)
+        # Find each shard's devices by the device counts /v1/cluster reports, then check that
+        # each device's telemetry lands in its shard's partition and nowhere else.
+        owners = {}
+        for _ in range(64):
+            before = {s["name"]: s["devices"] for s in self.gw.cluster_info()["shards"]}
+            dev = self.gw.create_device()
+            after = {s["name"]: (s["devices"], s["partition"]) for s in self.gw.cluster_info()["shards"]}
+            grown = [n for n in after if after[n][0] == before.get(n, 0) + 1]
+            self.assertEqual(len(grown), 1, "device count grew on %r after one create" % (grown,))
+            owners.setdefault(after[grown[0]][1], dev)
+            if len(owners) == expected:
+                break
+        self.assertEqual(len(owners), expected, "could not place a device on every shard: %r" % owners)
+        for part, dev in owners.items():
+            c = self.connected(dev)
+            c.send(b"to partition %d" % part)
+            c.close()
+            self.gw.wait_records(dev["id"], 1)
+            where = self.gw.records_of(dev["id"])
+            self.assertEqual(list(where), [part], "records of %s (shard partition %d) are in %r"
+                             % (dev["id"], part, where))
+
+    def test_percent_encoded_stamp_keys_do_not_spoof(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        # %2D is '-': these keys decode to the stamped names
+        c.publish("devices/%s/messages/events/iothub%%2Dconnection%%2Ddevice%%2Did=evil"
+                  "&iothub-connection-auth-method%%3D=x&iothub%%2Dconnection%%2Dauth%%2Dmethod=forged" % dev["id"],
+                  b"sneaky", 1)
+        c.send(b"fence")
+        recs = self.gw.wait_records(dev["id"], 2)
+        self.assertEqual([base64.b64decode(r["payload"]) for r in recs], [b"sneaky", b"fence"])
+        for r in recs:
+            self.assertEqual(r["properties"].get("iothub-connection-device-id"), dev["id"], r)
+            self.assertNotEqual(r["properties"].get("iothub-connection-auth-method"), "forged", r)
+            self.assertNotIn("evil", json.dumps(r["properties"]), r)
+
+    def test_empty_payload_and_empty_bag(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        c.send(b"")
+        c.publish("devices/%s/messages/events/" % dev["id"], b"no bag", 1)
+        c.send(b"x", {"only": ""})
+        recs = self.gw.wait_records(dev["id"], 3)
+        self.assertEqual([self.check_record(r, dev["id"]) for r in recs], [b"", b"no bag", b"x"])
+        self.assertEqual(recs[2]["properties"].get("only"), "", recs[2])
+
+    def test_above_rate_limit_nothing_lost(self):
+        """300 QoS 1 messages at once (3 s worth of the default 100 msg/s): all acknowledged and stored."""
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        mids = [c.publish(c.telemetry_topic(), b"r%03d" % i, 1) for i in range(300)]
+        c.wait_acked(mids, timeout=90)
+        recs = self.gw.wait_records(dev["id"], 300)
+        self.assertEqual([self.check_record(r, dev["id"]) for r in recs], [b"r%03d" % i for i in range(300)])
+
+    def test_paging_with_max_and_after(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        mids = [c.publish(c.telemetry_topic(), b"p%02d" % i, 1) for i in range(40)]
+        c.wait_acked(mids)
+        (part, _), = self.gw.records_of(dev["id"]).items()
+        seen, after = [], -1
+        for _ in range(1000):
+            page = self.gw.telemetry(part, after=after, max=7)
+            self.assertLessEqual(len(page["records"]), 7, page)
+            if not page["records"]:
+                break
+            offs = [r["offset"] for r in page["records"]]
+            self.assertTrue(all(o > after for o in offs), "records at or before after=%d: %r" % (after, offs))
+            self.assertEqual(page["next"], offs[-1], "next should continue after the last record: %r" % page)
+            seen += page["records"]
+            after = page["next"]
+        offsets = [r["offset"] for r in seen]
+        self.assertEqual(len(offsets), len(set(offsets)), "a record came twice while paging")
+        mine = [base64.b64decode(r["payload"]) for r in seen if r["deviceId"] == dev["id"]]
+        self.assertEqual(mine, [b"p%02d" % i for i in range(40)])
+
+    def test_unknown_partition_and_bad_query(self):
+        r = self.gw.get("/v1/telemetry?partition=99")
+        self.assertIn(r.status, (400, 404), r)
+        self.assertError(r, r.status)
+        r = self.gw.get("/v1/telemetry?partition=0&max=abc")
+        self.assertError(r, 400)
+
+
+class LargeTelemetryTest(GatewayTest):
+    """Records near the 256 KiB limit (own gateway: a partition that cannot be read would break
+    every other test reading it)."""
+
+    def test_large_records_are_readable(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        payloads = [bytes([i]) * (200 * 1024) for i in range(4)]
+        for p in payloads:
+            c.send(p, timeout=60)
+        for part in self.gw.partitions():
+            r = self.gw.get("/v1/telemetry?partition=%d" % part)
+            self.assertEqual(r.status, 200, "GET /v1/telemetry?partition=%d with 4 x 200 KiB records stored: %r"
+                             % (part, r))
+        recs = self.gw.wait_records(dev["id"], 4)
+        self.assertEqual([base64.b64decode(r["payload"]) for r in recs], payloads)
+
+
+if __name__ == "__main__":
+    sgtest.main()
