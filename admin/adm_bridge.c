@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sg_log.h"
+#include "sg_curve.h"
 #include "sg_time.h"
 #include "sg_wire.h"
 
@@ -188,6 +189,7 @@ static void bridge_actor(zsock_t *pipe, void *args)
     bool ok = br.pull && br.dealer;
     if (ok) {
         zsock_set_identity(br.dealer, br.b->name);
+        sg_curve_client(br.dealer);
         zsock_set_sndhwm(br.dealer, br.b->hwm);
         zsock_set_rcvhwm(br.dealer, br.b->hwm);
         zsock_set_reconnect_ivl(br.dealer, 100);

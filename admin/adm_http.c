@@ -48,6 +48,7 @@ struct req {
     adm_part_t parts[MAX_PARTS];
     int status;            /* the answer, once composed */
     char *text;
+    const char *ctype;     /* NULL = application/json */
     const char *retry_after;
     char retry_buf[24];
     const char *who;
@@ -83,9 +84,7 @@ static enum MHD_Result respond(req_t *r)
     if (!resp)
         return MHD_NO;
     if (r->text)
-        MHD_add_response_header(resp, "Content-Type", r->status == 200 && r->finish == NULL && strcmp(r->url, "/metrics") == 0
-                                                          ? "text/plain; version=0.0.4"
-                                                          : "application/json");
+        MHD_add_response_header(resp, "Content-Type", r->ctype ? r->ctype : "application/json");
     if (r->retry_after)
         MHD_add_response_header(resp, "Retry-After", r->retry_after);
     if (r->status == 401)
@@ -144,14 +143,17 @@ static void submit(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finis
         }
     r->n = n;
     r->finish = finish;
+    r->submitted = true;
+    /* Suspend before the bridge can answer, so its resume never comes first. */
+    MHD_suspend_connection(r->conn);
     if (adm_bridge_submit(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r) != SG_OK) {
         for (int k = 0; k < n; k++)
             zframe_destroy(&frames[k]);
+        r->n = 0;
+        r->finish = NULL;
         error(r, 503, "Unavailable", "the cluster link is down");
-        return;
+        on_done(r);
     }
-    r->submitted = true;
-    MHD_suspend_connection(r->conn);
 }
 
 /* The single part's answer as it is, with Retry-After on 429. */
@@ -243,10 +245,10 @@ static void finish_cluster(req_t *r)
         json_decref(st);
         json_array_append_new(shards, o);
     }
-    json_t *body = json_pack("{s:O,s:o,s:{s:O,s:O},s:[{s:O,s:O,s:O}]}", "frontends",
-                             json_object_get(ring, "frontends") ? json_object_get(ring, "frontends") : json_null(),
-                             "shards", shards, "ring", "vnodes", json_object_get(ring, "vnodes"), "partitions",
-                             json_object_get(ring, "shards") ? json_integer((json_int_t)json_array_size(json_object_get(ring, "shards"))) : json_null(),
+    json_t *frontends = json_object_get(ring, "frontends");
+    json_t *body = json_pack("{s:o,s:o,s:{s:O,s:I},s:[{s:O,s:O,s:O}]}", "frontends",
+                             frontends ? json_incref(frontends) : json_array(), "shards", shards, "ring", "vnodes",
+                             json_object_get(ring, "vnodes"), "partitions", (json_int_t)json_array_size(shards),
                              "routers", "name", json_object_get(ring, "router"), "relayedIn",
                              json_object_get(ring, "relayedIn"), "relayedOut", json_object_get(ring, "relayedOut"));
     json_decref(ring);
@@ -323,7 +325,7 @@ static void finish_metrics(req_t *r)
     r->status = 200;
     free(r->text);
     r->text = strndup((const char *)w.data, w.len);
-    r->finish = NULL;   /* marks the text/plain answer in respond() */
+    r->ctype = "text/plain; version=0.0.4";
     sg_wbuf_fini(&w);
 }
 
@@ -550,6 +552,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;

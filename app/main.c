@@ -20,6 +20,7 @@
 #include "rt_router.h"
 #include "sg_codec.h"
 #include "sg_config.h"
+#include "sg_curve.h"
 #include "sg_log.h"
 #include "sg_pki.h"
 #include "sg_sas.h"
@@ -232,6 +233,10 @@ static int init_dir(const char *dir, const char *names)
                 close(fd);
         }
     }
+    char *curve = path_in(dir, "curve");
+    if (rc == 0 && sg_curve_make(curve) != SG_OK)
+        rc = -1;
+    free(curve);
     char *demo = path_in(dir, DEMO_DEVICE ".key");
     if (rc == 0 && !exists(demo)) {
         uint8_t raw[32];
@@ -535,7 +540,7 @@ static int cmd_init(sg_config_t *cfg, zhashx_t *rest)
         return fail("init needs --data-dir DIR");
     if (init_dir(dir, zhashx_lookup(rest, "--names")) != 0)
         return 1;
-    printf("wrote %s/ca.crt, server.crt, server.key, admin.token, tokens\n", dir);
+    printf("wrote %s/ca.crt, server.crt, server.key, admin.token, tokens, curve/cluster.cert\n", dir);
     return 0;
 }
 
@@ -566,6 +571,8 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
+    bool clustered = strcmp(cmd, "store") == 0 || strcmp(cmd, "router") == 0 || strcmp(cmd, "frontend") == 0 ||
+                     strcmp(cmd, "admin") == 0;
     bool tool = strcmp(cmd, "init") == 0 || strcmp(cmd, "token") == 0;
     bool tier = strcmp(cmd, "all") == 0 || strcmp(cmd, "store") == 0 || strcmp(cmd, "router") == 0 ||
                 strcmp(cmd, "frontend") == 0 || strcmp(cmd, "admin") == 0;
@@ -590,7 +597,22 @@ int main(int argc, char **argv)
             zsys_handler_set(NULL);   /* signals are ours (sigwait), not czmq's */
             zsys_set_linger(0);
         }
-        if (strcmp(cmd, "all") == 0)
+        if (rc == 0 && clustered) {
+            /* Links between processes are CURVE-encrypted and authenticated unless the operator
+             * explicitly accepts plaintext (e.g. on a network nobody else can reach). */
+            const char *cert = sg_config_str(cfg, "cluster.curve_cert");
+            if (*cert)
+                rc = sg_curve_init(cert) == SG_OK ? 0 : 1;
+            else if (!sg_config_bool(cfg, "cluster.insecure"))
+                rc = fail("links between tiers need CURVE: set cluster.curve_cert to the cluster certificate "
+                          "(`sacgate init --data-dir DIR` writes DIR/curve/cluster.cert), or cluster.insecure=true "
+                          "to accept plaintext tcp://");
+            else
+                SG_WARN("sacgate", "links.plaintext", "reason=\"cluster.insecure=true: inter-tier links are not encrypted\"");
+        }
+        if (rc != 0)
+            ;
+        else if (strcmp(cmd, "all") == 0)
             rc = cmd_all(cfg);
         else if (strcmp(cmd, "store") == 0)
             rc = cmd_store(cfg);
@@ -604,6 +626,7 @@ int main(int argc, char **argv)
             rc = cmd_init(cfg, rest);
         else
             rc = cmd_token(rest);
+        sg_curve_shutdown();
     }
     zhashx_destroy(&rest);
     sg_config_destroy(&cfg);

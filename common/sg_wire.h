@@ -17,7 +17,9 @@
 
 #define SG_WIRE_VERSION 1
 #define SG_WIRE_SHARD_BY_DEVICE 0xFFFFFFFFu   /* route by the ring, not an explicit index */
-#define SG_WIRE_MAX_FRAME (512u * 1024u)
+/* Largest frame: a page of telemetry or messages as JSON (pages are capped at 4 MiB of encoded
+ * records, see st_reader.c) plus headroom. */
+#define SG_WIRE_MAX_FRAME (8u * 1024u * 1024u)
 #define SG_WIRE_MAX_PEER 96
 
 typedef enum {

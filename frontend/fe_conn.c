@@ -48,7 +48,9 @@ void fe_conn_schedule(fe_conn_t *c)
 {
     const fe_settings_t *s = c->w->set;
     uint32_t at;
-    if (c->state < FE_ONLINE) {
+    if (c->state == FE_AUTHENTICATING && s->connect_timeout > 2) {   /* 1 s ticks: keep >= 1 s for the shard */
+        at = c->accepted_at + s->connect_timeout - 1;   /* time left to answer CONNACK 3 */
+    } else if (c->state < FE_ONLINE) {
         at = c->accepted_at + s->connect_timeout;
     } else {
         at = c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1;
@@ -281,6 +283,7 @@ static void conn_feed(fe_conn_t *c, const uint8_t *data, size_t n)
     size_t off = 0, need = 0;
     while (off < n && !c->paused) {
         sg_mqtt_packet_t pkt;
+        need = 0;
         sg_rc rc = sg_mqtt_frame(data + off, n - off, s->max_packet, &pkt, &need);
         if (rc == SG_E_AGAIN)
             break;

@@ -50,6 +50,7 @@ typedef enum {
 #define FE_F_SSL_WANTS_OUT 0x02
 #define FE_F_GRACEFUL 0x04     /* DISCONNECT received: no will */
 #define FE_F_BLOCKED 0x08      /* in the worker's blocked list */
+#define FE_F_C2D_QOS0 0x10     /* the devicebound subscription was granted QoS 0 */
 
 typedef struct {
     uint8_t qos;

@@ -159,6 +159,8 @@ static void run_defers(fe_loop_t *l)
 {
     /* A deferred call may defer again; those run in the next round. */
     size_t n = l->n_defers;
+    if (n == 0)
+        return;
     for (size_t i = 0; i < n; i++)
         l->defers[i].fn(l->defers[i].arg);
     memmove(l->defers, l->defers + n, (l->n_defers - n) * sizeof *l->defers);

@@ -97,6 +97,9 @@ static void send_simple(fe_conn_t *c, uint8_t type, void (*body)(sg_wbuf_t *, co
 
 static void connack(fe_conn_t *c, bool present, uint8_t code)
 {
+    /* A refused connection answers once: a late decision from the shard must not answer again. */
+    if (code != SG_MQTT_CONNACK_ACCEPTED && c->state == FE_AUTHENTICATING)
+        c->state = FE_WAIT_CONNECT;
     sg_wbuf_t *t = &c->w->tx;
     sg_wbuf_reset(t);
     if (sg_mqtt_encode_connack(t, present, code) != SG_OK)
@@ -203,6 +206,7 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     }
     c->state = FE_AUTHENTICATING;
     fe_conn_pause(c, FE_P_AUTH);
+    fe_conn_schedule(c);
     return FE_PKT_DONE;
 }
 
@@ -428,7 +432,13 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     bool c2d = false;
     while (sg_mqtt_subscribe_next(&s, &f, &qos)) {
         if (filter_is(c, f, "devices/", "/messages/devicebound/#")) {
+            /* QoS 2 is granted as 1; a QoS 0 subscriber gets QoS 0 deliveries (MQTT forbids more
+             * than granted), which the gateway completes as soon as they are written. */
             codes[i] = qos ? 1 : 0;
+            if (qos)
+                c->flags &= (uint8_t)~FE_F_C2D_QOS0;
+            else
+                c->flags |= FE_F_C2D_QOS0;
             c2d = true;
         } else {
             /* Foreign filters, and the method and inquiry channels this build does not serve. */
@@ -485,6 +495,12 @@ static int on_puback(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     return link_send(c);
 }
 
+/* Complete a QoS 0 delivery (no PUBACK will come). */
+static void complete(fe_conn_t *c, uint16_t pid)
+{
+    send_simple(c, SG_MSG_COMPLETE, put_pid_body, &pid);
+}
+
 /* "devices/{id}/messages/devicebound/" + "%24.mid=..&%24.to=..&%24.exp=..&user props" */
 static void on_deliver(fe_conn_t *c, const sg_wire_hdr_t *h)
 {
@@ -536,11 +552,15 @@ static void on_deliver(fe_conn_t *c, const sg_wire_hdr_t *h)
         topic[2] = (sg_mqtt_str_t){tail.data, tail.len};
         sg_wbuf_t *t = &c->w->tx;
         sg_wbuf_reset(t);
+        bool qos0 = (c->flags & FE_F_C2D_QOS0) != 0;
         if (rc == SG_OK)
-            rc = sg_mqtt_encode_publish3(t, 1, d.delivery_count > 1, false, d.packet_id, topic, d.payload, d.payload_len);
+            rc = sg_mqtt_encode_publish3(t, qos0 ? 0 : 1, !qos0 && d.delivery_count > 1, false, qos0 ? 0 : d.packet_id,
+                                         topic, d.payload, d.payload_len);
         if (rc == SG_OK) {
             fe_conn_send(c, t->data, t->len);
             atomic_fetch_add(&c->w->c2d_out, 1);
+            if (qos0 && c->state == FE_ONLINE)
+                complete(c, d.packet_id);
         }
         sg_wbuf_fini(&tail);
     }
@@ -591,7 +611,14 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
 {
     const fe_settings_t *s = c->w->set;
     const char *why = NULL;
-    if (c->state < FE_ONLINE) {
+    if (c->state == FE_AUTHENTICATING && s->connect_timeout > 2) {   /* 1 s ticks: keep >= 1 s for the shard */
+        if (now >= c->accepted_at + s->connect_timeout - 1) {
+            /* The device's shard did not decide in time (down, or unreachable): say so. */
+            SG_WARN("frontend", "connect.unavailable", "device=%s reason=\"no answer from the device's shard\"", c->device);
+            connack(c, false, SG_MQTT_CONNACK_UNAVAILABLE);
+            return c->state != FE_CLOSED;
+        }
+    } else if (c->state < FE_ONLINE) {
         if (now >= c->accepted_at + s->connect_timeout)
             why = "connect-timeout";
     } else if (now >= c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1) {
@@ -608,11 +635,37 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
     return false;
 }
 
+/* A session the shard believes in but whose connection is gone (it closed while its CONNECT was
+ * being decided, or before a delivery arrived): tell the shard to end it. */
+static void end_orphan(fe_worker_t *w, const sg_wire_hdr_t *h)
+{
+    sg_wire_hdr_t e = sg_wire_hdr(SG_MSG_SESSION_END, NULL);
+    e.device = h->device;
+    e.device_len = h->device_len;
+    e.epoch = h->epoch;
+    e.corr = h->corr;
+    sg_wbuf_reset(&w->frame);
+    if (sg_wire_encode_hdr(&w->frame, &e) == SG_OK && fe_link_send(w, &w->frame) != SG_OK)
+        SG_WARN("frontend", "link.dropped", "type=SESSION_END");
+}
+
 void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
 {
     fe_conn_t *c = fe_conn_by_handle(w, h->corr);
     if (!c || !c->device || h->device_len != strlen(c->device) || memcmp(h->device, c->device, h->device_len) != 0) {
         SG_DEBUG("frontend", "frame.orphan", "type=%s", sg_wire_type_name(h->type));
+        if (h->device_len && ((h->type == SG_MSG_AUTH_RES && h->status == SG_AUTH_OK) || h->type == SG_MSG_DELIVER))
+            end_orphan(w, h);
+        return;
+    }
+    if (h->type == SG_MSG_AUTH_RES && h->status == SG_AUTH_OK && c->state != FE_AUTHENTICATING) {
+        end_orphan(w, h);   /* the CONNECT was already refused (shard too slow): end that session */
+        return;
+    }
+    if (h->type == SG_MSG_DELIVER && (c->state != FE_ONLINE || h->epoch != c->epoch)) {
+        /* the connection was reused by a newer session of this device on this loop */
+        if (c->state != FE_ONLINE || h->epoch < c->epoch)
+            end_orphan(w, h);
         return;
     }
     uint8_t about = h->type;

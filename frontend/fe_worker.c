@@ -11,6 +11,7 @@
 #include "fe_internal.h"
 #include "fe_worker.h"
 #include "sg_log.h"
+#include "sg_curve.h"
 
 #define ACCEPTS_PER_WAKE 64
 
@@ -205,6 +206,7 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, in
         w->free_slots[i] = set->max_connections - 1 - i;
     w->n_free = set->max_connections;
     zsock_set_identity(w->link, peer_id);
+    sg_curve_client(w->link);
     zsock_set_sndhwm(w->link, hwm);
     zsock_set_rcvhwm(w->link, hwm);
     zsock_set_reconnect_ivl(w->link, 100);

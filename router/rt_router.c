@@ -5,13 +5,16 @@
  * that cannot be queued is answered with ERROR/BUSY rather than dropped silently. */
 #include "rt_router.h"
 #include <czmq.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include "rt_ring.h"
+#include "sg_curve.h"
 #include "sg_log.h"
 #include "sg_time.h"
 #include "sg_wire.h"
+#include "sg_zmq.h"
 
 #define PING_EVERY_MS 1000
 #define SHARD_DOWN_AFTER_MS 3000
@@ -184,7 +187,7 @@ static void send_error(zsock_t *front, zframe_t *peer, const sg_wire_hdr_t *in, 
         zmsg_t *m = zmsg_new();
         zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
         zmsg_addmem(m, w.data, w.len);
-        if (zmsg_send(&m, front) != 0)
+        if (sg_zmq_send_nowait(front, &m) != 0)
             zmsg_destroy(&m);
     }
     sg_wbuf_fini(&w);
@@ -218,7 +221,7 @@ static void send_ring(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_w
         zmsg_t *m = zmsg_new();
         zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
         zmsg_addmem(m, w.data, w.len);
-        if (zmsg_send(&m, front) != 0)
+        if (sg_zmq_send_nowait(front, &m) != 0)
             zmsg_destroy(&m);
     }
     free(text);
@@ -273,7 +276,10 @@ static void on_front(rt_router_t *r, zsock_t *front)
             i = rt_ring_lookup(r->ring, h.device, h.device_len);
         else
             i = RT_RING_NONE;
-        if (i >= r->n_shards)
+        /* Telemetry and session traffic queue while a shard restarts (acks are only delayed);
+         * a CONNECT or an operator's request gets an immediate "unavailable" instead. */
+        bool urgent = h.type == SG_MSG_AUTH || h.type == SG_MSG_ADMIN;
+        if (i >= r->n_shards || (urgent && !r->shards[i].up && r->shards[i].last_pong != 0))
             send_error(front, peer, &h, SG_WIRE_ERR_NO_SHARD);
         else if (!to_shard(r, i, peer, frame))
             send_error(front, peer, &h, SG_WIRE_ERR_BUSY);
@@ -307,13 +313,17 @@ static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
         return;
     }
     zframe_t *peer_copy = zframe_dup(peer);
-    if (zmsg_send(&m, front) == 0) {
+    if (sg_zmq_send_nowait(front, &m) == 0) {
         r->relayed_out++;
     } else {
+        int err = errno;
         zmsg_destroy(&m);
         r->unroutable++;
+        if (err == EAGAIN)
+            SG_WARN("router", "peer.full", "peer=%.*s type=%s reason=\"peer's queue at its high-water mark; frame dropped\"",
+                    (int)zframe_size(peer_copy), (const char *)zframe_data(peer_copy), sg_wire_type_name(h.type));
         /* A push for a session whose frontend is gone: tell the shard so it ends the session. */
-        if (h.type == SG_MSG_DELIVER || h.type == SG_MSG_KICK) {
+        if (err == EHOSTUNREACH && (h.type == SG_MSG_DELIVER || h.type == SG_MSG_KICK)) {
             sg_wire_hdr_t g = sg_wire_hdr(SG_MSG_PEER_GONE, NULL);
             g.device = h.device;
             g.device_len = h.device_len;
@@ -363,6 +373,7 @@ static void router_actor(zsock_t *pipe, void *args)
     bool ok = front != NULL;
     if (ok) {
         zsock_set_router_mandatory(front, 1);
+        sg_curve_server(front);
         zsock_set_sndhwm(front, r->hwm);
         zsock_set_rcvhwm(front, r->hwm);
         ok = zsock_bind(front, "%s", r->endpoint) >= 0;
@@ -380,6 +391,7 @@ static void router_actor(zsock_t *pipe, void *args)
             break;
         }
         zsock_set_identity(s->sock, r->name);
+        sg_curve_client(s->sock);
         zsock_set_sndhwm(s->sock, r->hwm);
         zsock_set_rcvhwm(s->sock, r->hwm);
         zsock_set_reconnect_ivl(s->sock, 100);

@@ -17,7 +17,9 @@
 
 #define TELE_MAX_RECORDS 1000
 #define TELE_DEFAULT_RECORDS 100
-#define TELE_MAX_BYTES (4u << 20)
+/* A page of records stops before its JSON passes this size (payloads are base64 in JSON, 4/3 of
+ * their bytes); it always holds at least one record, which fits because records are capped. */
+#define PAGE_MAX_JSON (4u << 20)
 #define TELE_MAX_WAIT 60
 #define LIST_MAX 1000
 
@@ -122,7 +124,8 @@ static void device_get(reader_t *r, rop_t *op)
         answer(r, op, 404, st_error_json("DeviceNotFound", "device '%.*s' is not registered", (int)op->h.device_len,
                                          op->h.device));
     } else {
-        json_t *pub = st_reg_public(entry);
+        st_limits_t defaults = {r->ctx->max_queued_messages, r->ctx->max_queued_bytes};
+        json_t *pub = st_reg_public(entry, &defaults);
         json_decref(entry);
         st_session_t s = {0};
         st_qmeta_t m = {0};
@@ -174,20 +177,29 @@ static void msg_list(reader_t *r, rop_t *op)
     char key[ST_KEY_MAX];
     size_t plen = st_key_dev(key, op->h.device, op->h.device_len, ST_K_QUEUE);
     json_t *arr = json_array();
+    size_t bytes = 0;
+    bool more = false;
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_DEV]);
-    for (rocksdb_iter_seek(it, key, plen); rocksdb_iter_valid(it) && json_array_size(arr) < LIST_MAX;
-         rocksdb_iter_next(it)) {
+    for (rocksdb_iter_seek(it, key, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t kl, vl;
         const char *k = rocksdb_iter_key(it, &kl);
         if (kl != plen + 8 || memcmp(k, key, plen) != 0)
             break;
         const char *v = rocksdb_iter_value(it, &vl);
+        size_t est = vl / 3 * 4 + 256;
+        if (json_array_size(arr) >= LIST_MAX || (bytes > 0 && bytes + est > PAGE_MAX_JSON)) {
+            more = true;   /* the queue is longer than one answer; these are its oldest */
+            break;
+        }
         st_msg_t m;
-        if (st_msg_get(v, vl, &m) == SG_OK)
+        if (st_msg_get(v, vl, &m) == SG_OK) {
             json_array_append_new(arr, msg_json(&m));
+            bytes += est;
+        }
     }
     rocksdb_iter_destroy(it);
-    answer(r, op, 200, json_pack("{s:s%,s:o}", "deviceId", op->h.device, op->h.device_len, "messages", arr));
+    answer(r, op, 200, json_pack("{s:s%,s:o,s:b}", "deviceId", op->h.device, op->h.device_len, "messages", arr,
+                                 "more", more));
 }
 
 static int64_t int_member(json_t *o, const char *k, int64_t def, int64_t lo, int64_t hi, bool *bad)
@@ -230,7 +242,8 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
         const char *v = rocksdb_iter_value(it, &vl);
         if (kl != 8)
             continue;
-        if (bytes > 0 && bytes + vl > TELE_MAX_BYTES)
+        size_t est = vl / 3 * 4 + 256;   /* base64 payload, property text, field names */
+        if (bytes > 0 && bytes + est > PAGE_MAX_JSON)
             break;
         st_tele_t t;
         int64_t off = (int64_t)st_get_be64((const uint8_t *)k);
@@ -239,7 +252,7 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
             SG_ERROR("store", "telemetry.damaged", "offset=%lld", (long long)off);
             continue;
         }
-        bytes += vl;
+        bytes += est;
         json_t *rec = json_pack("{s:I,s:s%,s:o,s:o,s:o}", "offset", (json_int_t)off, "deviceId", t.device, t.device_len,
                                 "enqueuedAt", time_json(t.enqueued_ms), "properties", props_json(t.props), "payload",
                                 b64_json(t.payload, t.payload_len));

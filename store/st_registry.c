@@ -146,8 +146,8 @@ static bool put_auth(const json_t *req, const json_t *old, json_t **auth_out, js
             if (k) {
                 uint8_t raw[ST_KEY_MAX_BYTES];
                 size_t n;
-                if (b64_key(k, raw, &n) != SG_OK)
-                    FAIL("InvalidDevice", "auth.%s must be base64 of 16 to 64 bytes (32 recommended)", names[i]);
+                if (b64_key(k, raw, &n) != SG_OK || n != SAS_KEY_BYTES)
+                    FAIL("InvalidDevice", "auth.%s must be the base64 encoding of exactly 32 bytes", names[i]);
                 json_object_set(auth, names[i], k);
             } else if (same_type) {
                 json_object_set(auth, names[i], json_object_get(old, names[i]));
@@ -211,7 +211,7 @@ static bool valid_limit(const json_t *v, int64_t max)
 }
 
 sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int64_t now_ms,
-                 st_reg_put_t *out, const char **err_name, char *err_msg, size_t err_len)
+                 const st_limits_t *defaults, st_reg_put_t *out, const char **err_name, char *err_msg, size_t err_len)
 {
     json_t *stored = NULL, *auth = NULL, *generated = json_object();
     memset(out, 0, sizeof *out);
@@ -223,7 +223,8 @@ sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int
     json_object_foreach((json_t *)body, key, val) {
         if (strcmp(key, "deviceId") && strcmp(key, "status") && strcmp(key, "tags") &&
             strcmp(key, "limits") && strcmp(key, "auth") && strcmp(key, "generation") &&
-            strcmp(key, "connection") && strcmp(key, "queueDepth"))
+            strcmp(key, "connection") && strcmp(key, "queueDepth") && strcmp(key, "queuedBytes") &&
+            strcmp(key, "createdAt"))   /* read-only members of a GET answer are ignored */
             FAIL("InvalidDevice", "unknown member '%s'", key);
     }
     json_t *jid = json_object_get(body, "deviceId");
@@ -294,7 +295,7 @@ sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int
     json_object_set_new(stored, "createdAt", ca ? json_copy(ca) : json_string(created));
 
     out->stored = stored;
-    out->response = st_reg_public(stored);
+    out->response = st_reg_public(stored, defaults);
     json_object_update(json_object_get(out->response, "auth"), generated);
     out->created = existing == NULL;
     out->revoke = revoke;
@@ -306,9 +307,18 @@ fail:
     return SG_E_INVALID;
 }
 
-json_t *st_reg_public(const json_t *stored)
+json_t *st_reg_public(const json_t *stored, const st_limits_t *defaults)
 {
     json_t *pub = json_deep_copy(stored);
+    json_t *lim = json_object_get(pub, "limits");
+    if (!json_is_object(lim)) {
+        lim = json_object();
+        json_object_set_new(pub, "limits", lim);
+    }
+    if (!json_object_get(lim, "maxQueuedMessages"))
+        json_object_set_new(lim, "maxQueuedMessages", json_integer(defaults->max_messages));
+    if (!json_object_get(lim, "maxQueuedBytes"))
+        json_object_set_new(lim, "maxQueuedBytes", json_integer(defaults->max_bytes));
     json_t *auth = json_object_get(pub, "auth");
     json_object_del(auth, "primaryKey");
     json_object_del(auth, "secondaryKey");

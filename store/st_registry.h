@@ -38,13 +38,21 @@ typedef struct {
     bool revoke;             /* credentials or status changed: close the live session */
 } st_reg_put_t;
 
+/* The shard's defaults for entries that set no limits of their own. */
+typedef struct {
+    int64_t max_messages;
+    int64_t max_bytes;
+} st_limits_t;
+
 /* Validate body (a PUT /v1/devices/{id} request) against existing (NULL when new).
  * On failure returns SG_E_INVALID and fills err_name/err_msg for a 400 answer. */
 SG_WUR sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int64_t now_ms,
-                        st_reg_put_t *out, const char **err_name, char *err_msg, size_t err_len);
+                        const st_limits_t *defaults, st_reg_put_t *out, const char **err_name, char *err_msg,
+                        size_t err_len);
 
-/* Copy of stored without secrets. */
-json_t *st_reg_public(const json_t *stored);
+/* Copy of stored without secrets, with both limits shown (the shard's defaults where the entry
+ * sets none). */
+json_t *st_reg_public(const json_t *stored, const st_limits_t *defaults);
 
 /* A JSON error body {"error": name, "message": ...}. */
 json_t *st_error_json(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

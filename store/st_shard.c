@@ -4,12 +4,15 @@
  * out through the router it came from (or any live router for pushes after a restart). */
 #include "st_shard.h"
 #include <czmq.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sg_log.h"
+#include "sg_curve.h"
 #include "sg_time.h"
 #include "sg_wire.h"
 #include "st_internal.h"
+#include "sg_zmq.h"
 
 struct st_shard {
     zactor_t *actor;
@@ -54,7 +57,8 @@ static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *i
         zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
         zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
         zmsg_addmem(m, w.data, w.len);
-        zmsg_send(&m, n->router);
+        if (sg_zmq_send_nowait(n->router, &m) != 0)
+            zmsg_destroy(&m);
     }
     sg_wbuf_fini(&w);
 }
@@ -126,9 +130,14 @@ static void send_out(net_t *n, zframe_t *rid, zframe_t *peer, zframe_t *frame)
         }
         zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
         zmsg_append(m, &(zframe_t *){zframe_dup(frame)});
-        if (zmsg_send(&m, n->router) == 0)
+        if (sg_zmq_send_nowait(n->router, &m) == 0)
             return;
+        int err = errno;
         zmsg_destroy(&m);
+        if (err == EAGAIN) {
+            SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; answer dropped\"");
+            return;
+        }
         if (attempt == 0 && zframe_size(rid) > 0) {
             char *gone = zframe_strdup(rid);
             void *h = zlistx_find(n->routers, gone);
@@ -233,6 +242,7 @@ static void net_actor(zsock_t *pipe, void *args)
     int ok = n.router != NULL;
     if (ok) {
         zsock_set_router_mandatory(n.router, 1);
+        sg_curve_server(n.router);
         zsock_set_sndhwm(n.router, (int)n.ctx->max_batch * 100);
         zsock_set_rcvhwm(n.router, (int)n.ctx->max_batch * 100);
         ok = zsock_bind(n.router, "%s", n.shard->endpoint) >= 0;

@@ -158,7 +158,7 @@ static wdev_t *dev_get(writer_t *w, const char *id, size_t id_len)
 /* Keep the cache bounded: drop entries without a live session or deliveries in flight. */
 static void dev_evict(writer_t *w)
 {
-    if ((int64_t)zhashx_size(w->devs) <= w->ctx->cache_devices)
+    if ((int64_t)zhashx_size(w->devs) <= w->ctx->cache_devices || w->n_expired > 0)
         return;
     zlist_t *drop = zlist_new();
     for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs))
@@ -560,7 +560,8 @@ static void adm_device_put(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64
     st_reg_put_t put;
     const char *ename = "InvalidDevice";
     char emsg[300];
-    if (st_reg_put(d->id, body, existing, now, &put, &ename, emsg, sizeof emsg) != SG_OK) {
+    st_limits_t defaults = {w->ctx->max_queued_messages, w->ctx->max_queued_bytes};
+    if (st_reg_put(d->id, body, existing, now, &defaults, &put, &ename, emsg, sizeof emsg) != SG_OK) {
         json_decref(existing);
         answer_admin(w, op, 400, st_error_json(ename, "%s", emsg));
         return;

@@ -75,6 +75,8 @@ up() {
   done
   local admin_port=${ports[i]}
   local routers="tcp://127.0.0.1:$router_port"
+  # Every link between the processes is CURVE-encrypted with the cluster certificate init wrote.
+  local curve="--set cluster.curve_cert=$dir/curve/cluster.cert"
   {
     echo "MQTT_PORTS=\"$mqtt_ports\""
     echo "WS_PORTS=\"\""
@@ -87,19 +89,19 @@ up() {
   local s=0
   for p in $shard_ports; do
     mkdir -p "$dir/store-$s"
-    save_and_start "store-$s" "$dir" store --name "store-$s" --bind "tcp://127.0.0.1:$p" \
+    save_and_start "store-$s" "$dir" store $curve --name "store-$s" --bind "tcp://127.0.0.1:$p" \
       --data-dir "$dir/store-$s" --shards "$shard_list" --log-level "$level"
     s=$((s + 1))
   done
-  save_and_start router-0 "$dir" router --name router-0 --bind "tcp://127.0.0.1:$router_port" \
+  save_and_start router-0 "$dir" router $curve --name router-0 --bind "tcp://127.0.0.1:$router_port" \
     --shards "$shard_list" --log-level "$level"
   local f=0
   for p in $mqtt_ports; do
-    save_and_start "fe-$f" "$dir" frontend --name "fe-$f" --bind 127.0.0.1 --mqtt-port "$p" \
+    save_and_start "fe-$f" "$dir" frontend $curve --name "fe-$f" --bind 127.0.0.1 --mqtt-port "$p" \
       --cert "$dir/server.crt" --key "$dir/server.key" --routers "$routers" --log-level "$level"
     f=$((f + 1))
   done
-  save_and_start admin-0 "$dir" admin --bind 127.0.0.1 --admin-port "$admin_port" \
+  save_and_start admin-0 "$dir" admin $curve --bind 127.0.0.1 --admin-port "$admin_port" \
     --tokens "$dir/tokens" --routers "$routers" --log-level "$level"
 
   # Ready when the admin says every shard is reachable and every frontend accepts TCP.

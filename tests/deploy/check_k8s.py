@@ -5,12 +5,15 @@ usage: check_k8s.py RENDERED.yaml
 
 Checks that every object sacgate needs is there and that the manifests agree with the ZPL file
 in the ConfigMap: cluster.shards lists exactly the StatefulSet's ordinals, ports match the
-Services and probes, file paths point into the mounted volumes. Every container needs liveness
+Services and probes, file paths point into the mounted volumes. The inter-tier links must use
+CURVE: cluster.curve_cert set (cluster.insecure not true) and every tier mounting the Secret
+sacgate-curve as a directory at dirname(cluster.curve_cert). Every container needs liveness
 and readiness probes, a tagged image, resources and a locked-down securityContext.
 
 With SACGATE_BIN set to a built `sacgate`, each tier is also started for 2 s with the rendered
 configuration, the environment and arguments of its manifest (endpoints and ports moved to
-loopback), and must still be running then: an unknown key or a bad value makes sacgate exit 2.
+loopback, cluster.curve_cert to the certificate `sacgate init` writes), and must still be
+running then: an unknown key or a bad value makes sacgate exit 2.
 
 Prints one `FAIL: ...` line per problem and exits 1 if there is any.
 """
@@ -29,6 +32,10 @@ import yaml
 NAMESPACE = "sacgate"
 CONF_KEY = "sacgate.conf"
 TIERS = ("store", "router", "frontend", "admin")
+CURVE_SECRET = "sacgate-curve"
+# Keys of the Secret sacgate-curve (README.md): the files `sacgate init` writes into DIR/curve.
+CURVE_KEYS = ("cluster.cert", "cluster.cert_secret")
+TRUE = ("1", "true", "yes", "on")   # what sacgate's boolean keys accept as true
 
 errors = []
 
@@ -429,7 +436,58 @@ def check(docs):
             fail(f"{CONF_KEY}: admin.tokens {tokens!r} must be a file directly in the Secret mount {tok_mount} (it is a directory)")
     if key("admin.bind") not in ("0.0.0.0", "::"):
         fail(f"{CONF_KEY}: admin.bind {conf.get('admin.bind')!r} is not reachable from the Service; use 0.0.0.0")
+
+    check_curve(workloads, conf)
     return objs, conf
+
+
+def check_curve(workloads, conf):
+    """Inter-tier links: CURVE on, and every tier mounts the certificate that curve_cert names."""
+    if conf.get("cluster.insecure", "false").lower() in TRUE:
+        fail(f"{CONF_KEY}: cluster.insecure is {conf['cluster.insecure']!r}: the inter-tier links would be "
+             "plaintext; set cluster.curve_cert and remove cluster.insecure")
+    cert = conf.get("cluster.curve_cert", "")
+    if not cert:
+        fail(f"{CONF_KEY}: cluster.curve_cert is not set: no tier starts without the CURVE certificate "
+             f"(\"/etc/sacgate/curve/cluster.cert\" from the Secret {CURVE_SECRET})")
+        return
+    if not cert.startswith("/"):
+        fail(f"{CONF_KEY}: cluster.curve_cert {cert!r} is not an absolute path")
+        return
+    cert_dir, cert_file = os.path.split(cert)
+    for t in TIERS:
+        w = workloads.get(t)
+        if not w:
+            continue
+        c = (containers(w) or [{}])[0]
+        where = f"{w['kind']} {t}"
+        mpath, subpath, v = mount_of(w, c, lambda v: get(v, "secret", "secretName") == CURVE_SECRET)
+        if mpath is None:
+            fail(f"{where} does not mount the Secret {CURVE_SECRET} (cluster.curve_cert is {cert}): its pods would not start")
+            continue
+        if subpath:
+            fail(f"{where}: Secret {CURVE_SECRET} is mounted with subPath {subpath!r}; mount it as a directory "
+                 f"(the ZAP handler reads the certificates of {cert_dir}, and a subPath never sees a rotated Secret)")
+            continue
+        if mpath.rstrip("/") != cert_dir:
+            fail(f"{where}: Secret {CURVE_SECRET} is mounted at {mpath!r}, but cluster.curve_cert {cert!r} "
+                 f"needs it at {cert_dir}")
+            continue
+        m = [m for m in c.get("volumeMounts", []) or [] if m.get("name") == v.get("name")][0]
+        if m.get("readOnly") is not True:
+            fail(f"{where}: the mount of Secret {CURVE_SECRET} at {mpath} is not readOnly")
+        # Files in the mount: the Secret's keys, or the paths its items map them to.
+        items = get(v, "secret", "items")
+        files = [i.get("path") for i in items] if items else list(CURVE_KEYS)
+        for f in (cert_file, cert_file + "_secret"):
+            if f not in files:
+                fail(f"{where}: Secret {CURVE_SECRET} mounted at {mpath} has no file {f} "
+                     f"(cluster.curve_cert {cert!r} needs {cert_file} and {cert_file}_secret; it holds {files})")
+        # Secret files belong to root: the non-root user reads them through the pod's fsGroup.
+        psc = pod_spec(w).get("securityContext") or {}
+        if psc.get("fsGroup") is None and (get(v, "secret", "defaultMode", default=0o644) & 0o004) == 0:
+            fail(f"{where}: Secret {CURVE_SECRET}'s files are owned by root and not world-readable; set the pod's "
+                 f"securityContext.fsGroup so uid {psc.get('runAsUser')} can read {cert_file}_secret")
 
 
 # ---------------------------------------------------------------- the real binary ----------
@@ -479,7 +537,7 @@ def run_tiers(binary, objs, conf_text):
                 env[name] = str(max(1, math.ceil(millis / 1000)))
             else:
                 fail(f"{t}: cannot emulate env {name} {e.get('valueFrom')} (teach check_k8s.py)")
-        argv = [binary] + args + ["--set", "health.port=0"] + local[t]
+        argv = [binary] + args + ["--set", "health.port=0", "--set", f"cluster.curve_cert={pki}/curve/cluster.cert"] + local[t]
         procs[t] = (subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True), argv, env)
     deadline = time.monotonic() + 2.0
@@ -494,12 +552,17 @@ def run_tiers(binary, objs, conf_text):
             continue
         p.send_signal(signal.SIGTERM)
         try:
-            p.wait(10)
+            out, _ = p.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
-            p.wait()
+            out, _ = p.communicate()
             fail(f"sacgate {t} did not stop within 10 s of SIGTERM")
-        print(f"ok: sacgate {t} ran 2 s with the rendered {CONF_KEY} ({shown}), then stopped on SIGTERM")
+        # The links must really be CURVE (sg_curve logs event=enabled at info).
+        if "event=links.plaintext" in out:
+            fail(f"sacgate {t} runs its inter-tier links in plaintext (cluster.insecure)")
+        elif "comp=curve event=enabled" not in out and re.search(r"level=(debug|info) ", out):
+            fail(f"sacgate {t} did not log comp=curve event=enabled: CURVE is not on")
+        print(f"ok: sacgate {t} ran 2 s with the rendered {CONF_KEY} and CURVE ({shown}), then stopped on SIGTERM")
     subprocess.run(["rm", "-rf", tmp])
 
 

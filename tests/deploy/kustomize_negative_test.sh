@@ -93,6 +93,25 @@ case_ probe-port "livenessProbe uses port 9091, but health.port is 9090" \
               containerPort: 9091"
 case_ name-env "env SACGATE_FRONTEND_NAME must come from fieldRef metadata.name" \
   frontend.yaml "            - name: SACGATE_FRONTEND_NAME" "            - name: SACGATE_FRONTEND_NAMES"
+# CURVE between the tiers: the certificate in the configuration, the Secret in every tier.
+case_ no-curve-mount "Deployment router does not mount the Secret sacgate-curve" \
+  router.yaml "            - name: curve
+              mountPath: /etc/sacgate/curve
+              readOnly: true
+" ""
+case_ curve-mount-path "Secret sacgate-curve is mounted at '/etc/sacgate/certs'" \
+  store.yaml "              mountPath: /etc/sacgate/curve" "              mountPath: /etc/sacgate/certs"
+case_ curve-subpath "Secret sacgate-curve is mounted with subPath" \
+  admin.yaml "              mountPath: /etc/sacgate/curve" "              mountPath: /etc/sacgate/curve/cluster.cert
+              subPath: cluster.cert"
+case_ curve-unreadable "Secret sacgate-curve's files are owned by root" \
+  router.yaml "        fsGroup: 10001" ""
+case_ no-curve-cert "cluster.curve_cert is not set" \
+  sacgate.conf '    curve_cert = "/etc/sacgate/curve/cluster.cert"
+' ''
+case_ curve-insecure "cluster.insecure is 'true'" \
+  sacgate.conf '    curve_cert = "/etc/sacgate/curve/cluster.cert"' '    curve_cert = "/etc/sacgate/curve/cluster.cert"
+    insecure = true'
 if [ -n "$bin" ] && [ -x "$bin" ]; then
   # Only the real binary knows every configuration key.
   use_bin=$bin

@@ -243,6 +243,7 @@ def _watchdog():
         gws = list(_GATEWAYS)
     for gw in gws:
         sys.stderr.write(gw.log_tail(40))
+        sys.stderr.write("(kept %s for inspection)\n" % gw.dir)
     _cleanup_all()
     sys.stderr.flush()
     os._exit(3)
@@ -559,16 +560,26 @@ class Cluster(Gateway):
 
     def __init__(self, tokens=None, start_timeout=90):
         super().__init__()
-        self.dir = tempfile.mkdtemp(prefix="sgit-cluster-")
-        self._write_extra_tokens(tokens)
         with _GW_LOCK:
             _GATEWAYS.append(self)
         self.env = dict(os.environ, SACGATE_BIN=BIN)
-        r = self._sh(["up", self.dir], start_timeout)
-        if r.returncode != 0:
+        # cluster.sh picks free ports and binds them a moment later; another test running in
+        # parallel can take one in between, so a failed start is retried once in a fresh dir.
+        for attempt in (1, 2):
+            self.dir = tempfile.mkdtemp(prefix="sgit-cluster-")
+            self.tokens = {}
+            self._write_extra_tokens(tokens)
+            self.stopped = False
+            r = self._sh(["up", self.dir], start_timeout)
+            if r.returncode == 0:
+                break
             out = r.stdout + r.stderr
+            tail = self.log_tail()
             self.stop()
-            raise RuntimeError("cluster.sh up failed (%d): %s\n%s" % (r.returncode, out, self.log_tail()))
+            if attempt == 2:
+                raise RuntimeError("cluster.sh up failed (%d): %s\n%s" % (r.returncode, out, tail))
+            log("cluster.sh up failed (%d), retrying once: %s\n%s" % (r.returncode, out, tail))
+            self.cleanup_dir()
         env = {}
         with open(os.path.join(self.dir, "ports.env")) as f:
             for line in f:
@@ -680,6 +691,7 @@ class MqttDevice:
         self.messages = []          # (topic, payload bytes, qos, dup, retain)
         self.acked = {}             # mid -> time of PUBACK (QoS 1) or send (QoS 0)
         self.subacks = {}           # mid -> granted qos tuple
+        self.unsubacks = set()      # mids of UNSUBACKs
         self.client = mqtt.Client(client_id=self.client_id, clean_session=clean_session,
                                   protocol=mqtt.MQTTv311, reconnect_on_failure=False)
         self.client.tls_set(ca_certs=gw.ca)
@@ -692,6 +704,7 @@ class MqttDevice:
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_unsubscribe = self._on_unsubscribe
         self.started = False
 
     def __repr__(self):
@@ -721,6 +734,11 @@ class MqttDevice:
     def _on_subscribe(self, client, userdata, mid, granted):
         with self.cond:
             self.subacks[mid] = tuple(granted)
+            self.cond.notify_all()
+
+    def _on_unsubscribe(self, client, userdata, mid):
+        with self.cond:
+            self.unsubacks.add(mid)
             self.cond.notify_all()
 
     def connect(self, timeout=20):
@@ -764,6 +782,13 @@ class MqttDevice:
         rc, mid = self.client.subscribe(topic, qos)
         assert rc == mqtt.MQTT_ERR_SUCCESS, "%r: subscribe failed locally: %d" % (self, rc)
         return self._wait(lambda: self.subacks.get(mid), timeout, "SUBACK of %s" % topic)
+
+    def unsubscribe(self, topic=None, timeout=20):
+        """Unsubscribe and wait for UNSUBACK."""
+        topic = topic or "devices/%s/messages/devicebound/#" % self.device_id
+        rc, mid = self.client.unsubscribe(topic)
+        assert rc == mqtt.MQTT_ERR_SUCCESS, "%r: unsubscribe failed locally: %d" % (self, rc)
+        self._wait(lambda: mid in self.unsubacks, timeout, "UNSUBACK of %s" % topic)
 
     def subscribe_commands(self, timeout=20):
         granted = self.subscribe(timeout=timeout)

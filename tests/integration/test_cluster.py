@@ -135,9 +135,16 @@ class ClusterRoutingTest(ClusterTestBase):
         self.assertEqual(c2.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
 
     def test_zz_router_restarted(self):
+        dev = self.gw.create_device()
         self.gw.kill("router-0")
         try:
             wait_until(lambda: not self.gw.ready(), 30, "/readyz to report the router outage")
+            with self.subTest("CONNACK 3 while the router is down"):
+                x = self.device(dev, port=self.fe0)
+                try:
+                    self.assertEqual(x.connect(timeout=45), 3, "CONNACK while no router (so no shard) answers")
+                finally:
+                    x.close()
         finally:
             self.gw.start_member("router-0")
         self.gw.wait_ready(60)
@@ -241,6 +248,13 @@ class ShardKillTest(ClusterTestBase):
             wait_until(lambda: re.search(r'(?m)^sacgate_shard_up\{[^}]*shard="%s"[^}]*\} 0$' % shard,
                                          gw.get("/metrics").text), 30, "sacgate_shard_up of %s to be 0" % shard)
             self.assertEqual(gw.get("/v1/cluster").status, 200, "GET /v1/cluster during a shard outage")
+            # a device of the dead shard is told the server is unavailable
+            with self.subTest("CONNACK 3 while %s is down" % shard):
+                x = self.device(tdev, port=self.fe1)
+                try:
+                    self.assertEqual(x.connect(timeout=45), 3, "CONNACK for a device whose shard is down")
+                finally:
+                    x.close()
             # the other shard's devices are not affected
             o = self.connected(odev, port=self.fe0, subscribe=True)
             o.send(b"during the outage of %s" % shard.encode())

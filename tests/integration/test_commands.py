@@ -149,17 +149,13 @@ class CommandTest(GatewayTest):
         self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
         raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
         raw.expect(SUBACK)
-        got = []
-        deadline = time.monotonic() + 4
-        while time.monotonic() < deadline:
-            try:
-                p = raw.read_packet(max(0.1, deadline - time.monotonic()))
-            except AssertionError:
-                break
-            self.assertIsNotNone(p, "connection closed")
-            if p[0] == PUBLISH:
-                got.append(p)
-        self.assertEqual(len(got), 10, "%d messages in flight without PUBACK, window is 10" % len(got))
+        got = [raw.expect(PUBLISH, 20) for _ in range(10)]
+        # no 11th while none is acknowledged
+        try:
+            p = raw.read_packet(2.5)
+        except AssertionError:
+            p = "nothing"
+        self.assertEqual(p, "nothing", "an 11th message was sent with 10 unacknowledged (window 10): %r" % (p,))
         # acknowledge them: the other five follow
         for p in got:
             tlen = struct.unpack("!H", p[2][:2])[0]
@@ -182,17 +178,82 @@ class CommandTest(GatewayTest):
         dev = self.gw.create_device()
         did = dev["id"]
         c = self.connected(dev, subscribe=True)
-        rc, mid = c.client.unsubscribe("devices/%s/messages/devicebound/#" % did)
-        self.assertEqual(rc, 0)
-        got = threading.Event()
-        c.client.on_unsubscribe = lambda *a: got.set()
-        self.assertTrue(got.wait(15) or mid in getattr(c.client, "_unsubscribed", ()), "no UNSUBACK")
+        c.unsubscribe()
         m = self.gw.send_command(did, "while unsubscribed").json
         time.sleep(2)
         self.assertEqual(c.commands(), [], "delivered to a device that unsubscribed")
         self.assertTrue(c.is_connected())
         c.subscribe_commands()
         self.assertEqual(c.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+
+    def test_not_delivered_before_subscribe(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        m = self.gw.send_command(dev["id"], "waits for the subscription").json
+        time.sleep(1.5)
+        self.assertEqual(c.messages, [], "a command was published before the device subscribed")
+        c.subscribe_commands()
+        self.assertEqual(c.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+
+    def test_partial_acks_then_reconnect(self):
+        """20 queued; 10 sent, 5 acknowledged, connection dropped: the other 15 come again in order."""
+        dev = self.gw.create_device()
+        did = dev["id"]
+        ids = [self.gw.send_command(did, "p-%d" % i).json["messageId"] for i in range(20)]
+        raw = self.raw()
+        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
+        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
+        raw.expect(SUBACK)
+        pubs = [raw.expect(PUBLISH, 20) for _ in range(10)]
+        for p in pubs[:5]:
+            tlen = struct.unpack("!H", p[2][:2])[0]
+            raw.send(pkt_puback(struct.unpack("!H", p[2][2 + tlen:4 + tlen])[0]))
+        wait_until(lambda: len(self.gw.pending(did)) == 15, 20, "5 acknowledged messages to leave the queue")
+        raw.close()
+        self.assertEqual([m["messageId"] for m in self.gw.pending(did)], ids[5:])
+        c = self.connected(dev, subscribe=True)
+        cmds = c.wait_commands(15)
+        self.assertEqual([x["props"]["$.mid"] for x in cmds], ids[5:])
+        self.wait_queue_empty(did)
+
+    def test_rapid_reconnects_keep_live_delivery(self):
+        """A session ending must not clobber the session that replaced it."""
+        dev = self.gw.create_device()
+        ports = self.gw.mqtt_ports
+        c = None
+        for i in range(10):
+            c = self.connected(dev, port=ports[i % len(ports)], subscribe=True)
+            if i < 9:
+                c.close()
+        time.sleep(1)
+        self.assertTrue(c.is_connected())
+        m = self.gw.send_command(dev["id"], "live after reconnects").json
+        self.assertEqual(c.wait_commands(1, timeout=20)[0]["props"]["$.mid"], m["messageId"])
+        entry = self.gw.device(dev["id"]).json
+        self.assertTrue(entry["connection"]["connected"], entry)
+
+    def test_concurrent_posts_respect_the_limit(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        results = []
+        lock = threading.Lock()
+
+        def post(i):
+            r = self.gw.send_command(did, "c-%d" % i, expect=None)
+            with lock:
+                results.append(r)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(70)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(len(results), 70)
+        ok = [r.json["messageId"] for r in results if r.status == 201]
+        full = [r for r in results if r.status == 429]
+        self.assertEqual(len(ok) + len(full), 70, "unexpected answers: %r" % [r for r in results if r.status not in (201, 429)])
+        self.assertEqual(len(ok), 50, "%d accepted by 70 concurrent POSTs; the limit is 50" % len(ok))
+        self.assertEqual(sorted(m["messageId"] for m in self.gw.pending(did)), sorted(ok))
 
     # ---------------------------------------------------------------- limits
 
@@ -227,7 +288,8 @@ class CommandTest(GatewayTest):
         cmds = c.wait_commands(len(accepted), timeout=60)
         self.assertEqual([x["props"]["$.mid"] for x in cmds], accepted)
         self.assertEqual([x["payload"] for x in cmds], chunks[:len(accepted)])
-        self.wait_queue_empty(did)
+        # (queueDepth, not GET messages: listing a big queue is a separate test)
+        wait_until(lambda: self.gw.device(did).json.get("queueDepth") == 0, 30, "queueDepth of %s to be 0" % did)
 
     def test_listing_a_large_queue(self):
         """GET /v1/devices/{id}/messages on a queue well inside the limits (8 x 64 KiB = 512 KiB)."""

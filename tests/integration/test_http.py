@@ -185,10 +185,47 @@ class HttpTest(GatewayTest):
     def test_unknown_device_get_404(self):
         self.assertError(self.gw.device(sgtest.uid("nobody")), 404)
 
+    def test_keep_alive_connection(self):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", self.gw.admin_port, timeout=30)
+        try:
+            for path in ("/healthz", "/v1/cluster", "/v1/devices/%s" % sgtest.uid("none"), "/readyz"):
+                conn.request("GET", path, headers={"Authorization": "Bearer " + self.gw.admin_token})
+                r = conn.getresponse()
+                r.read()
+                self.assertIn(r.status, (200, 404), path)
+        finally:
+            conn.close()
+
+    def test_long_polls_do_not_block_the_api(self):
+        """Several parked telemetry long polls; other calls are still answered meanwhile."""
+        import threading
+        part = self.gw.partitions()[0]
+        recs = self.gw.read_partition(part)
+        after = recs[-1]["offset"] + 1000000 if recs else 1000000  # far beyond the end: nothing arrives
+        done = []
+
+        def poll():
+            try:
+                self.gw.telemetry(part, after=after, wait=8, timeout=60)
+            finally:
+                done.append(1)
+
+        threads = [threading.Thread(target=poll, daemon=True) for _ in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        self.assertEqual(self.gw.http("GET", "/healthz", token=None, timeout=60).status, 200)
+        self.assertEqual(self.gw.create_device()["entry"]["status"], "enabled")
+        self.assertEqual(self.gw.get("/v1/cluster", timeout=60).status, 200)
+        self.assertEqual(done, [], "the other calls were only answered after the long polls ended")
+        for t in threads:
+            t.join(60)
+
     # ---------------------------------------------------------------- errors
 
     def test_unknown_paths_404(self):
-        for path in ("/nope", "/v1/nope", "/v1/devices", "/v1/devices/x/nope", "/v2/cluster"):
+        for path in ("/nope", "/v1/nope", "/v1/devices/x/nope", "/v2/cluster", "/v1/cluster/x"):
             r = self.gw.get(path)
             self.assertError(r, 404)
 

@@ -5,14 +5,12 @@
 import base64
 import sys
 import os
-import socket
-import ssl
 import struct
 import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import (CONNACK, PINGRESP, PUBACK, PUBLISH, SUBACK, GatewayTest, RawConn, enc_str, packet,
+from sgtest import (CONNACK, PINGRESP, PUBACK, PUBLISH, SUBACK, GatewayTest, enc_str, packet,
                     pkt_connect, pkt_disconnect, pkt_pingreq, pkt_publish, pkt_subscribe, sas_token,
                     username_for)
 

@@ -4,11 +4,10 @@ registry, acknowledged telemetry and accepted commands survive. All-in-one topol
 
 import base64
 import sys
-import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import GatewayTest, sas_token
+from sgtest import GatewayTest
 
 
 class RestartTest(GatewayTest):

@@ -4,14 +4,13 @@
 import base64
 import sys
 import json
-import os
 import tempfile
 import threading
 import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import GatewayTest, MqttDevice, RFC3339, mosquitto_pub, sas_token, wait_until
+from sgtest import GatewayTest, RFC3339, mosquitto_pub, sas_token
 
 
 class TelemetryTest(GatewayTest):
@@ -193,6 +192,16 @@ class TelemetryTest(GatewayTest):
             self.assertEqual(r["properties"].get("iothub-connection-device-id"), dev["id"], r)
             self.assertNotEqual(r["properties"].get("iothub-connection-auth-method"), "forged", r)
             self.assertNotIn("evil", json.dumps(r["properties"]), r)
+
+    def test_literal_dollar_system_properties(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        c.publish("devices/%s/messages/events/$.ct=text%%2Fplain&$.mid=m-1&x=1" % dev["id"], b"dollar", 1)
+        c.send(b"fence")
+        recs = self.gw.wait_records(dev["id"], 2)
+        props = recs[0]["properties"]
+        self.assertEqual(base64.b64decode(recs[0]["payload"]), b"dollar")
+        self.assertEqual((props.get("$.ct"), props.get("$.mid"), props.get("x")), ("text/plain", "m-1", "1"), props)
 
     def test_empty_payload_and_empty_bag(self):
         dev = self.gw.create_device()

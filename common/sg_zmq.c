@@ -1,0 +1,18 @@
+/* sg_zmq.c — see sg_zmq.h. czmq's zmsg_send blocks at the high-water mark; this does not. */
+#include "sg_zmq.h"
+#include <errno.h>
+
+int sg_zmq_send_nowait(zsock_t *sock, zmsg_t **msg)
+{
+    void *raw = zsock_resolve(sock);
+    size_t n = zmsg_size(*msg), i = 0;
+    for (zframe_t *f = zmsg_first(*msg); f; f = zmsg_next(*msg), i++) {
+        int flags = ZMQ_DONTWAIT | (i + 1 < n ? ZMQ_SNDMORE : 0);
+        if (zmq_send(raw, zframe_data(f), zframe_size(f), flags) < 0) {
+            /* Only the first part can be refused; later parts of an accepted message queue. */
+            return -1;
+        }
+    }
+    zmsg_destroy(msg);
+    return 0;
+}
