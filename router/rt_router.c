@@ -317,12 +317,12 @@ static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
         r->relayed_out++;
     } else {
         int err = errno;
-        zmsg_destroy(&m);
         r->unroutable++;
         if (err == EAGAIN)
             SG_WARN("router", "peer.full", "peer=%.*s type=%s reason=\"peer's queue at its high-water mark; frame dropped\"",
                     (int)zframe_size(peer_copy), (const char *)zframe_data(peer_copy), sg_wire_type_name(h.type));
-        /* A push for a session whose frontend is gone: tell the shard so it ends the session. */
+        /* A push for a session whose frontend is gone: tell the shard so it ends the session.
+         * (h points into m: encode before m is destroyed.) */
         if (err == EHOSTUNREACH && (h.type == SG_MSG_DELIVER || h.type == SG_MSG_KICK)) {
             sg_wire_hdr_t g = sg_wire_hdr(SG_MSG_PEER_GONE, NULL);
             g.device = h.device;
@@ -340,6 +340,7 @@ static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
         }
         SG_DEBUG("router", "peer.unreachable", "peer=%.*s type=%s", (int)zframe_size(peer_copy),
                  (const char *)zframe_data(peer_copy), sg_wire_type_name(h.type));
+        zmsg_destroy(&m);
     }
     zframe_destroy(&peer_copy);
 }

@@ -296,6 +296,26 @@ class Gateway:
                 marks[p] = 0
         return marks
 
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                       "SUMMARY: UndefinedBehaviorSanitizer", "WARNING: ThreadSanitizer")
+
+    def sanitizer_reports(self, max_lines=60):
+        """Excerpts of sanitizer reports in the gateway's logs ("" when there are none). In a
+        sanitizer build the servers write them to their logs, also at exit (leaks)."""
+        out = []
+        for path in self.log_files():
+            try:
+                with open(path, errors="replace") as f:
+                    lines = f.read().splitlines()
+            except OSError:
+                continue
+            for i, line in enumerate(lines):
+                if any(m in line for m in self.SANITIZER_MARKS):
+                    out.append("---- %s ----" % path)
+                    out += lines[i:i + max_lines]
+                    break
+        return "\n".join(out)
+
     def log_since(self, mark, max_lines=80):
         out = []
         for p in self.log_files():
@@ -1131,7 +1151,10 @@ class GatewayTest(unittest.TestCase):
     def tearDownClass(cls):
         if cls.gw:
             cls.gw.stop()
+            problems = cls.gw.sanitizer_reports()
             cls.gw.cleanup_dir()
+            if problems:
+                raise AssertionError("sanitizer reports in the gateway's logs:\n" + problems)
 
     def setUp(self):
         self._clients = []
