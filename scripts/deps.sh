@@ -10,6 +10,9 @@ packages=(
 )
 # kubectl renders the Kubernetes manifests in the tests; Debian ships it as kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
+# Node runs the Azure IoT device SDK in the integration tests (its packages come from npm).
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,47 @@
+// azure_device.js — one device driven by the unmodified Azure IoT Hub device SDK
+// (azure-iot-device + azure-iot-device-mqtt) against sacgate. Prints one JSON line per event
+// so the Python test can follow it:
+//   node azure_device.js HOST:PORT DEVICE_ID KEY CA_FILE EVENTS COMMANDS
+// sends EVENTS telemetry messages, then waits for COMMANDS cloud-to-device messages, completes
+// each, and exits 0; exits 1 on any error and 2 after 60 s.
+'use strict';
+const fs = require('fs');
+const { Client, Message } = require('azure-iot-device');
+const { Mqtt } = require('azure-iot-device-mqtt');
+
+const [host, deviceId, key, ca, events, commands] = process.argv.slice(2);
+const say = (o) => console.log(JSON.stringify(o));
+const client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`, Mqtt);
+client.setOptions({ ca: fs.readFileSync(ca, 'utf8') });
+
+let received = 0;
+client.on('message', (msg) => {
+  say({ event: 'message', messageId: msg.messageId, data: msg.data.toString(),
+        properties: msg.properties.propertyList });
+  client.complete(msg, (err) => {
+    if (err) { say({ event: 'error', where: 'complete', message: err.message }); process.exit(1); }
+    say({ event: 'completed', messageId: msg.messageId });
+    if (++received >= Number(commands)) client.close(() => { say({ event: 'closed' }); process.exit(0); });
+  });
+});
+client.on('error', (e) => { say({ event: 'error', where: 'client', message: e.message }); process.exit(1); });
+
+client.open(async (err) => {
+  if (err) { say({ event: 'error', where: 'open', message: err.message }); process.exit(1); }
+  say({ event: 'open' });
+  for (let i = 0; i < Number(events); i++) {
+    const m = new Message(JSON.stringify({ seq: i }));
+    m.properties.add('seq', String(i));
+    m.contentType = 'application/json';
+    m.contentEncoding = 'utf-8';
+    try {
+      await client.sendEvent(m);
+    } catch (e) {
+      say({ event: 'error', where: 'sendEvent', message: e.message });
+      process.exit(1);
+    }
+  }
+  say({ event: 'sent', count: Number(events) });
+  if (Number(commands) === 0) client.close(() => process.exit(0));
+});
+setTimeout(() => { say({ event: 'error', where: 'timeout' }); process.exit(2); }, 60000);
