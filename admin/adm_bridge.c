@@ -36,6 +36,7 @@ struct adm_bridge {
     int hwm;
     _Atomic int shards;
     bool ready;
+    _Atomic bool stopped;
 };
 
 typedef struct {
@@ -94,8 +95,11 @@ static void on_submit(bridge_t *br)
     zframe_destroy(&f);
     if (!s)
         return;
-    s->left = s->n;
-    for (int i = 0; i < s->n; i++) {
+    /* One reference per frame plus one for this loop, so s outlives the loop even when every
+     * frame is answered (or refused) inside it. */
+    int n = s->n;
+    s->left = n + 1;
+    for (int i = 0; i < n; i++) {
         uint64_t corr = ++br->next_corr;
         uint8_t *d = zframe_data(s->frames[i]);
         for (int k = 0; k < 8; k++)
@@ -116,6 +120,7 @@ static void on_submit(bridge_t *br)
         corr_key(corr, key);
         zhashx_insert(br->pending, key, p);
     }
+    sub_finish_one(s);
 }
 
 static void on_answer(bridge_t *br)
@@ -269,13 +274,21 @@ adm_bridge_t *adm_bridge_new(const char *routers, const char *name, int hwm)
     return b;
 }
 
+void adm_bridge_stop(adm_bridge_t *self)
+{
+    if (!self)
+        return;
+    atomic_store(&self->stopped, true);
+    zactor_destroy(&self->actor);   /* answers every waiting request first */
+}
+
 void adm_bridge_destroy(adm_bridge_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
     adm_bridge_t *b = *self_p;
+    adm_bridge_stop(b);
     zsock_destroy(&b->push);
-    zactor_destroy(&b->actor);
     free(b);
     *self_p = NULL;
 }
@@ -297,10 +310,11 @@ sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts
     s->deadline = sg_mono_ms() + timeout_ms;
     s->done = done;
     s->arg = arg;
-    if (zsock_send(self->push, "b", &s, sizeof s) != 0) {
+    /* Never blocks: after adm_bridge_stop nobody reads, and the caller answers 503 instead. */
+    if (self->stopped || zmq_send(zsock_resolve(self->push), &s, sizeof s, ZMQ_DONTWAIT) != (int)sizeof s) {
         free(copy);
         free(s);
-        return SG_E_IO;
+        return SG_E_UNAVAILABLE;
     }
     return SG_OK;
 }

@@ -600,9 +600,9 @@ adm_http_t *adm_http_new(const sg_config_t *cfg, const char *name, const char *r
         ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
     }
     freeaddrinfo(res);
-    a->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_SOCK_ADDR, &ss,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, a, MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                              MHD_OPTION_CONNECTION_LIMIT, 4000u, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
+    a->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
+                              MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
+                              MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 4000u,
                               MHD_OPTION_END);
     if (!a->mhd) {
         SG_ERROR("admin", "listen.failed", "address=%s port=%d", host, port);
@@ -621,10 +621,12 @@ void adm_http_destroy(adm_http_t **self_p)
     if (!self_p || !*self_p)
         return;
     adm_http_t *a = *self_p;
-    /* The bridge answers every waiting request first, so no connection stays suspended. */
-    adm_bridge_destroy(&a->bridge);
+    /* The bridge answers every waiting request first (no connection stays suspended) and then
+     * refuses new ones, while MHD may still call it; only after MHD has stopped does it go. */
+    adm_bridge_stop(a->bridge);
     if (a->mhd)
         MHD_stop_daemon(a->mhd);
+    adm_bridge_destroy(&a->bridge);
     adm_tokens_destroy(&a->tokens);
     free(a);
     *self_p = NULL;

@@ -11,6 +11,8 @@ load=$root/build/bench/sg_load
 idle=${1:-3000}
 dir=$(mktemp -d /tmp/sg-quick.XXXXXX)
 export SACGATE_BIN=$bin LOG_LEVEL=warn
+# measure the gateway, not the per-device rate limit (default 100 msg/s)
+export SACGATE_FRONTEND_TELEMETRY_RATE=65535 SACGATE_FRONTEND_TELEMETRY_BURST=65535
 cleanup() {
   "$root/deploy/local/cluster.sh" down "$dir" >/dev/null 2>&1 || true
   [ -n "${mpid:-}" ] && kill "$mpid" 2>/dev/null || true

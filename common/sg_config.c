@@ -52,6 +52,8 @@ static const spec_t k_specs[] = {
     I("frontend.inflight_window", "16", 1, 1024, "telemetry QoS 1 publishes awaiting durable acks before reading pauses"),
     I("frontend.ack_timeout", "30", 1, 3600, "seconds to wait for a durable ack before the connection is closed"),
     I("frontend.max_telemetry", "262144", 1, 16777216, "largest telemetry payload (bytes)"),
+    I("frontend.telemetry_rate", "100", 1, 65535, "telemetry messages per second per device (token bucket refill)"),
+    I("frontend.telemetry_burst", "100", 1, 65535, "telemetry messages a device may send at once (bucket size)"),
 
     S("router.name", "router-0", "name of this router instance"),
     S("router.bind", "tcp://*:9100", "endpoint frontends and admins connect to"),
@@ -68,6 +70,8 @@ static const spec_t k_specs[] = {
     I("store.default_ttl", "3600", 1, 172800, "cloud-to-device time-to-live when none is given (s)"),
     I("store.max_ttl", "172800", 1, 31536000, "largest cloud-to-device time-to-live (s)"),
     I("store.delivery_window", "10", 1, 1000, "cloud-to-device messages in flight per device"),
+    I("store.max_delivery_count", "10", 1, 1000, "delivery attempts before a message is dead-lettered (deliveryCountExceeded)"),
+    I("store.delivery_lock", "60", 1, 86400, "seconds a delivery may stay unacknowledged before it is handed out again"),
     I("store.cache_devices", "200000", 1000, 100000000, "device entries kept in memory by the writer"),
 
     S("admin.bind", "127.0.0.1", "address of the HTTP endpoint"),

@@ -49,3 +49,14 @@ void sg_log(sg_log_level_t level, const char *comp, const char *event, const cha
     /* One write per line keeps lines whole when several threads log at once. */
     fwrite(line, 1, (size_t)n, stderr);
 }
+
+void sg_log_clean(char *out, size_t cap, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    size_t i = 0;
+    if (cap == 0)
+        return;
+    for (; i < n && i + 1 < cap; i++)
+        out[i] = (s[i] < 0x20 || s[i] >= 0x7f || s[i] == '"' || s[i] == '\\') ? '?' : (char)s[i];
+    out[i] = 0;
+}

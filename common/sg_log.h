@@ -6,6 +6,8 @@
 #ifndef SG_LOG_H
 #define SG_LOG_H
 
+#include <stddef.h>
+
 typedef enum { SG_LOG_DEBUG = 0, SG_LOG_INFO, SG_LOG_WARN, SG_LOG_ERROR } sg_log_level_t;
 
 void sg_log_set_level(sg_log_level_t level);
@@ -14,6 +16,10 @@ int sg_log_parse_level(const char *name);
 int sg_log_enabled(sg_log_level_t level);
 void sg_log(sg_log_level_t level, const char *comp, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Copy untrusted bytes (a topic, a filter) for a log value: control characters, quotes,
+ * backslashes and bytes >= 0x7f become '?', so a peer cannot forge log lines; truncated to fit. */
+void sg_log_clean(char *out, size_t cap, const void *p, size_t n);
 
 #define SG_DEBUG(comp, event, ...) \
     do { if (sg_log_enabled(SG_LOG_DEBUG)) sg_log(SG_LOG_DEBUG, comp, event, __VA_ARGS__); } while (0)

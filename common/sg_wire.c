@@ -185,21 +185,19 @@ sg_rc sg_wire_get_pid(const sg_wire_hdr_t *h, uint16_t *packet_id)
     return body_end(&c);
 }
 
-sg_rc sg_wire_put_subscribe(sg_wbuf_t *w, uint8_t channel, bool on)
+sg_rc sg_wire_put_subscribe(sg_wbuf_t *w, uint8_t channel, uint8_t mode)
 {
     SG_GUARD(sg_wbuf_u8(w, channel));
-    return sg_wbuf_u8(w, on ? 1 : 0);
+    return sg_wbuf_u8(w, mode);
 }
 
-sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, bool *on)
+sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, uint8_t *mode)
 {
     sg_cur_t c;
-    uint8_t v;
     body_cursor(h, &c);
     SG_GUARD(sg_cur_u8(&c, channel));
-    SG_GUARD(sg_cur_u8(&c, &v));
-    SG_ENSURE(*channel == SG_CHAN_C2D && v <= 1, SG_E_MALFORMED);
-    *on = v == 1;
+    SG_GUARD(sg_cur_u8(&c, mode));
+    SG_ENSURE(*channel == SG_CHAN_C2D && *mode <= SG_SUB_QOS0, SG_E_MALFORMED);
     return body_end(&c);
 }
 

@@ -49,6 +49,7 @@ typedef enum {
 #define SG_WIRE_F_CLEAN 0x02            /* AUTH: MQTT CleanSession=1 */
 #define SG_WIRE_F_SESSION_PRESENT 0x04  /* AUTH_RES: an earlier non-clean session is resumed */
 #define SG_WIRE_F_SUBSCRIBED 0x08       /* AUTH_RES: ...with its devicebound subscription */
+#define SG_WIRE_F_SUBSCRIBED_QOS0 0x10  /* AUTH_RES: ...granted at QoS 0 */
 
 /* AUTH_RES status */
 enum {
@@ -67,8 +68,9 @@ enum { SG_WIRE_ERR_NO_SHARD = 1, SG_WIRE_ERR_BUSY = 2, SG_WIRE_ERR_MALFORMED = 3
 /* KICK reasons */
 enum { SG_KICK_TAKEOVER = 1, SG_KICK_REVOKED = 2, SG_KICK_STALE = 3 };
 
-/* SUBSCRIBE channels */
+/* SUBSCRIBE channels and modes */
 enum { SG_CHAN_C2D = 1 };
+enum { SG_SUB_OFF = 0, SG_SUB_QOS1 = 1, SG_SUB_QOS0 = 2 };
 
 typedef struct {
     uint8_t type;
@@ -139,9 +141,9 @@ SG_WUR sg_rc sg_wire_get_telemetry(const sg_wire_hdr_t *h, sg_wire_telemetry_t *
 SG_WUR sg_rc sg_wire_put_pid(sg_wbuf_t *w, uint16_t packet_id);
 SG_WUR sg_rc sg_wire_get_pid(const sg_wire_hdr_t *h, uint16_t *packet_id);
 
-/* SUBSCRIBE: u8 channel, u8 on */
-SG_WUR sg_rc sg_wire_put_subscribe(sg_wbuf_t *w, uint8_t channel, bool on);
-SG_WUR sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, bool *on);
+/* SUBSCRIBE: u8 channel, u8 mode (SG_SUB_*) */
+SG_WUR sg_rc sg_wire_put_subscribe(sg_wbuf_t *w, uint8_t channel, uint8_t mode);
+SG_WUR sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, uint8_t *mode);
 
 /* DELIVER */
 typedef struct {

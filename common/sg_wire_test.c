@@ -155,17 +155,21 @@ static void test_deliver_and_small_bodies(void)
     sg_wbuf_fini(&w);
 
     w = frame(SG_MSG_SUBSCRIBE, "dev");
-    uint8_t chan;
-    bool on;
-    CHECK_RC(sg_wire_put_subscribe(&w, SG_CHAN_C2D, true), SG_OK);
+    uint8_t chan, mode;
+    CHECK_RC(sg_wire_put_subscribe(&w, SG_CHAN_C2D, SG_SUB_QOS0), SG_OK);
     CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
-    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &on), SG_OK);
-    CHECK(chan == SG_CHAN_C2D && on);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode), SG_OK);
+    CHECK(chan == SG_CHAN_C2D && mode == SG_SUB_QOS0);
     sg_wbuf_fini(&w);
     w = frame(SG_MSG_SUBSCRIBE, "dev");
-    CHECK_RC(sg_wire_put_subscribe(&w, 9, true), SG_OK);   /* unknown channel */
+    CHECK_RC(sg_wire_put_subscribe(&w, 9, SG_SUB_QOS1), SG_OK);   /* unknown channel */
     CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
-    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &on), SG_E_MALFORMED);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+    w = frame(SG_MSG_SUBSCRIBE, "dev");
+    CHECK_RC(sg_wire_put_subscribe(&w, SG_CHAN_C2D, 3), SG_OK);   /* unknown mode */
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode), SG_E_MALFORMED);
     sg_wbuf_fini(&w);
 
     w = frame(SG_MSG_ADMIN, "dev");

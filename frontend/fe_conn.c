@@ -54,6 +54,8 @@ void fe_conn_schedule(fe_conn_t *c)
         at = c->accepted_at + s->connect_timeout;
     } else {
         at = c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1;
+        if ((c->paused & FE_P_RATE) && c->tokens_at + 1 < at)
+            at = c->tokens_at + 1;
         if (c->token_expires && c->token_expires < at)
             at = c->token_expires;
         if (c->pending && c->pending_since + s->ack_timeout < at)
@@ -115,8 +117,10 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
         SG_DEBUG("frontend", "conn.closed", "device=%s reason=%s", c->device, reason);
     else
         SG_DEBUG("frontend", "conn.closed", "reason=%s", reason);
-    fe_session_closed(c);
+    /* Closed first, so nothing the session does on its way out can close it again. */
+    uint8_t was = c->state;
     c->state = FE_CLOSED;
+    fe_session_closed(c, was);
     fe_timer_cancel(&c->timer);
     fe_loop_del(w->loop, &c->io);
     if (c->ssl) {

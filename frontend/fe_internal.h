@@ -28,6 +28,8 @@ typedef struct {
     uint16_t ack_timeout;
     uint32_t max_telemetry;
     uint32_t max_connections;   /* per thread */
+    uint16_t telemetry_rate;    /* messages per second per device (token bucket refill) */
+    uint16_t telemetry_burst;   /* bucket size */
 } fe_settings_t;
 
 typedef enum {
@@ -44,6 +46,7 @@ typedef enum {
 #define FE_P_WINDOW 0x02   /* too many telemetry messages waiting for durable acks */
 #define FE_P_LINK 0x04     /* the router link is at its high-water mark */
 #define FE_P_FLUSH 0x08    /* closing once the output is written */
+#define FE_P_RATE 0x10     /* over its telemetry rate: resumes when the bucket refills */
 
 /* Other flags. */
 #define FE_F_C2D 0x01          /* subscribed to devicebound */
@@ -76,6 +79,8 @@ struct fe_conn {
     uint32_t last_rx;
     uint32_t token_expires;   /* loop seconds; 0 = never */
     uint32_t pending_since;
+    uint32_t tokens_at;       /* loop second the bucket was last refilled */
+    uint16_t tokens;          /* telemetry messages the device may still send now */
     uint16_t keepalive;
     uint16_t pending;         /* QoS 1 telemetry awaiting durable acks */
     uint8_t state;
@@ -103,6 +108,8 @@ struct fe_worker {
     uint32_t n_free;
     fe_conn_t **blocked;   /* connections waiting for room on the link */
     uint32_t n_blocked;
+    zmq_msg_t *backlog;    /* session bookkeeping frames waiting for room on the link, in order */
+    uint32_t n_backlog, cap_backlog, head_backlog;
     uint8_t *rx;           /* read scratch */
     sg_wbuf_t tx;          /* packet encoding scratch */
     sg_wbuf_t frame;       /* wire frame scratch */
@@ -132,13 +139,18 @@ fe_conn_t *fe_conn_by_handle(fe_worker_t *w, uint64_t handle);
 enum { FE_PKT_DONE = 0, FE_PKT_RETRY = 1 };
 int fe_session_packet(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
 void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h);
-void fe_session_closed(fe_conn_t *c);
+/* The connection is closing; was = the state it was in (it is FE_CLOSED already). */
+void fe_session_closed(fe_conn_t *c, uint8_t was);
 /* Checks deadlines; returns false when it closed the connection. */
 bool fe_session_timer(fe_conn_t *c, uint32_t now);
 
 /* fe_worker.c */
-/* Send a frame on the router link without blocking: SG_E_FULL at the high-water mark. */
+/* Send a frame on the router link without blocking: SG_E_FULL at the high-water mark (or while
+ * queued bookkeeping frames wait, so a device's frames stay in order); the caller retries. */
 SG_WUR sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame);
+/* Send a frame that must not be lost (session end, subscription, completion): queued in order
+ * when the link is full and sent as soon as it has room. */
+void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame);
 void fe_worker_block(fe_worker_t *w, fe_conn_t *c);
 void fe_worker_release_slot(fe_worker_t *w, fe_conn_t *c);
 

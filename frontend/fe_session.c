@@ -71,8 +71,9 @@ static int link_send(fe_conn_t *c)
         return FE_PKT_DONE;
     if (rc == SG_E_FULL) {
         fe_conn_pause(c, FE_P_LINK);
-        fe_worker_block(c->w, c);
-        return FE_PKT_RETRY;
+        if (c->state != FE_CLOSED)
+            fe_worker_block(c->w, c);
+        return c->state == FE_CLOSED ? FE_PKT_DONE : FE_PKT_RETRY;
     }
     fe_conn_close(c, "router-link-failed");
     return FE_PKT_DONE;
@@ -87,10 +88,8 @@ static void send_simple(fe_conn_t *c, uint8_t type, void (*body)(sg_wbuf_t *, co
         return;
     if (body)
         body(f, arg);
-    /* Session bookkeeping frames are small; if the link is full they are dropped with a log
-     * line and the shard recovers through epochs (a stale session is ended on its next use). */
-    if (fe_link_send(c->w, f) != SG_OK)
-        SG_WARN("frontend", "link.dropped", "type=%s device=%s", sg_wire_type_name(type), c->device);
+    /* Session bookkeeping must reach the shard: it waits in order when the link is full. */
+    fe_link_send_queued(c->w, f);
 }
 
 /* ---------- CONNECT ---------- */
@@ -127,6 +126,8 @@ static bool username_ok(sg_mqtt_str_t u, sg_mqtt_str_t id)
 }
 
 static bool topic_is_telemetry(fe_conn_t *c, sg_mqtt_str_t t, const char **bag, size_t *bag_len);
+static sg_rc telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char *bag, size_t bag_len,
+                             const uint8_t *payload, size_t payload_len);
 
 static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
 {
@@ -162,7 +163,8 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         return FE_PKT_DONE;
     }
     if (m.password.len > SG_SAS_MAX_TOKEN) {
-        connack(c, false, SG_MQTT_CONNACK_BAD_USER_OR_PASSWORD);
+        SG_INFO("frontend", "connect.refused", "device=%s reason=\"SAS token over %d bytes\"", c->device, SG_SAS_MAX_TOKEN);
+        connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
         return FE_PKT_DONE;
     }
     if (m.will) {
@@ -170,7 +172,8 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         const char *bag;
         size_t bag_len;
         if (m.will_retain || m.will_qos > 1 || !topic_is_telemetry(c, m.will_topic, &bag, &bag_len) ||
-            m.will_message.len > c->w->set->max_telemetry) {
+            m.will_message.len > c->w->set->max_telemetry ||
+            telemetry_frame(c, 0, 0, bag, bag_len, m.will_message.p, m.will_message.len) != SG_OK) {
             SG_INFO("frontend", "connect.refused", "device=%s reason=\"will must be QoS 0/1 telemetry on devices/{id}/messages/events/\"",
                     c->device);
             connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
@@ -227,11 +230,15 @@ static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
         c->epoch = h->epoch;
         c->state = FE_ONLINE;
         c->last_rx = now;
+        c->tokens = c->w->set->telemetry_burst;
+        c->tokens_at = now;
         c->token_expires = 0;
         if (res.expires > 0)
             c->token_expires = res.expires <= now_s ? now : now + (uint32_t)(res.expires - now_s);
         if (h->flags & SG_WIRE_F_SUBSCRIBED)
             c->flags |= FE_F_C2D;
+        if (h->flags & SG_WIRE_F_SUBSCRIBED_QOS0)
+            c->flags |= FE_F_C2D_QOS0;
         atomic_fetch_add(&c->w->online, 1);
         connack(c, (h->flags & SG_WIRE_F_SESSION_PRESENT) != 0, SG_MQTT_CONNACK_ACCEPTED);
         if (c->state == FE_CLOSED)
@@ -279,9 +286,10 @@ static bool topic_is_telemetry(fe_conn_t *c, sg_mqtt_str_t t, const char **bag, 
     return true;
 }
 
-/* Build a TELEMETRY frame in w->frame. Returns false (after closing) when the bag is bad. */
-static bool telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char *bag, size_t bag_len,
-                            const uint8_t *payload, size_t payload_len)
+/* Build a TELEMETRY frame in w->frame. Never closes the connection (it also runs while the
+ * connection closes, for the will): the caller decides what a failure means. */
+static sg_rc telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char *bag, size_t bag_len,
+                             const uint8_t *payload, size_t payload_len)
 {
     sg_prop_t props[SG_PROPBAG_MAX_PROPS];
     size_t n = 0;
@@ -290,10 +298,8 @@ static bool telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char 
     size_t st_cap = bag_len + SG_PROPBAG_MAX_PROPS * 2;
     if (st_cap > sizeof store) {
         heap = malloc(st_cap);
-        if (!heap) {
-            fe_conn_close(c, "out-of-memory");
-            return false;
-        }
+        if (!heap)
+            return SG_E_NOMEM;
         st = heap;
     } else {
         st_cap = sizeof store;
@@ -305,8 +311,7 @@ static bool telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char 
             rc = SG_E_MALFORMED;
     if (rc != SG_OK) {
         free(heap);
-        violation(c, rc == SG_E_TOO_BIG ? "more than 64 properties in the topic" : "malformed property bag in the topic");
-        return false;
+        return rc == SG_E_TOO_BIG ? SG_E_TOO_BIG : SG_E_MALFORMED;
     }
     sg_wbuf_t *f = &c->w->frame;
     sg_wire_hdr_t h = conn_hdr(c, SG_MSG_TELEMETRY);
@@ -320,10 +325,33 @@ static bool telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char 
     if (rc == SG_OK)
         rc = sg_wire_put_payload(f, payload, payload_len);
     free(heap);
-    if (rc != SG_OK) {
-        violation(c, "telemetry message too large");
-        return false;
+    return rc == SG_OK ? SG_OK : SG_E_FULL;
+}
+
+static const char *telemetry_error(sg_rc rc)
+{
+    switch (rc) {
+    case SG_E_TOO_BIG: return "more than 64 properties in the topic";
+    case SG_E_MALFORMED: return "malformed property bag in the topic (bad %-escape, empty key or not UTF-8)";
+    case SG_E_NOMEM: return "out of memory";
     }
+    return "telemetry message too large";
+}
+
+/* Telemetry token bucket (SPEC §5): a device over its rate is not read until the bucket refills,
+ * so its PUBACKs slow down and nothing is dropped. */
+static bool take_token(fe_conn_t *c)
+{
+    const fe_settings_t *s = c->w->set;
+    uint32_t now = fe_loop_now(c->w->loop);
+    if (now > c->tokens_at) {
+        uint64_t t = c->tokens + (uint64_t)(now - c->tokens_at) * s->telemetry_rate;
+        c->tokens = (uint16_t)(t > s->telemetry_burst ? s->telemetry_burst : t);
+        c->tokens_at = now;
+    }
+    if (c->tokens == 0)
+        return false;
+    c->tokens--;
     return true;
 }
 
@@ -340,15 +368,23 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     const char *bag;
     size_t bag_len;
     if (!topic_is_telemetry(c, p.topic, &bag, &bag_len)) {
-        char what[200];
-        snprintf(what, sizeof what, "topic '%.*s' is not this device's telemetry topic", (int)(p.topic.len > 120 ? 120 : p.topic.len),
-                 (const char *)p.topic.p);
+        char what[200], topic[128];
+        sg_log_clean(topic, sizeof topic, p.topic.p, p.topic.len);
+        snprintf(what, sizeof what, "topic '%s' is not this device's telemetry topic", topic);
         return violation(c, what);
     }
     if (p.payload.len > c->w->set->max_telemetry)
         return violation(c, "telemetry payload over the size limit");
-    if (!telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len))
-        return FE_PKT_DONE;
+    if (!take_token(c)) {
+        fe_conn_pause(c, FE_P_RATE);
+        if (c->state == FE_CLOSED)
+            return FE_PKT_DONE;
+        fe_conn_schedule(c);
+        return FE_PKT_RETRY;
+    }
+    sg_rc trc = telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len);
+    if (trc != SG_OK)
+        return violation(c, telemetry_error(trc));
     int r = link_send(c);
     if (r != FE_PKT_DONE || c->state == FE_CLOSED)
         return r;
@@ -403,19 +439,19 @@ static bool filter_is(fe_conn_t *c, sg_mqtt_str_t f, const char *pre, const char
 
 static void put_subscribe_body(sg_wbuf_t *f, const void *arg)
 {
-    if (sg_wire_put_subscribe(f, SG_CHAN_C2D, *(const bool *)arg) != SG_OK)
+    if (sg_wire_put_subscribe(f, SG_CHAN_C2D, *(const uint8_t *)arg) != SG_OK)
         sg_wbuf_reset(f);
 }
 
+/* Tell the shard the devicebound subscription changed (its QoS is kept for resumed sessions). */
 static void c2d_subscription(fe_conn_t *c, bool on)
 {
-    if (((c->flags & FE_F_C2D) != 0) == on)
-        return;
+    uint8_t mode = !on ? SG_SUB_OFF : (c->flags & FE_F_C2D_QOS0) ? SG_SUB_QOS0 : SG_SUB_QOS1;
     if (on)
         c->flags |= FE_F_C2D;
     else
         c->flags &= (uint8_t)~FE_F_C2D;
-    send_simple(c, SG_MSG_SUBSCRIBE, put_subscribe_body, &on);
+    send_simple(c, SG_MSG_SUBSCRIBE, put_subscribe_body, &mode);
 }
 
 static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
@@ -443,8 +479,9 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         } else {
             /* Foreign filters, and the method and inquiry channels this build does not serve. */
             codes[i] = SG_MQTT_SUBACK_FAILURE;
-            SG_INFO("frontend", "subscribe.refused", "device=%s filter=\"%.*s\"", c->device, (int)(f.len > 120 ? 120 : f.len),
-                    (const char *)f.p);
+            char filter[128];
+            sg_log_clean(filter, sizeof filter, f.p, f.len);
+            SG_INFO("frontend", "subscribe.refused", "device=%s filter=\"%s\"", c->device, filter);
         }
         i++;
     }
@@ -453,7 +490,7 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     if (sg_mqtt_encode_suback(t, s.packet_id, codes, i) == SG_OK)
         fe_conn_send(c, t->data, t->len);
     if (c2d && c->state != FE_CLOSED)
-        c2d_subscription(c, true);
+        c2d_subscription(c, true);   /* also when already on: the granted QoS may have changed */
     return FE_PKT_DONE;
 }
 
@@ -470,7 +507,7 @@ static int on_unsubscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     sg_wbuf_reset(t);
     if (sg_mqtt_encode_ack(t, SG_MQTT_UNSUBACK, u.packet_id) == SG_OK)
         fe_conn_send(c, t->data, t->len);
-    if (c2d && c->state != FE_CLOSED)
+    if (c2d && c->state != FE_CLOSED && (c->flags & FE_F_C2D))
         c2d_subscription(c, false);
     return FE_PKT_DONE;
 }
@@ -591,18 +628,18 @@ static int on_disconnect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     return FE_PKT_DONE;
 }
 
-void fe_session_closed(fe_conn_t *c)
+void fe_session_closed(fe_conn_t *c, uint8_t was)
 {
-    if (c->state != FE_ONLINE)
+    if (was != FE_ONLINE)
         return;
     if (c->will && !(c->flags & FE_F_GRACEFUL)) {
         const char *bag;
         size_t bag_len;
         sg_mqtt_str_t topic = {c->will->data, c->will->topic_len};
+        /* checked at CONNECT, so this builds; the will goes out before the session ends */
         if (topic_is_telemetry(c, topic, &bag, &bag_len) &&
-            telemetry_frame(c, 0, 0, bag, bag_len, c->will->data + c->will->topic_len, c->will->payload_len) &&
-            fe_link_send(c->w, &c->w->frame) != SG_OK)
-            SG_WARN("frontend", "will.dropped", "device=%s reason=\"router link full\"", c->device);
+            telemetry_frame(c, 0, 0, bag, bag_len, c->will->data + c->will->topic_len, c->will->payload_len) == SG_OK)
+            fe_link_send_queued(c->w, &c->w->frame);
     }
     send_simple(c, SG_MSG_SESSION_END, NULL, NULL);
 }
@@ -628,8 +665,13 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
     } else if (c->pending && now >= c->pending_since + s->ack_timeout) {
         why = "ack-timeout";
     }
-    if (!why)
+    if (!why) {
+        if ((c->paused & FE_P_RATE) && now > c->tokens_at) {
+            fe_conn_resume(c, FE_P_RATE);   /* the bucket has refilled */
+            return c->state != FE_CLOSED;
+        }
         return true;
+    }
     SG_INFO("frontend", "conn.timeout", "device=%s reason=%s", c->device ? c->device : "-", why);
     fe_conn_close(c, why);
     return false;
@@ -645,8 +687,8 @@ static void end_orphan(fe_worker_t *w, const sg_wire_hdr_t *h)
     e.epoch = h->epoch;
     e.corr = h->corr;
     sg_wbuf_reset(&w->frame);
-    if (sg_wire_encode_hdr(&w->frame, &e) == SG_OK && fe_link_send(w, &w->frame) != SG_OK)
-        SG_WARN("frontend", "link.dropped", "type=SESSION_END");
+    if (sg_wire_encode_hdr(&w->frame, &e) == SG_OK)
+        fe_link_send_queued(w, &w->frame);
 }
 
 void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
@@ -676,6 +718,14 @@ void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
     case SG_MSG_AUTH: on_auth_res(c, h); break;
     case SG_MSG_TELEMETRY_ACK:
     case SG_MSG_TELEMETRY: on_telemetry_ack(c, h); break;
+    case SG_MSG_COMPLETE:
+    case SG_MSG_SUBSCRIBE:
+        /* The shard never saw this acknowledgement or subscription change: start over. */
+        if (h->type == SG_MSG_ERROR && c->state == FE_ONLINE) {
+            SG_WARN("frontend", "session.unavailable", "device=%s lost=%s", c->device, sg_wire_type_name(about));
+            fe_conn_close(c, "shard-unavailable");
+        }
+        break;
     case SG_MSG_DELIVER: on_deliver(c, h); break;
     case SG_MSG_KICK:
         if (h->epoch == c->epoch && c->state == FE_ONLINE) {

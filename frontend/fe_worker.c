@@ -15,11 +15,56 @@
 
 #define ACCEPTS_PER_WAKE 64
 
+#define BACKLOG_MAX 200000
+
 sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame)
 {
+    if (w->n_backlog > 0)
+        return SG_E_FULL;   /* queued frames go first: a device's frames stay in order */
     if (zmq_send(w->link_raw, frame->data, frame->len, ZMQ_DONTWAIT) >= 0)
         return SG_OK;
     return errno == EAGAIN ? SG_E_FULL : SG_E_IO;
+}
+
+void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame)
+{
+    if (fe_link_send(w, frame) == SG_OK)
+        return;
+    if (w->n_backlog == BACKLOG_MAX) {
+        SG_ERROR("frontend", "link.backlog_full", "dropped=%s reason=\"the router link has been full for long\"",
+                 sg_wire_type_name(frame->len > 1 ? frame->data[1] : 0));
+        return;
+    }
+    if (w->n_backlog == w->cap_backlog) {
+        /* a ring buffer that doubles; copy the live part to the front of the new array */
+        uint32_t cap = w->cap_backlog ? w->cap_backlog * 2 : 256;
+        zmq_msg_t *b = malloc(cap * sizeof *b);
+        if (!b)
+            return;
+        for (uint32_t i = 0; i < w->n_backlog; i++)
+            memcpy(&b[i], &w->backlog[(w->head_backlog + i) % w->cap_backlog], sizeof *b);
+        free(w->backlog);
+        w->backlog = b;
+        w->cap_backlog = cap;
+        w->head_backlog = 0;
+    }
+    zmq_msg_t *m = &w->backlog[(w->head_backlog + w->n_backlog) % w->cap_backlog];
+    if (zmq_msg_init_size(m, frame->len) != 0)
+        return;
+    memcpy(zmq_msg_data(m), frame->data, frame->len);
+    w->n_backlog++;
+}
+
+/* Send queued bookkeeping frames while the link has room. */
+static void flush_backlog(fe_worker_t *w)
+{
+    while (w->n_backlog > 0) {
+        zmq_msg_t *m = &w->backlog[w->head_backlog];
+        if (zmq_msg_send(m, w->link_raw, ZMQ_DONTWAIT) < 0)
+            return;
+        w->head_backlog = (w->head_backlog + 1) % w->cap_backlog;
+        w->n_backlog--;
+    }
 }
 
 void fe_worker_block(fe_worker_t *w, fe_conn_t *c)
@@ -54,7 +99,7 @@ void fe_worker_release_slot(fe_worker_t *w, fe_conn_t *c)
 /* Connections blocked on a full link retry once it has room again. */
 static void unblock(fe_worker_t *w)
 {
-    while (w->n_blocked > 0 && (zsock_events(w->link) & ZMQ_POLLOUT)) {
+    while (w->n_blocked > 0 && w->n_backlog == 0 && (zsock_events(w->link) & ZMQ_POLLOUT)) {
         fe_conn_t *c = w->blocked[--w->n_blocked];
         c->flags &= (uint8_t)~FE_F_BLOCKED;
         fe_conn_resume(c, FE_P_LINK);
@@ -159,10 +204,14 @@ static void *worker_main(void *arg)
             heartbeat(w);
             next_beat = fe_loop_now(w->loop) + HEARTBEAT_EVERY_S;
         }
-        fe_loop_run_once(w->loop, w->n_blocked ? 10 : 1000);
+        fe_loop_run_once(w->loop, w->n_blocked || w->n_backlog ? 10 : 1000);
         drain_link(w);
+        if (w->n_backlog)
+            flush_backlog(w);
         if (w->n_blocked)
             unblock(w);
+        /* Sending can consume the edge of the link's ZMQ_FD: look again before sleeping. */
+        drain_link(w);
         if (w->accept_paused_until && fe_loop_now(w->loop) >= w->accept_paused_until) {
             w->accept_paused_until = 0;
             if (fe_loop_mod(w->loop, &w->listen_io, EPOLLIN) != SG_OK)
@@ -174,6 +223,7 @@ static void *worker_main(void *arg)
         if (w->slots[i])
             fe_conn_close(w->slots[i], "shutdown");
     fe_loop_run_once(w->loop, 0);
+    flush_backlog(w);
     return NULL;
 }
 
@@ -212,9 +262,15 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, in
     zsock_set_reconnect_ivl(w->link, 100);
     zsock_set_reconnect_ivl_max(w->link, 2000);
     zsock_set_linger(w->link, 1000);   /* let SESSION_ENDs out at shutdown */
+    /* One router per loop (loop i uses the i-th endpoint, round-robin): a DEALER connected to
+     * several would spread one device's frames over routers and reorder them. */
     char *list = strdup(routers), *save = NULL;
-    int connected = 0;
-    for (char *ep = list ? strtok_r(list, ",", &save) : NULL; ep; ep = strtok_r(NULL, ",", &save)) {
+    char *eps[64];
+    int n_eps = 0, connected = 0;
+    for (char *ep = list ? strtok_r(list, ",", &save) : NULL; ep && n_eps < 64; ep = strtok_r(NULL, ",", &save))
+        eps[n_eps++] = ep;
+    if (n_eps > 0) {
+        const char *ep = eps[index % n_eps];
         if (zsock_connect(w->link, "%s", ep) == 0)
             connected++;
         else
@@ -254,6 +310,9 @@ void fe_worker_destroy(fe_worker_t **self_p)
     free(w->gens);
     free(w->free_slots);
     free(w->blocked);
+    for (uint32_t i = 0; i < w->n_backlog; i++)
+        zmq_msg_close(&w->backlog[(w->head_backlog + i) % w->cap_backlog]);
+    free(w->backlog);
     free(w->rx);
     sg_wbuf_fini(&w->tx);
     sg_wbuf_fini(&w->frame);

@@ -345,8 +345,11 @@ static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
     zframe_destroy(&peer_copy);
 }
 
+static json_t *frontends_json(rt_router_t *r);
+
 static void ping_all(rt_router_t *r)
 {
+    json_decref(frontends_json(r));   /* forgets frontends that stopped their heartbeats */
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PING, NULL);
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);

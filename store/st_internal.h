@@ -21,12 +21,15 @@ typedef struct {
     bool sync;
     int readers;
     int max_batch;
+    int queue_limit;        /* frames waiting for the writer (or the readers) at most */
     int64_t max_queued_messages;
     int64_t max_queued_bytes;
     int64_t max_message_bytes;
     int64_t default_ttl;
     int64_t max_ttl;
     int delivery_window;
+    int max_delivery_count;
+    int64_t delivery_lock_ms;
     int64_t cache_devices;
     char ep_writer[128];    /* net PUSH -> writer PULL */
     char ep_readers[128];   /* net PUSH -> readers PULL */

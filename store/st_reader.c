@@ -323,6 +323,8 @@ void st_reader_actor(zsock_t *pipe, void *args)
     reader_t r = {.ctx = args};
     r.in = zsock_new_pull(NULL);
     r.out = zsock_new_push(NULL);
+    if (r.in)
+        zsock_set_rcvhwm(r.in, r.ctx->queue_limit);   /* before connecting, or it does not apply */
     if (!r.in || !r.out || zsock_connect(r.in, "%s", r.ctx->ep_readers) != 0 ||
         zsock_connect(r.out, "%s", r.ctx->ep_out) != 0) {
         zsock_destroy(&r.in);

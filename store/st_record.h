@@ -15,6 +15,7 @@ typedef struct {
     uint64_t epoch;
     bool live;
     bool subscribed;          /* devicebound subscription */
+    bool sub_qos0;            /* ...granted at QoS 0 */
     uint8_t method;           /* SG_CRED_* it authenticated with */
     uint64_t handle;          /* the connection inside that frontend */
     int64_t since_ms;

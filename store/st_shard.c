@@ -114,31 +114,29 @@ static void on_router(net_t *n)
 }
 
 /* Send [peer][frame] to the given router, or to any known one when it is gone or unnamed. */
+/* [router][peer][frame] on the ROUTER socket; 0, or errno. */
+static int send_via(net_t *n, const char *router, size_t rlen, zframe_t *peer, zframe_t *frame)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_addmem(m, router, rlen);
+    zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
+    zmsg_append(m, &(zframe_t *){zframe_dup(frame)});
+    if (sg_zmq_send_nowait(n->router, &m) == 0)
+        return 0;
+    int err = errno;
+    zmsg_destroy(&m);
+    return err;
+}
+
+/* Send [peer][frame] through the named router; when it is gone (or unnamed: a session loaded
+ * from disk after a restart), through any other connected router. Routers that are gone are
+ * forgotten until they speak again. */
 static void send_out(net_t *n, zframe_t *rid, zframe_t *peer, zframe_t *frame)
 {
-    for (int attempt = 0; attempt < 2; attempt++) {
-        zmsg_t *m = zmsg_new();
-        if (attempt == 0 && zframe_size(rid) > 0) {
-            zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
-        } else {
-            const char *any = zlistx_first(n->routers);
-            if (!any) {
-                zmsg_destroy(&m);
-                break;
-            }
-            zmsg_addstr(m, any);
-        }
-        zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
-        zmsg_append(m, &(zframe_t *){zframe_dup(frame)});
-        if (sg_zmq_send_nowait(n->router, &m) == 0)
-            return;
-        int err = errno;
-        zmsg_destroy(&m);
-        if (err == EAGAIN) {
-            SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; answer dropped\"");
-            return;
-        }
-        if (attempt == 0 && zframe_size(rid) > 0) {
+    int err = EHOSTUNREACH;
+    if (zframe_size(rid) > 0) {
+        err = send_via(n, (const char *)zframe_data(rid), zframe_size(rid), peer, frame);
+        if (err == EHOSTUNREACH) {
             char *gone = zframe_strdup(rid);
             void *h = zlistx_find(n->routers, gone);
             if (h)
@@ -146,7 +144,18 @@ static void send_out(net_t *n, zframe_t *rid, zframe_t *peer, zframe_t *frame)
             free(gone);
         }
     }
-    SG_WARN("store", "net.unroutable", "reason=\"no router connected\"");
+    while (err == EHOSTUNREACH) {
+        const char *any = zlistx_first(n->routers);
+        if (!any)
+            break;
+        err = send_via(n, any, strlen(any), peer, frame);
+        if (err == EHOSTUNREACH)
+            zlistx_delete(n->routers, zlistx_cursor(n->routers));
+    }
+    if (err == EAGAIN)
+        SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; frame dropped\"");
+    else if (err)
+        SG_WARN("store", "net.unroutable", "reason=\"no router connected\"");
 }
 
 static void wake_parked(net_t *n, bool all_due_only)
@@ -198,8 +207,10 @@ static int start_workers(net_t *n)
     n->from_workers = zsock_new_pull(NULL);
     if (!n->to_writer || !n->to_readers || !n->from_workers)
         return -1;
-    zsock_set_sndhwm(n->to_writer, 0);
-    zsock_set_sndhwm(n->to_readers, 0);
+    /* Bounded: when the writer falls behind, the net actor stops reading its ROUTER socket, so
+     * the pressure reaches the routers (which refuse with BUSY) instead of growing memory. */
+    zsock_set_sndhwm(n->to_writer, c->queue_limit);
+    zsock_set_sndhwm(n->to_readers, c->queue_limit);
     zsock_set_rcvhwm(n->from_workers, 0);
     if (zsock_bind(n->from_workers, "%s", c->ep_out) != 0 || zsock_bind(n->to_readers, "%s", c->ep_readers) != 0)
         return -1;
@@ -264,19 +275,24 @@ static void net_actor(zsock_t *pipe, void *args)
     if (ok) {
         SG_INFO("store", "shard.ready", "shard=%s partition=%u endpoint=%s data=%s sync=%s", n.ctx->name,
                 n.ctx->partition, n.shard->endpoint, n.ctx->db.path, n.ctx->sync ? "always" : "never");
-        zpoller_t *poller = zpoller_new(pipe, n.router, n.from_workers, NULL);
         for (;;) {
-            void *which = zpoller_wait(poller, zlist_size(n.parked) ? 100 : 1000);
-            if (which == pipe)
+            /* Read the routers only while both worker queues have room for another frame. */
+            bool room = (zsock_events(n.to_writer) & ZMQ_POLLOUT) && (zsock_events(n.to_readers) & ZMQ_POLLOUT);
+            zmq_pollitem_t items[3] = {{zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
+                                       {zsock_resolve(n.from_workers), 0, ZMQ_POLLIN, 0},
+                                       {zsock_resolve(n.router), 0, ZMQ_POLLIN, 0}};
+            int timeout = !room ? 10 : zlist_size(n.parked) ? 100 : 1000;
+            if (zmq_poll(items, room ? 3 : 2, timeout) < 0 && zmq_errno() != EINTR)
                 break;
-            if (which == n.router)
-                on_router(&n);
-            else if (which == n.from_workers)
+            if (items[0].revents & ZMQ_POLLIN)
+                break;
+            if (items[1].revents & ZMQ_POLLIN)
                 on_workers(&n);
+            if (room && (items[2].revents & ZMQ_POLLIN))
+                on_router(&n);
             if (zlist_size(n.parked))
                 wake_parked(&n, true);
         }
-        zpoller_destroy(&poller);
     }
     parked_t *p;
     while ((p = zlist_pop(n.parked))) {
@@ -305,12 +321,15 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->sync = strcmp(sg_config_str(cfg, "store.sync"), "always") == 0;
     c->readers = (int)sg_config_int(cfg, "store.readers");
     c->max_batch = (int)sg_config_int(cfg, "store.max_batch");
+    c->queue_limit = c->max_batch * 8;
     c->max_queued_messages = sg_config_int(cfg, "store.max_queued_messages");
     c->max_queued_bytes = sg_config_int(cfg, "store.max_queued_bytes");
     c->max_message_bytes = sg_config_int(cfg, "store.max_message_bytes");
     c->default_ttl = sg_config_int(cfg, "store.default_ttl");
     c->max_ttl = sg_config_int(cfg, "store.max_ttl");
     c->delivery_window = (int)sg_config_int(cfg, "store.delivery_window");
+    c->max_delivery_count = (int)sg_config_int(cfg, "store.max_delivery_count");
+    c->delivery_lock_ms = sg_config_int(cfg, "store.delivery_lock") * 1000;
     c->cache_devices = sg_config_int(cfg, "store.cache_devices");
     if (c->default_ttl > c->max_ttl)
         c->default_ttl = c->max_ttl;

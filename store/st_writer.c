@@ -11,6 +11,7 @@
 #include <string.h>
 #include "sg_codec.h"
 #include "sg_log.h"
+#include "sg_propbag.h"
 #include "sg_sas.h"
 #include "sg_time.h"
 #include "sg_wire.h"
@@ -24,7 +25,7 @@
 #define SWEEP_MAX 1000
 
 /* In-memory state of one device the writer has touched. */
-typedef struct {
+typedef struct wdev {
     char *id;
     size_t id_len;
     bool exists;
@@ -35,12 +36,17 @@ typedef struct {
     uint64_t next_deliver;      /* lowest queue seq not yet handed to the session */
     uint16_t n_inflight;
     uint64_t *inflight;         /* seqs handed out and not yet completed (window entries) */
+    int64_t inflight_since;     /* when the window last went from empty to in use */
+    struct wdev *busy_prev, *busy_next;   /* in w->busy while n_inflight > 0 */
+    bool in_busy;
     bool deliver_queued;
 } wdev_t;
 
+/* A message to take out of the queue at the start of the next batch (found while delivering). */
 typedef struct {
     wdev_t *dev;
     uint64_t seq;
+    uint8_t outcome;    /* ST_OUT_EXPIRED or ST_OUT_DELIVERY_COUNT_EXCEEDED */
 } expire_t;
 
 typedef struct {
@@ -63,6 +69,8 @@ typedef struct {
     uint64_t sessions;
     uint64_t queued;
     int64_t last_sweep;
+    wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
+    zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
 } writer_t;
@@ -83,6 +91,8 @@ static void fatal_io(const char *what)
 }
 
 /* ---------- device cache ---------- */
+
+static void want_delivery(writer_t *w, wdev_t *d);
 
 static void dev_free(void **item)
 {
@@ -125,8 +135,12 @@ static sg_rc dev_load(writer_t *w, wdev_t *d)
             memset(&d->meta, 0, sizeof d->meta);
         rocksdb_free(val);
     }
-    if (d->sess.live)
+    if (d->sess.live) {
         w->sessions++;   /* counted while cached; see dev_evict */
+        /* A session that outlived a restart of this shard: its window is empty here, so start
+         * delivering again (what it already got comes again, marked DUP). */
+        want_delivery(w, d);
+    }
     return SG_OK;
 }
 
@@ -215,6 +229,13 @@ static void feedback(writer_t *w, wdev_t *d, const st_msg_t *m, uint8_t outcome,
 static void finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_t rlen, uint8_t outcome,
                        int64_t now)
 {
+    /* Reads see committed data only: a message finished earlier in this batch (completed,
+     * expired, revoked) is still there, and must not be finished twice. */
+    char fkey[SG_DEVICE_ID_MAX + 24];
+    snprintf(fkey, sizeof fkey, "%s/%llx", d->id, (unsigned long long)seq);
+    if (zhashx_lookup(w->finished, fkey))
+        return;
+    zhashx_insert(w->finished, fkey, (void *)1);
     st_msg_t m;
     char key[ST_KEY_MAX];
     size_t klen;
@@ -244,11 +265,47 @@ static void finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, si
     feedback(w, d, &m, outcome, now);
 }
 
-static bool inflight_remove(wdev_t *d, uint64_t seq)
+static void busy_add(writer_t *w, wdev_t *d)
+{
+    if (d->in_busy)
+        return;
+    d->busy_prev = NULL;
+    d->busy_next = w->busy;
+    if (w->busy)
+        w->busy->busy_prev = d;
+    w->busy = d;
+    d->in_busy = true;
+}
+
+static void busy_del(writer_t *w, wdev_t *d)
+{
+    if (!d->in_busy)
+        return;
+    if (d->busy_prev)
+        d->busy_prev->busy_next = d->busy_next;
+    else
+        w->busy = d->busy_next;
+    if (d->busy_next)
+        d->busy_next->busy_prev = d->busy_prev;
+    d->busy_prev = d->busy_next = NULL;
+    d->in_busy = false;
+}
+
+/* Forget every delivery in flight: they are handed out again from the head of the queue. */
+static void inflight_clear(writer_t *w, wdev_t *d)
+{
+    d->n_inflight = 0;
+    d->next_deliver = 0;
+    busy_del(w, d);
+}
+
+static bool inflight_remove(writer_t *w, wdev_t *d, uint64_t seq)
 {
     for (uint16_t i = 0; i < d->n_inflight; i++)
         if (d->inflight[i] == seq) {
             d->inflight[i] = d->inflight[--d->n_inflight];
+            if (d->n_inflight == 0)
+                busy_del(w, d);
             return true;
         }
     return false;
@@ -346,8 +403,7 @@ static void session_end(writer_t *w, wdev_t *d)
     if (d->sess.live && w->sessions > 0)
         w->sessions--;
     d->sess.live = false;   /* `subscribed` stays: a non-clean session resumes with it */
-    d->n_inflight = 0;
-    d->next_deliver = 0;
+    inflight_clear(w, d);
     save_session(w, d);
 }
 
@@ -412,13 +468,13 @@ static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         d->sess.epoch = epoch;
         d->sess.live = true;
         d->sess.subscribed = present && d->sess.subscribed;
+        d->sess.sub_qos0 = d->sess.subscribed && d->sess.sub_qos0;
         d->sess.method = a.method;
         d->sess.handle = op->h.corr;
         d->sess.since_ms = now;
         snprintf(d->sess.peer, sizeof d->sess.peer, "%.*s", (int)zframe_size(op->peer), (const char *)zframe_data(op->peer));
         d->router = op->router_idx;
-        d->n_inflight = 0;
-        d->next_deliver = 0;
+        inflight_clear(w, d);
         w->sessions++;
         save_session(w, d);
         res.generation = d->reg.generation;
@@ -429,7 +485,8 @@ static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     h.status = status;
     h.epoch = status == SG_AUTH_OK ? d->sess.epoch : 0;
     if (status == SG_AUTH_OK)
-        h.flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0));
+        h.flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0) |
+                            (d->sess.subscribed && d->sess.sub_qos0 ? SG_WIRE_F_SUBSCRIBED_QOS0 : 0));
     sg_wbuf_reset(&w->scratch);
     if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_auth_res(&w->scratch, &res) != SG_OK)
         fatal_io("auth-encode");
@@ -505,17 +562,16 @@ static void op_session_end(writer_t *w, op_t *op, wdev_t *d)
 
 static void op_subscribe(writer_t *w, op_t *op, wdev_t *d)
 {
-    uint8_t chan;
-    bool on;
-    if (sg_wire_get_subscribe(&op->h, &chan, &on) != SG_OK || !session_matches(d, op))
+    uint8_t chan, mode;
+    if (sg_wire_get_subscribe(&op->h, &chan, &mode) != SG_OK || !session_matches(d, op))
         return;
-    if (d->sess.subscribed == on)
+    bool on = mode != SG_SUB_OFF, qos0 = mode == SG_SUB_QOS0;
+    if (d->sess.subscribed == on && d->sess.sub_qos0 == qos0)
         return;
     d->sess.subscribed = on;
-    if (!on) {
-        d->n_inflight = 0;
-        d->next_deliver = 0;
-    }
+    d->sess.sub_qos0 = qos0;
+    if (!on)
+        inflight_clear(w, d);
     save_session(w, d);
     want_delivery(w, d);
 }
@@ -530,13 +586,16 @@ static void op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     for (uint16_t i = 0; i < d->n_inflight; i++) {
         uint64_t seq = d->inflight[i];
         if (pid_of(seq) == pid) {
-            inflight_remove(d, seq);
+            inflight_remove(w, d, seq);
             finish_seq(w, d, seq, ST_OUT_DELIVERED, now);
             want_delivery(w, d);
             return;
         }
     }
+    /* An acknowledgement of a delivery this shard no longer tracks (it restarted, or the lock
+     * ran out): the message stays queued and is delivered again, at least once. */
     SG_DEBUG("store", "complete.unknown", "device=%s pid=%u", d->id, pid);
+    want_delivery(w, d);
 }
 
 /* ---------- admin operations ---------- */
@@ -617,12 +676,13 @@ static void adm_device_delete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     }
     klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
     rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
-    klen = st_key_dev(key, d->id, d->id_len, ST_K_META);
-    rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
     d->exists = false;
     memset(&d->reg, 0, sizeof d->reg);
+    /* The counters stay (emptied): a device created again under this id continues the sequence,
+     * so its messages never overwrite the dead letters of this one. */
     d->meta.count = 0;
     d->meta.bytes = 0;
+    save_meta(w, d);
     if (w->counters.devices > 0)
         w->counters.devices--;
     w->counters_dirty = true;
@@ -742,6 +802,27 @@ static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t 
             return;
         }
         props_bytes += strlen(k) + json_string_length(v);
+    }
+    /* The properties travel URL-encoded in the devicebound topic, which MQTT caps at 65535 bytes
+     * (minus room for the id and the system properties): refuse now what could never be
+     * delivered. */
+    if (props && json_object_size(props) > 0) {
+        sg_prop_t pv[MAX_USER_PROPS];
+        size_t np = 0;
+        json_object_foreach(props, k, v) {
+            pv[np].key = k;
+            pv[np++].value = json_string_value(v);
+        }
+        sg_wbuf_t bag;
+        sg_wbuf_init(&bag, 65535 - 1024);
+        sg_rc brc = sg_propbag_encode(&bag, pv, np);
+        sg_wbuf_fini(&bag);
+        if (brc != SG_OK) {
+            free(decoded);
+            answer_admin(w, op, 400, st_error_json("InvalidMessage", "the properties do not fit in an MQTT topic "
+                                                   "(at most 64 KiB once URL-encoded, with the system properties)"));
+            return;
+        }
     }
     if ((int64_t)(plen + props_bytes) > ctx->max_message_bytes) {
         free(decoded);
@@ -892,7 +973,11 @@ static void deliver(writer_t *w, wdev_t *d, int64_t now)
             SG_ERROR("store", "message.damaged", "device=%s seq=%llu", d->id, (unsigned long long)seq);
             continue;
         }
-        if (m.expires_ms <= now) {
+        uint8_t out = m.expires_ms <= now ? ST_OUT_EXPIRED
+                      : m.delivery_count >= (uint32_t)ctx->max_delivery_count ? ST_OUT_DELIVERY_COUNT_EXCEEDED
+                                                                               : 0;
+        if (out) {
+            /* dead-lettered at the start of the next batch (this runs after a commit) */
             if (w->n_expired == w->cap_expired) {
                 size_t cap = w->cap_expired ? w->cap_expired * 2 : 64;
                 expire_t *e = realloc(w->expired, cap * sizeof *e);
@@ -901,7 +986,7 @@ static void deliver(writer_t *w, wdev_t *d, int64_t now)
                 w->expired = e;
                 w->cap_expired = cap;
             }
-            w->expired[w->n_expired++] = (expire_t){d, seq};
+            w->expired[w->n_expired++] = (expire_t){d, seq, out};
             continue;
         }
         uint32_t count = m.delivery_count + 1;
@@ -922,12 +1007,16 @@ static void deliver(writer_t *w, wdev_t *d, int64_t now)
             rc = sg_wire_put_payload(&w->scratch, m.payload, m.payload_len);
         if (rc != SG_OK)
             fatal_io("deliver-encode");
-        zmsg_t *out = zmsg_new();
-        zmsg_addstr(out, "R");
-        zmsg_addstr(out, router_name(w, d->router));
-        zmsg_addstr(out, d->sess.peer);
-        zmsg_addmem(out, w->scratch.data, w->scratch.len);
-        zmsg_send(&out, w->out);
+        zmsg_t *msg = zmsg_new();
+        zmsg_addstr(msg, "R");
+        zmsg_addstr(msg, router_name(w, d->router));
+        zmsg_addstr(msg, d->sess.peer);
+        zmsg_addmem(msg, w->scratch.data, w->scratch.len);
+        zmsg_send(&msg, w->out);
+        if (d->n_inflight == 0) {
+            d->inflight_since = now;
+            busy_add(w, d);
+        }
         d->inflight[d->n_inflight++] = seq;
         /* Count the attempt; losing this update in a crash only under-counts by one. */
         if (st_msg_with_count(v, vl, count, &w->scratch2) != SG_OK)
@@ -943,13 +1032,24 @@ static void expire_due(writer_t *w, int64_t now)
 {
     for (size_t i = 0; i < w->n_expired; i++) {
         wdev_t *d = w->expired[i].dev;
-        inflight_remove(d, w->expired[i].seq);
-        finish_seq(w, d, w->expired[i].seq, ST_OUT_EXPIRED, now);
+        inflight_remove(w, d, w->expired[i].seq);
+        finish_seq(w, d, w->expired[i].seq, w->expired[i].outcome, now);
+        want_delivery(w, d);
     }
     w->n_expired = 0;
     if (now - w->last_sweep < SWEEP_EVERY_MS)
         return;
     w->last_sweep = now;
+    /* Deliveries not acknowledged within the lock time (lost on the way, or a device that does
+     * not answer) are handed out again; after max_delivery_count attempts they are dead-lettered. */
+    for (wdev_t *d = w->busy, *next; d; d = next) {
+        next = d->busy_next;
+        if (now - d->inflight_since >= w->ctx->delivery_lock_ms) {
+            SG_INFO("store", "delivery.lock_expired", "device=%s inflight=%u", d->id, d->n_inflight);
+            inflight_clear(w, d);
+            want_delivery(w, d);
+        }
+    }
     st_db_t *db = &w->ctx->db;
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_EXP]);
     int n = 0;
@@ -1035,6 +1135,7 @@ static void cycle(writer_t *w, op_t *first)
         if (st_db_write(&ctx->db, w->batch, true) != SG_OK)
             fatal_io("commit");
         rocksdb_writebatch_clear(w->batch);
+        zhashx_purge(w->finished);
         atomic_fetch_add(&ctx->stat_batches, 1);
         atomic_fetch_add(&ctx->stat_batch_ops, (uint64_t)n);
     }
@@ -1067,12 +1168,13 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->in = zsock_new_pull(NULL);
     w->out = zsock_new_push(NULL);
     SG_ENSURE(w->in && w->out, SG_E_IO);
-    zsock_set_rcvhwm(w->in, 0);
+    zsock_set_rcvhwm(w->in, w->ctx->queue_limit);
     zsock_set_sndhwm(w->out, 0);
     SG_ENSURE(zsock_bind(w->in, "%s", ctx->ep_writer) == 0, SG_E_IO);
     SG_ENSURE(zsock_connect(w->out, "%s", ctx->ep_out) == 0, SG_E_IO);
     w->devs = zhashx_new();
     zhashx_set_destructor(w->devs, dev_free);
+    w->finished = zhashx_new();
     w->answers = zlist_new();
     w->deliver = zlist_new();
     w->batch = rocksdb_writebatch_create();
@@ -1101,6 +1203,7 @@ static void writer_fini(writer_t *w)
     zlist_destroy(&w->answers);
     zlist_destroy(&w->deliver);
     zhashx_destroy(&w->devs);
+    zhashx_destroy(&w->finished);
     if (w->batch)
         rocksdb_writebatch_destroy(w->batch);
     if (w->carry)

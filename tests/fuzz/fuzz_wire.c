@@ -31,8 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sg_wire_telemetry_t t;
     sg_wire_deliver_t d;
     uint16_t pid, op;
-    uint8_t u8, chan;
-    bool on;
+    uint8_t u8, chan, mode;
     const char *s, *k, *v;
     size_t n, kl, vl;
     if (sg_wire_get_auth(&h, &a) == SG_OK && a.credential_len > h.body_len)
@@ -54,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     (void)!sg_wire_get_pid(&h, &pid);
     (void)!sg_wire_get_u8(&h, &u8);
-    (void)!sg_wire_get_subscribe(&h, &chan, &on);
+    (void)!sg_wire_get_subscribe(&h, &chan, &mode);
     (void)!sg_wire_get_admin(&h, &op, &s, &n);
     (void)!sg_wire_get_json(&h, &s, &n);
     (void)!sg_wire_get_name(&h, &s, &n);

@@ -259,5 +259,39 @@ class HttpTest(GatewayTest):
         self.assertError(self.gw.get("/v1/cluster", token=None), 401)
 
 
+class AdminWithoutRouterTest(GatewayTest):
+    """An admin whose router is unreachable answers 503 to every cluster request, quickly and
+    for as long as it runs: its outgoing queue fills (tiny high-water mark) and each request is
+    refused; this once freed a request while still reading it (ASan builds catch it)."""
+
+    def test_requests_fail_cleanly_while_the_router_is_down(self):
+        import os
+        import subprocess
+        port = sgtest.free_port() if hasattr(sgtest, "free_port") else None
+        if port is None:
+            import socket
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+        log = open(os.path.join(self.gw.dir, "admin-orphan.log"), "ab")
+        p = subprocess.Popen([sgtest.BIN, "admin", "--routers", "tcp://127.0.0.1:1", "--admin-port", str(port),
+                              "--tokens", os.path.join(self.gw.dir, "tokens"), "--set", "cluster.hwm=100",
+                              "--set", "cluster.insecure=true", "--set", "cluster.request_timeout=2"],
+                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.addCleanup(lambda: (p.poll() is None and p.terminate(), p.wait(15)))
+        wait_until(lambda: sgtest._tcp_open(port), 20, "the admin to listen")
+        time.sleep(3)   # its ring probes fill the queue to the dead router
+        for i in range(40):
+            r = sgtest.http_request(port, "GET", "/v1/devices/d%d" % i, token=self.gw.admin_token, timeout=30)
+            self.assertIn(r.status, (503, 504), r)
+            self.assertIn("error", r.json)
+        r = sgtest.http_request(port, "GET", "/readyz", timeout=30)
+        self.assertEqual(r.status, 503, r)
+        self.assertIsNone(p.poll(), "the admin died")
+        p.terminate()
+        self.assertEqual(p.wait(15), 0, "the admin did not stop cleanly on SIGTERM")
+
+
 if __name__ == "__main__":
     sgtest.main()
