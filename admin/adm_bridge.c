@@ -1,6 +1,7 @@
 /* adm_bridge.c — correlation of admin requests with router answers; see adm_bridge.h. */
 #include "adm_bridge.h"
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,8 @@ struct adm_bridge {
     int hwm;
     _Atomic int shards;
     bool ready;
-    _Atomic bool stopped;
+    bool stopped;
+    pthread_mutex_t lock;     /* orders submissions against adm_bridge_stop */
 };
 
 typedef struct {
@@ -259,6 +261,7 @@ adm_bridge_t *adm_bridge_new(const char *routers, const char *name, int hwm)
     snprintf(b->routers, sizeof b->routers, "%s", routers);
     snprintf(b->name, sizeof b->name, "%s", name);
     snprintf(b->ep, sizeof b->ep, "inproc://adm-bridge-%p", (void *)b);
+    pthread_mutex_init(&b->lock, NULL);
     b->hwm = hwm;
     b->actor = zactor_new(bridge_actor, b);
     if (!b->actor || !b->ready) {
@@ -278,8 +281,11 @@ void adm_bridge_stop(adm_bridge_t *self)
 {
     if (!self)
         return;
-    atomic_store(&self->stopped, true);
-    zactor_destroy(&self->actor);   /* answers every waiting request first */
+    /* After this no submission reaches the actor, and the actor answers what it already has. */
+    pthread_mutex_lock(&self->lock);
+    self->stopped = true;
+    pthread_mutex_unlock(&self->lock);
+    zactor_destroy(&self->actor);
 }
 
 void adm_bridge_destroy(adm_bridge_t **self_p)
@@ -289,6 +295,7 @@ void adm_bridge_destroy(adm_bridge_t **self_p)
     adm_bridge_t *b = *self_p;
     adm_bridge_stop(b);
     zsock_destroy(&b->push);
+    pthread_mutex_destroy(&b->lock);
     free(b);
     *self_p = NULL;
 }
@@ -310,8 +317,11 @@ sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts
     s->deadline = sg_mono_ms() + timeout_ms;
     s->done = done;
     s->arg = arg;
-    /* Never blocks: after adm_bridge_stop nobody reads, and the caller answers 503 instead. */
-    if (self->stopped || zmq_send(zsock_resolve(self->push), &s, sizeof s, ZMQ_DONTWAIT) != (int)sizeof s) {
+    /* Never blocks; once stopped the caller answers 503 instead. */
+    pthread_mutex_lock(&self->lock);
+    bool ok = !self->stopped && zmq_send(zsock_resolve(self->push), &s, sizeof s, ZMQ_DONTWAIT) == (int)sizeof s;
+    pthread_mutex_unlock(&self->lock);
+    if (!ok) {
         free(copy);
         free(s);
         return SG_E_UNAVAILABLE;

@@ -14,6 +14,7 @@
 #include "adm_bridge.h"
 #include "adm_tokens.h"
 #include "sg_log.h"
+#include "sg_net.h"
 #include "sg_sas.h"
 #include "sg_time.h"
 #include "sg_wire.h"
@@ -583,23 +584,15 @@ adm_http_t *adm_http_new(const sg_config_t *cfg, const char *name, const char *r
     }
     const char *host = sg_config_str(cfg, "admin.bind");
     int port = (int)sg_config_int(cfg, "admin.port");
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0) {
+    struct sockaddr_storage ss;
+    bool v6;
+    if (sg_sockaddr(host, port, &ss, &v6) != SG_OK) {
         SG_ERROR("admin", "bind.invalid", "address=%s reason=\"admin.bind must be a numeric IPv4 or IPv6 address\"", host);
         adm_http_destroy(&a);
         return NULL;
     }
-    struct sockaddr_storage ss;
-    memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (res->ai_family == AF_INET6) {
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-    }
-    freeaddrinfo(res);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     (v6 ? MHD_USE_IPv6 : 0);
     a->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
                               MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
                               MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 4000u,

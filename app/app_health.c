@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sg_log.h"
+#include "sg_net.h"
 
 struct app_health {
     struct MHD_Daemon *mhd;
@@ -40,22 +41,14 @@ app_health_t *app_health_new(const char *bind, int port, const char *tier)
     if (!h)
         return NULL;
     snprintf(h->body, sizeof h->body, "{\"status\":\"ok\",\"tier\":\"%s\"}", tier);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST}, *res = NULL;
-    if (getaddrinfo(bind, NULL, &hints, &res) != 0) {
-        SG_ERROR("health", "bind.invalid", "address=%s", bind);
+    struct sockaddr_storage ss;
+    bool v6;
+    if (sg_sockaddr(bind, port, &ss, &v6) != SG_OK) {
+        SG_ERROR("health", "bind.invalid", "address=%s reason=\"health.bind must be a numeric address\"", bind);
         free(h);
         return NULL;
     }
-    struct sockaddr_storage ss;
-    memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
-    if (res->ai_family == AF_INET6) {
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-    }
-    freeaddrinfo(res);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | (v6 ? MHD_USE_IPv6 : 0);
     h->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &ss,
                               MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
     if (!h->mhd) {

@@ -48,14 +48,14 @@ void fe_conn_schedule(fe_conn_t *c)
 {
     const fe_settings_t *s = c->w->set;
     uint32_t at;
-    if (c->state == FE_AUTHENTICATING && s->connect_timeout > 2) {   /* 1 s ticks: keep >= 1 s for the shard */
+    if (fe_conn_connect_pending(c) && s->connect_timeout > 2) {   /* 1 s ticks: keep >= 1 s for the shard */
         at = c->accepted_at + s->connect_timeout - 1;   /* time left to answer CONNACK 3 */
     } else if (c->state < FE_ONLINE) {
         at = c->accepted_at + s->connect_timeout;
     } else {
         at = c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1;
-        if ((c->paused & FE_P_RATE) && c->tokens_at + 1 < at)
-            at = c->tokens_at + 1;
+        if ((c->paused & FE_P_RATE) && fe_loop_now(c->w->loop) + 1 < at)
+            at = fe_loop_now(c->w->loop) + 1;   /* look at the bucket again on the next tick */
         if (c->token_expires && c->token_expires < at)
             at = c->token_expires;
         if (c->pending && c->pending_since + s->ack_timeout < at)

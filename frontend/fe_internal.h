@@ -79,7 +79,7 @@ struct fe_conn {
     uint32_t last_rx;
     uint32_t token_expires;   /* loop seconds; 0 = never */
     uint32_t pending_since;
-    uint32_t tokens_at;       /* loop second the bucket was last refilled */
+    uint32_t tokens_at;       /* loop millisecond the bucket was last refilled */
     uint16_t tokens;          /* telemetry messages the device may still send now */
     uint16_t keepalive;
     uint16_t pending;         /* QoS 1 telemetry awaiting durable acks */
@@ -122,6 +122,13 @@ struct fe_worker {
 
 #define FE_RX_SCRATCH (16 * 1024 + 512)
 
+/* A CONNECT has arrived and is not decided yet (waiting for the shard, or for room on the link):
+ * it gets CONNACK 3 a second before the CONNECT deadline rather than a silent close. */
+static inline bool fe_conn_connect_pending(const fe_conn_t *c)
+{
+    return c->state == FE_AUTHENTICATING || (c->state == FE_WAIT_CONNECT && c->device && (c->paused & FE_P_LINK));
+}
+
 /* fe_conn.c */
 void fe_conn_accept(fe_worker_t *w, int fd);
 void fe_conn_close(fe_conn_t *c, const char *reason);
@@ -152,6 +159,8 @@ SG_WUR sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame);
  * when the link is full and sent as soon as it has room. */
 void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame);
 void fe_worker_block(fe_worker_t *w, fe_conn_t *c);
+/* Take c off the blocked list (it no longer waits for the link). */
+void fe_worker_unblock_conn(fe_worker_t *w, fe_conn_t *c);
 void fe_worker_release_slot(fe_worker_t *w, fe_conn_t *c);
 
 #endif

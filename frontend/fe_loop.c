@@ -59,6 +59,7 @@ void fe_loop_destroy(fe_loop_t **self_p)
 }
 
 uint32_t fe_loop_now(const fe_loop_t *l) { return (uint32_t)((mono_ms() - l->start_ms) / 1000); }
+uint32_t fe_loop_now_ms(const fe_loop_t *l) { return (uint32_t)(mono_ms() - l->start_ms); }
 
 sg_rc fe_loop_add(fe_loop_t *l, fe_io_t *io, uint32_t mask)
 {

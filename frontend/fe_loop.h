@@ -42,6 +42,8 @@ void fe_loop_del(fe_loop_t *l, fe_io_t *io);
 
 /* Seconds since the loop started (monotonic); what timers are expressed in. */
 uint32_t fe_loop_now(const fe_loop_t *l);
+/* Milliseconds since the loop started (wraps after 49 days; use differences). */
+uint32_t fe_loop_now_ms(const fe_loop_t *l);
 /* Schedule (or move) t to fire at loop second `at` (clamped to at least the next tick). */
 void fe_timer_set(fe_loop_t *l, fe_timer_t *t, uint32_t at);
 void fe_timer_cancel(fe_timer_t *t);

@@ -96,9 +96,14 @@ static void send_simple(fe_conn_t *c, uint8_t type, void (*body)(sg_wbuf_t *, co
 
 static void connack(fe_conn_t *c, bool present, uint8_t code)
 {
-    /* A refused connection answers once: a late decision from the shard must not answer again. */
+    /* A refused connection answers once: a late decision from the shard must not answer again,
+     * and a CONNECT waiting for the link is not retried. */
     if (code != SG_MQTT_CONNACK_ACCEPTED && c->state == FE_AUTHENTICATING)
         c->state = FE_WAIT_CONNECT;
+    if (code != SG_MQTT_CONNACK_ACCEPTED && (c->flags & FE_F_BLOCKED)) {
+        fe_worker_unblock_conn(c->w, c);
+        c->paused &= (uint8_t)~FE_P_LINK;
+    }
     sg_wbuf_t *t = &c->w->tx;
     sg_wbuf_reset(t);
     if (sg_mqtt_encode_connack(t, present, code) != SG_OK)
@@ -131,6 +136,11 @@ static sg_rc telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char
 
 static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
 {
+    /* The CONNECT may be processed again after waiting for room on the router link. */
+    free(c->device);
+    free(c->will);
+    c->device = NULL;
+    c->will = NULL;
     sg_mqtt_connect_t m;
     sg_rc rc = sg_mqtt_decode_connect(pkt, &m);
     if (rc != SG_OK)
@@ -202,11 +212,11 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         connack(c, false, SG_MQTT_CONNACK_BAD_USER_OR_PASSWORD);
         return FE_PKT_DONE;
     }
-    if (fe_link_send(c->w, f) != SG_OK) {
-        SG_WARN("frontend", "connect.unavailable", "device=%s reason=\"router link full or down\"", c->device);
-        connack(c, false, SG_MQTT_CONNACK_UNAVAILABLE);
-        return FE_PKT_DONE;
-    }
+    int r = link_send(c);   /* a full link: wait for room, the CONNECT deadline still runs */
+    if (r == FE_PKT_RETRY)
+        fe_conn_schedule(c);   /* CONNACK 3 if the link stays full */
+    if (r != FE_PKT_DONE || c->state == FE_CLOSED)
+        return r;
     c->state = FE_AUTHENTICATING;
     fe_conn_pause(c, FE_P_AUTH);
     fe_conn_schedule(c);
@@ -231,7 +241,7 @@ static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
         c->state = FE_ONLINE;
         c->last_rx = now;
         c->tokens = c->w->set->telemetry_burst;
-        c->tokens_at = now;
+        c->tokens_at = fe_loop_now_ms(c->w->loop);
         c->token_expires = 0;
         if (res.expires > 0)
             c->token_expires = res.expires <= now_s ? now : now + (uint32_t)(res.expires - now_s);
@@ -340,15 +350,27 @@ static const char *telemetry_error(sg_rc rc)
 
 /* Telemetry token bucket (SPEC §5): a device over its rate is not read until the bucket refills,
  * so its PUBACKs slow down and nothing is dropped. */
-static bool take_token(fe_conn_t *c)
+static void refill(fe_conn_t *c)
 {
     const fe_settings_t *s = c->w->set;
-    uint32_t now = fe_loop_now(c->w->loop);
-    if (now > c->tokens_at) {
-        uint64_t t = c->tokens + (uint64_t)(now - c->tokens_at) * s->telemetry_rate;
-        c->tokens = (uint16_t)(t > s->telemetry_burst ? s->telemetry_burst : t);
+    uint32_t now = fe_loop_now_ms(c->w->loop), elapsed = now - c->tokens_at;
+    uint64_t add = (uint64_t)elapsed * s->telemetry_rate / 1000;
+    if (add == 0)
+        return;   /* keep the fraction: tokens_at only moves by whole tokens */
+    uint64_t t = c->tokens + add;
+    if (t >= s->telemetry_burst) {
+        c->tokens = s->telemetry_burst;
         c->tokens_at = now;
+    } else {
+        c->tokens = (uint16_t)t;
+        /* rounded up: never credit the same milliseconds twice */
+        c->tokens_at += (uint32_t)((add * 1000 + s->telemetry_rate - 1) / s->telemetry_rate);
     }
+}
+
+static bool take_token(fe_conn_t *c)
+{
+    refill(c);
     if (c->tokens == 0)
         return false;
     c->tokens--;
@@ -648,9 +670,10 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
 {
     const fe_settings_t *s = c->w->set;
     const char *why = NULL;
-    if (c->state == FE_AUTHENTICATING && s->connect_timeout > 2) {   /* 1 s ticks: keep >= 1 s for the shard */
+    if (fe_conn_connect_pending(c) && s->connect_timeout > 2) {   /* 1 s ticks: keep >= 1 s for the shard */
         if (now >= c->accepted_at + s->connect_timeout - 1) {
-            /* The device's shard did not decide in time (down, or unreachable): say so. */
+            /* The device's shard did not decide in time (down, unreachable, or the link stayed
+             * full): say so. */
             SG_WARN("frontend", "connect.unavailable", "device=%s reason=\"no answer from the device's shard\"", c->device);
             connack(c, false, SG_MQTT_CONNACK_UNAVAILABLE);
             return c->state != FE_CLOSED;
@@ -666,9 +689,12 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
         why = "ack-timeout";
     }
     if (!why) {
-        if ((c->paused & FE_P_RATE) && now > c->tokens_at) {
-            fe_conn_resume(c, FE_P_RATE);   /* the bucket has refilled */
-            return c->state != FE_CLOSED;
+        if (c->paused & FE_P_RATE) {
+            refill(c);
+            if (c->tokens > 0) {
+                fe_conn_resume(c, FE_P_RATE);   /* the bucket has refilled */
+                return c->state != FE_CLOSED;
+            }
         }
         return true;
     }

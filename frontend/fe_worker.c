@@ -81,16 +81,21 @@ void fe_worker_block(fe_worker_t *w, fe_conn_t *c)
     c->flags |= FE_F_BLOCKED;
 }
 
+void fe_worker_unblock_conn(fe_worker_t *w, fe_conn_t *c)
+{
+    if (!(c->flags & FE_F_BLOCKED))
+        return;
+    for (uint32_t i = 0; i < w->n_blocked; i++)
+        if (w->blocked[i] == c) {
+            w->blocked[i] = w->blocked[--w->n_blocked];
+            break;
+        }
+    c->flags &= (uint8_t)~FE_F_BLOCKED;
+}
+
 void fe_worker_release_slot(fe_worker_t *w, fe_conn_t *c)
 {
-    if (c->flags & FE_F_BLOCKED) {
-        for (uint32_t i = 0; i < w->n_blocked; i++)
-            if (w->blocked[i] == c) {
-                w->blocked[i] = w->blocked[--w->n_blocked];
-                break;
-            }
-        c->flags &= (uint8_t)~FE_F_BLOCKED;
-    }
+    fe_worker_unblock_conn(w, c);
     w->slots[c->slot] = NULL;
     w->gens[c->slot]++;
     w->free_slots[w->n_free++] = c->slot;
@@ -223,7 +228,11 @@ static void *worker_main(void *arg)
         if (w->slots[i])
             fe_conn_close(w->slots[i], "shutdown");
     fe_loop_run_once(w->loop, 0);
-    flush_backlog(w);
+    for (int i = 0; i < 100 && w->n_backlog > 0; i++) {
+        flush_backlog(w);
+        if (w->n_backlog)
+            usleep(10000);
+    }
     return NULL;
 }
 

@@ -323,7 +323,12 @@ static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
                     (int)zframe_size(peer_copy), (const char *)zframe_data(peer_copy), sg_wire_type_name(h.type));
         /* A push for a session whose frontend is gone: tell the shard so it ends the session.
          * (h points into m: encode before m is destroyed.) */
-        if (err == EHOSTUNREACH && (h.type == SG_MSG_DELIVER || h.type == SG_MSG_KICK)) {
+        /* ...but only for a loop that was connected here: one it never saw may be connected to
+         * another router, and the session must not be ended for it. */
+        char *pid = zframe_strdup(peer_copy);
+        bool known = zhashx_lookup(r->peers, pid) != NULL;
+        free(pid);
+        if (err == EHOSTUNREACH && known && (h.type == SG_MSG_DELIVER || h.type == SG_MSG_KICK)) {
             sg_wire_hdr_t g = sg_wire_hdr(SG_MSG_PEER_GONE, NULL);
             g.device = h.device;
             g.device_len = h.device_len;

@@ -9,7 +9,8 @@
  * Column family "tele": {offset:be64} -> telemetry record (this shard's partition).
  * Column family "exp":  {expires_ms:be64}{id}\0{seq:be64} -> "" (expiry order, swept from the start).
  * Column family "fb":   {seq:be64} -> feedback record.
- * Default column family: "shard" -> shard counters. */
+ * Default column family: "shard" -> shard counters; "L{id}" -> "" while the device has a live
+ * session (so a restarted shard finds its sessions without a scan). */
 #ifndef ST_KEYS_H
 #define ST_KEYS_H
 
@@ -62,6 +63,16 @@ static inline size_t st_key_exp(char *out, int64_t expires_ms, const char *id, s
     out[8 + id_len] = 0;
     st_be64((uint8_t *)out + 9 + id_len, seq);
     return 17 + id_len;
+}
+
+#define ST_LIVE_PREFIX "L"
+
+/* L{id} */
+static inline size_t st_key_live(char *out, const char *id, size_t id_len)
+{
+    out[0] = ST_LIVE_PREFIX[0];
+    memcpy(out + 1, id, id_len);
+    return id_len + 1;
 }
 
 #endif

@@ -37,23 +37,10 @@ typedef struct {
 
 static void answer(reader_t *r, rop_t *op, int status, json_t *body)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN_RES, NULL);
-    h.corr = op->h.corr;
-    h.status = (uint16_t)status;
-    h.device = op->h.device;
-    h.device_len = op->h.device_len;
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
     sg_wbuf_t f;
-    sg_wbuf_init(&f, SG_WIRE_MAX_FRAME + 1024);
-    if (sg_wire_encode_hdr(&f, &h) != SG_OK || sg_wire_put_json(&f, text ? text : "", text ? strlen(text) : 0) != SG_OK) {
-        sg_wbuf_reset(&f);
-        h.status = 500;
-        const char *e = "{\"error\":\"Internal\",\"message\":\"answer too large\"}";
-        if (sg_wire_encode_hdr(&f, &h) != SG_OK || sg_wire_put_json(&f, e, strlen(e)) != SG_OK)
-            abort();
-    }
-    free(text);
+    sg_wbuf_init(&f, SG_WIRE_MAX_FRAME);
+    if (st_admin_answer(&f, &op->h, status, body) != SG_OK)
+        abort();   /* a 500 always fits */
     zmsg_t *m = zmsg_new();
     zmsg_addstr(m, "R");
     zmsg_append(m, &op->router);

@@ -22,7 +22,8 @@ sg_rc st_session_put(sg_wbuf_t *w, const st_session_t *s)
     SG_GUARD(sg_wbuf_u8(w, s->method));
     SG_GUARD(sg_wbuf_u64(w, s->handle));
     SG_GUARD(sg_wbuf_u64(w, (uint64_t)s->since_ms));
-    return sg_wbuf_str8(w, s->peer, strlen(s->peer));
+    SG_GUARD(sg_wbuf_str8(w, s->peer, strlen(s->peer)));
+    return sg_wbuf_str8(w, s->router, strlen(s->router));
 }
 
 sg_rc st_session_get(const void *p, size_t n, st_session_t *s)
@@ -39,6 +40,11 @@ sg_rc st_session_get(const void *p, size_t n, st_session_t *s)
     SG_GUARD(sg_cur_u64(&c, &s->handle));
     SG_GUARD(sg_cur_u64(&c, &since));
     SG_GUARD(sg_cur_str8(&c, SG_WIRE_MAX_PEER, &peer, &peer_len));
+    const uint8_t *router;
+    size_t router_len;
+    SG_GUARD(sg_cur_str8(&c, SG_WIRE_MAX_PEER, &router, &router_len));
+    memcpy(s->router, router, router_len);
+    s->router[router_len] = 0;
     s->live = flags & 1;
     s->subscribed = (flags & 2) != 0;
     s->sub_qos0 = (flags & 4) != 0;

@@ -20,6 +20,7 @@ typedef struct {
     uint64_t handle;          /* the connection inside that frontend */
     int64_t since_ms;
     char peer[SG_WIRE_MAX_PEER + 1];
+    char router[SG_WIRE_MAX_PEER + 1];   /* the router that reaches that frontend loop */
 } st_session_t;
 
 SG_WUR sg_rc st_session_put(sg_wbuf_t *w, const st_session_t *s);

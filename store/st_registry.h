@@ -8,7 +8,9 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "sg_buf.h"
 #include "sg_result.h"
+#include "sg_wire.h"
 
 enum { ST_AUTH_SAS = 1, ST_AUTH_X509, ST_AUTH_X509_CA, ST_AUTH_PSK };
 
@@ -53,6 +55,11 @@ SG_WUR sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existi
 /* Copy of stored without secrets, with both limits shown (the shard's defaults where the entry
  * sets none). */
 json_t *st_reg_public(const json_t *stored, const st_limits_t *defaults);
+
+/* Encode the ADMIN_RES frame answering req (same correlation id and device) with an HTTP-like
+ * status and body (its reference is taken; NULL = empty body) into f, which is reset first.
+ * An answer too large for a frame becomes a 500 error. */
+SG_WUR sg_rc st_admin_answer(sg_wbuf_t *f, const sg_wire_hdr_t *req, int status, json_t *body);
 
 /* A JSON error body {"error": name, "message": ...}. */
 json_t *st_error_json(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -63,6 +63,44 @@ static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *i
     sg_wbuf_fini(&w);
 }
 
+/* Tell the sender its frame was not taken (the writer or readers are behind): a device sees
+ * CONNACK 3 or a closed connection, an operator 503; nothing accepted is lost. */
+static void refuse_busy(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *in)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ERROR, NULL);
+    h.corr = in->corr;
+    h.epoch = in->epoch;
+    h.status = SG_WIRE_ERR_BUSY;
+    h.device = in->device;
+    h.device_len = in->device_len;
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 512);
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_u8(&w, in->type) == SG_OK) {
+        zmsg_t *m = zmsg_new();
+        zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
+        zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
+        zmsg_addmem(m, w.data, w.len);
+        if (sg_zmq_send_nowait(n->router, &m) != 0)
+            zmsg_destroy(&m);
+    }
+    sg_wbuf_fini(&w);
+}
+
+/* Hand m to a worker queue without blocking; refused (BUSY) when the queue is full, except
+ * session bookkeeping, which is dropped with a log line (epochs and delivery locks recover). */
+static void to_worker(net_t *n, zsock_t *q, zmsg_t **m, const sg_wire_hdr_t *h)
+{
+    if (sg_zmq_send_nowait(q, m) == 0)
+        return;
+    zframe_t *rid = zmsg_first(*m), *peer = zmsg_next(*m);
+    if (h->type == SG_MSG_TELEMETRY || h->type == SG_MSG_AUTH || h->type == SG_MSG_ADMIN)
+        refuse_busy(n, rid, peer, h);
+    else
+        SG_WARN("store", "net.overloaded", "dropped=%s device=%.*s", sg_wire_type_name(h->type), (int)h->device_len,
+                h->device);
+    zmsg_destroy(m);
+}
+
 /* [router][peer][frame] from the ROUTER socket. */
 static void on_router(net_t *n)
 {
@@ -102,7 +140,7 @@ static void on_router(net_t *n)
         if (sg_wire_get_admin(&h, &op, &json, &len) == SG_OK && !sg_adm_op_writes(op)) {
             uint64_t none = 0;
             zmsg_addmem(m, &none, sizeof none);
-            zmsg_send(&m, n->to_readers);
+            to_worker(n, n->to_readers, &m, &h);
             return;
         }
         break;
@@ -110,7 +148,7 @@ static void on_router(net_t *n)
     default:
         break;
     }
-    zmsg_send(&m, n->to_writer);
+    to_worker(n, n->to_writer, &m, &h);
 }
 
 /* Send [peer][frame] to the given router, or to any known one when it is gone or unnamed. */
@@ -164,9 +202,9 @@ static void wake_parked(net_t *n, bool all_due_only)
     parked_t *p = zlist_first(n->parked);
     while (p) {
         parked_t *next = zlist_next(n->parked);
-        if (!all_due_only || p->deadline <= now) {
+        /* a full reader queue keeps it parked until the next round */
+        if ((!all_due_only || p->deadline <= now) && sg_zmq_send_nowait(n->to_readers, &p->msg) == 0) {
             zlist_remove(n->parked, p);
-            zmsg_send(&p->msg, n->to_readers);
             free(p);
         }
         p = next;
@@ -207,8 +245,8 @@ static int start_workers(net_t *n)
     n->from_workers = zsock_new_pull(NULL);
     if (!n->to_writer || !n->to_readers || !n->from_workers)
         return -1;
-    /* Bounded: when the writer falls behind, the net actor stops reading its ROUTER socket, so
-     * the pressure reaches the routers (which refuse with BUSY) instead of growing memory. */
+    /* Bounded: when the writer (or the readers) fall behind, further device and operator frames
+     * are refused with BUSY instead of growing memory; pings are still answered. */
     zsock_set_sndhwm(n->to_writer, c->queue_limit);
     zsock_set_sndhwm(n->to_readers, c->queue_limit);
     zsock_set_rcvhwm(n->from_workers, 0);
@@ -255,7 +293,7 @@ static void net_actor(zsock_t *pipe, void *args)
         zsock_set_router_mandatory(n.router, 1);
         sg_curve_server(n.router);
         zsock_set_sndhwm(n.router, (int)n.ctx->max_batch * 100);
-        zsock_set_rcvhwm(n.router, (int)n.ctx->max_batch * 100);
+        zsock_set_rcvhwm(n.router, n.ctx->queue_limit);
         ok = zsock_bind(n.router, "%s", n.shard->endpoint) >= 0;
         if (ok) {
             const char *ep = zsock_endpoint(n.router);
@@ -275,24 +313,19 @@ static void net_actor(zsock_t *pipe, void *args)
     if (ok) {
         SG_INFO("store", "shard.ready", "shard=%s partition=%u endpoint=%s data=%s sync=%s", n.ctx->name,
                 n.ctx->partition, n.shard->endpoint, n.ctx->db.path, n.ctx->sync ? "always" : "never");
+        zpoller_t *poller = zpoller_new(pipe, n.router, n.from_workers, NULL);
         for (;;) {
-            /* Read the routers only while both worker queues have room for another frame. */
-            bool room = (zsock_events(n.to_writer) & ZMQ_POLLOUT) && (zsock_events(n.to_readers) & ZMQ_POLLOUT);
-            zmq_pollitem_t items[3] = {{zsock_resolve(pipe), 0, ZMQ_POLLIN, 0},
-                                       {zsock_resolve(n.from_workers), 0, ZMQ_POLLIN, 0},
-                                       {zsock_resolve(n.router), 0, ZMQ_POLLIN, 0}};
-            int timeout = !room ? 10 : zlist_size(n.parked) ? 100 : 1000;
-            if (zmq_poll(items, room ? 3 : 2, timeout) < 0 && zmq_errno() != EINTR)
+            void *which = zpoller_wait(poller, zlist_size(n.parked) ? 100 : 1000);
+            if (which == pipe)
                 break;
-            if (items[0].revents & ZMQ_POLLIN)
-                break;
-            if (items[1].revents & ZMQ_POLLIN)
-                on_workers(&n);
-            if (room && (items[2].revents & ZMQ_POLLIN))
+            if (which == n.router)
                 on_router(&n);
+            else if (which == n.from_workers)
+                on_workers(&n);
             if (zlist_size(n.parked))
                 wake_parked(&n, true);
         }
+        zpoller_destroy(&poller);
     }
     parked_t *p;
     while ((p = zlist_pop(n.parked))) {

@@ -20,9 +20,14 @@
 #include "st_record.h"
 #include "st_registry.h"
 
-#define MAX_ROUTERS 64
 #define SWEEP_EVERY_MS 1000
 #define SWEEP_MAX 1000
+
+/* One delivery handed to the session and not yet acknowledged. */
+typedef struct {
+    uint64_t seq;
+    int64_t sent_ms;
+} flight_t;
 
 /* In-memory state of one device the writer has touched. */
 typedef struct wdev {
@@ -32,11 +37,9 @@ typedef struct wdev {
     st_reg_t reg;
     st_qmeta_t meta;
     st_session_t sess;
-    int router;                 /* index in w->routers of the session's router, -1 = any */
     uint64_t next_deliver;      /* lowest queue seq not yet handed to the session */
     uint16_t n_inflight;
-    uint64_t *inflight;         /* seqs handed out and not yet completed (window entries) */
-    int64_t inflight_since;     /* when the window last went from empty to in use */
+    flight_t *inflight;         /* handed out and not yet completed (the window) */
     struct wdev *busy_prev, *busy_next;   /* in w->busy while n_inflight > 0 */
     bool in_busy;
     bool deliver_queued;
@@ -60,8 +63,6 @@ typedef struct {
     zlist_t *deliver;           /* wdev_t* to run deliveries for after commit */
     expire_t *expired;
     size_t n_expired, cap_expired;
-    char *routers[MAX_ROUTERS];
-    int n_routers;
     st_counters_t counters;
     bool counters_dirty;
     bool tele_appended;
@@ -70,6 +71,7 @@ typedef struct {
     uint64_t queued;
     int64_t last_sweep;
     wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
+    int64_t resume_at;          /* start-up deliveries wait for the routers to reconnect */
     zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
@@ -81,7 +83,6 @@ typedef struct {
     zframe_t *peer;
     zframe_t *frame;
     sg_wire_hdr_t h;
-    int router_idx;
 } op_t;
 
 static void fatal_io(const char *what)
@@ -159,7 +160,6 @@ static wdev_t *dev_get(writer_t *w, const char *id, size_t id_len)
         return NULL;
     }
     d->id_len = id_len;
-    d->router = -1;
     if (dev_load(w, d) != SG_OK) {
         void *p = d;
         dev_free(&p);
@@ -198,6 +198,13 @@ static void save_session(writer_t *w, wdev_t *d)
     if (st_session_put(&w->scratch, &d->sess) != SG_OK)
         fatal_io("session-encode");
     put_dev_key(w, d, ST_K_SESSION, &w->scratch);
+    /* The index of live sessions lets a restarted shard find them without scanning every key. */
+    char key[ST_KEY_MAX];
+    size_t klen = st_key_live(key, d->id, d->id_len);
+    if (d->sess.live)
+        rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_DEFAULT], key, klen, "", 0);
+    else
+        rocksdb_writebatch_delete_cf(w->batch, w->ctx->db.cf[ST_CF_DEFAULT], key, klen);
 }
 
 static void save_meta(writer_t *w, wdev_t *d)
@@ -299,10 +306,18 @@ static void inflight_clear(writer_t *w, wdev_t *d)
     busy_del(w, d);
 }
 
+static bool inflight_has(const wdev_t *d, uint64_t seq)
+{
+    for (uint16_t i = 0; i < d->n_inflight; i++)
+        if (d->inflight[i].seq == seq)
+            return true;
+    return false;
+}
+
 static bool inflight_remove(writer_t *w, wdev_t *d, uint64_t seq)
 {
     for (uint16_t i = 0; i < d->n_inflight; i++)
-        if (d->inflight[i] == seq) {
+        if (d->inflight[i].seq == seq) {
             d->inflight[i] = d->inflight[--d->n_inflight];
             if (d->n_inflight == 0)
                 busy_del(w, d);
@@ -325,20 +340,6 @@ static void finish_seq(writer_t *w, wdev_t *d, uint64_t seq, uint8_t outcome, in
 }
 
 /* ---------- answers ---------- */
-
-static const char *router_name(writer_t *w, int idx) { return idx >= 0 && idx < w->n_routers ? w->routers[idx] : ""; }
-
-static int router_index(writer_t *w, zframe_t *f)
-{
-    size_t n = zframe_size(f);
-    for (int i = 0; i < w->n_routers; i++)
-        if (strlen(w->routers[i]) == n && memcmp(w->routers[i], zframe_data(f), n) == 0)
-            return i;
-    if (w->n_routers == MAX_ROUTERS)
-        return -1;
-    w->routers[w->n_routers] = zframe_strdup(f);
-    return w->n_routers++;
-}
 
 /* Queue ['R'][router][peer][frame] to be sent once the batch is durable. */
 static void answer_raw(writer_t *w, const char *router, const char *peer, size_t peer_len, const sg_wbuf_t *frame)
@@ -364,25 +365,9 @@ static void answer(writer_t *w, const op_t *op, const sg_wbuf_t *frame)
 /* Answer an ADMIN request with an HTTP-like status and a JSON body (reference taken). */
 static void answer_admin(writer_t *w, const op_t *op, int status, json_t *body)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN_RES, NULL);
-    h.corr = op->h.corr;
-    h.status = (uint16_t)status;
-    h.device = op->h.device;
-    h.device_len = op->h.device_len;
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    sg_wbuf_t f;
-    sg_wbuf_init(&f, SG_WIRE_MAX_FRAME);
-    if (sg_wire_encode_hdr(&f, &h) != SG_OK || sg_wire_put_json(&f, text ? text : "", text ? strlen(text) : 0) != SG_OK) {
-        sg_wbuf_reset(&f);
-        h.status = 500;
-        const char *e = "{\"error\":\"Internal\",\"message\":\"answer too large\"}";
-        if (sg_wire_encode_hdr(&f, &h) != SG_OK || sg_wire_put_json(&f, e, strlen(e)) != SG_OK)
-            fatal_io("answer-encode");
-    }
-    answer(w, op, &f);
-    sg_wbuf_fini(&f);
-    free(text);
+    if (st_admin_answer(&w->scratch2, &op->h, status, body) != SG_OK)
+        fatal_io("answer-encode");
+    answer(w, op, &w->scratch2);
 }
 
 static void send_kick(writer_t *w, wdev_t *d, uint8_t reason)
@@ -393,7 +378,7 @@ static void send_kick(writer_t *w, wdev_t *d, uint8_t reason)
     sg_wbuf_reset(&w->scratch);
     if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_u8(&w->scratch, reason) != SG_OK)
         fatal_io("kick-encode");
-    answer_raw(w, router_name(w, d->router), d->sess.peer, strlen(d->sess.peer), &w->scratch);
+    answer_raw(w, d->sess.router, d->sess.peer, strlen(d->sess.peer), &w->scratch);
 }
 
 /* The session ended (closed, taken over, revoked): deliveries in flight go back to the queue
@@ -420,6 +405,19 @@ static void want_delivery(writer_t *w, wdev_t *d)
 static bool session_matches(const wdev_t *d, const op_t *op)
 {
     return d->sess.live && d->sess.epoch == op->h.epoch;
+}
+
+/* Pushes for a session go back through the router its frontend loop uses; follow it when the
+ * session's traffic arrives through another one (the loop reconnected elsewhere). */
+static void track_router(writer_t *w, wdev_t *d, const op_t *op)
+{
+    size_t n = zframe_size(op->router);
+    if (!session_matches(d, op) || n == 0 || n > SG_WIRE_MAX_PEER ||
+        (strlen(d->sess.router) == n && memcmp(d->sess.router, zframe_data(op->router), n) == 0))
+        return;
+    memcpy(d->sess.router, zframe_data(op->router), n);
+    d->sess.router[n] = 0;
+    save_session(w, d);
 }
 
 static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
@@ -473,7 +471,8 @@ static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         d->sess.handle = op->h.corr;
         d->sess.since_ms = now;
         snprintf(d->sess.peer, sizeof d->sess.peer, "%.*s", (int)zframe_size(op->peer), (const char *)zframe_data(op->peer));
-        d->router = op->router_idx;
+        snprintf(d->sess.router, sizeof d->sess.router, "%.*s", (int)zframe_size(op->router),
+                 (const char *)zframe_data(op->router));
         inflight_clear(w, d);
         w->sessions++;
         save_session(w, d);
@@ -584,7 +583,7 @@ static void op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     if (sg_wire_get_pid(&op->h, &pid) != SG_OK || !session_matches(d, op))
         return;
     for (uint16_t i = 0; i < d->n_inflight; i++) {
-        uint64_t seq = d->inflight[i];
+        uint64_t seq = d->inflight[i].seq;
         if (pid_of(seq) == pid) {
             inflight_remove(w, d, seq);
             finish_seq(w, d, seq, ST_OUT_DELIVERED, now);
@@ -912,6 +911,8 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     wdev_t *d = dev_get(w, op->h.device, op->h.device_len);
     if (!d)
         fatal_io("device-load");
+    if (op->h.type != SG_MSG_AUTH && op->h.type != SG_MSG_ADMIN)
+        track_router(w, d, op);
     switch (op->h.type) {
     case SG_MSG_AUTH: op_auth(w, op, d, now); break;
     case SG_MSG_TELEMETRY: op_telemetry(w, op, d, now); break;
@@ -966,6 +967,8 @@ static void deliver(writer_t *w, wdev_t *d, int64_t now)
         if (kl != plen + 8 || memcmp(k, key, plen) != 0)
             break;
         uint64_t seq = st_get_be64((const uint8_t *)k + plen);
+        if (inflight_has(d, seq))
+            continue;   /* still in flight (only its neighbours were handed out again) */
         const char *v = rocksdb_iter_value(it, &vl);
         st_msg_t m;
         d->next_deliver = seq + 1;
@@ -1009,15 +1012,13 @@ static void deliver(writer_t *w, wdev_t *d, int64_t now)
             fatal_io("deliver-encode");
         zmsg_t *msg = zmsg_new();
         zmsg_addstr(msg, "R");
-        zmsg_addstr(msg, router_name(w, d->router));
+        zmsg_addstr(msg, d->sess.router);
         zmsg_addstr(msg, d->sess.peer);
         zmsg_addmem(msg, w->scratch.data, w->scratch.len);
         zmsg_send(&msg, w->out);
-        if (d->n_inflight == 0) {
-            d->inflight_since = now;
+        if (d->n_inflight == 0)
             busy_add(w, d);
-        }
-        d->inflight[d->n_inflight++] = seq;
+        d->inflight[d->n_inflight++] = (flight_t){seq, now};
         /* Count the attempt; losing this update in a crash only under-counts by one. */
         if (st_msg_with_count(v, vl, count, &w->scratch2) != SG_OK)
             fatal_io("count-encode");
@@ -1044,9 +1045,24 @@ static void expire_due(writer_t *w, int64_t now)
      * not answer) are handed out again; after max_delivery_count attempts they are dead-lettered. */
     for (wdev_t *d = w->busy, *next; d; d = next) {
         next = d->busy_next;
-        if (now - d->inflight_since >= w->ctx->delivery_lock_ms) {
-            SG_INFO("store", "delivery.lock_expired", "device=%s inflight=%u", d->id, d->n_inflight);
-            inflight_clear(w, d);
+        /* Only the deliveries that are overdue go out again, from the oldest on; the others stay
+         * in flight (deliver() skips them). */
+        uint64_t lowest = UINT64_MAX;
+        for (uint16_t i = 0; i < d->n_inflight;) {
+            if (now - d->inflight[i].sent_ms >= w->ctx->delivery_lock_ms) {
+                if (d->inflight[i].seq < lowest)
+                    lowest = d->inflight[i].seq;
+                d->inflight[i] = d->inflight[--d->n_inflight];
+            } else {
+                i++;
+            }
+        }
+        if (lowest != UINT64_MAX) {
+            SG_INFO("store", "delivery.lock_expired", "device=%s from_seq=%llu", d->id, (unsigned long long)lowest);
+            if (lowest < d->next_deliver)
+                d->next_deliver = lowest;
+            if (d->n_inflight == 0)
+                busy_del(w, d);
             want_delivery(w, d);
         }
     }
@@ -1063,10 +1079,7 @@ static void expire_due(writer_t *w, int64_t now)
         if (!d)
             fatal_io("device-load");
         uint64_t seq = st_get_be64((const uint8_t *)k + 9 + id_len);
-        bool inflight = false;
-        for (uint16_t i = 0; i < d->n_inflight; i++)
-            inflight |= d->inflight[i] == seq;
-        if (inflight)
+        if (inflight_has(d, seq))
             continue;   /* the device may still acknowledge it; it expires when it comes back */
         finish_seq(w, d, seq, ST_OUT_EXPIRED, now);
     }
@@ -1095,7 +1108,6 @@ static bool recv_op(writer_t *w, op_t *op, bool wait)
         zframe_destroy(&op->frame);
         return recv_op(w, op, false);
     }
-    op->router_idx = router_index(w, op->router);
     return true;
 }
 
@@ -1148,7 +1160,7 @@ static void cycle(writer_t *w, op_t *first)
         w->tele_appended = false;
     }
     wdev_t *d;
-    while ((d = zlist_pop(w->deliver)))
+    while (now >= w->resume_at && (d = zlist_pop(w->deliver)))
         deliver(w, d, now);
     if (rocksdb_writebatch_count(w->carry) > 0) {
         if (st_db_write(&ctx->db, w->carry, false) != SG_OK)
@@ -1190,6 +1202,25 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
         SG_GUARD(rc);
     }
     w->tele_next = st_db_next_seq(&ctx->db, ST_CF_TELE);
+    /* Sessions that were live when the shard stopped: load them, which restarts their deliveries
+     * (what was in flight goes out again, DUP) even if the device stays silent. */
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(ctx->db.db, ctx->db.ro, ctx->db.cf[ST_CF_DEFAULT]);
+    size_t resumed = 0;
+    for (rocksdb_iter_seek(it, ST_LIVE_PREFIX, 1); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl < 2 || k[0] != ST_LIVE_PREFIX[0] || kl - 1 > SG_DEVICE_ID_MAX)
+            break;
+        if (!dev_get(w, k + 1, kl - 1))
+            return SG_E_IO;
+        resumed++;
+    }
+    rocksdb_iter_destroy(it);
+    if (resumed)
+        SG_INFO("store", "sessions.resumed", "shard=%s sessions=%zu", ctx->name, resumed);
+    /* Routers probe every second; pushes sent before one has reconnected would wait a whole
+     * delivery lock. */
+    w->resume_at = sg_now_ms() + 2500;
     atomic_store(&ctx->stat_devices, w->counters.devices);
     atomic_store(&ctx->stat_tele_next, w->tele_next);
     return SG_OK;
@@ -1208,8 +1239,6 @@ static void writer_fini(writer_t *w)
         rocksdb_writebatch_destroy(w->batch);
     if (w->carry)
         rocksdb_writebatch_destroy(w->carry);
-    for (int i = 0; i < w->n_routers; i++)
-        free(w->routers[i]);
     free(w->expired);
     sg_wbuf_fini(&w->scratch);
     sg_wbuf_fini(&w->scratch2);

@@ -181,6 +181,26 @@ class ShardRestartTest(GatewayTest):
         self.assertEqual(sorted(got), sorted(("c%02d" % i).encode() for i in range(15)))
         wait_until(lambda: self.gw.pending(did) == [], 60, "the queue to drain")
 
+    def test_silent_device_gets_its_delivery_again_after_the_shard_restarts(self):
+        # The delivery lock is 60 s here: a redelivery within 30 s can only come from the shard
+        # resuming the live sessions it finds on disk.
+        dev = self.gw.create_device()
+        did = dev["id"]
+        raw = self.raw()
+        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
+        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
+        raw.expect(SUBACK)
+        self.gw.send_command(did, "unacked")
+        pid, dup, payload = read_publish(raw)
+        self.assertEqual((dup, payload), (False, b"unacked"))
+        for s in ("store-0", "store-1"):
+            self.gw.kill(s)
+            self.gw.start_member(s)
+        pid2, dup2, payload2 = read_publish(raw, timeout=30)   # the device says nothing meanwhile
+        self.assertEqual((pid2, dup2, payload2), (pid, True, b"unacked"))
+        raw.send(pkt_puback(pid2))
+        wait_until(lambda: self.gw.pending(did) == [], 30, "the queue to drain")
+
 
 if __name__ == "__main__":
     sgtest.main()
