@@ -270,6 +270,18 @@ sg_rc sg_wire_get_json(const sg_wire_hdr_t *h, const char **json, size_t *len)
     return body_end(&c);
 }
 
+sg_rc sg_wire_put_error(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t code)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ERROR, NULL);
+    h.corr = in->corr;
+    h.epoch = in->epoch;
+    h.status = code;
+    h.device = in->device;
+    h.device_len = in->device_len;
+    SG_GUARD(sg_wire_encode_hdr(w, &h));
+    return sg_wbuf_u8(w, in->type);
+}
+
 sg_rc sg_wire_put_name(sg_wbuf_t *w, const char *name) { return sg_wbuf_str8(w, name, strlen(name)); }
 
 sg_rc sg_wire_get_name(const sg_wire_hdr_t *h, const char **name, size_t *len)

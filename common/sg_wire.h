@@ -171,6 +171,10 @@ SG_WUR sg_rc sg_wire_get_admin(const sg_wire_hdr_t *h, uint16_t *op, const char 
 SG_WUR sg_rc sg_wire_put_json(sg_wbuf_t *w, const char *json, size_t len);
 SG_WUR sg_rc sg_wire_get_json(const sg_wire_hdr_t *h, const char **json, size_t *len);
 
+/* ERROR answering the frame `in` (same corr, epoch, device), status = SG_WIRE_ERR_*, body = u8
+ * type of the refused frame. */
+SG_WUR sg_rc sg_wire_put_error(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t code);
+
 /* HELLO: str8 name of the announcing process instance */
 SG_WUR sg_rc sg_wire_put_name(sg_wbuf_t *w, const char *name);
 SG_WUR sg_rc sg_wire_get_name(const sg_wire_hdr_t *h, const char **name, size_t *len);

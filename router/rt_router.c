@@ -175,15 +175,9 @@ void rt_shard_list_free(char **names, char **eps, size_t n)
 
 static void send_error(zsock_t *front, zframe_t *peer, const sg_wire_hdr_t *in, uint16_t code)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ERROR, NULL);
-    h.corr = in->corr;
-    h.epoch = in->epoch;
-    h.status = code;
-    h.device = in->device;
-    h.device_len = in->device_len;
     sg_wbuf_t w;
     sg_wbuf_init(&w, 512);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_u8(&w, in->type) == SG_OK) {
+    if (sg_wire_put_error(&w, in, code) == SG_OK) {
         zmsg_t *m = zmsg_new();
         zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
         zmsg_addmem(m, w.data, w.len);

@@ -46,20 +46,25 @@ static void router_seen(net_t *n, zframe_t *id)
     free(s);
 }
 
+/* [router][peer][frame] out through the ROUTER socket, never blocking. */
+static void send_frame(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wbuf_t *w)
+{
+    zmsg_t *m = zmsg_new();
+    zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
+    zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
+    zmsg_addmem(m, w->data, w->len);
+    if (sg_zmq_send_nowait(n->router, &m) != 0)
+        zmsg_destroy(&m);
+}
+
 static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *in)
 {
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PONG, NULL);
     h.corr = in->corr;
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_name(&w, n->ctx->name) == SG_OK) {
-        zmsg_t *m = zmsg_new();
-        zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
-        zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
-        zmsg_addmem(m, w.data, w.len);
-        if (sg_zmq_send_nowait(n->router, &m) != 0)
-            zmsg_destroy(&m);
-    }
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_name(&w, n->ctx->name) == SG_OK)
+        send_frame(n, rid, peer, &w);
     sg_wbuf_fini(&w);
 }
 
@@ -67,22 +72,10 @@ static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *i
  * CONNACK 3 or a closed connection, an operator 503; nothing accepted is lost. */
 static void refuse_busy(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *in)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ERROR, NULL);
-    h.corr = in->corr;
-    h.epoch = in->epoch;
-    h.status = SG_WIRE_ERR_BUSY;
-    h.device = in->device;
-    h.device_len = in->device_len;
     sg_wbuf_t w;
     sg_wbuf_init(&w, 512);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_u8(&w, in->type) == SG_OK) {
-        zmsg_t *m = zmsg_new();
-        zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
-        zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
-        zmsg_addmem(m, w.data, w.len);
-        if (sg_zmq_send_nowait(n->router, &m) != 0)
-            zmsg_destroy(&m);
-    }
+    if (sg_wire_put_error(&w, in, SG_WIRE_ERR_BUSY) == SG_OK)
+        send_frame(n, rid, peer, &w);
     sg_wbuf_fini(&w);
 }
 

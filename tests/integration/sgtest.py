@@ -483,6 +483,24 @@ class Gateway:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def free_port():
+    """A loopback port that was free a moment ago (for extra processes a test starts)."""
+    s = socket.socket()
+    s.bind((LOOPBACK, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def read_publish(raw, timeout=30):
+    """(packet id, dup, payload) of the next PUBLISH on a RawConn (packet id 0 at QoS 0)."""
+    t, flags, body = raw.expect(PUBLISH, timeout=timeout)
+    tl = struct.unpack("!H", body[:2])[0]
+    if (flags >> 1) & 3:
+        return struct.unpack("!H", body[2 + tl:4 + tl])[0], bool(flags & 8), body[4 + tl:]
+    return 0, False, body[2 + tl:]
+
+
 def _tcp_open(port):
     try:
         with socket.create_connection((LOOPBACK, port), timeout=2):
@@ -1134,6 +1152,7 @@ class GatewayTest(unittest.TestCase):
 
     TOPOLOGY = None
     SETS = ()
+    ENV = {}          # SACGATE_* variables the gateway's processes start with (any topology)
     TOKENS = {"svc": "service", "reader": "registry-read", "writer": "registry-write"}
     gw = None
 
@@ -1144,7 +1163,16 @@ class GatewayTest(unittest.TestCase):
         if topo == "all":
             kw["sets"] = cls.SETS
         t0 = time.monotonic()
-        cls.gw = start_gateway(topo, **kw)
+        saved = {k: os.environ.get(k) for k in cls.ENV}
+        os.environ.update(cls.ENV)
+        try:
+            cls.gw = start_gateway(topo, **kw)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         log("%s: started %s in %.1f s" % (cls.__name__, cls.gw, time.monotonic() - t0))
 
     @classmethod

@@ -5,22 +5,13 @@ the cluster's certificate the same process works. And a tier refuses to start wi
 certificate nor an explicit cluster.insecure=true."""
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import BIN, GatewayTest, MqttDevice
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from sgtest import BIN, GatewayTest, MqttDevice, free_port
 
 
 class CurveTest(GatewayTest):

@@ -6,7 +6,6 @@ fit in a devicebound topic are refused at enqueue; a will with a bad property ba
 CONNECT (it once crashed the frontend); a topic cannot forge log lines; a device over its
 telemetry rate is slowed down, never dropped; a resumed QoS 0 subscription stays QoS 0."""
 
-import os
 import struct
 import sys
 import time
@@ -15,38 +14,16 @@ import unittest
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
 from sgtest import (CONNACK, CONNECT, PUBLISH, SUBACK, GatewayTest, MqttDevice, enc_str, packet, pkt_puback,
-                    pkt_subscribe, sas_token, username_for, wait_until)
+                    pkt_subscribe, read_publish, sas_token, username_for, wait_until)
 
 # Short lock and few attempts so redelivery is observable; a low rate to exercise the bucket.
-ENV = {"SACGATE_STORE_DELIVERY_LOCK": "2", "SACGATE_STORE_MAX_DELIVERY_COUNT": "3",
+SHORT_LOCKS = {"SACGATE_STORE_DELIVERY_LOCK": "2", "SACGATE_STORE_MAX_DELIVERY_COUNT": "3",
        "SACGATE_FRONTEND_TELEMETRY_RATE": "20", "SACGATE_FRONTEND_TELEMETRY_BURST": "20"}
-
-
-def read_publish(raw, timeout=30):
-    """(packet id, dup, payload) of the next PUBLISH."""
-    t, flags, body = raw.expect(PUBLISH, timeout=timeout)
-    tl = struct.unpack("!H", body[:2])[0]
-    qos = (flags >> 1) & 3
-    if qos:
-        pid = struct.unpack("!H", body[2 + tl:4 + tl])[0]
-        return pid, bool(flags & 8), body[4 + tl:]
-    return 0, False, body[2 + tl:]
 
 
 class DeliveryTest(GatewayTest):
 
-    @classmethod
-    def setUpClass(cls):
-        saved = {k: os.environ.get(k) for k in ENV}
-        os.environ.update(ENV)
-        try:
-            super().setUpClass()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    ENV = SHORT_LOCKS
 
     def subscribed_raw(self, dev, port=None, qos=1):
         did = dev["id"]
@@ -80,7 +57,7 @@ class DeliveryTest(GatewayTest):
         dev = self.gw.create_device()
         did = dev["id"]
         raw = self.subscribed_raw(dev)
-        mid = self.gw.send_command(did, "again").json["messageId"]
+        self.gw.send_command(did, "again")
         pid1, dup1, _ = read_publish(raw)
         pid2, dup2, _ = read_publish(raw)   # not acknowledged within the lock: handed out again
         self.assertEqual((pid1, dup1, dup2), (pid2, False, True))
@@ -163,7 +140,8 @@ class ShardRestartTest(GatewayTest):
         self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
         raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
         raw.expect(SUBACK)
-        ids = [self.gw.send_command(did, "c%02d" % i).json["messageId"] for i in range(15)]
+        for i in range(15):
+            self.gw.send_command(did, "c%02d" % i)
         first = [read_publish(raw) for _ in range(10)]   # the in-flight window
         # restart every shard (so the device's one certainly restarts), acks not yet sent
         for s in ("store-0", "store-1"):

@@ -267,13 +267,7 @@ class AdminWithoutRouterTest(GatewayTest):
     def test_requests_fail_cleanly_while_the_router_is_down(self):
         import os
         import subprocess
-        port = sgtest.free_port() if hasattr(sgtest, "free_port") else None
-        if port is None:
-            import socket
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            s.close()
+        port = sgtest.free_port()
         log = open(os.path.join(self.gw.dir, "admin-orphan.log"), "ab")
         p = subprocess.Popen([sgtest.BIN, "admin", "--routers", "tcp://127.0.0.1:1", "--admin-port", str(port),
                               "--tokens", os.path.join(self.gw.dir, "tokens"), "--set", "cluster.hwm=100",

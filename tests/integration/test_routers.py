@@ -4,48 +4,22 @@ never end that loop's sessions, and a restarted router keeps carrying them; the 
 connected and gets its deliveries."""
 
 import os
-import socket
-import struct
 import subprocess
 import sys
 import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import BIN, PUBLISH, SUBACK, GatewayTest, pkt_puback, pkt_subscribe, sas_token, wait_until
+from sgtest import (BIN, SUBACK, GatewayTest, free_port, pkt_puback, pkt_subscribe, read_publish, sas_token,
+                    wait_until)
 
-ENV = {"SACGATE_STORE_DELIVERY_LOCK": "2"}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def read_publish(raw, timeout=30):
-    t, flags, body = raw.expect(PUBLISH, timeout=timeout)
-    tl = struct.unpack("!H", body[:2])[0]
-    return struct.unpack("!H", body[2 + tl:4 + tl])[0], bool(flags & 8), body[4 + tl:]
+SHORT_LOCKS = {"SACGATE_STORE_DELIVERY_LOCK": "2"}
 
 
 class RoutersTest(GatewayTest):
     TOPOLOGY = "cluster"
 
-    @classmethod
-    def setUpClass(cls):
-        saved = {k: os.environ.get(k) for k in ENV}
-        os.environ.update(ENV)
-        try:
-            super().setUpClass()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    ENV = SHORT_LOCKS
 
     def second_router(self):
         d = self.gw.dir

@@ -9,7 +9,7 @@ import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import (CONNACK, CONNECT, PUBLISH, SUBACK, GatewayTest, MqttDevice, enc_str, packet, parse_bag,
+from sgtest import (CONNACK, CONNECT, PUBLISH, SUBACK, GatewayTest, MqttDevice, enc_str, packet,
                     pkt_disconnect, pkt_subscribe, sas_token, username_for, wait_until)
 
 
