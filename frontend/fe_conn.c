@@ -15,10 +15,12 @@
 #include "sg_log.h"
 
 #define MAX_READS_PER_WAKE 16
+#define LINGER_SECONDS 2
 
 static void conn_on_io(fe_loop_t *loop, fe_io_t *io, uint32_t events);
 static void conn_on_timer(fe_loop_t *loop, fe_timer_t *t);
 static void conn_read(fe_conn_t *c);
+static void conn_linger(fe_conn_t *c);
 
 uint64_t fe_conn_handle(const fe_conn_t *c) { return ((uint64_t)c->gen << 32) | c->slot; }
 
@@ -36,7 +38,7 @@ static void update_mask(fe_conn_t *c)
     if (c->state == FE_CLOSED)
         return;
     uint32_t mask = 0;
-    if (!c->paused || c->state == FE_HANDSHAKE)
+    if (!c->paused || c->state == FE_HANDSHAKE || (c->flags & FE_F_LINGER))
         mask |= EPOLLIN;
     if (c->out_len > 0 || (c->flags & FE_F_SSL_WANTS_OUT))
         mask |= EPOLLOUT;
@@ -48,6 +50,10 @@ void fe_conn_schedule(fe_conn_t *c)
 {
     const fe_settings_t *s = c->w->set;
     uint32_t at;
+    if (c->flags & FE_F_LINGER) {
+        fe_timer_set(c->w->loop, &c->timer, fe_loop_now(c->w->loop) + LINGER_SECONDS);
+        return;
+    }
     if (fe_conn_connect_pending(c) && s->connect_timeout > 2) {   /* 1 s ticks: keep >= 1 s for the shard */
         at = c->accepted_at + s->connect_timeout - 1;   /* time left to answer CONNACK 3 */
     } else if (c->state < FE_ONLINE) {
@@ -125,7 +131,7 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
     fe_loop_del(w->loop, &c->io);
     if (c->ssl) {
         /* One non-blocking close_notify; a peer that is gone will not answer anyway. */
-        if (SSL_is_init_finished(c->ssl))
+        if (SSL_is_init_finished(c->ssl) && !(c->flags & FE_F_LINGER))
             SSL_shutdown(c->ssl);
         SSL_free(c->ssl);
         c->ssl = NULL;
@@ -188,11 +194,40 @@ static void flush_out(fe_conn_t *c)
         c->out = NULL;
         c->out_cap = 0;
         if (c->paused & FE_P_FLUSH) {
-            fe_conn_close(c, "refused");
+            conn_linger(c);
             return;
         }
     }
     update_mask(c);
+}
+
+/* A refused connection: its answer (CONNACK) is written, so say goodbye (close_notify, FIN) and
+ * read until the device closes too. Closing at once with unread input would send a RST, which
+ * can destroy the answer before the device reads it. Bounded by LINGER_SECONDS. */
+static void conn_linger(fe_conn_t *c)
+{
+    if (c->flags & FE_F_LINGER)
+        return;
+    c->flags |= FE_F_LINGER;
+    SSL_shutdown(c->ssl);
+    ERR_clear_error();
+    shutdown(c->io.fd, SHUT_WR);
+    fe_conn_schedule(c);
+    update_mask(c);
+}
+
+static void linger_drain(fe_conn_t *c)
+{
+    uint8_t *buf = c->w->rx;
+    for (int i = 0; i < MAX_READS_PER_WAKE; i++) {
+        ssize_t n = recv(c->io.fd, buf, FE_RX_SCRATCH, 0);
+        if (n > 0)
+            continue;   /* discarded: nothing more is processed on a refused connection */
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        fe_conn_close(c, "refused");
+        return;
+    }
 }
 
 static bool out_append(fe_conn_t *c, const uint8_t *p, size_t n)
@@ -243,11 +278,11 @@ void fe_conn_send_and_close(fe_conn_t *c, const uint8_t *p, size_t n, const char
     fe_conn_send(c, p, n);
     if (c->state == FE_CLOSED)
         return;
+    c->paused |= FE_P_FLUSH;
     if (c->out_len == 0) {
-        fe_conn_close(c, reason);
+        conn_linger(c);
         return;
     }
-    c->paused |= FE_P_FLUSH;
     update_mask(c);
 }
 
@@ -371,6 +406,10 @@ static void conn_on_io(fe_loop_t *loop, fe_io_t *io, uint32_t events)
 {
     fe_conn_t *c = (fe_conn_t *)io;
     (void)loop;
+    if (c->flags & FE_F_LINGER) {
+        linger_drain(c);
+        return;
+    }
     if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN)) {
         fe_conn_close(c, "socket-error");
         return;
@@ -400,6 +439,10 @@ static void conn_on_timer(fe_loop_t *loop, fe_timer_t *t)
     fe_conn_t *c = (fe_conn_t *)((char *)t - offsetof(fe_conn_t, timer));
     if (c->state == FE_CLOSED)
         return;
+    if (c->flags & FE_F_LINGER) {
+        fe_conn_close(c, "refused");   /* the device did not close within the linger time */
+        return;
+    }
     if (fe_session_timer(c, fe_loop_now(loop)))
         fe_conn_schedule(c);
 }

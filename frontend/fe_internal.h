@@ -54,6 +54,7 @@ typedef enum {
 #define FE_F_GRACEFUL 0x04     /* DISCONNECT received: no will */
 #define FE_F_BLOCKED 0x08      /* in the worker's blocked list */
 #define FE_F_C2D_QOS0 0x10     /* the devicebound subscription was granted QoS 0 */
+#define FE_F_LINGER 0x20       /* refused: output sent and half-closed, draining until the peer closes */
 
 typedef struct {
     uint8_t qos;
