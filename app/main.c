@@ -413,7 +413,7 @@ static int cmd_store(sg_config_t *cfg)
     st_shard_t *s = st_shard_new(cfg, name, (unsigned)partition, sg_config_str(cfg, "store.bind"), dir);
     if (!s)
         return 1;
-    app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "store");
+    app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "store", NULL, NULL);
     wait_for_stop();
     app_health_destroy(&h);
     st_shard_destroy(&s);
@@ -425,7 +425,8 @@ static int cmd_router(sg_config_t *cfg)
     rt_router_t *r = rt_router_new(cfg, sg_config_str(cfg, "router.name"), sg_config_str(cfg, "router.bind"));
     if (!r)
         return 1;
-    app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "router");
+    app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "router",
+                                     rt_router_ready, r);
     wait_for_stop();
     app_health_destroy(&h);
     rt_router_destroy(&r);
@@ -437,7 +438,8 @@ static int cmd_frontend(sg_config_t *cfg)
     fe_frontend_t *f = fe_frontend_new(cfg, sg_config_str(cfg, "frontend.name"), sg_config_str(cfg, "cluster.routers"));
     if (!f)
         return 1;
-    app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "frontend");
+    app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "frontend",
+                                     fe_frontend_ready, f);
     wait_for_stop();
     app_health_destroy(&h);
     fe_frontend_destroy(&f);

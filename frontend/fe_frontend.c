@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <netdb.h>
 #include <openssl/rand.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +15,7 @@
 #include "fe_worker.h"
 #include "sg_codec.h"
 #include "sg_log.h"
+#include "sg_time.h"
 
 struct fe_frontend {
     fe_settings_t set;
@@ -153,4 +156,19 @@ uint64_t fe_frontend_connections(const fe_frontend_t *self)
     for (int i = 0; i < self->n; i++)
         n += atomic_load(&self->workers[i]->n_conns);
     return n;
+}
+
+bool fe_frontend_ready(void *self, char *why, size_t why_len)
+{
+    fe_frontend_t *f = self;
+    int64_t now = sg_mono_ms();
+    for (int i = 0; i < f->n; i++) {
+        int64_t seen = atomic_load(&f->workers[i]->router_seen_ms);
+        if (seen == 0 || now - seen > FE_ROUTER_STALE_MS) {
+            snprintf(why, why_len, "event loop %d has not heard from its router %s", i,
+                     seen == 0 ? "yet" : "for over 7 s");
+            return false;
+        }
+    }
+    return true;
 }

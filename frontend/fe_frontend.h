@@ -6,6 +6,9 @@
 #ifndef FE_FRONTEND_H
 #define FE_FRONTEND_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include "sg_config.h"
 
 typedef struct fe_frontend fe_frontend_t;
@@ -18,5 +21,8 @@ void fe_frontend_destroy(fe_frontend_t **self_p);
 int fe_frontend_mqtt_port(const fe_frontend_t *self);
 /* Connections currently open (all threads). */
 uint64_t fe_frontend_connections(const fe_frontend_t *self);
+/* Readiness (an app_health_ready_fn): every event loop has heard from its router lately, so a
+ * device that connects here can be authenticated. */
+bool fe_frontend_ready(void *self, char *why, size_t why_len);
 
 #endif

@@ -118,8 +118,14 @@ struct fe_worker {
     uint32_t accept_paused_until;
     /* statistics, read by other threads */
     _Atomic uint64_t n_conns;
+    _Atomic int64_t router_seen_ms;   /* sg_mono_ms of the last frame from the router (0: never) */
     _Atomic uint64_t accepted, online, auth_failed, telemetry_in, c2d_out, protocol_errors;
 };
+
+/* Each loop sends its router a heartbeat this often; a loop whose router has not answered for
+ * FE_ROUTER_STALE_MS makes the frontend unready. */
+#define HEARTBEAT_EVERY_S 2
+#define FE_ROUTER_STALE_MS 7000
 
 #define FE_RX_SCRATCH (16 * 1024 + 512)
 

@@ -12,6 +12,7 @@
 #include "fe_worker.h"
 #include "sg_log.h"
 #include "sg_curve.h"
+#include "sg_time.h"
 
 #define ACCEPTS_PER_WAKE 64
 
@@ -122,10 +123,11 @@ static void drain_link(fe_worker_t *w)
             break;
         }
         sg_wire_hdr_t h;
-        if (sg_wire_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &h) == SG_OK)
-            fe_session_frame(w, &h);
-        else
+        atomic_store(&w->router_seen_ms, sg_mono_ms());
+        if (sg_wire_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &h) != SG_OK)
             SG_WARN("frontend", "link.malformed", "bytes=%zu", zmq_msg_size(&msg));
+        else if (h.type != SG_MSG_PONG)   /* a PONG only answers our heartbeat */
+            fe_session_frame(w, &h);
         zmq_msg_close(&msg);
     }
 }
@@ -170,9 +172,8 @@ static void on_accept(fe_loop_t *loop, fe_io_t *io, uint32_t events)
     }
 }
 
-#define HEARTBEAT_EVERY_S 5
-
-/* Tell the routers this loop is alive and how many devices it holds (GET /v1/cluster). */
+/* Tell the router this loop is alive and how many devices it holds (GET /v1/cluster); its PONG
+ * tells us the router is there (fe_frontend_ready). */
 static void heartbeat(fe_worker_t *w)
 {
     char json[64];

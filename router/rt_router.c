@@ -7,6 +7,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include "rt_ring.h"
@@ -37,6 +38,7 @@ struct rt_router {
     size_t n_shards;
     rt_ring_t *ring;
     bool ready;
+    _Atomic size_t shards_up;   /* read by the /readyz thread */
     uint64_t relayed_in, relayed_out, unroutable;
     zhashx_t *peers;     /* frontend routing id -> peer_t, from their heartbeats */
 };
@@ -48,9 +50,27 @@ typedef struct {
 
 #define PEER_FORGET_MS 30000
 
-/* A frontend loop's heartbeat: remember it and its connection count for /v1/cluster. */
-static void on_heartbeat(rt_router_t *r, zframe_t *peer, const sg_wire_hdr_t *h)
+/* [peer][frame w] back to a frontend or admin without blocking (dropped when its queue is full:
+ * the asker's deadline covers a lost answer). */
+static void to_peer(zsock_t *front, zframe_t *peer, const sg_wbuf_t *w)
 {
+    zmsg_t *m = zmsg_new();
+    zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
+    zmsg_addmem(m, w->data, w->len);
+    if (sg_zmq_send_nowait(front, &m) != 0)
+        zmsg_destroy(&m);
+}
+
+/* A frontend loop's heartbeat: remember it and its connection count for /v1/cluster, and answer
+ * with a PONG so the frontend knows its router is there (its /readyz). */
+static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_wire_hdr_t *h)
+{
+    sg_wire_hdr_t pong = sg_wire_hdr(SG_MSG_PONG, NULL);
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 64);
+    if (sg_wire_encode_hdr(&w, &pong) == SG_OK)
+        to_peer(front, peer, &w);
+    sg_wbuf_fini(&w);
     const char *json;
     size_t len;
     char *id = zframe_strdup(peer);
@@ -177,13 +197,8 @@ static void send_error(zsock_t *front, zframe_t *peer, const sg_wire_hdr_t *in, 
 {
     sg_wbuf_t w;
     sg_wbuf_init(&w, 512);
-    if (sg_wire_put_error(&w, in, code) == SG_OK) {
-        zmsg_t *m = zmsg_new();
-        zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
-        zmsg_addmem(m, w.data, w.len);
-        if (sg_zmq_send_nowait(front, &m) != 0)
-            zmsg_destroy(&m);
-    }
+    if (sg_wire_put_error(&w, in, code) == SG_OK)
+        to_peer(front, peer, &w);
     sg_wbuf_fini(&w);
 }
 
@@ -211,13 +226,8 @@ static void send_ring(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_w
     h.status = 200;
     sg_wbuf_t w;
     sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
-    if (text && sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_json(&w, text, strlen(text)) == SG_OK) {
-        zmsg_t *m = zmsg_new();
-        zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
-        zmsg_addmem(m, w.data, w.len);
-        if (sg_zmq_send_nowait(front, &m) != 0)
-            zmsg_destroy(&m);
-    }
+    if (text && sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_json(&w, text, strlen(text)) == SG_OK)
+        to_peer(front, peer, &w);
     free(text);
     sg_wbuf_fini(&w);
 }
@@ -258,7 +268,7 @@ static void on_front(rt_router_t *r, zsock_t *front)
     if (h.type == SG_MSG_RING) {
         send_ring(r, front, peer, &h);
     } else if (h.type == SG_MSG_PING) {
-        on_heartbeat(r, peer, &h);
+        on_heartbeat(r, front, peer, &h);
     } else if (h.type == SG_MSG_HELLO) {
         for (size_t i = 0; i < r->n_shards; i++)
             (void)to_shard(r, i, peer, frame);
@@ -300,8 +310,10 @@ static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
     }
     if (h.type == SG_MSG_PONG) {
         s->last_pong = sg_mono_ms();
-        if (!s->up)
+        if (!s->up) {
             SG_INFO("router", "shard.reachable", "shard=%s endpoint=%s", s->name, s->endpoint);
+            atomic_fetch_add(&r->shards_up, 1);
+        }
         s->up = true;
         zmsg_destroy(&m);
         return;
@@ -360,6 +372,7 @@ static void ping_all(rt_router_t *r)
                 s->sent--;   /* probes are not relayed traffic */
             if (s->up && sg_mono_ms() - s->last_pong >= SHARD_DOWN_AFTER_MS) {
                 s->up = false;
+                atomic_fetch_sub(&r->shards_up, 1);
                 SG_WARN("router", "shard.unreachable", "shard=%s endpoint=%s", s->name, s->endpoint);
             }
         }
@@ -496,3 +509,13 @@ void rt_router_destroy(rt_router_t **self_p)
 }
 
 const char *rt_router_endpoint(const rt_router_t *self) { return self->endpoint; }
+
+bool rt_router_ready(void *self, char *why, size_t why_len)
+{
+    rt_router_t *r = self;
+    if (atomic_load(&r->shards_up) > 0)
+        return true;
+    snprintf(why, why_len, "none of the %zu shards has answered a probe in the last %d s", r->n_shards,
+             SHARD_DOWN_AFTER_MS / 1000);
+    return false;
+}

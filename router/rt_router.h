@@ -6,6 +6,8 @@
 #ifndef RT_ROUTER_H
 #define RT_ROUTER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include "sg_config.h"
 
 typedef struct rt_router rt_router_t;
@@ -15,6 +17,11 @@ typedef struct rt_router rt_router_t;
 rt_router_t *rt_router_new(const sg_config_t *cfg, const char *name, const char *bind);
 void rt_router_destroy(rt_router_t **self_p);
 const char *rt_router_endpoint(const rt_router_t *self);
+/* Readiness (an app_health_ready_fn): at least one shard answered a probe within the last 3 s,
+ * so the router's links work. Not "every shard": a shard restarting would make every router
+ * unready at once and take the whole Service down with it; GET /v1/cluster (and the admin's
+ * /readyz) say which shards are reachable. */
+bool rt_router_ready(void *self, char *why, size_t why_len);
 
 /* Parse cluster.shards / cluster.shard_endpoint into n names and endpoints (malloc'd arrays of
  * malloc'd strings; free with rt_shard_list_free). Entries are "name" or "name=endpoint". */

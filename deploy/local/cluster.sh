@@ -61,7 +61,9 @@ up() {
     running "$p" && die "a cluster is already running in $dir (cluster.sh down $dir first)"
   done
   "$bin" init --data-dir "$dir" >/dev/null
-  read -r -a ports <<<"$(free_ports $((shards + 1 + frontends + 1)))"
+  # one port per shard, the router, one per frontend, the admin; then a /readyz port for every
+  # member but the admin (which serves /readyz on its own port)
+  read -r -a ports <<<"$(free_ports $((2 * (shards + 1 + frontends) + 1)))"
   local i=0 shard_list="" shard_ports="" mqtt_ports=""
   for ((s = 0; s < shards; s++)); do
     shard_list+="${shard_list:+,}store-$s=tcp://127.0.0.1:${ports[i]}"
@@ -73,7 +75,19 @@ up() {
     mqtt_ports+="${mqtt_ports:+ }${ports[i]}"
     i=$((i + 1))
   done
-  local admin_port=${ports[i]}
+  local admin_port=${ports[i]}; i=$((i + 1))
+  # /readyz ports: store-0.., router-0, fe-0.. in that order (HEALTH in ports.env)
+  local names=() health_list="" n
+  for ((s = 0; s < shards; s++)); do names+=("store-$s"); done
+  names+=(router-0)
+  for ((f = 0; f < frontends; f++)); do names+=("fe-$f"); done
+  declare -A health
+  for n in "${names[@]}"; do
+    health[$n]=${ports[i]}
+    health_list+="${health_list:+ }$n=${ports[i]}"
+    i=$((i + 1))
+  done
+  hp() { echo "--set health.bind=127.0.0.1 --health-port ${health[$1]}"; }
   local routers="tcp://127.0.0.1:$router_port"
   # Every link between the processes is CURVE-encrypted with the cluster certificate init wrote.
   local curve="--set cluster.curve_cert=$dir/curve/cluster.cert"
@@ -84,31 +98,39 @@ up() {
     echo "ROUTER_PORT=$router_port"
     echo "SHARD_PORTS=\"$shard_ports\""
     echo "SHARDS=\"$shard_list\""
+    echo "HEALTH=\"$health_list\""
   } >"$dir/ports.env"
 
   local s=0
   for p in $shard_ports; do
     mkdir -p "$dir/store-$s"
     save_and_start "store-$s" "$dir" store $curve --name "store-$s" --bind "tcp://127.0.0.1:$p" \
-      --data-dir "$dir/store-$s" --shards "$shard_list" --log-level "$level"
+      --data-dir "$dir/store-$s" --shards "$shard_list" --log-level "$level" $(hp "store-$s")
     s=$((s + 1))
   done
   save_and_start router-0 "$dir" router $curve --name router-0 --bind "tcp://127.0.0.1:$router_port" \
-    --shards "$shard_list" --log-level "$level"
+    --shards "$shard_list" --log-level "$level" $(hp router-0)
   local f=0
   for p in $mqtt_ports; do
     save_and_start "fe-$f" "$dir" frontend $curve --name "fe-$f" --bind 127.0.0.1 --mqtt-port "$p" \
-      --cert "$dir/server.crt" --key "$dir/server.key" --routers "$routers" --log-level "$level"
+      --cert "$dir/server.crt" --key "$dir/server.key" --routers "$routers" --log-level "$level" $(hp "fe-$f")
     f=$((f + 1))
   done
   save_and_start admin-0 "$dir" admin $curve --bind 127.0.0.1 --admin-port "$admin_port" \
     --tokens "$dir/tokens" --routers "$routers" --log-level "$level"
 
-  # Ready when the admin says every shard is reachable and every frontend accepts TCP.
+  # Ready when the admin says every shard is reachable, every member's /readyz answers 200 (a
+  # frontend: its router answers) and every frontend accepts TCP.
   local deadline=$((SECONDS + 30))
   until curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || { status "$dir" >&2; die "cluster in $dir did not become ready in 30 s (see $dir/*.log)"; }
     sleep 0.2
+  done
+  for n in "${names[@]}"; do
+    until curl -fsS "http://127.0.0.1:${health[$n]}/readyz" >/dev/null 2>&1; do
+      [ $SECONDS -lt $deadline ] || die "$n (/readyz on port ${health[$n]}) did not become ready in 30 s (see $dir/$n.log)"
+      sleep 0.2
+    done
   done
   for p in $mqtt_ports; do
     until (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do

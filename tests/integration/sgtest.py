@@ -626,6 +626,8 @@ class Cluster(Gateway):
         self.ports_env = env
         self.mqtt_ports = [int(p) for p in env["MQTT_PORTS"].split()]
         self.admin_port = int(env["ADMIN_PORT"])
+        self.health_ports = {k: int(v) for k, _, v in
+                             (x.partition("=") for x in env.get("HEALTH", "").split())}
         self._read_admin_token()
         self.wait_ready(start_timeout)
 
@@ -661,6 +663,24 @@ class Cluster(Gateway):
             return True
         except OSError:
             return False
+
+    def member_probe(self, name, path="/readyz"):
+        """GET /readyz (or /healthz) of store-N, router-0 or fe-N: (status, JSON body), or
+        (None, None) when nothing answers."""
+        try:
+            r = http_request(self.health_ports[name], "GET", path, timeout=5)
+        except OSError:
+            return None, None
+        return r.status, r.json
+
+    def wait_member_ready(self, name, timeout=60):
+        wait_until(lambda: self.member_probe(name)[0] == 200, timeout, "/readyz 200 from %s" % name)
+
+    def wait_ready(self, timeout=60):
+        super().wait_ready(timeout)
+        for name in getattr(self, "health_ports", {}):
+            if self.running(name):
+                self.wait_member_ready(name, timeout)
 
     def kill(self, name):
         """SIGKILL one member (cluster.sh kill NAME DIR)."""

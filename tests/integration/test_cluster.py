@@ -114,6 +114,20 @@ class ClusterRoutingTest(ClusterTestBase):
                        == before[shard] + 1, 15, "session count of %s to grow" % shard)
             c.close()
 
+    def test_member_probes(self):
+        """Every non-admin member serves /healthz and /readyz for Kubernetes probes."""
+        gw = self.gw
+        self.assertEqual(sorted(gw.health_ports), ["fe-0", "fe-1", "router-0", "store-0", "store-1"])
+        for name, port in sorted(gw.health_ports.items()):
+            tier = {"fe": "frontend", "ro": "router", "st": "store"}[name[:2]]
+            for path in ("/healthz", "/readyz"):
+                status, body = gw.member_probe(name, path)
+                self.assertEqual((status, body), (200, {"status": "ok", "tier": tier}), "%s %s" % (name, path))
+            r = sgtest.http_request(port, "GET", "/v1/devices")
+            self.assertEqual((r.status, r.json["error"]), (404, "NotFound"), name)
+            r = sgtest.http_request(port, "POST", "/readyz", body=b"{}")
+            self.assertEqual((r.status, r.json["error"]), (405, "MethodNotAllowed"), name)
+
     def test_zz_frontend_killed(self):
         dev = self.gw.create_device()
         did = dev["id"]
@@ -139,6 +153,14 @@ class ClusterRoutingTest(ClusterTestBase):
         self.gw.kill("router-0")
         try:
             wait_until(lambda: not self.gw.ready(), 30, "/readyz to report the router outage")
+            with self.subTest("frontends unready while their router is down"):
+                for fe in ("fe-0", "fe-1"):
+                    status, body = wait_until(lambda: (lambda r: r if r[0] == 503 else None)(
+                        self.gw.member_probe(fe)), 30, "/readyz of %s to answer 503" % fe)
+                    self.assertEqual(body["status"], "unready")
+                    self.assertIn("router", body["reason"])
+                    self.assertEqual(self.gw.member_probe(fe, "/healthz")[0], 200, "%s is alive" % fe)
+                self.assertEqual(self.gw.member_probe("store-0")[0], 200)
             with self.subTest("CONNACK 3 while the router is down"):
                 x = self.device(dev, port=self.fe0)
                 try:
@@ -248,6 +270,11 @@ class ShardKillTest(ClusterTestBase):
             wait_until(lambda: re.search(r'(?m)^sacgate_shard_up\{[^}]*shard="%s"[^}]*\} 0$' % shard,
                                          gw.get("/metrics").text), 30, "sacgate_shard_up of %s to be 0" % shard)
             self.assertEqual(gw.get("/v1/cluster").status, 200, "GET /v1/cluster during a shard outage")
+            # one shard down does not make the router or the frontends unready: they still
+            # serve the other shard's devices (and every router would be unready at once)
+            self.assertEqual(gw.member_probe(shard), (None, None), "%s was killed" % shard)
+            for name in ("router-0", "fe-0", "fe-1", other):
+                self.assertEqual(gw.member_probe(name)[0], 200, "/readyz of %s during the outage" % name)
             # a device of the dead shard is told the server is unavailable
             with self.subTest("CONNACK 3 while %s is down" % shard):
                 x = self.device(tdev, port=self.fe1)
