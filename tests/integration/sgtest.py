@@ -1244,6 +1244,17 @@ class GatewayTest(unittest.TestCase):
         self._clients.append(c)
         return c
 
+    def raw_subscribed(self, dev, qos=1, port=None):
+        """A raw connection of `dev` (from create_device), connected and subscribed to its
+        devicebound topic with the QoS granted as asked."""
+        did = dev["id"]
+        raw = self.raw(port=port)
+        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
+        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, qos)]))
+        _, _, body = raw.expect(SUBACK)
+        self.assertEqual(body, struct.pack("!HB", 1, qos), "SUBACK granting QoS %d" % qos)
+        return raw
+
     def assertError(self, r, status, error=None):
         """An HTTP error answer: the status and a JSON {"error", "message"} body."""
         self.assertEqual(r.status, status, "expected HTTP %d, got %r" % (status, r))

@@ -11,8 +11,8 @@ import urllib.parse
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import (GatewayTest, PUBLISH, SUBACK, RFC3339, mosquitto_sub, parse_bag, pkt_puback,
-                    pkt_subscribe, sas_token, wait_until)
+from sgtest import (GatewayTest, PUBLISH, RFC3339, mosquitto_sub, parse_bag, pkt_puback, sas_token,
+                    wait_until)
 
 
 class CommandTest(GatewayTest):
@@ -96,11 +96,7 @@ class CommandTest(GatewayTest):
         dev = self.gw.create_device()
         did = dev["id"]
         acc = self.gw.send_command(did, "at least once").json
-        raw = self.raw()
-        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
-        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
-        p = raw.expect(SUBACK)
-        self.assertEqual(p[2][2:], b"\x01")
+        raw = self.raw_subscribed(dev)
         p = raw.expect(PUBLISH)
         self.assertEqual((p[1] >> 1) & 3, 1, "command not sent with QoS 1")
         raw.close()  # no PUBACK
@@ -145,10 +141,7 @@ class CommandTest(GatewayTest):
         dev = self.gw.create_device()
         did = dev["id"]
         ids = [self.gw.send_command(did, "w-%d" % i).json["messageId"] for i in range(15)]
-        raw = self.raw()
-        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
-        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
-        raw.expect(SUBACK)
+        raw = self.raw_subscribed(dev)
         got = [raw.expect(PUBLISH, 20) for _ in range(10)]
         # no 11th while none is acknowledged
         try:
@@ -200,10 +193,7 @@ class CommandTest(GatewayTest):
         dev = self.gw.create_device()
         did = dev["id"]
         ids = [self.gw.send_command(did, "p-%d" % i).json["messageId"] for i in range(20)]
-        raw = self.raw()
-        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
-        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
-        raw.expect(SUBACK)
+        raw = self.raw_subscribed(dev)
         pubs = [raw.expect(PUBLISH, 20) for _ in range(10)]
         for p in pubs[:5]:
             tlen = struct.unpack("!H", p[2][:2])[0]

@@ -13,8 +13,8 @@ import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import (CONNACK, CONNECT, PUBLISH, SUBACK, GatewayTest, MqttDevice, enc_str, packet, pkt_puback,
-                    pkt_subscribe, read_publish, sas_token, username_for, wait_until)
+from sgtest import (CONNACK, CONNECT, PUBLISH, GatewayTest, MqttDevice, enc_str, packet, pkt_puback,
+                    read_publish, sas_token, username_for, wait_until)
 
 # Short lock and few attempts so redelivery is observable; a low rate to exercise the bucket.
 SHORT_LOCKS = {"SACGATE_STORE_DELIVERY_LOCK": "2", "SACGATE_STORE_MAX_DELIVERY_COUNT": "3",
@@ -25,18 +25,10 @@ class DeliveryTest(GatewayTest):
 
     ENV = SHORT_LOCKS
 
-    def subscribed_raw(self, dev, port=None, qos=1):
-        did = dev["id"]
-        raw = self.raw(port=port)
-        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
-        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, qos)]))
-        raw.expect(SUBACK)
-        return raw
-
     def test_unacknowledged_delivery_is_retried_then_dead_lettered(self):
         dev = self.gw.create_device()
         did = dev["id"]
-        raw = self.subscribed_raw(dev)
+        raw = self.raw_subscribed(dev)
         self.gw.send_command(did, "nobody acks me")
         seen = []
         for _ in range(3):   # max_delivery_count = 3, lock 2 s; we never PUBACK
@@ -56,7 +48,7 @@ class DeliveryTest(GatewayTest):
     def test_lost_delivery_comes_again_in_the_same_session(self):
         dev = self.gw.create_device()
         did = dev["id"]
-        raw = self.subscribed_raw(dev)
+        raw = self.raw_subscribed(dev)
         self.gw.send_command(did, "again")
         pid1, dup1, _ = read_publish(raw)
         pid2, dup2, _ = read_publish(raw)   # not acknowledged within the lock: handed out again
@@ -136,10 +128,7 @@ class ShardRestartTest(GatewayTest):
     def test_deliveries_resume_after_the_shard_restarts(self):
         dev = self.gw.create_device()
         did = dev["id"]
-        raw = self.raw()
-        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
-        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
-        raw.expect(SUBACK)
+        raw = self.raw_subscribed(dev)
         for i in range(15):
             self.gw.send_command(did, "c%02d" % i)
         first = [read_publish(raw) for _ in range(10)]   # the in-flight window
@@ -164,10 +153,7 @@ class ShardRestartTest(GatewayTest):
         # resuming the live sessions it finds on disk.
         dev = self.gw.create_device()
         did = dev["id"]
-        raw = self.raw()
-        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
-        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
-        raw.expect(SUBACK)
+        raw = self.raw_subscribed(dev)
         self.gw.send_command(did, "unacked")
         pid, dup, payload = read_publish(raw)
         self.assertEqual((dup, payload), (False, b"unacked"))

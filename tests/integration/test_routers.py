@@ -10,8 +10,7 @@ import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import (BIN, SUBACK, GatewayTest, free_port, pkt_puback, pkt_subscribe, read_publish, sas_token,
-                    wait_until)
+from sgtest import BIN, GatewayTest, free_port, pkt_puback, read_publish, wait_until
 
 SHORT_LOCKS = {"SACGATE_STORE_DELIVERY_LOCK": "2"}
 
@@ -38,10 +37,7 @@ class RoutersTest(GatewayTest):
         self.second_router()
         dev = self.gw.create_device()
         did = dev["id"]
-        raw = self.raw()
-        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
-        raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, 1)]))
-        raw.expect(SUBACK)
+        raw = self.raw_subscribed(dev)
         self.gw.send_command(did, "first")
         pid, dup, payload = read_publish(raw)
         self.assertEqual(payload, b"first")

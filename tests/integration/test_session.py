@@ -9,8 +9,8 @@ import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import (CONNACK, CONNECT, PUBLISH, SUBACK, GatewayTest, MqttDevice, enc_str, packet,
-                    pkt_disconnect, pkt_subscribe, sas_token, username_for, wait_until)
+from sgtest import (CONNACK, CONNECT, PUBLISH, GatewayTest, MqttDevice, enc_str, packet, pkt_disconnect,
+                    sas_token, username_for, wait_until)
 
 
 def pkt_connect_will(device_id, password, will_topic, will_payload, will_qos=0, keepalive=60, clean=True):
@@ -84,15 +84,19 @@ class SessionTest(GatewayTest):
 
     # ---------------------------------------------------------------- persistent sessions
 
-    def test_clean_session_false_resumes_the_subscription(self):
-        dev = self.gw.create_device()
-        did = dev["id"]
-        first = FlagsDevice(self.gw, did, key=dev["primary"], clean_session=False)
+    def subscribe_then_leave(self, dev):
+        """A persistent session (CleanSession=0) subscribes to its commands and disconnects."""
+        first = FlagsDevice(self.gw, dev["id"], key=dev["primary"], clean_session=False)
         self._clients.append(first)
         self.assertEqual(first.connect(), 0)
         first.subscribe_commands()
         first.close()
-        wait_until(lambda: not self.gw.device(did).json["connection"]["connected"], 20, "the session to end")
+        wait_until(lambda: not self.gw.device(dev["id"]).json["connection"]["connected"], 20, "the session to end")
+
+    def test_clean_session_false_resumes_the_subscription(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        self.subscribe_then_leave(dev)
         mid = self.gw.send_command(did, "while away").json["messageId"]
 
         again = FlagsDevice(self.gw, did, key=dev["primary"], clean_session=False)
@@ -106,12 +110,7 @@ class SessionTest(GatewayTest):
     def test_clean_session_true_starts_without_subscriptions(self):
         dev = self.gw.create_device()
         did = dev["id"]
-        first = FlagsDevice(self.gw, did, key=dev["primary"], clean_session=False)
-        self._clients.append(first)
-        self.assertEqual(first.connect(), 0)
-        first.subscribe_commands()
-        first.close()
-        wait_until(lambda: not self.gw.device(did).json["connection"]["connected"], 20, "the session to end")
+        self.subscribe_then_leave(dev)
         self.gw.send_command(did, "held")
         clean = FlagsDevice(self.gw, did, key=dev["primary"], clean_session=True)
         self._clients.append(clean)
@@ -128,11 +127,7 @@ class SessionTest(GatewayTest):
     def test_qos0_subscription_gets_qos0_deliveries(self):
         dev = self.gw.create_device()
         did = dev["id"]
-        raw = self.raw()
-        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
-        raw.send(pkt_subscribe(3, [("devices/%s/messages/devicebound/#" % did, 0)]))
-        t, _, body = raw.expect(SUBACK)
-        self.assertEqual(body, struct.pack("!H", 3) + bytes([0]), "granted QoS 0")
+        raw = self.raw_subscribed(dev, qos=0)
         self.gw.send_command(did, "fire and forget")
         t, flags, body = raw.expect(PUBLISH, timeout=20)
         self.assertEqual((flags >> 1) & 3, 0, "delivered at QoS 0")
