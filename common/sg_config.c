@@ -72,6 +72,7 @@ static const spec_t k_specs[] = {
     I("store.delivery_window", "10", 1, 1000, "cloud-to-device messages in flight per device"),
     I("store.max_delivery_count", "10", 1, 1000, "delivery attempts before a message is dead-lettered (deliveryCountExceeded)"),
     I("store.delivery_lock", "60", 1, 86400, "seconds a delivery may stay unacknowledged before it is handed out again"),
+    I("store.peer_timeout", "30", 3, 3600, "seconds without a heartbeat after which a frontend loop's sessions are ended"),
     I("store.cache_devices", "200000", 1000, 100000000, "device entries kept in memory by the writer"),
 
     S("admin.bind", "127.0.0.1", "address of the HTTP endpoint"),

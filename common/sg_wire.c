@@ -23,6 +23,7 @@ static const char *const k_type_names[SG_MSG_TYPE_MAX] = {
     [SG_MSG_PING] = "PING",
     [SG_MSG_PONG] = "PONG",
     [SG_MSG_ERROR] = "ERROR",
+    [SG_MSG_ALIVE] = "ALIVE",
 };
 
 const char *sg_wire_type_name(uint8_t type)

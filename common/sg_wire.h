@@ -41,6 +41,7 @@ typedef enum {
     SG_MSG_PING,            /* rt->st liveness probe */
     SG_MSG_PONG,            /* st->rt */
     SG_MSG_ERROR,           /* rt->peer: could not route (status = SG_WIRE_ERR_*) */
+    SG_MSG_ALIVE,           /* rt->st: the frontend loop named by the envelope sent a heartbeat */
     SG_MSG_TYPE_MAX
 } sg_msg_type_t;
 

@@ -247,6 +247,23 @@ static bool to_shard(rt_router_t *r, size_t i, zframe_t *peer, zframe_t *frame)
     return true;
 }
 
+/* Pass a frontend loop's heartbeat on to every shard: shards end the sessions of a loop that
+ * has gone silent (a crashed pod that never comes back under its name; store.peer_timeout). */
+static void forward_alive(rt_router_t *r, zframe_t *peer)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ALIVE, NULL);
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 64);
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK) {
+        zframe_t *f = zframe_new(w.data, w.len);
+        for (size_t i = 0; i < r->n_shards; i++)
+            if (to_shard(r, i, peer, f))
+                r->shards[i].sent--;   /* not relayed traffic */
+        zframe_destroy(&f);
+    }
+    sg_wbuf_fini(&w);
+}
+
 static void on_front(rt_router_t *r, zsock_t *front)
 {
     zmsg_t *m = zmsg_recv(front);
@@ -269,6 +286,7 @@ static void on_front(rt_router_t *r, zsock_t *front)
         send_ring(r, front, peer, &h);
     } else if (h.type == SG_MSG_PING) {
         on_heartbeat(r, front, peer, &h);
+        forward_alive(r, peer);
     } else if (h.type == SG_MSG_HELLO) {
         for (size_t i = 0; i < r->n_shards; i++)
             (void)to_shard(r, i, peer, frame);

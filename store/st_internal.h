@@ -31,6 +31,7 @@ typedef struct {
     int max_delivery_count;
     int64_t delivery_lock_ms;
     int64_t cache_devices;
+    int64_t peer_timeout_ms;
     char ep_writer[128];    /* net PUSH -> writer PULL */
     char ep_readers[128];   /* net PUSH -> readers PULL */
     char ep_out[128];       /* writer/readers PUSH -> net PULL */

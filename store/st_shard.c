@@ -36,7 +36,11 @@ typedef struct {
     zactor_t **readers;
     zlistx_t *routers;  /* identities of routers that said HELLO (strings) */
     zlist_t *parked;    /* parked_t* */
+    zlist_t *held;      /* zmsg_t*: session bookkeeping waiting for room in the writer's queue */
 } net_t;
+
+/* Bookkeeping frames held at most; beyond, the writer has been stuck for very long. */
+#define HELD_MAX 200000
 
 static void router_seen(net_t *n, zframe_t *id)
 {
@@ -79,18 +83,41 @@ static void refuse_busy(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_h
     sg_wbuf_fini(&w);
 }
 
-/* Hand m to a worker queue without blocking; refused (BUSY) when the queue is full, except
- * session bookkeeping, which is dropped with a log line (epochs and delivery locks recover). */
+/* Frames the sender can be told to retry: a device gets CONNACK 3 or a closed connection (and
+ * starts over), an operator 503. The rest (session ends, frontend reboots and heartbeats) cannot
+ * be answered usefully, so they wait in order for room instead (apply order among them does not
+ * matter: each names the session epoch or the frontend it is about). */
+static bool refusable(uint8_t type)
+{
+    return type == SG_MSG_TELEMETRY || type == SG_MSG_AUTH || type == SG_MSG_ADMIN || type == SG_MSG_SUBSCRIBE ||
+           type == SG_MSG_COMPLETE;
+}
+
+/* Send held bookkeeping frames while the writer's queue has room. */
+static void flush_held(net_t *n)
+{
+    zmsg_t *m;
+    while ((m = zlist_first(n->held)) && sg_zmq_send_nowait(n->to_writer, &m) == 0)
+        zlist_pop(n->held);
+}
+
+/* Hand m to a worker queue without blocking; when the queue is full, refused (BUSY) or held. */
 static void to_worker(net_t *n, zsock_t *q, zmsg_t **m, const sg_wire_hdr_t *h)
 {
-    if (sg_zmq_send_nowait(q, m) == 0)
+    bool hold = q == n->to_writer && !refusable(h->type);
+    if (!(hold && zlist_size(n->held) > 0) && sg_zmq_send_nowait(q, m) == 0)
         return;
+    if (hold && zlist_size(n->held) < HELD_MAX) {
+        zlist_append(n->held, *m);
+        *m = NULL;
+        return;
+    }
     zframe_t *rid = zmsg_first(*m), *peer = zmsg_next(*m);
-    if (h->type == SG_MSG_TELEMETRY || h->type == SG_MSG_AUTH || h->type == SG_MSG_ADMIN)
-        refuse_busy(n, rid, peer, h);
+    if (hold)
+        SG_ERROR("store", "net.overloaded", "dropped=%s device=%.*s held=%d", sg_wire_type_name(h->type),
+                 (int)h->device_len, h->device, HELD_MAX);
     else
-        SG_WARN("store", "net.overloaded", "dropped=%s device=%.*s", sg_wire_type_name(h->type), (int)h->device_len,
-                h->device);
+        refuse_busy(n, rid, peer, h);
     zmsg_destroy(m);
 }
 
@@ -280,6 +307,7 @@ static void net_actor(zsock_t *pipe, void *args)
     zlistx_set_destructor(n.routers, (zlistx_destructor_fn *)zstr_free);
     zlistx_set_comparator(n.routers, (zlistx_comparator_fn *)strcmp);
     n.parked = zlist_new();
+    n.held = zlist_new();
     n.router = zsock_new(ZMQ_ROUTER);
     int ok = n.router != NULL;
     if (ok) {
@@ -308,7 +336,7 @@ static void net_actor(zsock_t *pipe, void *args)
                 n.ctx->partition, n.shard->endpoint, n.ctx->db.path, n.ctx->sync ? "always" : "never");
         zpoller_t *poller = zpoller_new(pipe, n.router, n.from_workers, NULL);
         for (;;) {
-            void *which = zpoller_wait(poller, zlist_size(n.parked) ? 100 : 1000);
+            void *which = zpoller_wait(poller, zlist_size(n.held) ? 5 : zlist_size(n.parked) ? 100 : 1000);
             if (which == pipe)
                 break;
             if (which == n.router)
@@ -317,6 +345,8 @@ static void net_actor(zsock_t *pipe, void *args)
                 on_workers(&n);
             if (zlist_size(n.parked))
                 wake_parked(&n, true);
+            if (zlist_size(n.held))
+                flush_held(&n);
         }
         zpoller_destroy(&poller);
     }
@@ -326,6 +356,10 @@ static void net_actor(zsock_t *pipe, void *args)
         free(p);
     }
     zlist_destroy(&n.parked);
+    zmsg_t *held;
+    while ((held = zlist_pop(n.held)))
+        zmsg_destroy(&held);
+    zlist_destroy(&n.held);
     stop_workers(&n);
     zsock_destroy(&n.router);
     zlistx_destroy(&n.routers);
@@ -357,6 +391,7 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->max_delivery_count = (int)sg_config_int(cfg, "store.max_delivery_count");
     c->delivery_lock_ms = sg_config_int(cfg, "store.delivery_lock") * 1000;
     c->cache_devices = sg_config_int(cfg, "store.cache_devices");
+    c->peer_timeout_ms = sg_config_int(cfg, "store.peer_timeout") * 1000;
     if (c->default_ttl > c->max_ttl)
         c->default_ttl = c->max_ttl;
     /* Unique per shard instance so several shards can live in one process (sacgate all). */

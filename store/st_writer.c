@@ -73,9 +73,29 @@ typedef struct {
     wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
     int64_t resume_at;          /* start-up deliveries wait for the routers to reconnect */
     zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
+    zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
+    int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
+    bool orphans_checked;       /* sessions loaded at start whose loop never spoke were ended */
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
 } writer_t;
+
+/* A session ended because its frontend loop went silent: told again (KICK) if the loop speaks. */
+typedef struct {
+    char *device;
+    uint64_t handle, epoch;
+} ended_t;
+
+/* Liveness of one frontend loop ("{frontend}/{loop}/{boot}"), from the heartbeats routers pass on. */
+typedef struct {
+    int64_t last_ms;            /* sg_mono_ms of the last heartbeat (or session start) */
+    bool dead;                  /* declared gone; its sessions were ended */
+    ended_t *ended;
+    size_t n_ended, cap_ended;
+} wpeer_t;
+
+/* How long the sessions ended for a dead loop are remembered for KICKs if it comes back. */
+#define DEAD_PEER_KEEP_MS (3600 * 1000)
 
 /* One operation as received: envelope and decoded header. */
 typedef struct {
@@ -420,6 +440,8 @@ static void track_router(writer_t *w, wdev_t *d, const op_t *op)
     save_session(w, d);
 }
 
+static void peer_heard(writer_t *w, const op_t *op);
+
 static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
     sg_wire_auth_t a;
@@ -476,6 +498,7 @@ static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         inflight_clear(w, d);
         w->sessions++;
         save_session(w, d);
+        peer_heard(w, op);
         res.generation = d->reg.generation;
         want_delivery(w, d);
     }
@@ -925,6 +948,54 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     }
 }
 
+static void wpeer_free(void **item)
+{
+    wpeer_t *p = *item;
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n_ended; i++)
+        free(p->ended[i].device);
+    free(p->ended);
+    free(p);
+    *item = NULL;
+}
+
+static wpeer_t *wpeer_get(writer_t *w, const char *name)
+{
+    wpeer_t *p = zhashx_lookup(w->peers, name);
+    if (!p) {
+        if (!(p = calloc(1, sizeof *p)))
+            fatal_io("oom");
+        p->last_ms = sg_mono_ms();
+        zhashx_insert(w->peers, name, p);
+    }
+    return p;
+}
+
+/* End session d because its frontend loop is gone (rebooted, or silent past store.peer_timeout).
+ * The loop is told with a KICK in case it still holds the connection (remembered in `dead` so
+ * the KICK is sent again if the loop speaks again). */
+static void end_lost_session(writer_t *w, wdev_t *d, wpeer_t *dead, const char *why)
+{
+    SG_INFO("store", "session.stale", "device=%s peer=%s reason=%s", d->id, d->sess.peer, why);
+    send_kick(w, d, SG_KICK_STALE);
+    if (dead) {
+        if (dead->n_ended == dead->cap_ended) {
+            size_t cap = dead->cap_ended ? dead->cap_ended * 2 : 16;
+            ended_t *e = realloc(dead->ended, cap * sizeof *e);
+            if (!e)
+                fatal_io("oom");
+            dead->ended = e;
+            dead->cap_ended = cap;
+        }
+        char *id = strdup(d->id);
+        if (!id)
+            fatal_io("oom");
+        dead->ended[dead->n_ended++] = (ended_t){id, d->sess.handle, d->sess.epoch};
+    }
+    session_end(w, d);
+}
+
 /* HELLO from a frontend loop that (re)started: its earlier incarnation's sessions are gone.
  * The name is "{frontend}/{loop}/{boot}"; sessions on the same "{frontend}/{loop}/" with another
  * boot id are ended. */
@@ -938,13 +1009,85 @@ static void frontend_hello(writer_t *w, op_t *op)
     if (!slash)
         return;
     size_t plen = (size_t)(slash - name) + 1;
-    for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs)) {
+    for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs))
         if (d->sess.live && strncmp(d->sess.peer, name, plen) == 0 &&
-            (strlen(d->sess.peer) != len || memcmp(d->sess.peer, name, len) != 0)) {
-            SG_INFO("store", "session.stale", "device=%s peer=%s", d->id, d->sess.peer);
-            session_end(w, d);
+            (strlen(d->sess.peer) != len || memcmp(d->sess.peer, name, len) != 0))
+            end_lost_session(w, d, NULL, "rebooted");
+}
+
+/* The frontend loop in op's envelope is alive (a heartbeat passed on by a router, or a session
+ * it started). A loop that was declared gone (a partition longer than store.peer_timeout) gets
+ * KICKs for the sessions ended meanwhile, so its devices reconnect instead of idling in
+ * sessions nobody serves. */
+static void peer_heard(writer_t *w, const op_t *op)
+{
+    size_t n = zframe_size(op->peer), rn = zframe_size(op->router);
+    if (n == 0 || n > SG_WIRE_MAX_PEER || rn == 0 || rn > SG_WIRE_MAX_PEER)
+        return;
+    char name[SG_WIRE_MAX_PEER + 1], router[SG_WIRE_MAX_PEER + 1];
+    memcpy(name, zframe_data(op->peer), n);
+    name[n] = 0;
+    memcpy(router, zframe_data(op->router), rn);
+    router[rn] = 0;
+    wpeer_t *p = wpeer_get(w, name);
+    p->last_ms = sg_mono_ms();
+    if (!p->dead)
+        return;
+    SG_WARN("store", "peer.back", "peer=%s kicked=%zu reason=\"silent longer than store.peer_timeout; its sessions "
+            "were ended\"", name, p->n_ended);
+    for (size_t i = 0; i < p->n_ended; i++) {
+        sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_KICK, p->ended[i].device);
+        h.corr = p->ended[i].handle;
+        h.epoch = p->ended[i].epoch;
+        sg_wbuf_reset(&w->scratch);
+        if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_u8(&w->scratch, SG_KICK_STALE) != SG_OK)
+            fatal_io("kick-encode");
+        answer_raw(w, router, name, n, &w->scratch);
+        free(p->ended[i].device);
+    }
+    p->n_ended = 0;
+    p->dead = false;
+}
+
+/* Loops not heard from for store.peer_timeout are gone: end their sessions (their devices
+ * reconnect elsewhere; their commands wait in the queue instead of burning delivery attempts).
+ * Sessions found on disk at start whose loop has not spoken since are ended the same way. */
+static void check_peers(writer_t *w)
+{
+    int64_t now = sg_mono_ms(), timeout = w->ctx->peer_timeout_ms;
+    if (now - w->started_mono < timeout)
+        return;
+    zlist_t *gone = zlist_new();
+    size_t newly_dead = 0;
+    for (wpeer_t *p = zhashx_first(w->peers); p; p = zhashx_next(w->peers)) {
+        const char *name = zhashx_cursor(w->peers);
+        if (p->dead && now - p->last_ms > DEAD_PEER_KEEP_MS) {
+            zlist_append(gone, (void *)name);   /* forgotten */
+        } else if (!p->dead && now - p->last_ms > timeout) {
+            SG_WARN("store", "peer.silent", "peer=%s silent_ms=%lld", name, (long long)(now - p->last_ms));
+            p->dead = true;
+            newly_dead++;
         }
     }
+    for (const char *name = zlist_first(gone); name; name = zlist_next(gone))
+        zhashx_delete(w->peers, name);
+    zlist_destroy(&gone);
+    if (!newly_dead && w->orphans_checked)
+        return;
+    /* A dead loop has no live sessions left after this scan (a new one would have revived it),
+     * so each loop's death costs one pass over the cached devices. */
+    for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs)) {
+        if (!d->sess.live)
+            continue;
+        wpeer_t *p = zhashx_lookup(w->peers, d->sess.peer);
+        if (!p && !w->orphans_checked) {
+            p = wpeer_get(w, d->sess.peer);   /* found on disk at start and never heard of since */
+            p->dead = true;
+        }
+        if (p && p->dead)
+            end_lost_session(w, d, p, "silent");
+    }
+    w->orphans_checked = true;
 }
 
 /* Hand queued messages to the live session, up to the in-flight window. Runs after commit. */
@@ -1041,6 +1184,9 @@ static void expire_due(writer_t *w, int64_t now)
     if (now - w->last_sweep < SWEEP_EVERY_MS)
         return;
     w->last_sweep = now;
+    /* Only with nothing waiting: heartbeats still queued behind a backlog must count first. */
+    if (!(zsock_events(w->in) & ZMQ_POLLIN))
+        check_peers(w);
     /* Deliveries not acknowledged within the lock time (lost on the way, or a device that does
      * not answer) are handed out again; after max_delivery_count attempts they are dead-lettered. */
     for (wdev_t *d = w->busy, *next; d; d = next) {
@@ -1130,6 +1276,8 @@ static void cycle(writer_t *w, op_t *first)
         op_t *cur = have ? first : &op;
         if (cur->h.type == SG_MSG_HELLO)
             frontend_hello(w, cur);
+        else if (cur->h.type == SG_MSG_ALIVE)
+            peer_heard(w, cur);
         else
             apply(w, cur, now);
         op_free(cur);
@@ -1187,6 +1335,9 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->devs = zhashx_new();
     zhashx_set_destructor(w->devs, dev_free);
     w->finished = zhashx_new();
+    w->peers = zhashx_new();
+    zhashx_set_destructor(w->peers, wpeer_free);
+    w->started_mono = sg_mono_ms();
     w->answers = zlist_new();
     w->deliver = zlist_new();
     w->batch = rocksdb_writebatch_create();
@@ -1235,6 +1386,7 @@ static void writer_fini(writer_t *w)
     zlist_destroy(&w->deliver);
     zhashx_destroy(&w->devs);
     zhashx_destroy(&w->finished);
+    zhashx_destroy(&w->peers);
     if (w->batch)
         rocksdb_writebatch_destroy(w->batch);
     if (w->carry)

@@ -3,6 +3,8 @@
 and SIGKILL of members. Always runs against the cluster topology."""
 
 import base64
+import os
+import signal
 import sys
 import re
 import threading
@@ -176,6 +178,41 @@ class ClusterRoutingTest(ClusterTestBase):
         self.gw.wait_records(dev["id"], 1)
         m = self.gw.send_command(dev["id"], "after router restart").json
         self.assertEqual(c.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+
+
+class FrontendSilentTest(ClusterTestBase):
+    """A frontend loop that stops sending heartbeats (frozen, partitioned, or a crashed pod that
+    never returns under its name) loses its sessions after store.peer_timeout; when it speaks
+    again it is told to close them."""
+
+    ENV = {"SACGATE_STORE_PEER_TIMEOUT": "6"}
+
+    def test_frozen_frontend_loses_its_sessions_and_is_kicked_when_it_thaws(self):
+        gw = self.gw
+        dev, other = gw.create_device(), gw.create_device()
+        did = dev["id"]
+        c0 = self.connected(dev, port=self.fe0, subscribe=True)
+        c1 = self.connected(other, port=self.fe1, subscribe=True)
+        self.wait_frontend(did, "fe-0")
+        pid = gw.pid("fe-0")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: not self.frontend_of(did).get("connected"), 40,
+                       "the session on the frozen fe-0 to end")
+            m = gw.send_command(did, "while fe-0 is frozen").json
+            time.sleep(3)
+            pend = gw.pending(did)
+            self.assertEqual([(x["messageId"], x["deliveryCount"]) for x in pend], [(m["messageId"], 0)],
+                             "a command for a device whose loop is gone must wait, not burn delivery attempts")
+            self.assertTrue(self.frontend_of(other["id"]).get("connected"), "fe-1's session must stay")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # the thawed loop hears that its session was ended and closes the connection
+        self.assertTrue(c0.wait_closed(30), "fe-0 kept serving a session the shard had ended")
+        c = self.connected(dev, port=self.fe1, subscribe=True)
+        self.assertEqual(c.wait_commands(1)[0]["props"]["$.mid"], m["messageId"])
+        n = gw.send_command(other["id"], "fe-1 was never affected").json
+        self.assertEqual(c1.wait_commands(1)[0]["props"]["$.mid"], n["messageId"])
 
 
 class Streamer:
