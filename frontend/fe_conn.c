@@ -143,6 +143,8 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
     free(c->out);
     free(c->device);
     free(c->will);
+    free(c->q0);
+    c->q0 = NULL;
     c->in = c->out = NULL;
     c->device = NULL;
     c->will = NULL;
@@ -176,8 +178,47 @@ static bool ssl_wait(fe_conn_t *c, int ret, const char *what)
     return false;
 }
 
+/* `written` bytes left the output buffer: complete the QoS 0 deliveries they carried. */
+static void q0_written(fe_conn_t *c, uint32_t written)
+{
+    if (!c->q0 || written == 0)
+        return;
+    uint16_t done[FE_Q0_MAX];
+    uint32_t n_done = 0, k = 0;
+    for (uint32_t i = 0; i < c->q0->n; i++) {
+        if (c->q0->e[i].end <= written) {
+            done[n_done++] = c->q0->e[i].pid;
+        } else {
+            c->q0->e[k] = c->q0->e[i];
+            c->q0->e[k++].end -= written;
+        }
+    }
+    c->q0->n = k;
+    if (k == 0) {
+        free(c->q0);
+        c->q0 = NULL;
+    }
+    /* after the bookkeeping: completing can close the connection (which frees q0) */
+    for (uint32_t i = 0; i < n_done && c->state != FE_CLOSED; i++)
+        fe_session_written(c, done[i]);
+}
+
+void fe_conn_complete_when_written(fe_conn_t *c, uint16_t pid)
+{
+    if (c->state == FE_CLOSED)
+        return;
+    if (c->out_len == 0 || (!c->q0 && !(c->q0 = calloc(1, sizeof *c->q0))) || c->q0->n == FE_Q0_MAX) {
+        /* written already (or no room to track it: the shard's window is smaller than FE_Q0_MAX) */
+        fe_session_written(c, pid);
+        return;
+    }
+    c->q0->e[c->q0->n].end = c->out_len;
+    c->q0->e[c->q0->n++].pid = pid;
+}
+
 static void flush_out(fe_conn_t *c)
 {
+    uint32_t written = 0;
     while (c->out_len > 0) {
         ERR_clear_error();
         int n = SSL_write(c->ssl, c->out, (int)c->out_len);
@@ -188,8 +229,15 @@ static void flush_out(fe_conn_t *c)
         }
         memmove(c->out, c->out + n, c->out_len - (uint32_t)n);
         c->out_len -= (uint32_t)n;
+        written += (uint32_t)n;
     }
+    q0_written(c, written);
+    if (c->state == FE_CLOSED)
+        return;
     if (c->out_len == 0) {
+        /* everything is written: a WANT_WRITE seen on the way is settled (otherwise EPOLLOUT
+         * would stay armed and wake the loop for nothing, again and again) */
+        c->flags &= (uint8_t)~FE_F_SSL_WANTS_OUT;
         free(c->out);
         c->out = NULL;
         c->out_cap = 0;
@@ -259,8 +307,13 @@ void fe_conn_send(fe_conn_t *c, const uint8_t *p, size_t n)
         if (k > 0) {
             p += k;
             n -= (size_t)k;
-            if (n == 0)
+            if (n == 0) {
+                if (c->flags & FE_F_SSL_WANTS_OUT) {
+                    c->flags &= (uint8_t)~FE_F_SSL_WANTS_OUT;
+                    update_mask(c);
+                }
                 return;
+            }
         } else if (!ssl_wait(c, k, "write")) {
             return;
         }
@@ -365,6 +418,10 @@ void fe_conn_resume(fe_conn_t *c, uint8_t why)
 {
     if (c->state == FE_CLOSED)
         return;
+    /* Input is not read while the gateway holds a connection back (shard window, full link):
+     * the device's PINGREQs wait unread, so that time does not count against its keep-alive. */
+    if ((c->paused & why & (FE_P_WINDOW | FE_P_LINK)) && c->state == FE_ONLINE)
+        c->last_rx = fe_loop_now(c->w->loop);
     c->paused &= (uint8_t)~why;
     if (c->paused)
         return;

@@ -63,6 +63,18 @@ typedef struct {
     uint8_t data[];       /* topic then payload */
 } fe_will_t;
 
+/* QoS 0 deliveries written into the output buffer but not yet onto the socket: each is
+ * completed at the shard once the bytes up to its end have been written (so a slow reader's
+ * window still applies and a close loses nothing: what was not written is delivered again). */
+#define FE_Q0_MAX 64
+typedef struct {
+    uint32_t n;
+    struct {
+        uint32_t end;   /* offset in the output buffer just past the PUBLISH */
+        uint16_t pid;
+    } e[FE_Q0_MAX];
+} fe_q0_t;
+
 struct fe_conn {
     fe_io_t io;
     fe_timer_t timer;
@@ -74,6 +86,7 @@ struct fe_conn {
     uint32_t out_len, out_cap;
     char *device;         /* authenticated (or claimed) device id, exact-size allocation */
     fe_will_t *will;
+    fe_q0_t *q0;          /* NULL unless QoS 0 deliveries wait in `out` */
     uint64_t epoch;
     uint32_t slot, gen;
     uint32_t accepted_at;     /* loop seconds */
@@ -143,6 +156,8 @@ void fe_conn_close(fe_conn_t *c, const char *reason);
 void fe_conn_send(fe_conn_t *c, const uint8_t *p, size_t n);
 /* Send then close once everything is written (CONNACK refusals). */
 void fe_conn_send_and_close(fe_conn_t *c, const uint8_t *p, size_t n, const char *reason);
+/* Complete QoS 0 delivery pid at the shard once the bytes sent so far are on the socket. */
+void fe_conn_complete_when_written(fe_conn_t *c, uint16_t pid);
 void fe_conn_pause(fe_conn_t *c, uint8_t why);
 void fe_conn_resume(fe_conn_t *c, uint8_t why);
 void fe_conn_schedule(fe_conn_t *c);   /* recompute the connection's next timer deadline */
@@ -155,6 +170,8 @@ int fe_session_packet(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
 void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h);
 /* The connection is closing; was = the state it was in (it is FE_CLOSED already). */
 void fe_session_closed(fe_conn_t *c, uint8_t was);
+/* A QoS 0 delivery reached the socket (fe_conn_complete_when_written). */
+void fe_session_written(fe_conn_t *c, uint16_t pid);
 /* Checks deadlines; returns false when it closed the connection. */
 bool fe_session_timer(fe_conn_t *c, uint32_t now);
 

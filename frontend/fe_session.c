@@ -244,7 +244,10 @@ static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
         c->tokens_at = fe_loop_now_ms(c->w->loop);
         c->token_expires = 0;
         if (res.expires > 0)
-            c->token_expires = res.expires <= now_s ? now : now + (uint32_t)(res.expires - now_s);
+            /* loop seconds are 32-bit: a token valid for longer than ~136 years is "never" */
+            c->token_expires = res.expires <= now_s                             ? now
+                               : (uint64_t)(res.expires - now_s) >= UINT32_MAX - now ? 0
+                                                                                  : now + (uint32_t)(res.expires - now_s);
         if (h->flags & SG_WIRE_F_SUBSCRIBED)
             c->flags |= FE_F_C2D;
         if (h->flags & SG_WIRE_F_SUBSCRIBED_QOS0)
@@ -408,6 +411,8 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     if (trc != SG_OK)
         return violation(c, telemetry_error(trc));
     int r = link_send(c);
+    if (r == FE_PKT_RETRY)
+        c->tokens++;   /* not sent: the retry takes its token again */
     if (r != FE_PKT_DONE || c->state == FE_CLOSED)
         return r;
     atomic_fetch_add(&c->w->telemetry_in, 1);
@@ -560,6 +565,12 @@ static void complete(fe_conn_t *c, uint16_t pid)
     send_simple(c, SG_MSG_COMPLETE, put_pid_body, &pid);
 }
 
+void fe_session_written(fe_conn_t *c, uint16_t pid)
+{
+    if (c->state == FE_ONLINE)
+        complete(c, pid);
+}
+
 /* "devices/{id}/messages/devicebound/" + "%24.mid=..&%24.to=..&%24.exp=..&user props" */
 static void on_deliver(fe_conn_t *c, const sg_wire_hdr_t *h)
 {
@@ -619,7 +630,7 @@ static void on_deliver(fe_conn_t *c, const sg_wire_hdr_t *h)
             fe_conn_send(c, t->data, t->len);
             atomic_fetch_add(&c->w->c2d_out, 1);
             if (qos0 && c->state == FE_ONLINE)
-                complete(c, d.packet_id);
+                fe_conn_complete_when_written(c, d.packet_id);
         }
         sg_wbuf_fini(&tail);
     }
@@ -681,8 +692,8 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
     } else if (c->state < FE_ONLINE) {
         if (now >= c->accepted_at + s->connect_timeout)
             why = "connect-timeout";
-    } else if (now >= c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1) {
-        why = "keepalive-timeout";
+    } else if (!(c->paused & (FE_P_WINDOW | FE_P_LINK)) && now >= c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1) {
+        why = "keepalive-timeout";   /* not while the gateway itself holds the input back */
     } else if (c->token_expires && now >= c->token_expires) {
         why = "token-expired";
     } else if (c->pending && now >= c->pending_since + s->ack_timeout) {

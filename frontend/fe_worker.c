@@ -209,6 +209,7 @@ static void *worker_main(void *arg)
         if (fe_loop_now(w->loop) >= next_beat) {
             heartbeat(w);
             next_beat = fe_loop_now(w->loop) + HEARTBEAT_EVERY_S;
+            drain_link(w);   /* sending can consume the ZMQ_FD edge of frames already here */
         }
         fe_loop_run_once(w->loop, w->n_blocked || w->n_backlog ? 10 : 1000);
         drain_link(w);
@@ -224,7 +225,9 @@ static void *worker_main(void *arg)
                 SG_ERROR("frontend", "accept.resume_failed", "thread=%d", w->index);
         }
     }
-    /* Close every connection so shards hear SESSION_END before the process goes. */
+    /* Accept nothing more; close every connection so shards hear SESSION_END before the
+     * process goes. */
+    fe_loop_del(w->loop, &w->listen_io);
     for (uint32_t i = 0; i < w->set->max_connections; i++)
         if (w->slots[i])
             fe_conn_close(w->slots[i], "shutdown");

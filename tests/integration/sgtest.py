@@ -1036,10 +1036,17 @@ def pkt_disconnect():
 class RawConn:
     """A TLS socket to a frontend that speaks hand-encoded MQTT."""
 
-    def __init__(self, gw, port=None, tls=True, timeout=15):
+    def __init__(self, gw, port=None, tls=True, timeout=15, rcvbuf=None):
+        """rcvbuf: a small receive buffer (bytes) to play a device that reads slowly."""
         self.gw = gw
         self.port = port or gw.mqtt_ports[0]
-        raw = socket.create_connection((LOOPBACK, self.port), timeout=timeout)
+        if rcvbuf:
+            raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            raw.settimeout(timeout)
+            raw.connect((LOOPBACK, self.port))
+        else:
+            raw = socket.create_connection((LOOPBACK, self.port), timeout=timeout)
         if tls:
             ctx = ssl.create_default_context(cafile=gw.ca)
             try:
@@ -1239,16 +1246,16 @@ class GatewayTest(unittest.TestCase):
             c.subscribe_commands()
         return c
 
-    def raw(self, port=None, tls=True):
-        c = RawConn(self.gw, port=port, tls=tls)
+    def raw(self, port=None, tls=True, rcvbuf=None):
+        c = RawConn(self.gw, port=port, tls=tls, rcvbuf=rcvbuf)
         self._clients.append(c)
         return c
 
-    def raw_subscribed(self, dev, qos=1, port=None):
+    def raw_subscribed(self, dev, qos=1, port=None, rcvbuf=None):
         """A raw connection of `dev` (from create_device), connected and subscribed to its
         devicebound topic with the QoS granted as asked."""
         did = dev["id"]
-        raw = self.raw(port=port)
+        raw = self.raw(port=port, rcvbuf=rcvbuf)
         self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
         raw.send(pkt_subscribe(1, [("devices/%s/messages/devicebound/#" % did, qos)]))
         _, _, body = raw.expect(SUBACK)

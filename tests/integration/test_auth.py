@@ -135,6 +135,13 @@ class DeviceAuthTest(GatewayTest):
         c = self.device(dev, password=sas_token(dev["id"], dev["primary"], ttl=8)).connect_ok()
         self.assertTrue(c.wait_closed(40), "session still open 40 s after its 8 s token expired")
 
+    def test_token_valid_beyond_32_bit_seconds_keeps_the_session(self):
+        # se - now > 2^32 s once wrapped into a 3 s lifetime
+        dev = self.gw.create_device()
+        far = int(time.time()) + 2 ** 32 + 3
+        c = self.device(dev, password=sas_token(dev["id"], dev["primary"], expiry=far)).connect_ok()
+        self.assertFalse(c.wait_closed(6), "a token valid for 136 years closed the session")
+
     def test_host_part_not_checked(self):
         dev = self.gw.create_device()
         tok = sas_token(dev["id"], dev["primary"], host="hub.example.net")

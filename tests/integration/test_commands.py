@@ -11,7 +11,7 @@ import urllib.parse
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
-from sgtest import (GatewayTest, PUBLISH, RFC3339, mosquitto_sub, parse_bag, pkt_puback, sas_token,
+from sgtest import (GatewayTest, PUBLISH, RFC3339, mosquitto_sub, parse_bag, pkt_puback, read_publish, sas_token,
                     wait_until)
 
 
@@ -166,6 +166,38 @@ class CommandTest(GatewayTest):
             mids.append(parse_bag(topic.split("/devicebound/", 1)[1])["$.mid"])
         self.assertEqual(mids, ids)
         self.wait_queue_empty(did)
+
+    def test_qos0_subscriber_that_reads_slowly_loses_nothing(self):
+        """QoS 0 deliveries count against the window until they are on the socket: a device that
+        does not read is neither flooded past its output buffer nor loses what was queued."""
+        dev = self.gw.create_device()
+        did = dev["id"]
+        raw = self.raw_subscribed(dev, qos=0, rcvbuf=4096)
+        body = "x" * 60000
+        sent = []
+        deadline = time.monotonic() + 120
+        while len(sent) < 100 and time.monotonic() < deadline:
+            r = self.gw.send_command(did, "%02d" % len(sent) + body, expect=None)
+            if r.status == 201:
+                sent.append(len(sent))
+            else:
+                self.assertEqual(r.status, 429, r)
+                self.assertFalse(raw.eof, "the gateway closed the slow QoS 0 subscriber")
+                break   # the queue is full: nothing more goes out until the device reads
+        self.assertGreaterEqual(len(sent), 17, "the queue (1 MiB) takes 17 messages of 60 KB")
+        time.sleep(2)
+        self.assertGreater(len(self.gw.pending(did)), 0, "messages left the queue without being written")
+        got = []
+        while len(got) < len(sent):
+            pid, dup, payload = read_publish(raw, timeout=30)
+            got.append(int(payload[:2]))
+            r = None
+            while len(sent) < 100 and (r is None or r.status == 201):   # top the queue up meanwhile
+                r = self.gw.send_command(did, "%02d" % len(sent) + body, expect=None)
+                if r.status == 201:
+                    sent.append(len(sent))
+        self.assertEqual(got, sent, "every command, in order, on a connection that stayed open")
+        wait_until(lambda: self.gw.pending(did) == [], 30, "the queue to drain")
 
     def test_unsubscribe_stops_delivery(self):
         dev = self.gw.create_device()
