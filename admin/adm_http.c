@@ -4,6 +4,7 @@
  * metrics, cluster view) from several shards' parts. */
 #include "adm_http.h"
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdarg.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -95,7 +96,9 @@ static enum MHD_Result respond(req_t *r)
     int cls = r->status / 100;
     if (cls >= 1 && cls <= 5)
         atomic_fetch_add(&r->adm->by_class[cls], 1);
-    SG_INFO("admin", "http.request", "method=%s path=%s status=%d ms=%lld token=%s", r->method, r->url, r->status,
+    char path[256];
+    sg_log_clean(path, sizeof path, r->url, strlen(r->url));   /* decoded from the request: untrusted */
+    SG_INFO("admin", "http.request", "method=%s path=\"%s\" status=%d ms=%lld token=%s", r->method, path, r->status,
             (long long)(sg_mono_ms() - r->start), r->who ? r->who : "-");
     return ok;
 }
@@ -376,6 +379,7 @@ static void h_device_get(req_t *r, const char *id) { device_op(r, id, SG_ADM_DEV
 static void h_device_delete(req_t *r, const char *id) { device_op(r, id, SG_ADM_DEVICE_DELETE, "{}"); }
 static void h_enqueue(req_t *r, const char *id) { body_op(r, id, SG_ADM_MSG_ENQUEUE); }
 static void h_msg_list(req_t *r, const char *id) { device_op(r, id, SG_ADM_MSG_LIST, "{}"); }
+static void h_msg_purge(req_t *r, const char *id) { device_op(r, id, SG_ADM_MSG_PURGE, "{}"); }
 
 static bool query_int(req_t *r, const char *name, long long lo, long long hi, long long *out)
 {
@@ -429,6 +433,7 @@ static const route_t k_routes[] = {
     {"DELETE", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, h_device_delete},
     {"POST", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_enqueue},
     {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_msg_list},
+    {"DELETE", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_msg_purge},
 };
 
 /* Match url against pattern; the '*' segment is copied to id. */
@@ -449,6 +454,28 @@ static bool match(const char *pattern, const char *url, char *id, size_t idcap)
             return false;
     }
     return !*pattern && !*url;
+}
+
+/* Percent-decoding of the path and query (MHD's own, except that %00 becomes 0x7f): a NUL would
+ * cut "victim%00x" to the id "victim" for every string function after this, while 0x7f is
+ * refused by the device id rules (400) and by every number parser. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *o = s;
+    for (const char *p = s; *p; p++) {
+        if (p[0] == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
+            char hex[3] = {p[1], p[2], 0};
+            unsigned long v = strtoul(hex, NULL, 16);
+            *o++ = v == 0 ? 0x7f : (char)v;
+            p += 2;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = 0;
+    return (size_t)(o - s);
 }
 
 static void dispatch(req_t *r)
@@ -594,6 +621,7 @@ adm_http_t *adm_http_new(const sg_config_t *cfg, const char *name, const char *r
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      (v6 ? MHD_USE_IPv6 : 0);
     a->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
+                              MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                               MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
                               MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 4000u,
                               MHD_OPTION_END);

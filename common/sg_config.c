@@ -45,13 +45,15 @@ static const spec_t k_specs[] = {
     S("frontend.cert", "/etc/sacgate/tls/server.crt", "server certificate chain (PEM)"),
     S("frontend.key", "/etc/sacgate/tls/server.key", "server private key (PEM)"),
     I("frontend.max_connections", "18000", 1, 1000000, "device connections per frontend process"),
-    I("frontend.max_packet", "266240", 1024, 16777216, "largest MQTT packet accepted (bytes)"),
+    /* The caps keep every record inside one inter-tier frame (SG_WIRE_MAX_FRAME, 8 MiB) even as
+     * base64 JSON with escaped properties: a larger setting would make records unreadable. */
+    I("frontend.max_packet", "266240", 1024, 2097152, "largest MQTT packet accepted (bytes)"),
     I("frontend.max_outbuf", "2097152", 65536, 67108864, "per-connection unsent bytes before the device is disconnected"),
     I("frontend.keepalive_cap", "1767", 5, 65535, "keep-alive (s) used when a device asks for 0 or more"),
     I("frontend.connect_timeout", "10", 1, 600, "seconds from TCP accept to a complete CONNECT"),
     I("frontend.inflight_window", "16", 1, 1024, "telemetry QoS 1 publishes awaiting durable acks before reading pauses"),
     I("frontend.ack_timeout", "30", 1, 3600, "seconds to wait for a durable ack before the connection is closed"),
-    I("frontend.max_telemetry", "262144", 1, 16777216, "largest telemetry payload (bytes)"),
+    I("frontend.max_telemetry", "262144", 1, 2097152, "largest telemetry payload (bytes)"),
     I("frontend.telemetry_rate", "100", 1, 65535, "telemetry messages per second per device (token bucket refill)"),
     I("frontend.telemetry_burst", "100", 1, 65535, "telemetry messages a device may send at once (bucket size)"),
 
@@ -66,10 +68,11 @@ static const spec_t k_specs[] = {
     I("store.max_batch", "1024", 1, 100000, "most operations committed in one write batch"),
     I("store.max_queued_messages", "50", 1, 100000, "default per-device cloud-to-device queue length"),
     I("store.max_queued_bytes", "1048576", 1024, 1073741824, "default per-device queue size (bytes)"),
-    I("store.max_message_bytes", "65536", 1, 16777216, "largest cloud-to-device message (bytes)"),
+    I("store.max_message_bytes", "65536", 1, 1048576, "largest cloud-to-device message (bytes)"),
     I("store.default_ttl", "3600", 1, 172800, "cloud-to-device time-to-live when none is given (s)"),
     I("store.max_ttl", "172800", 1, 31536000, "largest cloud-to-device time-to-live (s)"),
-    I("store.delivery_window", "10", 1, 1000, "cloud-to-device messages in flight per device"),
+    /* at most FE_Q0_MAX: a frontend tracks that many QoS 0 deliveries waiting to be written */
+    I("store.delivery_window", "10", 1, 64, "cloud-to-device messages in flight per device"),
     I("store.max_delivery_count", "10", 1, 1000, "delivery attempts before a message is dead-lettered (deliveryCountExceeded)"),
     I("store.delivery_lock", "60", 1, 86400, "seconds a delivery may stay unacknowledged before it is handed out again"),
     I("store.peer_timeout", "30", 3, 3600, "seconds without a heartbeat after which a frontend loop's sessions are ended"),

@@ -147,7 +147,7 @@ sg_rc sg_wire_get_props(sg_cur_t *c, sg_wire_props_t *p)
     const uint8_t *s;
     size_t n;
     SG_GUARD(sg_cur_u16(c, &p->count));
-    SG_ENSURE(p->count <= 256, SG_E_TOO_BIG);
+    SG_ENSURE(p->count <= SG_WIRE_MAX_PROPS, SG_E_TOO_BIG);
     size_t start = c->pos;
     for (uint16_t i = 0; i < p->count; i++) {
         SG_GUARD(sg_cur_str16(c, UINT16_MAX, &s, &n));
@@ -297,5 +297,5 @@ sg_rc sg_wire_get_name(const sg_wire_hdr_t *h, const char **name, size_t *len)
 
 bool sg_adm_op_writes(uint16_t op)
 {
-    return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE;
+    return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE;
 }

@@ -20,6 +20,8 @@
 /* Largest frame: a page of telemetry or messages as JSON (pages are capped at 4 MiB of encoded
  * records, see st_reader.c) plus headroom. */
 #define SG_WIRE_MAX_FRAME (8u * 1024u * 1024u)
+/* Properties one record or frame may carry (a device bag is capped far lower). */
+#define SG_WIRE_MAX_PROPS 256
 #define SG_WIRE_MAX_PEER 96
 
 typedef enum {
@@ -189,6 +191,7 @@ typedef enum {
     SG_ADM_MSG_LIST,
     SG_ADM_TELEMETRY_READ,
     SG_ADM_SHARD_STATS,
+    SG_ADM_MSG_PURGE,
     SG_ADM_OP_MAX
 } sg_adm_op_t;
 

@@ -208,7 +208,7 @@ void fe_conn_complete_when_written(fe_conn_t *c, uint16_t pid)
     if (c->state == FE_CLOSED)
         return;
     if (c->out_len == 0 || (!c->q0 && !(c->q0 = calloc(1, sizeof *c->q0))) || c->q0->n == FE_Q0_MAX) {
-        /* written already (or no room to track it: the shard's window is smaller than FE_Q0_MAX) */
+        /* written already (or no memory to track it; store.delivery_window is at most FE_Q0_MAX) */
         fe_session_written(c, pid);
         return;
     }

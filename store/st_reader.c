@@ -32,6 +32,7 @@ typedef struct {
 typedef struct {
     zframe_t *router, *peer, *frame;
     uint64_t deadline;
+    uint64_t seen_next;   /* the shard's next telemetry offset when the read looked */
     sg_wire_hdr_t h;
 } rop_t;
 
@@ -150,6 +151,17 @@ static json_t *msg_json(const st_msg_t *m)
     return o;
 }
 
+/* Whether item still fits in an answer of *bytes so far (its exact JSON size; property text
+ * can grow six-fold when escaped); the first item always does. Counts it when it fits. */
+static bool fits_page(size_t *bytes, const json_t *item)
+{
+    size_t n = json_dumpb(item, NULL, 0, JSON_COMPACT) + 1;
+    if (*bytes > 0 && *bytes + n > PAGE_MAX_JSON)
+        return false;
+    *bytes += n;
+    return true;
+}
+
 static void msg_list(reader_t *r, rop_t *op)
 {
     st_db_t *db = &r->ctx->db;
@@ -173,16 +185,20 @@ static void msg_list(reader_t *r, rop_t *op)
         if (kl != plen + 8 || memcmp(k, key, plen) != 0)
             break;
         const char *v = rocksdb_iter_value(it, &vl);
-        size_t est = vl / 3 * 4 + 256;
-        if (json_array_size(arr) >= LIST_MAX || (bytes > 0 && bytes + est > PAGE_MAX_JSON)) {
+        if (json_array_size(arr) >= LIST_MAX) {
             more = true;   /* the queue is longer than one answer; these are its oldest */
             break;
         }
         st_msg_t m;
-        if (st_msg_get(v, vl, &m) == SG_OK) {
-            json_array_append_new(arr, msg_json(&m));
-            bytes += est;
+        if (st_msg_get(v, vl, &m) != SG_OK)
+            continue;
+        json_t *j = msg_json(&m);
+        if (!fits_page(&bytes, j)) {
+            json_decref(j);
+            more = true;
+            break;
         }
+        json_array_append_new(arr, j);
     }
     rocksdb_iter_destroy(it);
     answer(r, op, 200, json_pack("{s:s%,s:o,s:b}", "deviceId", op->h.device, op->h.device_len, "messages", arr,
@@ -216,6 +232,9 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
     }
     if (op->deadline == 0 && wait > 0)
         op->deadline = (uint64_t)(sg_mono_ms() + wait * 1000);
+    /* Taken before looking: if a commit lands after this, the net actor sees the offset moved
+     * when it parks the read and runs it again at once (see st_shard.c, on_workers). */
+    op->seen_next = atomic_load(&ctx->stat_tele_next);
     json_t *recs = json_array();
     size_t bytes = 0;
     int64_t next = after;
@@ -229,20 +248,21 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
         const char *v = rocksdb_iter_value(it, &vl);
         if (kl != 8)
             continue;
-        size_t est = vl / 3 * 4 + 256;   /* base64 payload, property text, field names */
-        if (bytes > 0 && bytes + est > PAGE_MAX_JSON)
-            break;
         st_tele_t t;
         int64_t off = (int64_t)st_get_be64((const uint8_t *)k);
-        next = off;
         if (st_tele_get(v, vl, &t) != SG_OK) {
             SG_ERROR("store", "telemetry.damaged", "offset=%lld", (long long)off);
+            next = off;
             continue;
         }
-        bytes += est;
         json_t *rec = json_pack("{s:I,s:s%,s:o,s:o,s:o}", "offset", (json_int_t)off, "deviceId", t.device, t.device_len,
                                 "enqueuedAt", time_json(t.enqueued_ms), "properties", props_json(t.props), "payload",
                                 b64_json(t.payload, t.payload_len));
+        if (!fits_page(&bytes, rec)) {
+            json_decref(rec);
+            break;   /* the next read starts at this record */
+        }
+        next = off;
         json_array_append_new(recs, rec);
     }
     rocksdb_iter_destroy(it);
@@ -274,6 +294,7 @@ static void park(reader_t *r, rop_t *op)
     zmsg_append(m, &op->peer);
     zmsg_append(m, &op->frame);
     zmsg_addmem(m, &op->deadline, sizeof op->deadline);
+    zmsg_addmem(m, &op->seen_next, sizeof op->seen_next);
     zmsg_send(&m, r->out);
 }
 

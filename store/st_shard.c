@@ -240,7 +240,19 @@ static void on_workers(net_t *n)
     if (tag && tag[0] == 'R' && zmsg_size(m) == 3) {
         zframe_t *rid = zmsg_first(m), *peer = zmsg_next(m), *frame = zmsg_next(m);
         send_out(n, rid, peer, frame);
-    } else if (tag && tag[0] == 'P' && zmsg_size(m) == 4) {
+    } else if (tag && tag[0] == 'P' && zmsg_size(m) == 5) {
+        /* A read that found nothing. If telemetry was committed since it looked (its append
+         * signal may have come before this), it runs again now instead of waiting. */
+        zframe_t *seen = zmsg_last(m);
+        uint64_t seen_next = 0;
+        if (zframe_size(seen) == sizeof seen_next)
+            memcpy(&seen_next, zframe_data(seen), sizeof seen_next);
+        zmsg_remove(m, seen);
+        zframe_destroy(&seen);
+        if (seen_next != atomic_load(&n->ctx->stat_tele_next) && sg_zmq_send_nowait(n->to_readers, &m) == 0) {
+            free(tag);
+            return;
+        }
         parked_t *p = calloc(1, sizeof *p);
         zframe_t *dl = zmsg_last(m);
         uint64_t deadline = 0;

@@ -52,6 +52,14 @@ typedef struct {
     uint8_t outcome;    /* ST_OUT_EXPIRED or ST_OUT_DELIVERY_COUNT_EXCEEDED */
 } expire_t;
 
+/* One operation as received: envelope and decoded header. */
+typedef struct {
+    zframe_t *router;
+    zframe_t *peer;
+    zframe_t *frame;
+    sg_wire_hdr_t h;
+} op_t;
+
 typedef struct {
     st_ctx_t *ctx;
     zsock_t *in;                /* PULL from net */
@@ -73,6 +81,8 @@ typedef struct {
     wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
     int64_t resume_at;          /* start-up deliveries wait for the routers to reconnect */
     zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
+    op_t held;                  /* an op that must start the next batch (held_op) */
+    bool has_held;
     zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
     int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
     bool orphans_checked;       /* sessions loaded at start whose loop never spoke were ended */
@@ -97,13 +107,6 @@ typedef struct {
 /* How long the sessions ended for a dead loop are remembered for KICKs if it comes back. */
 #define DEAD_PEER_KEEP_MS (3600 * 1000)
 
-/* One operation as received: envelope and decoded header. */
-typedef struct {
-    zframe_t *router;
-    zframe_t *peer;
-    zframe_t *frame;
-    sg_wire_hdr_t h;
-} op_t;
 
 static void fatal_io(const char *what)
 {
@@ -189,10 +192,12 @@ static wdev_t *dev_get(writer_t *w, const char *id, size_t id_len)
     return d;
 }
 
-/* Keep the cache bounded: drop entries without a live session or deliveries in flight. */
+/* Keep the cache bounded: drop entries without a live session or deliveries in flight. Live
+ * sessions stay cached and do not count against store.cache_devices (else a shard holding more
+ * sessions than that would walk its whole cache after every batch, finding nothing to drop). */
 static void dev_evict(writer_t *w)
 {
-    if ((int64_t)zhashx_size(w->devs) <= w->ctx->cache_devices || w->n_expired > 0)
+    if ((int64_t)(zhashx_size(w->devs) - w->sessions) <= w->ctx->cache_devices || w->n_expired > 0)
         return;
     zlist_t *drop = zlist_new();
     for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs))
@@ -530,6 +535,16 @@ static bool is_stamped(const char *k, size_t kl)
     return (kl == sizeof a - 1 && strncasecmp(k, a, kl) == 0) || (kl == sizeof b - 1 && strncasecmp(k, b, kl) == 0);
 }
 
+static uint16_t unstamped_props(sg_wire_props_t p)
+{
+    const char *k, *v;
+    size_t kl, vl;
+    uint16_t n = 0;
+    while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
+        n += !is_stamped(k, kl);
+    return n;
+}
+
 static void op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
     sg_wire_telemetry_t t;
@@ -538,14 +553,14 @@ static void op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         status = 2;
     } else if (!session_matches(d, op)) {
         status = 1;   /* stale session: the frontend closes that connection */
+    } else if (unstamped_props(t.props) + 2 > SG_WIRE_MAX_PROPS) {
+        status = 2;   /* the two stamped ones would not fit (frontends cap bags far lower) */
     } else {
         /* Drop whatever the device claims about its origin and stamp what the gateway knows. */
         sg_wire_props_t p = t.props;
         const char *k, *v;
         size_t kl, vl;
-        uint16_t n = 0;
-        while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
-            n += !is_stamped(k, kl);
+        uint16_t n = unstamped_props(t.props);
         const char *am = auth_method_json(d->sess.method);
         sg_wbuf_reset(&w->scratch);
         if (st_tele_put_head(&w->scratch, now, d->id, d->id_len, (uint16_t)(n + 2)) != SG_OK)
@@ -669,6 +684,39 @@ static void adm_device_put(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64
     answer_admin(w, op, put.created ? 201 : 200, put.response);
 }
 
+/* Take every queued message of d out with `outcome` (they are read from the database: the batch
+ * must not hold messages of d, see needs_fresh_batch). Returns how many. */
+static size_t finish_all(writer_t *w, wdev_t *d, uint8_t outcome, int64_t now)
+{
+    st_db_t *db = &w->ctx->db;
+    char prefix[ST_KEY_MAX];
+    size_t n = 0, plen = st_key_dev(prefix, d->id, d->id_len, ST_K_QUEUE);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_DEV]);
+    for (rocksdb_iter_seek(it, prefix, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl != plen + 8 || memcmp(k, prefix, plen) != 0)
+            break;
+        const char *v = rocksdb_iter_value(it, &vl);
+        finish_msg(w, d, st_get_be64((const uint8_t *)k + plen), v, vl, outcome, now);
+        n++;
+    }
+    rocksdb_iter_destroy(it);
+    return n;
+}
+
+static void adm_msg_purge(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    if (!d->exists) {
+        answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
+        return;
+    }
+    size_t n = finish_all(w, d, ST_OUT_PURGED, now);
+    inflight_clear(w, d);   /* purged deliveries no longer hold the window */
+    SG_INFO("store", "queue.purged", "device=%s messages=%zu", d->id, n);
+    answer_admin(w, op, 200, json_pack("{s:I}", "purged", (json_int_t)n));
+}
+
 static void adm_device_delete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
     if (!d->exists) {
@@ -678,24 +726,16 @@ static void adm_device_delete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     st_db_t *db = &w->ctx->db;
     char key[ST_KEY_MAX];
     size_t klen;
-    /* Everything still queued is dead-lettered as revoked. */
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_DEV]);
-    size_t plen = st_key_dev(key, d->id, d->id_len, ST_K_QUEUE);
-    char prefix[ST_KEY_MAX];
-    memcpy(prefix, key, plen);
-    for (rocksdb_iter_seek(it, prefix, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t kl, vl;
-        const char *k = rocksdb_iter_key(it, &kl);
-        if (kl != plen + 8 || memcmp(k, prefix, plen) != 0)
-            break;
-        const char *v = rocksdb_iter_value(it, &vl);
-        finish_msg(w, d, st_get_be64((const uint8_t *)k + plen), v, vl, ST_OUT_REVOKED, now);
-    }
-    rocksdb_iter_destroy(it);
+    finish_all(w, d, ST_OUT_REVOKED, now);   /* everything still queued is dead-lettered as revoked */
     if (d->sess.live) {
         send_kick(w, d, SG_KICK_REVOKED);
         session_end(w, d);
     }
+    /* A device created again under this id starts without the old subscription (its epochs
+     * come from the clock, so they still outrank the old session's). */
+    memset(&d->sess, 0, sizeof d->sess);
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_SESSION);
+    rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
     klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
     rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
     d->exists = false;
@@ -917,6 +957,7 @@ static void op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     switch (aop) {
     case SG_ADM_DEVICE_PUT: adm_device_put(w, op, d, body, now); break;
     case SG_ADM_DEVICE_DELETE: adm_device_delete(w, op, d, now); break;
+    case SG_ADM_MSG_PURGE: adm_msg_purge(w, op, d, now); break;
     case SG_ADM_MSG_ENQUEUE: adm_enqueue(w, op, d, body, now); break;
     default: answer_admin(w, op, 400, st_error_json("BadRequest", "operation %u is not a write", aop)); break;
     }
@@ -1264,6 +1305,17 @@ static void op_free(op_t *op)
     zframe_destroy(&op->frame);
 }
 
+/* A device delete or queue purge finds the device's queued messages by reading the database, so
+ * what the open batch holds for it (a message enqueued just before) must be committed first. */
+static bool needs_fresh_batch(const op_t *op)
+{
+    uint16_t aop;
+    const char *json;
+    size_t len;
+    return op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
+           (aop == SG_ADM_DEVICE_DELETE || aop == SG_ADM_MSG_PURGE);
+}
+
 /* One group commit: apply what is waiting (at least `first` when given), write once, answer. */
 static void cycle(writer_t *w, op_t *first)
 {
@@ -1271,9 +1323,19 @@ static void cycle(writer_t *w, op_t *first)
     int64_t now = sg_now_ms();
     int n = 0;
     expire_due(w, now);
-    op_t op;
+    op_t op, held;
+    if (w->has_held) {   /* the caller runs this cycle before taking anything new */
+        held = w->held;
+        w->has_held = false;
+        first = &held;
+    }
     for (bool have = first != NULL; have || (n < ctx->max_batch && recv_op(w, &op, false)); have = false) {
         op_t *cur = have ? first : &op;
+        if (n > 0 && needs_fresh_batch(cur) && rocksdb_writebatch_count(w->batch) > 0) {
+            w->held = *cur;   /* taken over, not freed */
+            w->has_held = true;
+            break;
+        }
         if (cur->h.type == SG_MSG_HELLO)
             frontend_hello(w, cur);
         else if (cur->h.type == SG_MSG_ALIVE)
@@ -1304,6 +1366,7 @@ static void cycle(writer_t *w, op_t *first)
     while ((m = zlist_pop(w->answers)))
         zmsg_send(&m, w->out);
     if (w->tele_appended) {
+        atomic_store(&ctx->stat_tele_next, w->tele_next);   /* before the signal: see st_shard.c */
         zstr_send(w->out, "A");
         w->tele_appended = false;
     }
@@ -1382,6 +1445,8 @@ static void writer_fini(writer_t *w)
     zmsg_t *m;
     while (w->answers && (m = zlist_pop(w->answers)))
         zmsg_destroy(&m);
+    if (w->has_held)
+        op_free(&w->held);
     zlist_destroy(&w->answers);
     zlist_destroy(&w->deliver);
     zhashx_destroy(&w->devs);
@@ -1427,6 +1492,8 @@ void st_writer_actor(zsock_t *pipe, void *args)
             cycle(&w, &op);
         else
             cycle(&w, NULL);   /* timer: expiry sweep and delayed work */
+        while (w.has_held)
+            cycle(&w, NULL);   /* an op that needed a batch of its own: before anything newer */
     }
     zpoller_destroy(&poller);
     writer_fini(&w);

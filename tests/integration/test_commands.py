@@ -238,6 +238,63 @@ class CommandTest(GatewayTest):
         self.assertEqual([x["props"]["$.mid"] for x in cmds], ids[5:])
         self.wait_queue_empty(did)
 
+    def test_delete_racing_enqueues_leaves_nothing_behind(self):
+        """Messages accepted just before a DELETE (possibly in the same group commit) are
+        dead-lettered with the device: a device created again under the id starts empty."""
+        for round_ in range(5):
+            dev = self.gw.create_device()
+            did = dev["id"]
+            statuses = []
+            lock = threading.Lock()
+
+            def post(i):
+                r = self.gw.send_command(did, "r%d-%d" % (round_, i), expect=None)
+                with lock:
+                    statuses.append(r.status)
+
+            threads = [threading.Thread(target=post, args=(i,)) for i in range(40)]
+            for t in threads[:20]:
+                t.start()
+            deleter = threading.Thread(target=lambda: statuses.append(
+                ("delete", self.gw.http("DELETE", "/v1/devices/" + did).status)))
+            deleter.start()
+            for t in threads[20:]:
+                t.start()
+            for t in threads + [deleter]:
+                t.join(60)
+            self.assertIn(("delete", 204), statuses)
+            self.assertTrue(set(x for x in statuses if not isinstance(x, tuple)) <= {201, 404, 429}, statuses)
+            self.gw.create_device(did, primary=dev["primary"])
+            self.assertEqual(self.gw.pending(did), [], "round %d: messages of the deleted device came back" % round_)
+            self.assertEqual(self.gw.device(did).json["queueDepth"], 0, "round %d" % round_)
+            self.gw.http("DELETE", "/v1/devices/" + did)
+
+    def test_purge(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        for i in range(5):
+            self.gw.send_command(did, "old-%d" % i)
+        raw = self.raw_subscribed(dev)
+        read_publish(raw)   # one of them is in flight, unacknowledged
+        r = self.gw.http("DELETE", "/v1/devices/%s/messages" % did)
+        self.assertEqual((r.status, r.json), (200, {"purged": 5}), r)
+        self.assertEqual(self.gw.pending(did), [])
+        self.assertEqual(self.gw.device(did).json["queueDepth"], 0)
+        self.gw.send_command(did, "after the purge")
+        seen = []
+        while True:   # the old ones were on the wire before the purge; none comes again
+            pid, dup, payload = read_publish(raw)
+            self.assertFalse(dup, "purged message %r delivered again" % payload)
+            seen.append(payload)
+            if payload == b"after the purge":
+                raw.send(pkt_puback(pid))
+                break
+        self.assertEqual(seen, [b"old-%d" % i for i in range(1, 5)] + [b"after the purge"])
+        wait_until(lambda: self.gw.pending(did) == [], 20, "the new message to be completed")
+        self.assertEqual(self.gw.http("DELETE", "/v1/devices/%s/messages" % did).json, {"purged": 0})
+        self.assertError(self.gw.http("DELETE", "/v1/devices/%s/messages" % sgtest.uid("nobody")), 404)
+        self.assertError(self.gw.http("DELETE", "/v1/devices/%s/messages" % did, token=None), 401)
+
     def test_rapid_reconnects_keep_live_delivery(self):
         """A session ending must not clobber the session that replaced it."""
         dev = self.gw.create_device()

@@ -182,6 +182,31 @@ class HttpTest(GatewayTest):
             r = self.gw.http("PUT", "/v1/devices/" + did, {})
             self.assertError(r, 400)
 
+    def test_nul_in_a_device_id_is_refused(self):
+        """%00 must not cut the id short (it would act on another device)."""
+        victim = self.gw.create_device()
+        vid = victim["id"]
+        for method, path in (("DELETE", "/v1/devices/%s%%00x" % vid), ("GET", "/v1/devices/%s%%00x" % vid),
+                             ("PUT", "/v1/devices/%s%%00x" % vid), ("POST", "/v1/devices/%s%%00x/messages" % vid)):
+            r = self.gw.http(method, path, {} if method in ("PUT", "POST") else None)
+            self.assertError(r, 400, "InvalidDeviceId")
+        self.assertEqual(self.gw.device(vid).status, 200, "the device the truncated id names is untouched")
+        self.assertEqual(self.gw.pending(vid), [])
+        r = self.gw.get("/v1/telemetry?partition=0&max=1%00")
+        self.assertError(r, 400)
+
+    def test_request_paths_cannot_forge_log_lines(self):
+        forged = "event=forged-by-http"
+        r = self.gw.get("/nope%0Ats=2026-01-01T00:00:00Z%20level=error%20comp=store%20" + forged)
+        self.assertError(r, 404)
+        time.sleep(0.5)
+        for f in self.gw.log_files():
+            with open(f, errors="replace") as fh:
+                for line in fh:
+                    self.assertFalse(line.startswith("ts=2026-01-01"), "forged log line in %s: %r" % (f, line))
+                    if forged in line:
+                        self.assertIn("event=http.request", line, line)
+
     def test_unknown_device_get_404(self):
         self.assertError(self.gw.device(sgtest.uid("nobody")), 404)
 

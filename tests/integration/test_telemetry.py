@@ -270,5 +270,19 @@ class LargeTelemetryTest(GatewayTest):
         self.assertEqual([base64.b64decode(r["payload"]) for r in recs], payloads)
 
 
+    def test_properties_that_grow_when_escaped_are_readable(self):
+        # 21,000 control characters a record: 63 KB on the wire, 126 KB as JSON (\u0001)
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        ctl = "\x01" * 21000
+        mids = [c.publish(c.telemetry_topic({"k": ctl}), b"%d" % i, 1) for i in range(100)]
+        c.wait_acked(mids, 120)
+        for part in self.gw.partitions():
+            r = self.gw.get("/v1/telemetry?partition=%d" % part)   # the default max, 100
+            self.assertEqual(r.status, 200, "GET /v1/telemetry?partition=%d: %r" % (part, r))
+        recs = self.gw.wait_records(dev["id"], 100)
+        self.assertEqual([base64.b64decode(r["payload"]) for r in recs], [b"%d" % i for i in range(100)])
+        self.assertTrue(all(r["properties"]["k"] == ctl for r in recs))
+
 if __name__ == "__main__":
     sgtest.main()
