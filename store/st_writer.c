@@ -1361,7 +1361,10 @@ static void cycle(writer_t *w, op_t *first)
         atomic_fetch_add(&ctx->stat_batches, 1);
         atomic_fetch_add(&ctx->stat_batch_ops, (uint64_t)n);
     }
-    /* Durable now: answer, then deliver. */
+    /* Durable now: publish the counters (an operator who got the answer may look at them next),
+     * answer, then deliver. */
+    atomic_store(&ctx->stat_devices, w->counters.devices);
+    atomic_store(&ctx->stat_sessions, w->sessions);
     zmsg_t *m;
     while ((m = zlist_pop(w->answers)))
         zmsg_send(&m, w->out);
