@@ -1365,11 +1365,11 @@ static void cycle(writer_t *w, op_t *first)
      * answer, then deliver. */
     atomic_store(&ctx->stat_devices, w->counters.devices);
     atomic_store(&ctx->stat_sessions, w->sessions);
+    atomic_store(&ctx->stat_tele_next, w->tele_next);   /* before the append signal: see st_shard.c */
     zmsg_t *m;
     while ((m = zlist_pop(w->answers)))
         zmsg_send(&m, w->out);
     if (w->tele_appended) {
-        atomic_store(&ctx->stat_tele_next, w->tele_next);   /* before the signal: see st_shard.c */
         zstr_send(w->out, "A");
         w->tele_appended = false;
     }
@@ -1381,9 +1381,6 @@ static void cycle(writer_t *w, op_t *first)
             fatal_io("carry");
         rocksdb_writebatch_clear(w->carry);
     }
-    atomic_store(&ctx->stat_devices, w->counters.devices);
-    atomic_store(&ctx->stat_sessions, w->sessions);
-    atomic_store(&ctx->stat_tele_next, w->tele_next);
     dev_evict(w);
 }
 
