@@ -114,6 +114,17 @@ static void fatal_io(const char *what)
     exit(70);
 }
 
+/* Double the capacity of a growing array (first: the capacity of a new one). */
+static void *grow(void *arr, size_t *cap, size_t elem, size_t first)
+{
+    size_t n = *cap ? *cap * 2 : first;
+    void *p = realloc(arr, n * elem);
+    if (!p)
+        fatal_io("oom");
+    *cap = n;
+    return p;
+}
+
 /* ---------- device cache ---------- */
 
 static void want_delivery(writer_t *w, wdev_t *d);
@@ -1021,14 +1032,8 @@ static void end_lost_session(writer_t *w, wdev_t *d, wpeer_t *dead, const char *
     SG_INFO("store", "session.stale", "device=%s peer=%s reason=%s", d->id, d->sess.peer, why);
     send_kick(w, d, SG_KICK_STALE);
     if (dead) {
-        if (dead->n_ended == dead->cap_ended) {
-            size_t cap = dead->cap_ended ? dead->cap_ended * 2 : 16;
-            ended_t *e = realloc(dead->ended, cap * sizeof *e);
-            if (!e)
-                fatal_io("oom");
-            dead->ended = e;
-            dead->cap_ended = cap;
-        }
+        if (dead->n_ended == dead->cap_ended)
+            dead->ended = grow(dead->ended, &dead->cap_ended, sizeof *dead->ended, 16);
         char *id = strdup(d->id);
         if (!id)
             fatal_io("oom");
@@ -1165,14 +1170,8 @@ static void deliver(writer_t *w, wdev_t *d, int64_t now)
                                                                                : 0;
         if (out) {
             /* dead-lettered at the start of the next batch (this runs after a commit) */
-            if (w->n_expired == w->cap_expired) {
-                size_t cap = w->cap_expired ? w->cap_expired * 2 : 64;
-                expire_t *e = realloc(w->expired, cap * sizeof *e);
-                if (!e)
-                    fatal_io("oom");
-                w->expired = e;
-                w->cap_expired = cap;
-            }
+            if (w->n_expired == w->cap_expired)
+                w->expired = grow(w->expired, &w->cap_expired, sizeof *w->expired, 64);
             w->expired[w->n_expired++] = (expire_t){d, seq, out};
             continue;
         }
