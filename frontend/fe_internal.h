@@ -124,6 +124,7 @@ struct fe_worker {
     uint32_t n_blocked;
     zmq_msg_t *backlog;    /* session bookkeeping frames waiting for room on the link, in order */
     uint32_t n_backlog, cap_backlog, head_backlog;
+    size_t backlog_bytes;
     uint8_t *rx;           /* read scratch */
     sg_wbuf_t tx;          /* packet encoding scratch */
     sg_wbuf_t frame;       /* wire frame scratch */

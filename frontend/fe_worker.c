@@ -17,6 +17,8 @@
 #define ACCEPTS_PER_WAKE 64
 
 #define BACKLOG_MAX 200000
+/* and at most this many bytes (wills carry up to a packet each) */
+#define BACKLOG_MAX_BYTES (256u << 20)
 
 sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame)
 {
@@ -31,7 +33,7 @@ void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame)
 {
     if (fe_link_send(w, frame) == SG_OK)
         return;
-    if (w->n_backlog == BACKLOG_MAX) {
+    if (w->n_backlog == BACKLOG_MAX || w->backlog_bytes + frame->len > BACKLOG_MAX_BYTES) {
         SG_ERROR("frontend", "link.backlog_full", "dropped=%s reason=\"the router link has been full for long\"",
                  sg_wire_type_name(frame->len > 1 ? frame->data[1] : 0));
         return;
@@ -54,6 +56,7 @@ void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame)
         return;
     memcpy(zmq_msg_data(m), frame->data, frame->len);
     w->n_backlog++;
+    w->backlog_bytes += frame->len;
 }
 
 /* Send queued bookkeeping frames while the link has room. */
@@ -61,8 +64,10 @@ static void flush_backlog(fe_worker_t *w)
 {
     while (w->n_backlog > 0) {
         zmq_msg_t *m = &w->backlog[w->head_backlog];
+        size_t len = zmq_msg_size(m);
         if (zmq_msg_send(m, w->link_raw, ZMQ_DONTWAIT) < 0)
             return;
+        w->backlog_bytes -= len;
         w->head_backlog = (w->head_backlog + 1) % w->cap_backlog;
         w->n_backlog--;
     }
