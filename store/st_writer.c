@@ -81,7 +81,7 @@ typedef struct {
     wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
     int64_t resume_at;          /* start-up deliveries wait for the routers to reconnect */
     zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
-    op_t held;                  /* an op that must start the next batch (held_op) */
+    op_t held;                  /* an op that must start a batch of its own (needs_fresh_batch) */
     bool has_held;
     zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
     int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
@@ -406,15 +406,22 @@ static void answer_admin(writer_t *w, const op_t *op, int status, json_t *body)
     answer(w, op, &w->scratch2);
 }
 
-static void send_kick(writer_t *w, wdev_t *d, uint8_t reason)
+/* Tell frontend loop `peer` (through `router`) to close the connection of that session. */
+static void kick(writer_t *w, const char *router, const char *peer, const char *device, uint64_t handle,
+                 uint64_t epoch, uint8_t reason)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_KICK, d->id);
-    h.corr = d->sess.handle;
-    h.epoch = d->sess.epoch;
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_KICK, device);
+    h.corr = handle;
+    h.epoch = epoch;
     sg_wbuf_reset(&w->scratch);
     if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_u8(&w->scratch, reason) != SG_OK)
         fatal_io("kick-encode");
-    answer_raw(w, d->sess.router, d->sess.peer, strlen(d->sess.peer), &w->scratch);
+    answer_raw(w, router, peer, strlen(peer), &w->scratch);
+}
+
+static void send_kick(writer_t *w, wdev_t *d, uint8_t reason)
+{
+    kick(w, d->sess.router, d->sess.peer, d->id, d->sess.handle, d->sess.epoch, reason);
 }
 
 /* The session ended (closed, taken over, revoked): deliveries in flight go back to the queue
@@ -1082,13 +1089,7 @@ static void peer_heard(writer_t *w, const op_t *op)
     SG_WARN("store", "peer.back", "peer=%s kicked=%zu reason=\"silent longer than store.peer_timeout; its sessions "
             "were ended\"", name, p->n_ended);
     for (size_t i = 0; i < p->n_ended; i++) {
-        sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_KICK, p->ended[i].device);
-        h.corr = p->ended[i].handle;
-        h.epoch = p->ended[i].epoch;
-        sg_wbuf_reset(&w->scratch);
-        if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_u8(&w->scratch, SG_KICK_STALE) != SG_OK)
-            fatal_io("kick-encode");
-        answer_raw(w, router, name, n, &w->scratch);
+        kick(w, router, name, p->ended[i].device, p->ended[i].handle, p->ended[i].epoch, SG_KICK_STALE);
         free(p->ended[i].device);
     }
     p->n_ended = 0;
