@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include "rt_ring.h"
 #include "sg_log.h"
 #include "sg_curve.h"
 #include "sg_time.h"
@@ -12,6 +13,8 @@
 
 #define CORR_OFFSET 9   /* version, type, flags, status(2), shard(4): then the u64 corr */
 #define RING_REFRESH_MS 5000
+#define BUSY_FIRST_MS 20
+#define BUSY_MAX_MS 1000
 
 typedef struct {
     zframe_t **frames;
@@ -20,12 +23,16 @@ typedef struct {
     int64_t deadline;
     adm_done_fn done;
     void *arg;
+    bool retry_busy;
 } sub_t;
 
 typedef struct {
     sub_t *sub;
     int index;
     int64_t deadline;
+    zframe_t *frame;          /* kept to send again when refused as busy (retry_busy only) */
+    int64_t backoff_ms;
+    int64_t resend_at;        /* 0 = waiting for an answer, else when to send again */
 } pending_t;
 
 struct adm_bridge {
@@ -39,6 +46,9 @@ struct adm_bridge {
     bool ready;
     bool stopped;
     pthread_mutex_t lock;     /* orders submissions against adm_bridge_stop */
+    pthread_mutex_t ring_lock;
+    rt_ring_t *ring;          /* under ring_lock: replaced by the bridge, read by HTTP threads */
+    char *ring_sig;           /* bridge thread only: "vnodes:name,name,..." the ring was built from */
 };
 
 typedef struct {
@@ -48,7 +58,18 @@ typedef struct {
     uint64_t next_corr;
     int64_t next_ring;
     uint64_t ring_corr;
+    int64_t next_resend;      /* earliest resend_at of a busy part, 0 = none waits */
 } bridge_t;
+
+static void pending_free(void **item)
+{
+    pending_t *p = *item;
+    if (!p)
+        return;
+    zframe_destroy(&p->frame);
+    free(p);
+    *item = NULL;
+}
 
 static void part_set(adm_part_t *p, int status, const char *json, size_t len)
 {
@@ -113,16 +134,108 @@ static void on_submit(bridge_t *br)
             sub_finish_one(s);
             continue;
         }
-        zframe_destroy(&s->frames[i]);
         pending_t *p = calloc(1, sizeof *p);
         p->sub = s;
         p->index = i;
         p->deadline = s->deadline;
+        if (s->retry_busy)
+            p->frame = s->frames[i];   /* sent again as it is (same corr) if refused as busy */
+        else
+            zframe_destroy(&s->frames[i]);
+        s->frames[i] = NULL;
         char key[24];
         corr_key(corr, key);
         zhashx_insert(br->pending, key, p);
     }
     sub_finish_one(s);
+}
+
+/* Rebuild the ring when the routers report other shard names or vnodes than it was built from.
+ * The names come in partition order; the ring's index of a shard is its partition. */
+static void ring_update(adm_bridge_t *b, const json_t *ring)
+{
+    json_t *shards = json_object_get(ring, "shards");
+    json_int_t vnodes = json_integer_value(json_object_get(ring, "vnodes"));
+    size_t n = json_array_size(shards);
+    if (n == 0 || vnodes <= 0 || vnodes > 65536)
+        return;
+    const char **names = calloc(n, sizeof *names);
+    sg_wbuf_t sig;   /* "vnodes:name,name,...": names come from a comma-separated list */
+    sg_wbuf_init(&sig, 1u << 20);
+    char head[24];
+    int hl = snprintf(head, sizeof head, "%lld:", (long long)vnodes);
+    bool ok = names && sg_wbuf_bytes(&sig, head, (size_t)hl) == SG_OK;
+    size_t i;
+    json_t *s;
+    json_array_foreach(shards, i, s) {
+        json_int_t part = json_integer_value(json_object_get(s, "partition"));
+        const char *name = json_string_value(json_object_get(s, "name"));
+        ok = ok && name && part == (json_int_t)i && sg_wbuf_bytes(&sig, name, strlen(name)) == SG_OK &&
+             sg_wbuf_u8(&sig, i + 1 < n ? ',' : 0) == SG_OK;
+        if (ok)
+            names[i] = name;
+    }
+    if (ok && !(b->ring_sig && strcmp(b->ring_sig, (const char *)sig.data) == 0)) {
+        rt_ring_t *fresh = rt_ring_new(names, n, (unsigned)vnodes);
+        char *text = fresh ? strdup((const char *)sig.data) : NULL;
+        if (text) {
+            pthread_mutex_lock(&b->ring_lock);
+            rt_ring_t *old = b->ring;
+            b->ring = fresh;
+            pthread_mutex_unlock(&b->ring_lock);
+            rt_ring_destroy(&old);
+            free(b->ring_sig);
+            b->ring_sig = text;
+            SG_INFO("admin", "ring.updated", "shards=%zu vnodes=%lld", n, (long long)vnodes);
+        } else {
+            rt_ring_destroy(&fresh);
+            SG_WARN("admin", "ring.invalid", "shards=%zu vnodes=%lld reason=\"the routers' shard names cannot form a ring\"",
+                    n, (long long)vnodes);
+        }
+    }
+    sg_wbuf_fini(&sig);
+    free(names);
+}
+
+/* A busy refusal of a part that may be retried: schedule it again after a doubling backoff, or
+ * return false when the next try would come after its deadline (it is answered as busy). */
+static bool retry_later(bridge_t *br, pending_t *p)
+{
+    if (!p->frame)
+        return false;
+    int64_t now = sg_mono_ms();
+    int64_t backoff = p->backoff_ms ? p->backoff_ms * 2 : BUSY_FIRST_MS;
+    if (backoff > BUSY_MAX_MS)
+        backoff = BUSY_MAX_MS;
+    if (now + backoff >= p->deadline)
+        return false;
+    p->backoff_ms = backoff;
+    p->resend_at = now + backoff;
+    SG_DEBUG("admin", "bridge.busy_retry", "backoff_ms=%lld", (long long)backoff);
+    if (!br->next_resend || p->resend_at < br->next_resend)
+        br->next_resend = p->resend_at;
+    return true;
+}
+
+/* Send again the busy parts whose backoff is over; a send refused locally counts as busy too. */
+static void resend_due(bridge_t *br)
+{
+    int64_t now = sg_mono_ms();
+    if (!br->next_resend || now < br->next_resend)
+        return;
+    br->next_resend = 0;
+    for (pending_t *p = zhashx_first(br->pending); p; p = zhashx_next(br->pending)) {
+        if (!p->resend_at)
+            continue;
+        if (p->resend_at <= now) {
+            p->resend_at = 0;
+            if (zmq_send(zsock_resolve(br->dealer), zframe_data(p->frame), zframe_size(p->frame), ZMQ_DONTWAIT) >= 0 ||
+                !retry_later(br, p))
+                continue;   /* a part that cannot be retried any more times out at its deadline */
+        }
+        if (p->resend_at && (!br->next_resend || p->resend_at < br->next_resend))
+            br->next_resend = p->resend_at;
+    }
 }
 
 static void on_answer(bridge_t *br)
@@ -152,13 +265,19 @@ static void on_answer(bridge_t *br)
     }
     if (h.type == SG_MSG_RING_RES && h.corr == br->ring_corr) {
         json_t *ring = json_loadb(json, len, 0, NULL);
-        if (ring)
+        if (ring) {
+            ring_update(br->b, ring);
             atomic_store(&br->b->shards, (int)json_array_size(json_object_get(ring, "shards")));
+        }
         json_decref(ring);
     }
     char key[24];
     corr_key(h.corr, key);
     pending_t *p = zhashx_lookup(br->pending, key);
+    if (p && h.type == SG_MSG_ERROR && h.status == SG_WIRE_ERR_BUSY && retry_later(br, p)) {
+        zframe_destroy(&f);
+        return;
+    }
     if (p) {
         part_set(&p->sub->parts[p->index], status, json, len);
         sub_t *s = p->sub;
@@ -192,7 +311,7 @@ static void bridge_actor(zsock_t *pipe, void *args)
     br.pull = zsock_new_pull(br.b->ep);
     br.dealer = zsock_new(ZMQ_DEALER);
     br.pending = zhashx_new();
-    zhashx_set_destructor(br.pending, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_destructor(br.pending, pending_free);
     bool ok = br.pull && br.dealer;
     if (ok) {
         zsock_set_identity(br.dealer, br.b->name);
@@ -218,13 +337,17 @@ static void bridge_actor(zsock_t *pipe, void *args)
             send_ring_probe(&br);
             br.next_ring = now + (atomic_load(&br.b->shards) ? RING_REFRESH_MS : 200);
         }
-        void *which = zpoller_wait(poller, 100);
+        int wait = 100;
+        if (br.next_resend)
+            wait = br.next_resend <= now ? 0 : br.next_resend - now < wait ? (int)(br.next_resend - now) : wait;
+        void *which = zpoller_wait(poller, wait);
         if (which == pipe)
             break;
         if (which == br.pull)
             on_submit(&br);
         else if (which == br.dealer)
             on_answer(&br);
+        resend_due(&br);
         expire(&br);
     }
     /* Answer whatever still waits so no HTTP request stays suspended. */
@@ -262,6 +385,7 @@ adm_bridge_t *adm_bridge_new(const char *routers, const char *name, int hwm)
     snprintf(b->name, sizeof b->name, "%s", name);
     snprintf(b->ep, sizeof b->ep, "inproc://adm-bridge-%p", (void *)b);
     pthread_mutex_init(&b->lock, NULL);
+    pthread_mutex_init(&b->ring_lock, NULL);
     b->hwm = hwm;
     b->actor = zactor_new(bridge_actor, b);
     if (!b->actor || !b->ready) {
@@ -296,12 +420,15 @@ void adm_bridge_destroy(adm_bridge_t **self_p)
     adm_bridge_stop(b);
     zsock_destroy(&b->push);
     pthread_mutex_destroy(&b->lock);
+    pthread_mutex_destroy(&b->ring_lock);
+    rt_ring_destroy(&b->ring);
+    free(b->ring_sig);
     free(b);
     *self_p = NULL;
 }
 
-sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
-                        adm_done_fn done, void *arg)
+static sg_rc submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
+                    adm_done_fn done, void *arg, bool retry_busy)
 {
     sub_t *s = calloc(1, sizeof *s);
     zframe_t **copy = malloc((size_t)n * sizeof *copy);
@@ -317,6 +444,7 @@ sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts
     s->deadline = sg_mono_ms() + timeout_ms;
     s->done = done;
     s->arg = arg;
+    s->retry_busy = retry_busy;
     /* Never blocks; once stopped the caller answers 503 instead. */
     pthread_mutex_lock(&self->lock);
     bool ok = !self->stopped && zmq_send(zsock_resolve(self->push), &s, sizeof s, ZMQ_DONTWAIT) == (int)sizeof s;
@@ -329,4 +457,37 @@ sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts
     return SG_OK;
 }
 
+sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
+                        adm_done_fn done, void *arg)
+{
+    return submit(self, frames, parts, n, timeout_ms, done, arg, false);
+}
+
+sg_rc adm_bridge_submit_retrying(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n,
+                                 int64_t timeout_ms, adm_done_fn done, void *arg)
+{
+    return submit(self, frames, parts, n, timeout_ms, done, arg, true);
+}
+
 int adm_bridge_shards(const adm_bridge_t *self) { return atomic_load(&self->shards); }
+
+int adm_bridge_shard_of(adm_bridge_t *self, const char *id, size_t len)
+{
+    pthread_mutex_lock(&self->ring_lock);
+    size_t i = rt_ring_lookup(self->ring, id, len);
+    pthread_mutex_unlock(&self->ring_lock);
+    return i == RT_RING_NONE ? -1 : (int)i;
+}
+
+zframe_t *adm_bridge_admin_frame(const char *id, uint32_t shard, uint16_t op, const char *json, size_t len)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN, id);
+    h.shard = shard;
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
+    zframe_t *f = NULL;
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_admin(&w, op, json, len) == SG_OK)
+        f = zframe_new(w.data, w.len);
+    sg_wbuf_fini(&w);
+    return f;
+}

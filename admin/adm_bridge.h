@@ -1,7 +1,9 @@
 /* adm_bridge.h — the admin tier's link to the routers: an actor that owns the DEALER socket,
  * gives every outgoing frame a fresh correlation id, matches answers (and timeouts) to the
  * waiting HTTP request, and calls the request's done callback once every part is answered.
- * Submissions come from the HTTP thread over an inproc socket; nothing else is shared. */
+ * Submissions come from the HTTP thread over an inproc socket. The only other thing shared is
+ * what the routers report about the ring (shard count, and the ring itself, behind a mutex),
+ * so the HTTP thread can address a device's shard explicitly (streamed imports). */
 #ifndef ADM_BRIDGE_H
 #define ADM_BRIDGE_H
 
@@ -33,7 +35,22 @@ void adm_bridge_destroy(adm_bridge_t **self_p);
 SG_WUR sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
                                adm_done_fn done, void *arg);
 
+/* As adm_bridge_submit, but a part the cluster refuses as busy (a shard's or router's queue is
+ * full: nothing was applied) is sent again after 20 ms, doubling up to 1 s, until its deadline;
+ * only then is it answered, as 503 {"error":"Busy"}. */
+SG_WUR sg_rc adm_bridge_submit_retrying(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n,
+                                        int64_t timeout_ms, adm_done_fn done, void *arg);
+
 /* Number of shards the routers last reported (0 until the first answer). */
 int adm_bridge_shards(const adm_bridge_t *self);
+
+/* Partition index of the shard owning device id (len bytes) on the ring the routers last
+ * reported (built from their shard names and vnodes, as every router builds it), or -1 while no
+ * router has answered. Safe from any thread. */
+int adm_bridge_shard_of(adm_bridge_t *self, const char *id, size_t len);
+
+/* An ADMIN frame: op with a JSON body, to device id's shard (shard SG_WIRE_SHARD_BY_DEVICE) or
+ * to an explicit partition (id NULL). NULL when it does not fit in a frame. */
+zframe_t *adm_bridge_admin_frame(const char *id, uint32_t shard, uint16_t op, const char *json, size_t len);
 
 #endif

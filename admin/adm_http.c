@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "adm_bridge.h"
+#include "adm_import.h"
 #include "adm_tokens.h"
 #include "sg_log.h"
 #include "sg_net.h"
@@ -22,6 +23,7 @@
 
 #define MAX_PARTS 66
 #define ANY_ROLE (-1)
+#define IMPORT_PATH "/v1/devices:import"
 
 struct adm_http {
     struct MHD_Daemon *mhd;
@@ -55,6 +57,7 @@ struct req {
     char retry_buf[24];
     const char *who;
     int64_t start;
+    adm_import_t *import;  /* POST /v1/devices:import: its body is streamed, never buffered */
 };
 
 typedef struct {
@@ -114,15 +117,7 @@ static void on_done(void *arg)
 
 static zframe_t *admin_frame(const char *id, uint32_t shard, uint16_t op, const char *json)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN, id);
-    h.shard = shard;
-    sg_wbuf_t w;
-    sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
-    zframe_t *f = NULL;
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_admin(&w, op, json, strlen(json)) == SG_OK)
-        f = zframe_new(w.data, w.len);
-    sg_wbuf_fini(&w);
-    return f;
+    return adm_bridge_admin_frame(id, shard, op, json, strlen(json));
 }
 
 static zframe_t *ring_frame(void)
@@ -422,12 +417,28 @@ static void h_telemetry(req_t *r, const char *id)
     submit(r, &f, 1, wait * 1000 + r->adm->timeout_ms, finish_passthrough);
 }
 
+/* Starts at the request's headers (see on_request); lines are taken as the body arrives. */
+static void h_import(req_t *r, const char *id)
+{
+    (void)id;
+    adm_bridge_t *b = r->adm->bridge;
+    /* Lines are addressed to their shards by the ring: without it (any key has an owner once it
+     * is known) nothing could be sent. */
+    if (adm_bridge_shards(b) == 0 || adm_bridge_shard_of(b, "", 0) < 0) {
+        error(r, 503, "RouterUnavailable", "the cluster's ring is not known yet; retry");
+        return;
+    }
+    if (!(r->import = adm_import_new(b, r->conn, r->adm->max_body, r->adm->timeout_ms)))
+        error(r, 500, "Internal", "out of memory");
+}
+
 static const route_t k_routes[] = {
     {"GET", "/healthz", 0, h_healthz},
     {"GET", "/readyz", 0, h_readyz},
     {"GET", "/metrics", ANY_ROLE, h_metrics},
     {"GET", "/v1/cluster", ADM_ROLE_ADMIN, h_cluster},
     {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, h_telemetry},
+    {"POST", IMPORT_PATH, ADM_ROLE_REGISTRY_WRITE, h_import},
     {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, h_device_put},
     {"GET", "/v1/devices/*", ADM_ROLE_REGISTRY_READ, h_device_get},
     {"DELETE", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, h_device_delete},
@@ -543,7 +554,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->start = sg_mono_ms();
         sg_wbuf_init(&r->body, a->max_body);
         *con_cls = r;
+        /* An import is authorised and started at its headers, so its body is taken as a stream
+         * (or refused before it is sent, with Expect: 100-continue). */
+        if (strcmp(method, "POST") == 0 && strcmp(url, IMPORT_PATH) == 0) {
+            dispatch(r);
+            if (!r->import)
+                return respond(r);
+        }
         return MHD_YES;
+    }
+    if (r->import) {
+        if (*upload_size) {
+            *upload_size -= adm_import_feed(r->import, upload, *upload_size);
+            return MHD_YES;
+        }
+        char *answer = NULL;
+        if (!adm_import_finish(r->import, &answer))
+            return MHD_YES;   /* suspended until the shards answer */
+        if (answer) {
+            r->status = 200;
+            free(r->text);
+            r->text = answer;
+        } else {
+            error(r, 500, "Internal", "out of memory composing the answer");
+        }
+        return respond(r);
     }
     if (*upload_size) {
         if (!r->too_big && sg_wbuf_bytes(&r->body, upload, *upload_size) != SG_OK)
@@ -574,6 +609,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     for (int i = 0; i < r->n; i++)
         free(r->parts[i].json);
+    adm_import_destroy(&r->import);
     sg_wbuf_fini(&r->body);
     free(r->text);
     free(r);

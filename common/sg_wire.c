@@ -297,5 +297,6 @@ sg_rc sg_wire_get_name(const sg_wire_hdr_t *h, const char **name, size_t *len)
 
 bool sg_adm_op_writes(uint16_t op)
 {
-    return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE;
+    return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE ||
+           op == SG_ADM_DEVICE_IMPORT;
 }

@@ -192,6 +192,7 @@ typedef enum {
     SG_ADM_TELEMETRY_READ,
     SG_ADM_SHARD_STATS,
     SG_ADM_MSG_PURGE,
+    SG_ADM_DEVICE_IMPORT,   /* registry entries for one shard, {"line":n,"entry":{..}} a line (store/st_import.c) */
     SG_ADM_OP_MAX
 } sg_adm_op_t;
 

@@ -17,8 +17,8 @@
 #define MAX_READS_PER_WAKE 16
 #define LINGER_SECONDS 2
 
-static void conn_on_io(fe_loop_t *loop, fe_io_t *io, uint32_t events);
-static void conn_on_timer(fe_loop_t *loop, fe_timer_t *t);
+static void conn_on_io(sg_loop_t *loop, sg_io_t *io, uint32_t events);
+static void conn_on_timer(sg_loop_t *loop, sg_timer_t *t);
 static void conn_read(fe_conn_t *c);
 static void conn_linger(fe_conn_t *c);
 
@@ -42,7 +42,7 @@ static void update_mask(fe_conn_t *c)
         mask |= EPOLLIN;
     if (c->out_len > 0 || (c->flags & FE_F_SSL_WANTS_OUT))
         mask |= EPOLLOUT;
-    if (fe_loop_mod(c->w->loop, &c->io, mask) != SG_OK)
+    if (sg_loop_mod(c->w->loop, &c->io, mask) != SG_OK)
         fe_conn_close(c, "epoll-failed");
 }
 
@@ -51,7 +51,7 @@ void fe_conn_schedule(fe_conn_t *c)
     const fe_settings_t *s = c->w->set;
     uint32_t at;
     if (c->flags & FE_F_LINGER) {
-        fe_timer_set(c->w->loop, &c->timer, fe_loop_now(c->w->loop) + LINGER_SECONDS);
+        sg_timer_set(c->w->loop, &c->timer, sg_loop_now(c->w->loop) + LINGER_SECONDS);
         return;
     }
     if (fe_conn_connect_pending(c) && s->connect_timeout > 2) {   /* 1 s ticks: keep >= 1 s for the shard */
@@ -60,14 +60,14 @@ void fe_conn_schedule(fe_conn_t *c)
         at = c->accepted_at + s->connect_timeout;
     } else {
         at = c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1;
-        if ((c->paused & FE_P_RATE) && fe_loop_now(c->w->loop) + 1 < at)
-            at = fe_loop_now(c->w->loop) + 1;   /* look at the bucket again on the next tick */
+        if ((c->paused & FE_P_RATE) && sg_loop_now(c->w->loop) + 1 < at)
+            at = sg_loop_now(c->w->loop) + 1;   /* look at the bucket again on the next tick */
         if (c->token_expires && c->token_expires < at)
             at = c->token_expires;
         if (c->pending && c->pending_since + s->ack_timeout < at)
             at = c->pending_since + s->ack_timeout;
     }
-    fe_timer_set(c->w->loop, &c->timer, at);
+    sg_timer_set(c->w->loop, &c->timer, at);
 }
 
 void fe_conn_accept(fe_worker_t *w, int fd)
@@ -97,11 +97,11 @@ void fe_conn_accept(fe_worker_t *w, int fd)
     c->slot = w->free_slots[--w->n_free];
     c->gen = w->gens[c->slot];
     w->slots[c->slot] = c;
-    c->accepted_at = fe_loop_now(w->loop);
+    c->accepted_at = sg_loop_now(w->loop);
     c->state = FE_HANDSHAKE;
     atomic_fetch_add(&w->n_conns, 1);
     atomic_fetch_add(&w->accepted, 1);
-    if (fe_loop_add(w->loop, &c->io, EPOLLIN) != SG_OK) {
+    if (sg_loop_add(w->loop, &c->io, EPOLLIN) != SG_OK) {
         fe_conn_close(c, "epoll-failed");
         return;
     }
@@ -127,8 +127,8 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
     uint8_t was = c->state;
     c->state = FE_CLOSED;
     fe_session_closed(c, was);
-    fe_timer_cancel(&c->timer);
-    fe_loop_del(w->loop, &c->io);
+    sg_timer_cancel(&c->timer);
+    sg_loop_del(w->loop, &c->io);
     if (c->ssl) {
         /* One non-blocking close_notify; a peer that is gone will not answer anyway. */
         if (SSL_is_init_finished(c->ssl) && !(c->flags & FE_F_LINGER))
@@ -150,7 +150,7 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
     c->will = NULL;
     fe_worker_release_slot(w, c);
     atomic_fetch_sub(&w->n_conns, 1);
-    if (fe_loop_defer(w->loop, conn_free, c) != SG_OK)
+    if (sg_loop_defer(w->loop, conn_free, c) != SG_OK)
         SG_ERROR("frontend", "conn.leak", "reason=\"out of memory deferring free\"");
 }
 
@@ -385,7 +385,7 @@ static void conn_feed(fe_conn_t *c, const uint8_t *data, size_t n)
             fe_conn_close(c, sg_strerror(rc));
             return;
         }
-        c->last_rx = fe_loop_now(c->w->loop);
+        c->last_rx = sg_loop_now(c->w->loop);
         if (fe_session_packet(c, &pkt) == FE_PKT_RETRY)
             break;
         if (c->state == FE_CLOSED)
@@ -421,7 +421,7 @@ void fe_conn_resume(fe_conn_t *c, uint8_t why)
     /* Input is not read while the gateway holds a connection back (shard window, full link):
      * the device's PINGREQs wait unread, so that time does not count against its keep-alive. */
     if ((c->paused & why & (FE_P_WINDOW | FE_P_LINK)) && c->state == FE_ONLINE)
-        c->last_rx = fe_loop_now(c->w->loop);
+        c->last_rx = sg_loop_now(c->w->loop);
     c->paused &= (uint8_t)~why;
     if (c->paused)
         return;
@@ -459,7 +459,7 @@ static void handshake(fe_conn_t *c)
     ssl_wait(c, r, "handshake");
 }
 
-static void conn_on_io(fe_loop_t *loop, fe_io_t *io, uint32_t events)
+static void conn_on_io(sg_loop_t *loop, sg_io_t *io, uint32_t events)
 {
     fe_conn_t *c = (fe_conn_t *)io;
     (void)loop;
@@ -491,7 +491,7 @@ static void conn_on_io(fe_loop_t *loop, fe_io_t *io, uint32_t events)
         update_mask(c);
 }
 
-static void conn_on_timer(fe_loop_t *loop, fe_timer_t *t)
+static void conn_on_timer(sg_loop_t *loop, sg_timer_t *t)
 {
     fe_conn_t *c = (fe_conn_t *)((char *)t - offsetof(fe_conn_t, timer));
     if (c->state == FE_CLOSED)
@@ -500,6 +500,6 @@ static void conn_on_timer(fe_loop_t *loop, fe_timer_t *t)
         fe_conn_close(c, "refused");   /* the device did not close within the linger time */
         return;
     }
-    if (fe_session_timer(c, fe_loop_now(loop)))
+    if (fe_session_timer(c, sg_loop_now(loop)))
         fe_conn_schedule(c);
 }

@@ -10,7 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include "fe_loop.h"
+#include "sg_loop.h"
 #include "sg_buf.h"
 #include "sg_mqtt.h"
 #include "sg_wire.h"
@@ -76,8 +76,8 @@ typedef struct {
 } fe_q0_t;
 
 struct fe_conn {
-    fe_io_t io;
-    fe_timer_t timer;
+    sg_io_t io;
+    sg_timer_t timer;
     fe_worker_t *w;
     SSL *ssl;
     uint8_t *in;          /* unparsed input; NULL while idle */
@@ -108,11 +108,11 @@ struct fe_worker {
     int index;
     const fe_settings_t *set;
     SSL_CTX *tls;
-    fe_loop_t *loop;
+    sg_loop_t *loop;
     pthread_t thread;
-    fe_io_t listen_io;
-    fe_io_t stop_io;       /* eventfd written to stop the thread */
-    fe_io_t link_io;       /* the DEALER's ZMQ_FD */
+    sg_io_t listen_io;
+    sg_io_t stop_io;       /* eventfd written to stop the thread */
+    sg_io_t link_io;       /* the DEALER's ZMQ_FD */
     zsock_t *link;
     void *link_raw;
     char peer_id[SG_WIRE_MAX_PEER + 1];

@@ -236,12 +236,12 @@ static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
     switch (h->status) {
     case SG_AUTH_OK: {
         int64_t now_s = sg_now_ms() / 1000;
-        uint32_t now = fe_loop_now(c->w->loop);
+        uint32_t now = sg_loop_now(c->w->loop);
         c->epoch = h->epoch;
         c->state = FE_ONLINE;
         c->last_rx = now;
         c->tokens = c->w->set->telemetry_burst;
-        c->tokens_at = fe_loop_now_ms(c->w->loop);
+        c->tokens_at = sg_loop_now_ms(c->w->loop);
         c->token_expires = 0;
         if (res.expires > 0)
             /* loop seconds are 32-bit: a token valid for longer than ~136 years is "never" */
@@ -356,7 +356,7 @@ static const char *telemetry_error(sg_rc rc)
 static void refill(fe_conn_t *c)
 {
     const fe_settings_t *s = c->w->set;
-    uint32_t now = fe_loop_now_ms(c->w->loop), elapsed = now - c->tokens_at;
+    uint32_t now = sg_loop_now_ms(c->w->loop), elapsed = now - c->tokens_at;
     uint64_t add = (uint64_t)elapsed * s->telemetry_rate / 1000;
     if (add == 0)
         return;   /* keep the fraction: tokens_at only moves by whole tokens */
@@ -418,7 +418,7 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     atomic_fetch_add(&c->w->telemetry_in, 1);
     if (p.qos == 1) {
         if (c->pending++ == 0) {
-            c->pending_since = fe_loop_now(c->w->loop);
+            c->pending_since = sg_loop_now(c->w->loop);
             fe_conn_schedule(c);
         }
         if (c->pending >= c->w->set->window)
@@ -450,7 +450,7 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
         return;
     if (c->pending > 0)
         c->pending--;
-    c->pending_since = fe_loop_now(c->w->loop);
+    c->pending_since = sg_loop_now(c->w->loop);
     if (c->pending < c->w->set->window)
         fe_conn_resume(c, FE_P_WINDOW);
 }

@@ -137,7 +137,7 @@ static void drain_link(fe_worker_t *w)
     }
 }
 
-static void on_link(fe_loop_t *loop, fe_io_t *io, uint32_t events)
+static void on_link(sg_loop_t *loop, sg_io_t *io, uint32_t events)
 {
     (void)loop;
     (void)io;
@@ -145,7 +145,7 @@ static void on_link(fe_loop_t *loop, fe_io_t *io, uint32_t events)
     /* drained after every wake-up in the thread loop */
 }
 
-static void on_stop(fe_loop_t *loop, fe_io_t *io, uint32_t events)
+static void on_stop(sg_loop_t *loop, sg_io_t *io, uint32_t events)
 {
     fe_worker_t *w = (fe_worker_t *)((char *)io - offsetof(fe_worker_t, stop_io));
     uint64_t v;
@@ -157,7 +157,7 @@ static void on_stop(fe_loop_t *loop, fe_io_t *io, uint32_t events)
     w->stop = true;
 }
 
-static void on_accept(fe_loop_t *loop, fe_io_t *io, uint32_t events)
+static void on_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
 {
     fe_worker_t *w = (fe_worker_t *)((char *)io - offsetof(fe_worker_t, listen_io));
     (void)events;
@@ -167,9 +167,9 @@ static void on_accept(fe_loop_t *loop, fe_io_t *io, uint32_t events)
             if (errno == EMFILE || errno == ENFILE) {
                 /* Out of descriptors: stop accepting for a second rather than spin. */
                 SG_WARN("frontend", "accept.no_fds", "thread=%d reason=\"%s\"", w->index, strerror(errno));
-                if (fe_loop_mod(loop, io, 0) != SG_OK)
+                if (sg_loop_mod(loop, io, 0) != SG_OK)
                     SG_ERROR("frontend", "accept.pause_failed", "thread=%d", w->index);
-                w->accept_paused_until = fe_loop_now(loop) + 1;
+                w->accept_paused_until = sg_loop_now(loop) + 1;
             }
             return;
         }
@@ -204,19 +204,19 @@ static void *worker_main(void *arg)
     while (!w->stop) {
         /* TLS handshakes allocate far more than an idle session keeps; after a burst of them give
          * the freed heap back to the kernel so idle sessions cost what they hold (DESIGN-NOTES §6). */
-        if (fe_loop_now(w->loop) >= next_trim) {
+        if (sg_loop_now(w->loop) >= next_trim) {
             uint64_t acc = atomic_load(&w->accepted);
             if (acc != accepted_at_trim)
                 malloc_trim(0);
             accepted_at_trim = acc;
-            next_trim = fe_loop_now(w->loop) + 5;
+            next_trim = sg_loop_now(w->loop) + 5;
         }
-        if (fe_loop_now(w->loop) >= next_beat) {
+        if (sg_loop_now(w->loop) >= next_beat) {
             heartbeat(w);
-            next_beat = fe_loop_now(w->loop) + HEARTBEAT_EVERY_S;
+            next_beat = sg_loop_now(w->loop) + HEARTBEAT_EVERY_S;
             drain_link(w);   /* sending can consume the ZMQ_FD edge of frames already here */
         }
-        fe_loop_run_once(w->loop, w->n_blocked || w->n_backlog ? 10 : 1000);
+        sg_loop_run_once(w->loop, w->n_blocked || w->n_backlog ? 10 : 1000);
         drain_link(w);
         if (w->n_backlog)
             flush_backlog(w);
@@ -224,19 +224,19 @@ static void *worker_main(void *arg)
             unblock(w);
         /* Sending can consume the edge of the link's ZMQ_FD: look again before sleeping. */
         drain_link(w);
-        if (w->accept_paused_until && fe_loop_now(w->loop) >= w->accept_paused_until) {
+        if (w->accept_paused_until && sg_loop_now(w->loop) >= w->accept_paused_until) {
             w->accept_paused_until = 0;
-            if (fe_loop_mod(w->loop, &w->listen_io, EPOLLIN) != SG_OK)
+            if (sg_loop_mod(w->loop, &w->listen_io, EPOLLIN) != SG_OK)
                 SG_ERROR("frontend", "accept.resume_failed", "thread=%d", w->index);
         }
     }
     /* Accept nothing more; close every connection so shards hear SESSION_END before the
      * process goes. */
-    fe_loop_del(w->loop, &w->listen_io);
+    sg_loop_del(w->loop, &w->listen_io);
     for (uint32_t i = 0; i < w->set->max_connections; i++)
         if (w->slots[i])
             fe_conn_close(w->slots[i], "shutdown");
-    fe_loop_run_once(w->loop, 0);
+    sg_loop_run_once(w->loop, 0);
     for (int i = 0; i < 100 && w->n_backlog > 0; i++) {
         flush_backlog(w);
         if (w->n_backlog)
@@ -254,11 +254,11 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, in
     w->index = index;
     w->set = set;
     w->tls = tls;
-    w->listen_io = (fe_io_t){.fd = listen_fd, .fn = on_accept};
-    w->stop_io = (fe_io_t){.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .fn = on_stop};
-    w->link_io = (fe_io_t){.fd = -1, .fn = on_link};
+    w->listen_io = (sg_io_t){.fd = listen_fd, .fn = on_accept};
+    w->stop_io = (sg_io_t){.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .fn = on_stop};
+    w->link_io = (sg_io_t){.fd = -1, .fn = on_link};
     snprintf(w->peer_id, sizeof w->peer_id, "%s", peer_id);
-    w->loop = fe_loop_new();
+    w->loop = sg_loop_new(1000);
     w->slots = calloc(set->max_connections, sizeof *w->slots);
     w->gens = calloc(set->max_connections, sizeof *w->gens);
     w->free_slots = malloc(set->max_connections * sizeof *w->free_slots);
@@ -297,8 +297,8 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, in
     free(list);
     w->link_raw = zsock_resolve(w->link);
     w->link_io.fd = zsock_fd(w->link);
-    if (!connected || fe_loop_add(w->loop, &w->listen_io, EPOLLIN) != SG_OK ||
-        fe_loop_add(w->loop, &w->stop_io, EPOLLIN) != SG_OK || fe_loop_add(w->loop, &w->link_io, EPOLLIN) != SG_OK) {
+    if (!connected || sg_loop_add(w->loop, &w->listen_io, EPOLLIN) != SG_OK ||
+        sg_loop_add(w->loop, &w->stop_io, EPOLLIN) != SG_OK || sg_loop_add(w->loop, &w->link_io, EPOLLIN) != SG_OK) {
         fe_worker_destroy(&w);
         return NULL;
     }
@@ -323,7 +323,7 @@ void fe_worker_destroy(fe_worker_t **self_p)
     if (w->stop_io.fd >= 0)
         close(w->stop_io.fd);
     zsock_destroy(&w->link);
-    fe_loop_destroy(&w->loop);
+    sg_loop_destroy(&w->loop);
     free(w->slots);
     free(w->gens);
     free(w->free_slots);

@@ -19,6 +19,7 @@ typedef struct {
     rocksdb_writeoptions_t *wo_sync;     /* per store.sync */
     rocksdb_writeoptions_t *wo_nosync;   /* for bookkeeping that needs no fsync */
     rocksdb_block_based_table_options_t *table;
+    rocksdb_block_based_table_options_t *dev_table;   /* "dev" only: with bloom filters */
     rocksdb_cache_t *cache;
     char *path;
 } st_db_t;

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "rt_ring.h"
 #include "st_db.h"
 
 typedef struct {
@@ -32,6 +33,7 @@ typedef struct {
     int64_t delivery_lock_ms;
     int64_t cache_devices;
     int64_t peer_timeout_ms;
+    rt_ring_t *ring;        /* cluster.shards on the ring every router builds: which devices are ours */
     char ep_writer[128];    /* net PUSH -> writer PULL */
     char ep_readers[128];   /* net PUSH -> readers PULL */
     char ep_out[128];       /* writer/readers PUSH -> net PULL */
@@ -49,5 +51,10 @@ typedef struct {
 #include <czmq.h>
 void st_writer_actor(zsock_t *pipe, void *args);
 void st_reader_actor(zsock_t *pipe, void *args);
+
+/* The ring of a cluster.shards list (names, or name=endpoint pairs, comma-separated) with vnodes
+ * points per shard: the one every router builds from the same settings. NULL when it cannot be
+ * built (no names, a name twice). Defined in st_import.c, its user. */
+rt_ring_t *st_import_ring(const char *shards, unsigned vnodes);
 
 #endif

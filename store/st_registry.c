@@ -80,15 +80,22 @@ sg_rc st_reg_parse(const char *json, size_t len, st_reg_t *out)
 {
     json_error_t jerr;
     json_t *e = json_loadb(json, len, 0, &jerr);
-    sg_rc rc = SG_E_MALFORMED;
     memset(out, 0, sizeof *out);
     if (!e)
         return SG_E_MALFORMED;
+    sg_rc rc = st_reg_from_json(e, out);
+    json_decref(e);
+    return rc;
+}
+
+sg_rc st_reg_from_json(const json_t *e, st_reg_t *out)
+{
+    memset(out, 0, sizeof *out);
     const char *status = json_string_value(json_object_get(e, "status"));
     json_t *auth = json_object_get(e, "auth");
     const char *type = json_string_value(json_object_get(auth, "type"));
     if (!status || !type)
-        goto done;
+        return SG_E_MALFORMED;
     out->enabled = strcmp(status, "enabled") == 0;
     out->generation = (uint32_t)json_integer_value(json_object_get(e, "generation"));
     out->auth_type = auth_type_parse(type);
@@ -98,18 +105,15 @@ sg_rc st_reg_parse(const char *json, size_t len, st_reg_t *out)
     if (out->auth_type == ST_AUTH_SAS) {
         if (b64_key(json_object_get(auth, "primaryKey"), out->key1, &out->key1_len) != SG_OK ||
             b64_key(json_object_get(auth, "secondaryKey"), out->key2, &out->key2_len) != SG_OK)
-            goto done;
+            return SG_E_MALFORMED;
     } else if (out->auth_type == ST_AUTH_PSK) {
         const char *hex = json_string_value(json_object_get(auth, "key"));
         if (!hex || sg_hex_decode(hex, strlen(hex), out->key1, sizeof out->key1, &out->key1_len) != SG_OK)
-            goto done;
+            return SG_E_MALFORMED;
     } else if (out->auth_type == 0) {
-        goto done;
+        return SG_E_MALFORMED;
     }
-    rc = SG_OK;
-done:
-    json_decref(e);
-    return rc;
+    return SG_OK;
 }
 
 static json_t *random_b64_key(size_t nbytes)
@@ -234,8 +238,8 @@ static bool valid_limit(const json_t *v, int64_t max)
     return json_is_integer(v) && json_integer_value(v) >= 1 && json_integer_value(v) <= max;
 }
 
-sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int64_t now_ms,
-                 const st_limits_t *defaults, st_reg_put_t *out, const char **err_name, char *err_msg, size_t err_len)
+sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int64_t now_ms, st_reg_put_t *out,
+                 const char **err_name, char *err_msg, size_t err_len)
 {
     json_t *stored = NULL, *auth = NULL, *generated = json_object();
     memset(out, 0, sizeof *out);
@@ -319,16 +323,21 @@ sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int
     json_object_set_new(stored, "createdAt", ca ? json_copy(ca) : json_string(created));
 
     out->stored = stored;
-    out->response = st_reg_public(stored, defaults);
-    json_object_update(json_object_get(out->response, "auth"), generated);
+    out->generated = generated;
     out->created = existing == NULL;
     out->revoke = revoke;
-    json_decref(generated);
     return SG_OK;
 fail:
     json_decref(generated);
     json_decref(stored);
     return SG_E_INVALID;
+}
+
+json_t *st_reg_put_answer(const st_reg_put_t *put, const st_limits_t *defaults)
+{
+    json_t *answer = st_reg_public(put->stored, defaults);
+    json_object_update(json_object_get(answer, "auth"), put->generated);
+    return answer;
 }
 
 json_t *st_reg_public(const json_t *stored, const st_limits_t *defaults)

@@ -31,11 +31,13 @@ typedef struct {
 
 /* Parse a stored entry. SG_E_MALFORMED when it is not one (a damaged record). */
 SG_WUR sg_rc st_reg_parse(const char *json, size_t len, st_reg_t *out);
+/* The same from an entry already parsed (st_reg_put's `stored`). */
+SG_WUR sg_rc st_reg_from_json(const json_t *e, st_reg_t *out);
 
-/* The outcome of a PUT: the entry to store, the body to answer with, and what changed. */
+/* The outcome of a PUT: the entry to store, the secrets it generated, and what changed. */
 typedef struct {
     json_t *stored;          /* full entry with secrets */
-    json_t *response;        /* public entry, plus generated keys (returned this once) */
+    json_t *generated;       /* keys generated for it ({} when none): shown to the caller this once */
     bool created;
     bool revoke;             /* credentials or status changed: close the live session */
 } st_reg_put_t;
@@ -46,15 +48,17 @@ typedef struct {
     int64_t max_bytes;
 } st_limits_t;
 
-/* Validate body (a PUT /v1/devices/{id} request) against existing (NULL when new).
- * On failure returns SG_E_INVALID and fills err_name/err_msg for a 400 answer. */
+/* Validate body (a PUT /v1/devices/{id} request) against existing (NULL when new). On success
+ * the caller owns out->stored and out->generated. On failure returns SG_E_INVALID and fills
+ * err_name/err_msg for a 400 answer. */
 SG_WUR sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int64_t now_ms,
-                        const st_limits_t *defaults, st_reg_put_t *out, const char **err_name, char *err_msg,
-                        size_t err_len);
+                        st_reg_put_t *out, const char **err_name, char *err_msg, size_t err_len);
 
 /* Copy of stored without secrets, with both limits shown (the shard's defaults where the entry
  * sets none). */
 json_t *st_reg_public(const json_t *stored, const st_limits_t *defaults);
+/* The answer to a PUT: the public entry plus the generated keys in its "auth". */
+json_t *st_reg_put_answer(const st_reg_put_t *put, const st_limits_t *defaults);
 
 /* Encode the ADMIN_RES frame answering req (same correlation id and device) with an HTTP-like
  * status and body (its reference is taken; NULL = empty body) into f, which is reset first.

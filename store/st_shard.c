@@ -406,11 +406,21 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->peer_timeout_ms = sg_config_int(cfg, "store.peer_timeout") * 1000;
     if (c->default_ttl > c->max_ttl)
         c->default_ttl = c->max_ttl;
+    c->ring = st_import_ring(sg_config_str(cfg, "cluster.shards"), (unsigned)sg_config_int(cfg, "cluster.vnodes"));
+    if (!c->ring || rt_ring_size(c->ring) <= partition || strcmp(rt_ring_name(c->ring, partition), name) != 0) {
+        SG_ERROR("store", "config.invalid", "key=cluster.shards shard=%s partition=%u reason=\"this shard must be "
+                 "listed once, at its partition's place, among unique names\"", name, partition);
+        rt_ring_destroy(&c->ring);
+        free(c);
+        free(self);
+        return NULL;
+    }
     /* Unique per shard instance so several shards can live in one process (sacgate all). */
     snprintf(c->ep_writer, sizeof c->ep_writer, "inproc://st-%s-%p-w", name, (void *)c);
     snprintf(c->ep_readers, sizeof c->ep_readers, "inproc://st-%s-%p-r", name, (void *)c);
     snprintf(c->ep_out, sizeof c->ep_out, "inproc://st-%s-%p-o", name, (void *)c);
     if (st_db_open(&c->db, data_dir, c->sync) != SG_OK) {
+        rt_ring_destroy(&c->ring);
         free(c);
         free(self);
         return NULL;
@@ -431,6 +441,7 @@ void st_shard_destroy(st_shard_t **self_p)
     zactor_destroy(&self->actor);
     if (self->ctx) {
         st_db_close(&self->ctx->db);
+        rt_ring_destroy(&self->ctx->ring);
         free(self->ctx);
     }
     free(self);

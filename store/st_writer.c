@@ -19,6 +19,7 @@
 #include "st_keys.h"
 #include "st_record.h"
 #include "st_registry.h"
+#include "st_writer.h"
 
 #define SWEEP_EVERY_MS 1000
 #define SWEEP_MAX 1000
@@ -30,7 +31,8 @@ typedef struct {
 } flight_t;
 
 /* In-memory state of one device the writer has touched. */
-typedef struct wdev {
+typedef struct st_wdev wdev_t;
+struct st_wdev {
     char *id;
     size_t id_len;
     bool exists;
@@ -40,10 +42,11 @@ typedef struct wdev {
     uint64_t next_deliver;      /* lowest queue seq not yet handed to the session */
     uint16_t n_inflight;
     flight_t *inflight;         /* handed out and not yet completed (the window) */
-    struct wdev *busy_prev, *busy_next;   /* in w->busy while n_inflight > 0 */
+    wdev_t *busy_prev, *busy_next;   /* in w->busy while n_inflight > 0 */
     bool in_busy;
     bool deliver_queued;
-} wdev_t;
+    char *reg_text;             /* registry entry as of the open batch (read or written in it), or NULL */
+};
 
 /* A message to take out of the queue at the start of the next batch (found while delivering). */
 typedef struct {
@@ -53,14 +56,16 @@ typedef struct {
 } expire_t;
 
 /* One operation as received: envelope and decoded header. */
-typedef struct {
+typedef struct st_op op_t;
+struct st_op {
     zframe_t *router;
     zframe_t *peer;
     zframe_t *frame;
     sg_wire_hdr_t h;
-} op_t;
+};
 
-typedef struct {
+typedef struct st_writer writer_t;
+struct st_writer {
     st_ctx_t *ctx;
     zsock_t *in;                /* PULL from net */
     zsock_t *out;               /* PUSH to net */
@@ -69,6 +74,7 @@ typedef struct {
     rocksdb_writebatch_t *carry;   /* bookkeeping written after the answers, without fsync */
     zlist_t *answers;           /* zmsg_t* to send after commit */
     zlist_t *deliver;           /* wdev_t* to run deliveries for after commit */
+    zlist_t *reg_texts;         /* wdev_t* whose reg_text is set: cleared after each commit */
     expire_t *expired;
     size_t n_expired, cap_expired;
     st_counters_t counters;
@@ -80,6 +86,7 @@ typedef struct {
     int64_t last_sweep;
     wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
     int64_t resume_at;          /* start-up deliveries wait for the routers to reconnect */
+    zhashx_t *routers_heard;    /* routers an operation came through since the start (until resume_at) */
     zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
     op_t held;                  /* an op that must start a batch of its own (needs_fresh_batch) */
     bool has_held;
@@ -88,7 +95,7 @@ typedef struct {
     bool orphans_checked;       /* sessions loaded at start whose loop never spoke were ended */
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
-} writer_t;
+};
 
 /* A session ended because its frontend loop went silent: told again (KICK) if the loop speaks. */
 typedef struct {
@@ -136,6 +143,7 @@ static void dev_free(void **item)
         return;
     free(d->id);
     free(d->inflight);
+    free(d->reg_text);
     free(d);
     *item = NULL;
 }
@@ -149,16 +157,23 @@ static sg_rc dev_load(writer_t *w, wdev_t *d)
 
     klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
     SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
+    bool registered = val != NULL;
     if (val) {
         sg_rc rc = st_reg_parse(val, vlen, &d->reg);
-        rocksdb_free(val);
         if (rc != SG_OK)
             SG_ERROR("store", "registry.damaged", "device=%.*s", (int)d->id_len, d->id);
         d->exists = rc == SG_OK;
+        /* Kept until the commit: a registry put (an update, say) needs the entry again. */
+        if (d->exists && (d->reg_text = strndup(val, vlen)))
+            zlist_append(w->reg_texts, d);
+        rocksdb_free(val);
     }
+    /* Sessions are stored only for registered devices (a delete removes both), so an unknown id
+     * skips that read: an import of fresh devices loads a great many of them. */
     klen = st_key_dev(key, d->id, d->id_len, ST_K_SESSION);
-    SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
-    if (val) {
+    if (registered)
+        SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
+    if (registered && val) {
         if (st_session_get(val, vlen, &d->sess) != SG_OK)
             memset(&d->sess, 0, sizeof d->sess);
         rocksdb_free(val);
@@ -202,6 +217,18 @@ static wdev_t *dev_get(writer_t *w, const char *id, size_t id_len)
     zhashx_insert(w->devs, key, d);
     return d;
 }
+
+wdev_t *st_writer_dev(writer_t *w, const char *id, size_t len)
+{
+    wdev_t *d = dev_get(w, id, len);
+    if (!d)
+        fatal_io("device-load");
+    return d;
+}
+
+bool st_wdev_exists(const wdev_t *d) { return d->exists; }
+
+const st_ctx_t *st_writer_ctx(const writer_t *w) { return w->ctx; }
 
 /* Keep the cache bounded: drop entries without a live session or deliveries in flight. Live
  * sessions stay cached and do not count against store.cache_devices (else a shard holding more
@@ -405,6 +432,8 @@ static void answer_admin(writer_t *w, const op_t *op, int status, json_t *body)
         fatal_io("answer-encode");
     answer(w, op, &w->scratch2);
 }
+
+void st_writer_answer_admin(writer_t *w, const op_t *op, int status, json_t *body) { answer_admin(w, op, status, body); }
 
 /* Tell frontend loop `peer` (through `router`) to close the connection of that session. */
 static void kick(writer_t *w, const char *router, const char *peer, const char *device, uint64_t handle,
@@ -657,6 +686,9 @@ static void op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 
 static json_t *load_entry(writer_t *w, wdev_t *d)
 {
+    /* Loaded or put in this batch (then the database does not have it yet). */
+    if (d->reg_text)
+        return json_loads(d->reg_text, 0, NULL);
     char key[ST_KEY_MAX], *val;
     size_t vlen, klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
     if (st_db_get(&w->ctx->db, NULL, ST_CF_DEV, key, klen, &val, &vlen) != SG_OK)
@@ -668,38 +700,54 @@ static json_t *load_entry(writer_t *w, wdev_t *d)
     return e;
 }
 
-static void adm_device_put(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now)
+sg_rc st_writer_device_put(writer_t *w, wdev_t *d, const json_t *body, int64_t now, st_reg_put_t *put, json_t **answer,
+                           const char **err_name, char *err_msg, size_t err_len)
 {
     json_t *existing = d->exists ? load_entry(w, d) : NULL;
-    st_reg_put_t put;
-    const char *ename = "InvalidDevice";
-    char emsg[300];
-    st_limits_t defaults = {w->ctx->max_queued_messages, w->ctx->max_queued_bytes};
-    if (st_reg_put(d->id, body, existing, now, &defaults, &put, &ename, emsg, sizeof emsg) != SG_OK) {
-        json_decref(existing);
-        answer_admin(w, op, 400, st_error_json(ename, "%s", emsg));
-        return;
-    }
+    sg_rc rc = st_reg_put(d->id, body, existing, now, put, err_name, err_msg, err_len);
     json_decref(existing);
-    char *text = json_dumps(put.stored, JSON_COMPACT);
+    SG_GUARD(rc);
+    char *text = json_dumps(put->stored, JSON_COMPACT);
+    if (!text || st_reg_from_json(put->stored, &d->reg) != SG_OK)
+        fatal_io("registry-encode");
+    if (answer) {
+        st_limits_t defaults = {w->ctx->max_queued_messages, w->ctx->max_queued_bytes};
+        *answer = st_reg_put_answer(put, &defaults);
+    }
+    json_decref(put->stored);
+    put->stored = NULL;
     char key[ST_KEY_MAX];
     size_t klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
     rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_DEV], key, klen, text, strlen(text));
-    if (st_reg_parse(text, strlen(text), &d->reg) != SG_OK)
-        fatal_io("registry-reparse");
-    free(text);
-    if (put.created) {
+    if (!d->reg_text)
+        zlist_append(w->reg_texts, d);
+    free(d->reg_text);
+    d->reg_text = text;
+    if (put->created) {
         d->exists = true;
         w->counters.devices++;
         w->counters_dirty = true;
     }
-    if (put.revoke && d->sess.live) {
+    if (put->revoke && d->sess.live) {
         SG_INFO("store", "session.revoked", "device=%s generation=%u", d->id, d->reg.generation);
         send_kick(w, d, SG_KICK_REVOKED);
         session_end(w, d);
     }
-    json_decref(put.stored);
-    answer_admin(w, op, put.created ? 201 : 200, put.response);
+    return SG_OK;
+}
+
+static void adm_device_put(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now)
+{
+    st_reg_put_t put;
+    json_t *reply = NULL;
+    const char *ename = "InvalidDevice";
+    char emsg[300];
+    if (st_writer_device_put(w, d, body, now, &put, &reply, &ename, emsg, sizeof emsg) != SG_OK) {
+        answer_admin(w, op, 400, st_error_json(ename, "%s", emsg));
+        return;
+    }
+    json_decref(put.generated);
+    answer_admin(w, op, put.created ? 201 : 200, reply);
 }
 
 /* Take every queued message of d out with `outcome` (they are read from the database: the batch
@@ -984,8 +1032,30 @@ static void op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 
 /* ---------- dispatch ---------- */
 
+/* Until resume_at, remember which routers operations came through (they are there). */
+static void note_router(writer_t *w, const op_t *op, int64_t now)
+{
+    size_t rn = zframe_size(op->router);
+    if (now >= w->resume_at || rn == 0 || rn > SG_WIRE_MAX_PEER)
+        return;
+    char r[SG_WIRE_MAX_PEER + 1];
+    memcpy(r, zframe_data(op->router), rn);
+    r[rn] = 0;
+    if (!zhashx_lookup(w->routers_heard, r))
+        zhashx_insert(w->routers_heard, r, (void *)1);
+}
+
 static void apply(writer_t *w, op_t *op, int64_t now)
 {
+    uint16_t aop;
+    const char *json;
+    size_t len;
+    /* An import names its devices in its body, not in the header. */
+    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
+        aop == SG_ADM_DEVICE_IMPORT) {
+        st_import_apply(w, op, json, len, now);
+        return;
+    }
     if (op->h.device_len == 0) {
         SG_WARN("store", "op.no_device", "type=%s", sg_wire_type_name(op->h.type));
         return;
@@ -1336,6 +1406,7 @@ static void cycle(writer_t *w, op_t *first)
             w->has_held = true;
             break;
         }
+        note_router(w, cur, now);
         if (cur->h.type == SG_MSG_HELLO)
             frontend_hello(w, cur);
         else if (cur->h.type == SG_MSG_ALIVE)
@@ -1361,6 +1432,11 @@ static void cycle(writer_t *w, op_t *first)
         atomic_fetch_add(&ctx->stat_batches, 1);
         atomic_fetch_add(&ctx->stat_batch_ops, (uint64_t)n);
     }
+    /* The database has every entry now: reads go to it again. */
+    for (wdev_t *d; (d = zlist_pop(w->reg_texts));) {
+        free(d->reg_text);
+        d->reg_text = NULL;
+    }
     /* Durable now: publish the counters (an operator who got the answer may look at them next),
      * answer, then deliver. */
     atomic_store(&ctx->stat_devices, w->counters.devices);
@@ -1373,9 +1449,23 @@ static void cycle(writer_t *w, op_t *first)
         zstr_send(w->out, "A");
         w->tele_appended = false;
     }
+    /* Right after a start, pushes through a router that has not spoken yet would wait a whole
+     * delivery lock: they wait until it has, or until resume_at. A session made since the start
+     * came through a router that is there, so its deliveries go at once. */
     wdev_t *d;
-    while (now >= w->resume_at && (d = zlist_pop(w->deliver)))
+    zlist_t *later = NULL;
+    while ((d = zlist_pop(w->deliver))) {
+        if (now < w->resume_at && !zhashx_lookup(w->routers_heard, d->sess.router)) {
+            if (!later && !(later = zlist_new()))
+                fatal_io("oom");
+            zlist_append(later, d);
+            continue;
+        }
         deliver(w, d, now);
+    }
+    for (; later && (d = zlist_pop(later));)
+        zlist_append(w->deliver, d);
+    zlist_destroy(&later);
     if (rocksdb_writebatch_count(w->carry) > 0) {
         if (st_db_write(&ctx->db, w->carry, false) != SG_OK)
             fatal_io("carry");
@@ -1403,6 +1493,8 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->started_mono = sg_mono_ms();
     w->answers = zlist_new();
     w->deliver = zlist_new();
+    w->reg_texts = zlist_new();
+    w->routers_heard = zhashx_new();
     w->batch = rocksdb_writebatch_create();
     w->carry = rocksdb_writebatch_create();
     sg_wbuf_init(&w->scratch, SG_WIRE_MAX_FRAME);
@@ -1449,6 +1541,8 @@ static void writer_fini(writer_t *w)
         op_free(&w->held);
     zlist_destroy(&w->answers);
     zlist_destroy(&w->deliver);
+    zlist_destroy(&w->reg_texts);
+    zhashx_destroy(&w->routers_heard);
     zhashx_destroy(&w->devs);
     zhashx_destroy(&w->finished);
     zhashx_destroy(&w->peers);

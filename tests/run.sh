@@ -35,15 +35,15 @@ for s in $stages; do
     3)
       stage "3: libFuzzer, ${fuzz_seconds} s per harness"
       cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DSACGATE_FUZZ=ON -DSACGATE_SANITIZE=ON >/dev/null
-      cmake --build build-fuzz --target fuzz_mqtt fuzz_sas fuzz_propbag fuzz_wire
-      for f in mqtt sas propbag wire; do
+      cmake --build build-fuzz --target fuzz_mqtt fuzz_sas fuzz_propbag fuzz_wire fuzz_ndjson fuzz_sim
+      for f in mqtt sas propbag wire ndjson sim; do
         work=$(mktemp -d)
         cp tests/fuzz/corpus/$f/* "$work/"
         echo "fuzz_$f:"
         rc=0
         build-fuzz/tests/fuzz/fuzz_$f -max_total_time="$fuzz_seconds" -max_len=8192 -print_final_stats=1 \
           -artifact_prefix="$root/build-fuzz/fuzz_$f-" "$work" >"build-fuzz/fuzz_$f.log" 2>&1 || rc=$?
-        grep -E "^stat::number_of_executed_runs|^stat::new_units_added" "build-fuzz/fuzz_$f.log" || true
+        grep -E "^stat::number_of_executed_units|^stat::new_units_added" "build-fuzz/fuzz_$f.log" || true
         rm -rf "$work"
         # libFuzzer exits non-zero on a crash, leak or timeout.
         if [ $rc -ne 0 ]; then

@@ -116,6 +116,19 @@ def get(obj, *path, default=None):
     return obj
 
 
+def check_image_and_resources(c, where, fail):
+    """A container runs a tagged image and sets cpu and memory requests and limits."""
+    image = c.get("image") or ""
+    if not image:
+        fail(f"{where} has no image")
+    elif "@" not in image and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")):
+        fail(f"{where}: image {image!r} has no fixed tag (set images: in kustomization.yaml)")
+    for part in ("requests", "limits"):
+        res = get(c, "resources", part, default={}) or {}
+        if "cpu" not in res or "memory" not in res:
+            fail(f"{where}: resources.{part} needs cpu and memory")
+
+
 def endpoint_port(ep):
     m = re.search(r":(\d+)$", ep or "")
     return int(m.group(1)) if m else None
@@ -280,15 +293,7 @@ def check(docs):
                 for kind in ("livenessProbe", "readinessProbe"):
                     if not c.get(kind):
                         fail(f"{where} has no {kind}")
-            image = c.get("image") or ""
-            if not image:
-                fail(f"{where} has no image")
-            elif "@" not in image and (":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")):
-                fail(f"{where}: image {image!r} has no fixed tag (set images: in kustomization.yaml)")
-            for part in ("requests", "limits"):
-                res = get(c, "resources", part, default={}) or {}
-                if "cpu" not in res or "memory" not in res:
-                    fail(f"{where}: resources.{part} needs cpu and memory")
+            check_image_and_resources(c, where, fail)
             sc = c.get("securityContext") or {}
             psc = ps.get("securityContext") or {}
             if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):

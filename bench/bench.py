@@ -1,0 +1,563 @@
+#!/usr/bin/env python3
+"""bench.py — sacgate's benchmarks: named scenarios, each run with the same simulator
+(build/sacgate-sim) against sacgate (`sacgate all`, and the local cluster of separate processes)
+and against Debian's Mosquitto with the same certificate, in one invocation. Prints every figure
+and the sacgate/Mosquitto ratio, and writes bench/results/<scenario>.json plus one HTML report per
+run (bench/results/<scenario>-<target>.html).
+
+    bench/bench.py idle-tls                       # every target of the scenario
+    bench/bench.py telemetry-qos1 --targets all,mosquitto
+    bench/bench.py scale --devices 250000 --hold 600
+    bench/bench.py --smoke all-scenarios          # seconds each, a few hundred devices (ctest)
+
+Everything runs on loopback, every load is bounded in count and time and stops by itself.
+No figure is checked against a threshold: these machines are shared and noisy. --smoke checks
+that each scenario works (every session online, every message acknowledged ...), not how fast.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("SACGATE_BUILD", os.path.join(ROOT, "build"))
+SACGATE = os.environ.get("SACGATE_BIN", os.path.join(BUILD, "sacgate"))
+SIM = os.environ.get("SACGATE_SIM", os.path.join(BUILD, "sacgate-sim"))
+CLUSTER_SH = os.path.join(ROOT, "deploy", "local", "cluster.sh")
+SESSIONS_PER_FRONTEND = 18000      # frontend.max_connections: a process may hold 20,000 files here
+MOSQUITTO_MAX_SESSIONS = 19000     # Mosquitto is one process under the same 20,000-file limit
+# Measure the gateway, not the per-device telemetry rate limit (100 msg/s by default).
+GATEWAY_ENV = {"SACGATE_FRONTEND_TELEMETRY_RATE": "65535", "SACGATE_FRONTEND_TELEMETRY_BURST": "65535"}
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(*a):
+    print("bench:", *a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_tcp(port, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError("nothing listens on port %d after %d s" % (port, timeout))
+
+
+# ---------- targets ----------
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=30):
+    """Ask a server to stop, and kill it if it has not after timeout seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+class Target:
+    name = "?"
+    kind = "sacgate"          # or "mosquitto"
+    max_sessions = 10 ** 9
+    dir = None
+
+    def sim_args(self):
+        raise NotImplementedError
+
+    def stop(self):
+        pass
+
+    def sanitizer_reports(self):
+        """Lines of sanitizer reports in the server's logs (an instrumented build's findings)."""
+        found = []
+        for root, _, files in os.walk(self.dir or "/nonexistent"):
+            for name in files:
+                if name.endswith(".log"):
+                    with open(os.path.join(root, name), errors="replace") as f:
+                        found += [line.strip() for line in f if any(m in line for m in SANITIZER_MARKS)]
+        return found
+
+
+class SacgateAll(Target):
+    """`sacgate all`: every tier in one process."""
+    name = "sacgate-all"
+    max_sessions = SESSIONS_PER_FRONTEND
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "all")
+        os.makedirs(self.dir)
+        env = dict(os.environ, **GATEWAY_ENV)
+        self.log = open(os.path.join(self.dir, "sacgate.log"), "w")
+        self.proc = subprocess.Popen([SACGATE, "all", "--data-dir", self.dir, "--mqtt-port", "0", "--admin-port", "0",
+                                      "--log-level", "warn"], stdout=subprocess.PIPE, stderr=self.log, env=env,
+                                     text=True)
+        self.mqtt = self.admin = None
+        end = time.time() + 60
+        for line in self.proc.stdout:
+            if "MQTT over TLS" in line:
+                self.mqtt = int(line.rsplit(":", 1)[1])
+            if "admin HTTP" in line:
+                self.admin = int(line.split("http://127.0.0.1:")[1].split()[0])
+            if self.mqtt and self.admin or time.time() > end:
+                break
+        if not (self.mqtt and self.admin):
+            self.stop()
+            raise BenchError("sacgate all did not start (see %s/sacgate.log)" % self.dir)
+        # drain the rest of its output so it never blocks on a full pipe
+        self.proc.stdout.close()
+        wait_tcp(self.mqtt, 30)
+
+    def sim_args(self):
+        return ["--mode", "iothub", "--port", str(self.mqtt), "--cafile", os.path.join(self.dir, "ca.crt"),
+                "--admin", "http://127.0.0.1:%d" % self.admin, "--token-file", os.path.join(self.dir, "admin.token"),
+                "--server-pids", str(self.proc.pid)]
+
+    def stop(self):
+        stop_process(self.proc)
+        self.log.close()
+
+
+class SacgateCluster(Target):
+    """deploy/local/cluster.sh: shards, a router, frontends and the admin as separate processes."""
+    kind = "sacgate"
+
+    def __init__(self, workdir, frontends, shards=2):
+        self.name = "sacgate-cluster"
+        self.frontends = frontends
+        self.max_sessions = SESSIONS_PER_FRONTEND * frontends
+        self.dir = os.path.join(workdir, "cluster")
+        env = dict(os.environ, SACGATE_BIN=SACGATE, FRONTENDS=str(frontends), SHARDS=str(shards), LOG_LEVEL="warn",
+                   **GATEWAY_ENV)
+        r = subprocess.run([CLUSTER_SH, "up", self.dir], env=env, capture_output=True, text=True, timeout=180)
+        if r.returncode != 0:
+            raise BenchError("cluster.sh up failed: %s" % (r.stderr.strip()[-500:]))
+        self.env = env
+
+    def sim_args(self):
+        return ["--mode", "iothub", "--ports-env", os.path.join(self.dir, "ports.env"), "--cafile",
+                os.path.join(self.dir, "ca.crt"), "--token-file", os.path.join(self.dir, "admin.token"),
+                "--server-pids-dir", self.dir]
+
+    def kill_member(self, name):
+        subprocess.run([CLUSTER_SH, "kill", name, self.dir], env=self.env, check=True, timeout=60)
+
+    def start_member(self, name):
+        subprocess.run([CLUSTER_SH, "start", name, self.dir], env=self.env, check=True, timeout=60)
+
+    def stop(self):
+        subprocess.run([CLUSTER_SH, "down", self.dir], env=self.env, capture_output=True, timeout=120)
+
+
+class Mosquitto(Target):
+    """Debian's Mosquitto with sacgate's development certificate, tuned as its documentation
+    advises for this load: no Nagle delay, no persistence, and no silent limits (connections,
+    in-flight and queued QoS 1 messages are unlimited, so a slow subscriber is never dropped)."""
+    name = "mosquitto"
+    kind = "mosquitto"
+    max_sessions = MOSQUITTO_MAX_SESSIONS
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "mosquitto")
+        os.makedirs(self.dir)
+        subprocess.run([SACGATE, "init", "--data-dir", self.dir], check=True, capture_output=True, timeout=60)
+        self.port = free_port()
+        conf = os.path.join(self.dir, "mosquitto.conf")
+        user = "" if os.geteuid() != 0 else "user root\n"
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\n" % self.port)
+            f.write("cafile %s/ca.crt\ncertfile %s/server.crt\nkeyfile %s/server.key\n" % ((self.dir,) * 3))
+            f.write("allow_anonymous true\nset_tcp_nodelay true\npersistence false\nmax_connections -1\n"
+                    "max_inflight_messages 0\nmax_queued_messages 0\nmax_queued_bytes 0\nmemory_limit 0\n"
+                    "log_type error\nlog_dest stderr\n" + user)
+        self.log = open(os.path.join(self.dir, "mosquitto.log"), "w")
+        self.version = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.split("\n")[0]
+        self.proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=self.log, stderr=self.log,
+                                     preexec_fn=lambda: os.setpgrp())
+        wait_tcp(self.port, 30)
+
+    def sim_args(self):
+        return ["--mode", "plain", "--port", str(self.port), "--cafile", os.path.join(self.dir, "ca.crt"),
+                "--server-pids", str(self.proc.pid)]
+
+    def stop(self):
+        stop_process(self.proc)
+        self.log.close()
+
+
+# ---------- running the simulator ----------
+
+def run_sim(target, args, label, outdir, timeout):
+    """Run sacgate-sim against target; returns its JSON summary."""
+    prefix = os.path.join(outdir, label)
+    cmd = [SIM, "run", "--label", label, "--report", prefix] + target.sim_args() + args
+    log("run:", " ".join(cmd))
+    t0 = time.time()
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout)
+    sys.stderr.write(r.stdout)
+    if r.returncode != 0 or not os.path.exists(prefix + ".json"):
+        raise BenchError("sacgate-sim failed (exit %d) against %s" % (r.returncode, target.name))
+    with open(prefix + ".json") as f:
+        s = json.load(f)
+    s["_wall"] = time.time() - t0
+    s["_report"] = prefix + ".html"
+    return s
+
+
+def hist(s, name):
+    return s.get("latency", {}).get(name) or {}
+
+
+def ms(h, p):
+    v = h.get(p)
+    return None if not h.get("count") else round(v / 1000.0, 3)
+
+
+def provision_args(target, devices_needed):
+    """sacgate devices are registered through the import API, Mosquitto needs none."""
+    return ["--provision", "import"] if target.kind == "sacgate" else []
+
+
+def server_bytes_per_session(s):
+    srv = (s.get("resources") or {}).get("server") or {}
+    peak = s["sessions"].get("peakOnline") or 0
+    if not srv or not peak:
+        return None, None
+    inc = (srv.get("rssAtPeakOnlineBytes", 0) - srv.get("startRssBytes", 0)) / peak
+    total = srv.get("rssAtPeakOnlineBytes", 0) / peak
+    return round(inc), round(total)
+
+
+def sim_bytes_per_session(s):
+    sim = (s.get("resources") or {}).get("simulator") or {}
+    peak = s["sessions"].get("peakOnline") or 0
+    if not peak:
+        return None
+    return round(sim.get("rssAtPeakOnlineBytes", 0) / peak)
+
+
+def check(cond, what, problems):
+    if not cond:
+        problems.append(what)
+
+
+# ---------- scenarios ----------
+# Each returns (figures, problems); figures are what the tables print and the results keep.
+
+def idle_tls(target, p, outdir, problems):
+    n = min(p.devices or (300 if p.smoke else 10000), target.max_sessions)
+    args = provision_args(target, n) + ["--prefix", "idle", "--devices", str(n), "--rate", "0",
+                                        "--max-connecting", "64", "--keepalive", "60", "--hold",
+                                        str(p.hold if p.hold is not None else (3 if p.smoke else 15)),
+                                        "--duration", str(120 + n / 200)]
+    s = run_sim(target, args, "idle-tls-%s" % target.name, outdir, timeout=600 + n / 100)
+    inc, total = server_bytes_per_session(s)
+    srv = s["resources"].get("server") or {}
+    ses = s["sessions"]
+    check(ses["everOnline"] == n, "%s: %d of %d sessions came online" % (target.name, ses["everOnline"], n), problems)
+    check(sum(ses["dropped"].values()) == 0, "%s: sessions dropped while idle: %s" % (target.name, ses["dropped"]),
+          problems)
+    return {
+        "sessions": n,
+        "connectsPerSecond": s["rates"]["connectsPerSecond"],
+        "connectP50Ms": ms(hist(s, "connect"), "p50"),
+        "connectP99Ms": ms(hist(s, "connect"), "p99"),
+        "serverBytesPerSession": inc,
+        "serverTotalBytesPerSession": total,
+        "serverProcesses": srv.get("processes"),
+        "serverCpuMicrosPerConnect": round(srv.get("cpuSeconds", 0) * 1e6 / max(1, ses["connects"])) if srv else None,
+        "simBytesPerSession": sim_bytes_per_session(s),
+        "simCpuSeconds": s["resources"]["simulator"]["cpuSeconds"],
+        "failed": {k: v for k, v in ses["failed"].items() if v},
+    }, s
+
+
+def telemetry_qos1(target, p, outdir, problems):
+    devices = p.devices or (5 if p.smoke else 20)
+    messages = p.messages or (200 if p.smoke else 5000)
+    args = provision_args(target, devices) + ["--prefix", "tele", "--devices", str(devices), "--rate", "0",
+                                              "--messages", str(messages), "--window", "16", "--qos", "1",
+                                              "--size", "100", "--backend", "--duration", "300"]
+    s = run_sim(target, args, "telemetry-qos1-%s" % target.name, outdir, timeout=900)
+    c = s["counters"]
+    srv = s["resources"].get("server") or {}
+    check(c["acked"] == devices * messages, "%s: %d of %d messages acknowledged" % (target.name, c["acked"],
+                                                                                  devices * messages), problems)
+    check(c["telemetryRead"] >= c["acked"],
+          "%s: the back-end read %d of %d acknowledged messages" % (target.name, c["telemetryRead"], c["acked"]),
+          problems)
+    # the publishing phase: from the first PUBLISH to the last PUBACK
+    secs = max(1e-3, s["rates"]["publishSeconds"])
+    return {
+        "devices": devices,
+        "messages": devices * messages,
+        "ackedPerSecond": round(c["acked"] / secs),
+        "readPerSecond": round(c["telemetryRead"] / secs),
+        "publishAckP50Ms": ms(hist(s, "publishAck"), "p50"),
+        "publishAckP99Ms": ms(hist(s, "publishAck"), "p99"),
+        "publishToReadableP50Ms": ms(hist(s, "telemetry"), "p50"),
+        "publishToReadableP99Ms": ms(hist(s, "telemetry"), "p99"),
+        "serverCpuSecondsPer1000": round(srv.get("cpuSeconds", 0) * 1000 / max(1, c["acked"]), 4) if srv else None,
+        "simCpuSecondsPer1000": round(s["resources"]["simulator"]["cpuSeconds"] * 1000 / max(1, c["acked"]), 4),
+    }, s
+
+
+def c2d_latency(target, p, outdir, problems):
+    devices = min(p.devices or (50 if p.smoke else 1000), target.max_sessions)
+    rate = p.rate or (20 if p.smoke else 200)
+    hold = p.hold if p.hold is not None else (5 if p.smoke else 30)
+    args = provision_args(target, devices) + ["--prefix", "c2d", "--devices", str(devices), "--rate", "0",
+                                              "--subscribe", "--backend", "--command-rate", str(rate),
+                                              "--command-size", "100", "--hold", str(hold),
+                                              "--duration", str(hold + 120)]
+    s = run_sim(target, args, "c2d-latency-%s" % target.name, outdir, timeout=hold + 600)
+    c = s["counters"]
+    check(c["commandsSent"] > 0 and c["commandsReceived"] >= c["commandsAccepted"] * 0.95,
+          "%s: %d commands accepted, %d received" % (target.name, c["commandsAccepted"], c["commandsReceived"]),
+          problems)
+    h = hist(s, "command")
+    return {
+        "devices": devices,
+        "commandsPerSecond": rate,
+        "commandsSent": c["commandsSent"],
+        "commandsReceived": c["commandsReceived"],
+        "rejected": c["commandsRejected"],
+        "p50Ms": ms(h, "p50"),
+        "p90Ms": ms(h, "p90"),
+        "p99Ms": ms(h, "p99"),
+        "maxMs": ms(h, "max"),
+    }, s
+
+
+def connect_storm(target, p, outdir, problems):
+    n = min(p.devices or (300 if p.smoke else 10000), target.max_sessions)
+    args = provision_args(target, n) + ["--prefix", "storm", "--devices", str(n), "--rate", "0",
+                                        "--max-connecting", "64", "--storm-after", "2", "--hold", "2",
+                                        "--backoff-min", "500", "--backoff-max", "5000",
+                                        "--duration", str(300 + n / 100)]
+    s = run_sim(target, args, "connect-storm-%s" % target.name, outdir, timeout=900 + n / 50)
+    st = s.get("storm") or {}
+    ses = s["sessions"]
+    check(st.get("allBackAfterSeconds") is not None,
+          "%s: not every session came back after the storm (%s of %s)" % (target.name, st.get("back"),
+                                                                          st.get("devices")), problems)
+    check(ses["online"] == n, "%s: %d of %d online at the end" % (target.name, ses["online"], n), problems)
+    back = st.get("allBackAfterSeconds")
+    return {
+        "sessions": n,
+        "stormDevices": st.get("devices"),
+        "allBackAfterSeconds": back,
+        "reconnectsPerSecond": round(st.get("devices", 0) / back) if back else None,
+        "failedDuringRun": {k: v for k, v in ses["failed"].items() if v},
+        "sessionsLost": n - ses["online"],
+    }, s
+
+
+def scale(target, p, outdir, problems):
+    n = p.devices or (1000 if p.smoke else 250000)
+    hold = p.hold if p.hold is not None else (5 if p.smoke else 600)
+    rate = p.rate or (500 if p.smoke else 1500)
+    args = provision_args(target, n) + ["--prefix", "scale", "--devices", str(n), "--rate", str(rate),
+                                        "--max-connecting", "128", "--keepalive", str(p.keepalive or 120),
+                                        "--hold", str(hold), "--duration", str(n / rate * 3 + hold + 600)]
+    s = run_sim(target, args, "scale-%s" % target.name, outdir, timeout=n / rate * 3 + hold + 1800)
+    ses = s["sessions"]
+    inc, total = server_bytes_per_session(s)
+    check(ses["everOnline"] == n, "%s: %d of %d sessions came online" % (target.name, ses["everOnline"], n), problems)
+    check(sum(ses["dropped"].values()) == 0, "%s: sessions dropped: %s" % (target.name, ses["dropped"]), problems)
+    c = s["counters"]
+    return {
+        "sessions": n,
+        "heldSeconds": hold,
+        "keepalive": p.keepalive or 120,
+        "peakOnline": ses["peakOnline"],
+        "onlineAtEnd": ses["online"],
+        "dropped": {k: v for k, v in ses["dropped"].items() if v},
+        "failed": {k: v for k, v in ses["failed"].items() if v},
+        "pings": c["pings"],
+        "connectsPerSecond": s["rates"]["connectsPerSecond"],
+        "connectP99Ms": ms(hist(s, "connect"), "p99"),
+        "serverBytesPerSession": inc,
+        "serverTotalBytesPerSession": total,
+        "serverProcesses": (s["resources"].get("server") or {}).get("processes"),
+        "simBytesPerSession": sim_bytes_per_session(s),
+        "simProcesses": s["resources"]["simulator"]["processes"],
+    }, s
+
+
+SCENARIOS = {
+    "idle-tls": (idle_tls, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
+    "telemetry-qos1": (telemetry_qos1, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
+    "c2d-latency": (c2d_latency, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
+    "connect-storm": (connect_storm, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
+    "scale": (scale, ["sacgate-cluster"]),
+}
+
+# The figure each scenario compares against Mosquitto, and whether higher is better.
+RATIO_OF = {
+    "idle-tls": [("connectsPerSecond", True), ("serverBytesPerSession", False)],
+    "telemetry-qos1": [("ackedPerSecond", True), ("readPerSecond", True), ("publishAckP99Ms", False),
+                       ("serverCpuSecondsPer1000", False)],
+    "c2d-latency": [("p50Ms", False), ("p99Ms", False)],
+    "connect-storm": [("allBackAfterSeconds", False)],
+    "scale": [],
+}
+
+
+def make_target(name, workdir, p):
+    if name == "sacgate-all":
+        return SacgateAll(workdir)
+    if name == "sacgate-cluster":
+        need = p.devices or 0
+        fe = p.frontends or max(2, math.ceil(need * 1.05 / SESSIONS_PER_FRONTEND))
+        return SacgateCluster(workdir, fe, p.shards)
+    if name == "mosquitto":
+        if not shutil.which("mosquitto"):
+            raise BenchError("mosquitto is not installed (Debian package mosquitto)")
+        return Mosquitto(workdir)
+    raise BenchError("unknown target %s" % name)
+
+
+def machine():
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    return {"cpus": os.cpu_count(), "memoryBytes": mem, "kernel": os.uname().release}
+
+
+def run_scenario(name, p):
+    fn, default_targets = SCENARIOS[name]
+    targets = [t for t in (p.targets.split(",") if p.targets else default_targets) if t in default_targets or p.targets]
+    outdir = p.out
+    os.makedirs(outdir, exist_ok=True)
+    result = {"scenario": name, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": p.smoke,
+              "machine": machine(), "command": " ".join(sys.argv), "runs": [], "ratios": {}, "problems": []}
+    for tname in targets:
+        workdir = tempfile.mkdtemp(prefix="sg-bench-")
+        target = None
+        try:
+            target = make_target(tname, workdir, p)
+            figures, summary = fn(target, p, outdir, result["problems"])
+            run = {"target": target.name, "figures": figures, "report": os.path.relpath(summary["_report"], outdir),
+                   "serverVersion": getattr(target, "version", "sacgate")}
+            if isinstance(target, SacgateCluster):
+                run["frontends"] = target.frontends
+            result["runs"].append(run)
+        except (BenchError, subprocess.TimeoutExpired) as e:
+            result["problems"].append("%s: %s" % (tname, e))
+            log("ERROR", tname, e)
+        finally:
+            if target:
+                target.stop()
+                for line in target.sanitizer_reports()[:5]:
+                    result["problems"].append("%s: sanitizer report in its log: %s" % (tname, line))
+            if not p.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+    # ratios: each sacgate run against Mosquitto's figure
+    mq = next((r for r in result["runs"] if r["target"] == "mosquitto"), None)
+    for r in result["runs"]:
+        if r is mq or not mq:
+            continue
+        for key, higher_better in RATIO_OF.get(name, []):
+            a, b = r["figures"].get(key), mq["figures"].get(key)
+            if a is not None and b:
+                result["ratios"]["%s/%s %s" % (r["target"], "mosquitto", key)] = round(a / b, 3)
+    with open(os.path.join(outdir, name + ".json"), "w") as f:
+        json.dump(result, f, indent=1)
+    print_table(result)
+    return result
+
+
+def print_table(result):
+    print("\n== %s%s" % (result["scenario"], " (smoke)" if result["smoke"] else ""))
+    runs = result["runs"]
+    keys = []
+    for r in runs:
+        for k in r["figures"]:
+            if k not in keys:
+                keys.append(k)
+    width = max([len(k) for k in keys] + [10])
+    print("%-*s" % (width, "") + "".join("%22s" % r["target"] for r in runs))
+    for k in keys:
+        cells = []
+        for r in runs:
+            v = r["figures"].get(k)
+            cells.append("%22s" % (json.dumps(v) if isinstance(v, (dict, list)) else ("-" if v is None else v)))
+        print("%-*s" % (width, k) + "".join(cells))
+    for k, v in result["ratios"].items():
+        print("ratio %s = %s" % (k, v))
+    for prob in result["problems"]:
+        print("PROBLEM:", prob)
+    sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenarios", nargs="+", help="%s, or all-scenarios" % ", ".join(SCENARIOS))
+    ap.add_argument("--targets", help="comma-separated: sacgate-all, sacgate-cluster, mosquitto (default: the "
+                                      "scenario's)")
+    ap.add_argument("--smoke", action="store_true", help="small and short: does every scenario work")
+    ap.add_argument("--devices", type=int, help="devices (sessions) of the scenario")
+    ap.add_argument("--messages", type=int, help="telemetry-qos1: messages per device")
+    ap.add_argument("--rate", type=float, help="c2d-latency: commands/s; scale: connects/s")
+    ap.add_argument("--hold", type=float, help="seconds to hold the sessions (idle-tls, c2d-latency, scale)")
+    ap.add_argument("--keepalive", type=int, help="scale: MQTT keep-alive (s)")
+    ap.add_argument("--frontends", type=int, help="sacgate-cluster: frontend processes (default: enough for "
+                                                  "--devices at 18,000 each, at least 2)")
+    ap.add_argument("--shards", type=int, default=2, help="sacgate-cluster: store shards")
+    ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
+    ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
+    p = ap.parse_args()
+    names = list(SCENARIOS) if p.scenarios == ["all-scenarios"] else p.scenarios
+    for n in names:
+        if n not in SCENARIOS:
+            ap.error("unknown scenario %s" % n)
+    for b in (SACGATE, SIM):
+        if not os.access(b, os.X_OK):
+            ap.error("%s is missing: build first (cmake --build build)" % b)
+    tmp = None
+    if not p.out:
+        if p.smoke:
+            tmp = tempfile.mkdtemp(prefix="sg-bench-smoke-")
+            p.out = tmp
+        else:
+            p.out = os.path.join(ROOT, "bench", "results")
+    problems = []
+    for n in names:
+        problems += run_scenario(n, p)["problems"]
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if problems:
+        print("\n%d problem(s)" % len(problems))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
