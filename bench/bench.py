@@ -243,13 +243,22 @@ def provision_args(target, devices_needed):
 
 
 def server_bytes_per_session(s):
+    """Server memory per session at the peak: (added since the start, all of it). Proportional set
+    sizes where the simulator measured them (shared library pages counted once over all the
+    server's processes, not once per process), else resident set sizes."""
     srv = (s.get("resources") or {}).get("server") or {}
     peak = s["sessions"].get("peakOnline") or 0
     if not srv or not peak:
         return None, None
-    inc = (srv.get("rssAtPeakOnlineBytes", 0) - srv.get("startRssBytes", 0)) / peak
-    total = srv.get("rssAtPeakOnlineBytes", 0) / peak
-    return round(inc), round(total)
+    kind = "Pss" if srv.get("pssAtPeakOnlineBytes") else "Rss"
+    at, start = srv.get(kind.lower() + "AtPeakOnlineBytes", 0), srv.get("start%sBytes" % kind, 0)
+    return round((at - start) / peak), round(at / peak)
+
+
+def server_rss_per_session(s):
+    srv = (s.get("resources") or {}).get("server") or {}
+    peak = s["sessions"].get("peakOnline") or 0
+    return round(srv.get("rssAtPeakOnlineBytes", 0) / peak) if srv and peak else None
 
 
 def sim_bytes_per_session(s):
@@ -257,7 +266,7 @@ def sim_bytes_per_session(s):
     peak = s["sessions"].get("peakOnline") or 0
     if not peak:
         return None
-    return round(sim.get("rssAtPeakOnlineBytes", 0) / peak)
+    return round((sim.get("pssAtPeakOnlineBytes") or sim.get("rssAtPeakOnlineBytes", 0)) / peak)
 
 
 def check(cond, what, problems):
@@ -268,13 +277,13 @@ def check(cond, what, problems):
 # ---------- scenarios ----------
 # Each returns (figures, problems); figures are what the tables print and the results keep.
 
-def idle_tls(target, p, outdir, problems):
+def idle_tls(target, p, outdir, problems, base):
     n = min(p.devices or (300 if p.smoke else 10000), target.max_sessions)
     args = provision_args(target, n) + ["--prefix", "idle", "--devices", str(n), "--rate", "0",
                                         "--max-connecting", "64", "--keepalive", "60", "--hold",
                                         str(p.hold if p.hold is not None else (3 if p.smoke else 15)),
                                         "--duration", str(120 + n / 200)]
-    s = run_sim(target, args, "idle-tls-%s" % target.name, outdir, timeout=600 + n / 100)
+    s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=600 + n / 100)
     inc, total = server_bytes_per_session(s)
     srv = s["resources"].get("server") or {}
     ses = s["sessions"]
@@ -288,6 +297,7 @@ def idle_tls(target, p, outdir, problems):
         "connectP99Ms": ms(hist(s, "connect"), "p99"),
         "serverBytesPerSession": inc,
         "serverTotalBytesPerSession": total,
+        "serverRssTotalBytesPerSession": server_rss_per_session(s),
         "serverProcesses": srv.get("processes"),
         "serverCpuMicrosPerConnect": round(srv.get("cpuSeconds", 0) * 1e6 / max(1, ses["connects"])) if srv else None,
         "simBytesPerSession": sim_bytes_per_session(s),
@@ -296,13 +306,13 @@ def idle_tls(target, p, outdir, problems):
     }, s
 
 
-def telemetry_qos1(target, p, outdir, problems):
+def telemetry_qos1(target, p, outdir, problems, base):
     devices = p.devices or (5 if p.smoke else 20)
     messages = p.messages or (200 if p.smoke else 5000)
     args = provision_args(target, devices) + ["--prefix", "tele", "--devices", str(devices), "--rate", "0",
                                               "--messages", str(messages), "--window", "16", "--qos", "1",
                                               "--size", "100", "--backend", "--duration", "300"]
-    s = run_sim(target, args, "telemetry-qos1-%s" % target.name, outdir, timeout=900)
+    s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=900)
     c = s["counters"]
     srv = s["resources"].get("server") or {}
     check(c["acked"] == devices * messages, "%s: %d of %d messages acknowledged" % (target.name, c["acked"],
@@ -326,7 +336,7 @@ def telemetry_qos1(target, p, outdir, problems):
     }, s
 
 
-def c2d_latency(target, p, outdir, problems):
+def c2d_latency(target, p, outdir, problems, base):
     devices = min(p.devices or (50 if p.smoke else 1000), target.max_sessions)
     rate = p.rate or (20 if p.smoke else 200)
     hold = p.hold if p.hold is not None else (5 if p.smoke else 30)
@@ -334,7 +344,7 @@ def c2d_latency(target, p, outdir, problems):
                                               "--subscribe", "--backend", "--command-rate", str(rate),
                                               "--command-size", "100", "--hold", str(hold),
                                               "--duration", str(hold + 120)]
-    s = run_sim(target, args, "c2d-latency-%s" % target.name, outdir, timeout=hold + 600)
+    s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=hold + 600)
     c = s["counters"]
     check(c["commandsSent"] > 0 and c["commandsReceived"] >= c["commandsAccepted"] * 0.95,
           "%s: %d commands accepted, %d received" % (target.name, c["commandsAccepted"], c["commandsReceived"]),
@@ -353,13 +363,13 @@ def c2d_latency(target, p, outdir, problems):
     }, s
 
 
-def connect_storm(target, p, outdir, problems):
+def connect_storm(target, p, outdir, problems, base):
     n = min(p.devices or (300 if p.smoke else 10000), target.max_sessions)
     args = provision_args(target, n) + ["--prefix", "storm", "--devices", str(n), "--rate", "0",
                                         "--max-connecting", "64", "--storm-after", "2", "--hold", "2",
                                         "--backoff-min", "500", "--backoff-max", "5000",
                                         "--duration", str(300 + n / 100)]
-    s = run_sim(target, args, "connect-storm-%s" % target.name, outdir, timeout=900 + n / 50)
+    s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=900 + n / 50)
     st = s.get("storm") or {}
     ses = s["sessions"]
     check(st.get("allBackAfterSeconds") is not None,
@@ -377,20 +387,29 @@ def connect_storm(target, p, outdir, problems):
     }, s
 
 
-def scale(target, p, outdir, problems):
+def scale(target, p, outdir, problems, base):
     n = p.devices or (1000 if p.smoke else 250000)
     hold = p.hold if p.hold is not None else (5 if p.smoke else 600)
     rate = p.rate or (500 if p.smoke else 1500)
     args = provision_args(target, n) + ["--prefix", "scale", "--devices", str(n), "--rate", str(rate),
                                         "--max-connecting", "128", "--keepalive", str(p.keepalive or 120),
                                         "--hold", str(hold), "--duration", str(n / rate * 3 + hold + 600)]
-    s = run_sim(target, args, "scale-%s" % target.name, outdir, timeout=n / rate * 3 + hold + 1800)
+    if p.kill_frontend_after is not None and isinstance(target, SacgateCluster):
+        # a reconnect storm the way production gets one: a frontend pod dies and its devices
+        # reconnect to the others (the simulator moves a refused device to the next port)
+        args += ["--disrupt-after", str(p.kill_frontend_after), "--disrupt-command",
+                 "%s kill fe-0 %s" % (CLUSTER_SH, target.dir)]
+    s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=n / rate * 3 + hold + 1800)
     ses = s["sessions"]
     inc, total = server_bytes_per_session(s)
     check(ses["everOnline"] == n, "%s: %d of %d sessions came online" % (target.name, ses["everOnline"], n), problems)
     check(sum(ses["dropped"].values()) == 0, "%s: sessions dropped: %s" % (target.name, ses["dropped"]), problems)
     c = s["counters"]
-    return {
+    dis = s.get("disruption") or {}
+    if dis:
+        check(dis.get("allBackAfterSeconds") is not None,
+              "%s: not every session came back after fe-0 was killed" % target.name, problems)
+    figures = {
         "sessions": n,
         "heldSeconds": hold,
         "keepalive": p.keepalive or 120,
@@ -403,10 +422,16 @@ def scale(target, p, outdir, problems):
         "connectP99Ms": ms(hist(s, "connect"), "p99"),
         "serverBytesPerSession": inc,
         "serverTotalBytesPerSession": total,
+        "serverRssTotalBytesPerSession": server_rss_per_session(s),
         "serverProcesses": (s["resources"].get("server") or {}).get("processes"),
         "simBytesPerSession": sim_bytes_per_session(s),
         "simProcesses": s["resources"]["simulator"]["processes"],
-    }, s
+    }
+    if dis:
+        figures.update({"frontendKilledAfterSeconds": dis.get("atSeconds"),
+                        "sessionsOnKilledFrontend": dis.get("devicesDown"),
+                        "allBackAfterKillSeconds": dis.get("allBackAfterSeconds")})
+    return figures, s
 
 
 SCENARIOS = {
@@ -434,6 +459,8 @@ def make_target(name, workdir, p):
     if name == "sacgate-cluster":
         need = p.devices or 0
         fe = p.frontends or max(2, math.ceil(need * 1.05 / SESSIONS_PER_FRONTEND))
+        if p.kill_frontend_after is not None and not p.frontends:
+            fe += 1   # room for the devices of the frontend that is killed
         return SacgateCluster(workdir, fe, p.shards)
     if name == "mosquitto":
         if not shutil.which("mosquitto"):
@@ -453,6 +480,8 @@ def machine():
 
 def run_scenario(name, p):
     fn, default_targets = SCENARIOS[name]
+    # results are named by scenario, and by --tag when given (scale runs: by their size)
+    base = name + ("-" + p.tag if p.tag else "")
     targets = [t for t in (p.targets.split(",") if p.targets else default_targets) if t in default_targets or p.targets]
     outdir = p.out
     os.makedirs(outdir, exist_ok=True)
@@ -463,7 +492,7 @@ def run_scenario(name, p):
         target = None
         try:
             target = make_target(tname, workdir, p)
-            figures, summary = fn(target, p, outdir, result["problems"])
+            figures, summary = fn(target, p, outdir, result["problems"], base)
             run = {"target": target.name, "figures": figures, "report": os.path.relpath(summary["_report"], outdir),
                    "serverVersion": getattr(target, "version", "sacgate")}
             if isinstance(target, SacgateCluster):
@@ -488,7 +517,7 @@ def run_scenario(name, p):
             a, b = r["figures"].get(key), mq["figures"].get(key)
             if a is not None and b:
                 result["ratios"]["%s/%s %s" % (r["target"], "mosquitto", key)] = round(a / b, 3)
-    with open(os.path.join(outdir, name + ".json"), "w") as f:
+    with open(os.path.join(outdir, base + ".json"), "w") as f:
         json.dump(result, f, indent=1)
     print_table(result)
     return result
@@ -528,13 +557,19 @@ def main():
     ap.add_argument("--rate", type=float, help="c2d-latency: commands/s; scale: connects/s")
     ap.add_argument("--hold", type=float, help="seconds to hold the sessions (idle-tls, c2d-latency, scale)")
     ap.add_argument("--keepalive", type=int, help="scale: MQTT keep-alive (s)")
+    ap.add_argument("--kill-frontend-after", type=float, help="scale: SIGKILL frontend fe-0 this many seconds after "
+                                                              "every device is online; its devices must come back "
+                                                              "through the others")
     ap.add_argument("--frontends", type=int, help="sacgate-cluster: frontend processes (default: enough for "
                                                   "--devices at 18,000 each, at least 2)")
     ap.add_argument("--shards", type=int, default=2, help="sacgate-cluster: store shards")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
     ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
+    ap.add_argument("--tag", help="name results <scenario>-<tag> (default for scale: the device count, e.g. 250k)")
     p = ap.parse_args()
     names = list(SCENARIOS) if p.scenarios == ["all-scenarios"] else p.scenarios
+    if not p.tag and not p.smoke and names == ["scale"] and p.devices:
+        p.tag = "%dk" % (p.devices // 1000) if p.devices % 1000 == 0 else str(p.devices)
     for n in names:
         if n not in SCENARIOS:
             ap.error("unknown scenario %s" % n)

@@ -72,7 +72,12 @@ void fe_conn_schedule(fe_conn_t *c)
 
 void fe_conn_accept(fe_worker_t *w, int fd)
 {
-    if (w->n_free == 0) {
+    /* The kernel spreads new connections over the threads' SO_REUSEPORT listeners by a hash, so
+     * the threads fill unevenly: the limit counts the whole process (what its file limit is
+     * about), and any thread takes connections while the process has room. */
+    if (w->n_free == 0 || atomic_fetch_add(w->open, 1) >= w->set->max_connections) {
+        if (w->n_free != 0)
+            atomic_fetch_sub(w->open, 1);
         SG_WARN("frontend", "conn.refused", "reason=\"connection limit reached\" limit=%u", w->set->max_connections);
         close(fd);
         return;
@@ -150,6 +155,7 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
     c->will = NULL;
     fe_worker_release_slot(w, c);
     atomic_fetch_sub(&w->n_conns, 1);
+    atomic_fetch_sub(w->open, 1);
     if (sg_loop_defer(w->loop, conn_free, c) != SG_OK)
         SG_ERROR("frontend", "conn.leak", "reason=\"out of memory deferring free\"");
 }

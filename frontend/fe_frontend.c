@@ -24,6 +24,7 @@ struct fe_frontend {
     int *fds;
     fe_worker_t **workers;
     int port;
+    _Atomic uint32_t open;   /* connections of every thread */
 };
 
 /* A listening socket on host:port with SO_REUSEPORT; -1 with a log line on failure. */
@@ -84,7 +85,7 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     f->set.telemetry_rate = (uint16_t)sg_config_int(cfg, "frontend.telemetry_rate");
     f->set.telemetry_burst = (uint16_t)sg_config_int(cfg, "frontend.telemetry_burst");
     uint32_t max_conns = (uint32_t)sg_config_int(cfg, "frontend.max_connections");
-    f->set.max_connections = (max_conns + (uint32_t)threads - 1) / (uint32_t)threads;
+    f->set.max_connections = max_conns;
 
     f->tls = fe_tls_ctx_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"));
     f->fds = calloc((size_t)threads, sizeof *f->fds);
@@ -119,7 +120,7 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     for (int i = 0; i < threads; i++) {
         char peer[SG_WIRE_MAX_PEER + 1];
         snprintf(peer, sizeof peer, "%s/%d/%s", name, i, boot_hex);
-        f->workers[i] = fe_worker_new(i, &f->set, f->tls, f->fds[i], peer, routers, hwm);
+        f->workers[i] = fe_worker_new(i, &f->set, f->tls, f->fds[i], peer, routers, hwm, &f->open);
         if (!f->workers[i]) {
             SG_ERROR("frontend", "worker.failed", "thread=%d", i);
             fe_frontend_destroy(&f);

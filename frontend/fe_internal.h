@@ -27,7 +27,7 @@ typedef struct {
     uint16_t window;
     uint16_t ack_timeout;
     uint32_t max_telemetry;
-    uint32_t max_connections;   /* per thread */
+    uint32_t max_connections;   /* per process (frontend.max_connections); each thread's table holds as many */
     uint16_t telemetry_rate;    /* messages per second per device (token bucket refill) */
     uint16_t telemetry_burst;   /* bucket size */
 } fe_settings_t;
@@ -130,6 +130,7 @@ struct fe_worker {
     sg_wbuf_t frame;       /* wire frame scratch */
     volatile bool stop;
     uint32_t accept_paused_until;
+    _Atomic uint32_t *open;   /* connections of the whole process: the limit is per process, not per thread */
     /* statistics, read by other threads */
     _Atomic uint64_t n_conns;
     _Atomic int64_t router_seen_ms;   /* sg_mono_ms of the last frame from the router (0: never) */

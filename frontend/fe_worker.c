@@ -246,13 +246,14 @@ static void *worker_main(void *arg)
 }
 
 fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, int listen_fd, const char *peer_id,
-                           const char *routers, int hwm)
+                           const char *routers, int hwm, _Atomic uint32_t *open)
 {
     fe_worker_t *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
     w->index = index;
     w->set = set;
+    w->open = open;
     w->tls = tls;
     w->listen_io = (sg_io_t){.fd = listen_fd, .fn = on_accept};
     w->stop_io = (sg_io_t){.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .fn = on_stop};

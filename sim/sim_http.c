@@ -322,7 +322,7 @@ static void on_done(backend_t *b, CURLMsg *msg)
     else
         sim_count(st, SIM_C_HTTP_ERRORS, 1);
     json_decref(ans);
-    if (atomic_load(&b->cfg->ctl->phase) == SIM_PHASE_RUN)
+    if (atomic_load(&b->cfg->ctl->phase) != SIM_PHASE_STOP)
         poll_start(b, x->partition);
 }
 
@@ -412,10 +412,12 @@ void *sim_http_backend_main(void *arg)
         curl_easy_setopt(x->c, CURLOPT_TIMEOUT, (long)(POLL_WAIT_S + 30));
         poll_start(&b, p);
     }
-    while (atomic_load(&cfg->ctl->phase) == SIM_PHASE_RUN) {
-        if (!atomic_load(&cfg->ctl->all_online))
+    while (atomic_load(&cfg->ctl->phase) != SIM_PHASE_STOP) {
+        /* while draining, reads go on and no new command goes out */
+        bool running = atomic_load(&cfg->ctl->phase) == SIM_PHASE_RUN;
+        if (running && !atomic_load(&cfg->ctl->all_online))
             b.t0_us = sim_mono_us();   /* commands begin once every device can take them */
-        else if (cfg->o->command_rate > 0) {
+        else if (running && cfg->o->command_rate > 0) {
             double want = cfg->o->command_rate * (double)(sim_mono_us() - b.t0_us) / 1e6;
             while (b.commands_sent + 1 <= want && b.commands_in_flight < MAX_COMMANDS_IN_FLIGHT) {
                 command_start(&b);

@@ -28,6 +28,8 @@
 #include "sim_worker.h"
 
 #define MAX_SERVER_PIDS 4096
+#define AUTO_SOURCE_DEVICES 5000
+#define PSS_EVERY 10   /* seconds between PSS samples (and the last one of the run) */
 #define CHILD_STOP_WAIT_S 60
 
 static volatile sig_atomic_t g_stop;
@@ -52,6 +54,24 @@ typedef struct {
     long ticks;
     long page;
 } tracker_t;
+
+/* Proportional set size of pid (bytes; 0 when unknown): its private pages plus its share of
+ * pages it shares with other processes (libraries, copy-on-write after fork). Summed over
+ * several processes it counts each page once, where summed RSS counts shared pages again in
+ * every process. */
+static uint64_t proc_pss(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    uint64_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Pss: %" SCNu64 " kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
 
 /* RSS bytes and CPU seconds of pid; false when it is gone. */
 static bool proc_stat(pid_t pid, long ticks, long page, uint64_t *rss, double *cpu)
@@ -79,12 +99,15 @@ static bool proc_stat(pid_t pid, long ticks, long page, uint64_t *rss, double *c
     return true;
 }
 
-/* Sample a set of processes: their summed RSS, and the CPU they used since the last sample
- * (processes new to the set count from zero... of this sample, so a restarted member's earlier
+/* Sample a set of processes: their summed RSS, PSS (when pss_sum is not NULL: the kernel walks
+ * the page tables for it, so it is taken every PSS_EVERY samples), and the CPU they used since the last
+ * sample (a process new to the set counts from this sample on, so a restarted member's earlier
  * CPU is not counted twice). */
-static void track(tracker_t *t, const pid_t *pids, int n, uint64_t *rss_sum, double *cpu_delta)
+static void track(tracker_t *t, const pid_t *pids, int n, uint64_t *rss_sum, uint64_t *pss_sum, double *cpu_delta)
 {
     *rss_sum = 0;
+    if (pss_sum)
+        *pss_sum = 0;
     *cpu_delta = 0;
     for (int i = 0; i < n; i++) {
         uint64_t rss;
@@ -92,6 +115,8 @@ static void track(tracker_t *t, const pid_t *pids, int n, uint64_t *rss_sum, dou
         if (!proc_stat(pids[i], t->ticks, t->page, &rss, &cpu))
             continue;
         *rss_sum += rss;
+        if (pss_sum)
+            *pss_sum += proc_pss(pids[i]);
         int k = 0;
         while (k < t->n && t->p[k].pid != pids[i])
             k++;
@@ -170,6 +195,24 @@ static int server_pids(const sim_opts_t *o, pid_t *out, int max)
             closedir(d);
     }
     return n;
+}
+
+/* Run a shell command and wait for it; its exit status, or -1 when it could not run. */
+static int run_command(const char *cmd)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 /* ---------- the run ---------- */
@@ -296,15 +339,17 @@ static int run(sim_opts_t *o)
             o->devices = count - o->first;
         sim_slice_range(o->first, o->devices, o->slice_index, o->slice_count, &o->slice_first, &o->slice_n);
     }
-    if (o->n_sources == 0 && o->addr.ss_family == AF_INET && o->n_ports > 0 &&
-        o->slice_n / (uint64_t)o->n_ports > 20000 &&
+    if (o->n_sources == 0 && o->addr.ss_family == AF_INET && o->slice_n > AUTO_SOURCE_DEVICES &&
         (ntohl(((struct sockaddr_in *)&o->addr)->sin_addr.s_addr) >> 24) == 127) {
-        /* more sockets per port than one source address has ephemeral ports for */
+        /* Tens of thousands of connects from one address make the kernel's search for a free
+         * ephemeral port slow (every candidate is checked against the sockets already using it),
+         * and it runs out at ~28,000 per destination port: spread over 254 loopback sources. */
         if (sim_parse_source("127.0.1.0/24", &o->sources[0]) == SG_OK) {
             o->n_sources = 1;
             o->n_source_addrs = o->sources[0].count;
             if (!o->quiet)
-                fprintf(stderr, "sacgate-sim: more than 20000 devices per port: using --source 127.0.1.0/24\n");
+                fprintf(stderr, "sacgate-sim: over %d devices on loopback: using --source 127.0.1.0/24\n",
+                        AUTO_SOURCE_DEVICES);
         }
     }
     raise_fd_limit();
@@ -341,6 +386,10 @@ static int run(sim_opts_t *o)
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A server that closes a connection while OpenSSL writes to it (a refused connect, a full
+     * frontend) must cost that device its connection, not the process its life: OpenSSL writes
+     * with write(), not send(MSG_NOSIGNAL). Inherited by the workers. */
+    signal(SIGPIPE, SIG_IGN);
     fflush(stdout);
     fflush(stderr);
     int64_t started_real_ms = sg_now_ms();
@@ -375,7 +424,7 @@ static int run(sim_opts_t *o)
     }
 
     sim_result_t res = {.o = o, .started_real_ms = started_real_ms, .all_online_after = -1, .storm_at = -1,
-                        .storm_all_back_after = -1};
+                        .storm_all_back_after = -1, .disrupt_at = -1, .disrupt_all_back_after = -1};
     res.h = calloc(SIM_H_COUNT, sizeof *res.h);
     sim_hist_t *prev = calloc(SIM_H_COUNT, sizeof *prev), *cur = calloc(SIM_H_COUNT, sizeof *cur),
                *delta = calloc(2, sizeof *delta);
@@ -399,16 +448,16 @@ static int run(sim_opts_t *o)
     {
         /* the baseline: the server before this run's sessions, the simulator just forked */
         double cpu;
-        track(&simt, mypids, 1 + r.n_children, &res.sim.start_rss, &cpu);
+        track(&simt, mypids, 1 + r.n_children, &res.sim.start_rss, &res.sim.start_pss, &cpu);
         int nsp = want_server ? server_pids(o, spids, MAX_SERVER_PIDS) : 0;
         if (want_server)
-            track(&srvt, spids, nsp, &res.server.start_rss, &cpu);
+            track(&srvt, spids, nsp, &res.server.start_rss, &res.server.start_pss, &cpu);
     }
     uint64_t c[SIM_C_COUNT], pc[SIM_C_COUNT] = {0};
     int64_t g[SIM_G_COUNT];
     int64_t t0 = r.ctl->t0_us, last_sample = t0, hold_from = -1;
-    int64_t first_attempt_us = -1, storm_due = -1;
-    bool storm_pending = o->storm_after >= 0;
+    int64_t first_attempt_us = -1, storm_due = -1, disrupt_due = -1, disrupt_us = -1;
+    bool storm_pending = o->storm_after >= 0, disrupt_pending = o->disrupt_after >= 0;
     const char *why = "duration";
     int64_t peak_online = -1;
     for (int tick = 0;; tick++) {
@@ -425,6 +474,27 @@ static int run(sim_opts_t *o)
             atomic_store(&r.ctl->all_online, 1);
             if (storm_pending)
                 storm_due = now + (int64_t)(o->storm_after * 1e6);
+            if (disrupt_pending)
+                disrupt_due = now + (int64_t)(o->disrupt_after * 1e6);
+        }
+        if (disrupt_pending && disrupt_due >= 0 && now >= disrupt_due) {
+            disrupt_pending = false;
+            res.disrupt_at = el;
+            if (!o->quiet)
+                fprintf(stderr, "sacgate-sim: disruption: %s\n", o->disrupt_command);
+            res.disrupt_status = run_command(o->disrupt_command);
+            disrupt_us = sim_mono_us();
+            res.disrupt_dropped = 0;
+        }
+        if (disrupt_us >= 0 && res.disrupt_all_back_after < 0) {
+            int64_t down = (int64_t)o->slice_n - g[SIM_G_ONLINE];
+            if (down > res.disrupt_dropped)
+                res.disrupt_dropped = down;
+            /* back: every device online again after some went down (or 10 s without any going down) */
+            if (down == 0 && (res.disrupt_dropped > 0 || now - disrupt_us > 10000000)) {
+                res.disrupt_all_back_after = (double)(now - disrupt_us) / 1e6;
+                hold_from = now;   /* --hold counts from the end of the disruption */
+            }
         }
         if (storm_pending && storm_due >= 0 && now >= storm_due) {
             storm_pending = false;
@@ -449,7 +519,8 @@ static int run(sim_opts_t *o)
                 hold_from = now;   /* --hold counts from the end of the storm */
             }
         }
-        bool storm_over = !storm_pending && (res.storm_at < 0 || res.storm_all_back_after >= 0);
+        bool storm_over = !storm_pending && (res.storm_at < 0 || res.storm_all_back_after >= 0) && !disrupt_pending &&
+                          (res.disrupt_at < 0 || res.disrupt_all_back_after >= 0);
         /* a worker that died ends the run: its devices are no longer simulated */
         int status;
         pid_t dead = waitpid(-1, &status, WNOHANG);
@@ -491,12 +562,13 @@ static int run(sim_opts_t *o)
         sim_hist_delta(&delta[0], &cur[SIM_H_CONNECT], &prev[SIM_H_CONNECT]);
         sim_hist_delta(&delta[1], &cur[SIM_H_PUBACK], &prev[SIM_H_PUBACK]);
         memcpy(prev, cur, SIM_H_COUNT * sizeof *prev);
-        uint64_t simrss, srvrss = 0;
+        uint64_t simrss, simpss = 0, srvrss = 0, srvpss = 0;
         double simcpu, srvcpu = 0;
-        track(&simt, mypids, 1 + r.n_children, &simrss, &simcpu);
+        bool with_pss = end || res.n_series % PSS_EVERY == PSS_EVERY - 1;
+        track(&simt, mypids, 1 + r.n_children, &simrss, with_pss ? &simpss : NULL, &simcpu);
         int nsp = want_server ? server_pids(o, spids, MAX_SERVER_PIDS) : 0;
         if (want_server) {
-            track(&srvt, spids, nsp, &srvrss, &srvcpu);
+            track(&srvt, spids, nsp, &srvrss, with_pss ? &srvpss : NULL, &srvcpu);
             if (nsp > res.server.processes) {
                 res.server.processes = nsp;
                 res.server.n_pids = nsp < 64 ? nsp : 64;
@@ -509,9 +581,15 @@ static int run(sim_opts_t *o)
         if (simrss > res.sim.peak_rss)
             res.sim.peak_rss = simrss;
         if (g[SIM_G_ONLINE] >= peak_online) {
+            if (g[SIM_G_ONLINE] > peak_online)
+                res.sim.pss_at_peak_online = res.server.pss_at_peak_online = 0;   /* of a lower peak */
             peak_online = g[SIM_G_ONLINE];
             res.sim.rss_at_peak_online = simrss;
             res.server.rss_at_peak_online = srvrss;
+            if (with_pss) {
+                res.sim.pss_at_peak_online = simpss;
+                res.server.pss_at_peak_online = srvpss;
+            }
         }
         if (res.n_series == cap_series) {
             cap_series *= 2;
@@ -565,13 +643,17 @@ static int run(sim_opts_t *o)
         if (end)
             break;
     }
-    /* the back-end reads what was acknowledged last for a moment longer (at most 10 s), so
-     * publish-to-readable covers every message */
-    if (o->backend && !g_stop) {
+    /* Drain (at most 10 s): nothing new goes out; what is in flight is acknowledged and the
+     * back-end reads what was acknowledged last, so every published message is accounted for
+     * and publish-to-readable covers every one. */
+    atomic_store(&r.ctl->phase, SIM_PHASE_DRAIN);
+    if (!g_stop) {
         int64_t until = sim_mono_us() + 10000000;
         while (sim_mono_us() < until) {
             collect(&r, c, g, NULL);
-            if (c[SIM_C_TELE_READ] >= c[SIM_C_ACKED] + (o->qos == 0 ? c[SIM_C_PUBLISHED] : 0))
+            bool acked = o->qos == 0 || c[SIM_C_ACKED] >= c[SIM_C_PUBLISHED];
+            bool read = !o->backend || c[SIM_C_TELE_READ] >= (o->qos == 0 ? c[SIM_C_PUBLISHED] : c[SIM_C_ACKED]);
+            if (acked && read)
                 break;
             usleep(20000);
         }

@@ -114,6 +114,10 @@ static const flag_t k_flags[] = {
     INT("--partitions", partitions, 0, 65536, "0", "behaviour", "telemetry partitions to read (0 = ask GET /v1/cluster)"),
     DBL("--storm-after", storm_after, -1, 1e7, "-1", "behaviour", "this many seconds after every device has been "
         "online, every online device drops its connection and reconnects at once: a reconnect storm (-1 = never)"),
+    DBL("--disrupt-after", disrupt_after, -1, 1e7, "-1", "behaviour", "this many seconds after every device has "
+        "been online, run --disrupt-command (e.g. kill a frontend) and measure how long until every device is online "
+        "again (-1 = never)"),
+    STR("--disrupt-command", disrupt_command, "", "behaviour", "shell command of --disrupt-after"),
     DBL("--duration", duration, 0.1, 1e7, "60", "run", "longest run (s), ramp included"),
     DBL("--hold", hold, -1, 1e7, "-1", "run", "end the run this many seconds after every device has been online "
         "once (after a storm: after every device is back) (-1 = run for --duration, or until every device has sent "
@@ -528,6 +532,10 @@ sg_rc sim_opts_finish(sim_opts_t *o, char *err, size_t err_len)
     }
     if (o->mode == SIM_MODE_PLAIN && o->provision == SIM_PROV_IMPORT) {
         snprintf(err, err_len, "--provision import is for sacgate (--mode iothub)");
+        return SG_E_INVALID;
+    }
+    if ((o->disrupt_after >= 0) != (o->disrupt_command[0] != 0)) {
+        snprintf(err, err_len, "--disrupt-after and --disrupt-command go together");
         return SG_E_INVALID;
     }
     if (o->command_rate > 0 && !o->backend) {

@@ -85,6 +85,8 @@ typedef struct {
     char backend_topic[256];        /* plain mode: the back-end's subscription */
     int partitions;                 /* 0 = ask GET /v1/cluster */
     double storm_after;             /* seconds after every device was online; < 0 = no storm */
+    double disrupt_after;           /* likewise, for disrupt_command; < 0 = none */
+    char disrupt_command[512];
     double duration;
     double hold;                    /* seconds after every device first connected; < 0 = unset */
     int processes, threads;

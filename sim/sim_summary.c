@@ -38,9 +38,11 @@ static json_t *series_json(const sim_result_t *r)
 
 static json_t *resources_json(const sim_resources_t *res, bool with_pids)
 {
-    json_t *o = json_pack("{s:i,s:I,s:I,s:I,s:f}", "processes", res->processes, "startRssBytes", (json_int_t)res->start_rss,
-                          "peakRssBytes", (json_int_t)res->peak_rss, "rssAtPeakOnlineBytes",
-                          (json_int_t)res->rss_at_peak_online, "cpuSeconds", round(res->cpu_seconds * 100) / 100);
+    json_t *o = json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:f}", "processes", res->processes, "startRssBytes",
+                          (json_int_t)res->start_rss, "peakRssBytes", (json_int_t)res->peak_rss, "rssAtPeakOnlineBytes",
+                          (json_int_t)res->rss_at_peak_online, "startPssBytes", (json_int_t)res->start_pss,
+                          "pssAtPeakOnlineBytes", (json_int_t)res->pss_at_peak_online, "cpuSeconds",
+                          round(res->cpu_seconds * 100) / 100);
     if (with_pids) {
         json_t *p = json_array();
         for (int i = 0; i < res->n_pids; i++)
@@ -110,6 +112,16 @@ json_t *sim_summary_json(const sim_result_t *r)
                                                       : json_null()));
     else
         json_object_set_new(s, "storm", json_null());
+    if (r->disrupt_at >= 0)
+        json_object_set_new(s, "disruption",
+                            json_pack("{s:s,s:f,s:i,s:I,s:o}", "command", o->disrupt_command, "atSeconds", r->disrupt_at,
+                                      "exitStatus", r->disrupt_status, "devicesDown", (json_int_t)r->disrupt_dropped,
+                                      "allBackAfterSeconds",
+                                      r->disrupt_all_back_after >= 0
+                                          ? json_real(round(r->disrupt_all_back_after * 1000) / 1000)
+                                          : json_null()));
+    else
+        json_object_set_new(s, "disruption", json_null());
     json_object_set_new(s, "counters", counters);
     double secs = r->seconds > 0 ? r->seconds : 1;
     double ramp = r->ramp_seconds > 0 ? r->ramp_seconds : secs;
@@ -197,6 +209,16 @@ void sim_summary_print(FILE *out, const json_t *s)
         json_t *ab = json_object_get(storm, "allBackAfterSeconds");
         fprintf(out, "storm     at %.1f s: %.0f sessions dropped, %.0f back", jnum(storm, "atSeconds"),
                 jnum(storm, "devices"), jnum(storm, "back"));
+        if (json_is_number(ab))
+            fprintf(out, ", all back after %.2f s\n", json_number_value(ab));
+        else
+            fprintf(out, ", not all back\n");
+    }
+    const json_t *dis = json_object_get(s, "disruption");
+    if (json_is_object(dis)) {
+        json_t *ab = json_object_get(dis, "allBackAfterSeconds");
+        fprintf(out, "disrupted at %.1f s by '%s' (exit %.0f): %.0f sessions went down", jnum(dis, "atSeconds"),
+                json_string_value(json_object_get(dis, "command")), jnum(dis, "exitStatus"), jnum(dis, "devicesDown"));
         if (json_is_number(ab))
             fprintf(out, ", all back after %.2f s\n", json_number_value(ab));
         else

@@ -27,6 +27,8 @@ typedef struct {
     uint64_t start_rss;           /* at the first sample */
     uint64_t peak_rss;
     uint64_t rss_at_peak_online;  /* at the (last) sample with the most sessions online */
+    uint64_t start_pss;           /* the same as proportional set sizes (shared pages counted once) */
+    uint64_t pss_at_peak_online;
     double cpu_seconds;
     int64_t pids[64];             /* server: the processes seen (first 64) */
     int n_pids;
@@ -44,6 +46,10 @@ typedef struct {
     int64_t storm_devices;
     uint64_t storm_back;
     double storm_all_back_after;  /* < 0: not all came back */
+    double disrupt_at;            /* < 0: no disruption */
+    int disrupt_status;           /* exit status of the command (-1: could not run it) */
+    int64_t disrupt_dropped;      /* the fewest devices online after it, below the target */
+    double disrupt_all_back_after;   /* from the command until every device was online again; < 0: never */
     double ramp_seconds;          /* first connect to the last device's first CONNACK (connect rate) */
     double publish_seconds;       /* first telemetry PUBLISH to the last PUBACK (message rates) */
     sim_hist_t *h;                /* SIM_H_COUNT merged histograms */

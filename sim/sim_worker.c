@@ -798,7 +798,7 @@ static void check_finished(sdev_t *d)
 static void publish_due(sdev_t *d)
 {
     const sim_opts_t *o = T->o;
-    if (T->backend)
+    if (T->backend || atomic_load(&T->cfg->ctl->phase) != SIM_PHASE_RUN)
         return;
     if (throughput_mode()) {
         while (!done_publishing(d) && (o->qos == 0 || window_has_room(d)) && T->tx.len < 256 * 1024)
@@ -1315,8 +1315,9 @@ void *sim_thread_main(void *arg)
     t.storm_seen = atomic_load(&cfg->ctl->storm_seq);
     uint32_t next_trim = 0;
     uint64_t attempts_at_trim = 0;
-    while (atomic_load(&cfg->ctl->phase) == SIM_PHASE_RUN) {
-        start_due();
+    while (atomic_load(&cfg->ctl->phase) != SIM_PHASE_STOP) {
+        if (atomic_load(&cfg->ctl->phase) == SIM_PHASE_RUN)
+            start_due();
         sg_loop_run_once(t.loop, TICK_MS);
         /* Handshakes allocate far more than an idle session keeps: after a burst of them give
          * the freed heap back, so idle devices cost what they hold (as the frontend does). */
@@ -1344,7 +1345,7 @@ void *sim_thread_main(void *arg)
 static void backend_commands(sdev_t *d)
 {
     const sim_opts_t *o = T->o;
-    if (o->command_rate <= 0 || o->slice_n == 0)
+    if (o->command_rate <= 0 || o->slice_n == 0 || atomic_load(&T->cfg->ctl->phase) != SIM_PHASE_RUN)
         return;
     if (!atomic_load(&T->cfg->ctl->all_online)) {
         T->cmd_t0_us = sim_mono_us();   /* commands begin once every device can take them */
@@ -1385,7 +1386,7 @@ void *sim_plain_backend_main(void *arg)
         return NULL;
     }
     connect_start(&t.devs[0]);
-    while (atomic_load(&cfg->ctl->phase) == SIM_PHASE_RUN) {
+    while (atomic_load(&cfg->ctl->phase) != SIM_PHASE_STOP) {
         if (t.devs[0].state == D_DEAD) {
             /* the back-end always comes back, whatever --reconnect says */
             t.devs[0].state = D_WAIT;

@@ -16,7 +16,9 @@
 #include "sim_opts.h"
 #include "sim_stats.h"
 
-enum { SIM_PHASE_RUN = 0, SIM_PHASE_STOP = 1 };
+/* RUN: devices connect and publish. DRAIN: nothing new is published or started, what is in
+ * flight is acknowledged (and read by the back-end). STOP: devices disconnect, threads end. */
+enum { SIM_PHASE_RUN = 0, SIM_PHASE_DRAIN = 1, SIM_PHASE_STOP = 2 };
 
 /* Shared by the parent and every worker (MAP_SHARED). */
 typedef struct {

@@ -30,6 +30,22 @@ typedef struct {
     int64_t sent_ms;
 } flight_t;
 
+/* A device's session as the writer keeps it: st_session_t without its two inline name buffers
+ * (~200 bytes a device at 250,000 cached devices a shard): the frontend loop and router names are
+ * interned, shared by every session of that loop (see intern()). Converted to and from the
+ * st_session_t record when loaded and saved. */
+typedef struct {
+    uint64_t epoch;
+    uint64_t handle;          /* the connection inside that frontend */
+    int64_t since_ms;
+    const char *peer;         /* interned routing id of the frontend loop ("" when none) */
+    const char *router;       /* interned: the router that reaches that loop */
+    bool live;
+    bool subscribed;
+    bool sub_qos0;
+    uint8_t method;
+} wsess_t;
+
 /* In-memory state of one device the writer has touched. */
 typedef struct st_wdev wdev_t;
 struct st_wdev {
@@ -38,7 +54,7 @@ struct st_wdev {
     bool exists;
     st_reg_t reg;
     st_qmeta_t meta;
-    st_session_t sess;
+    wsess_t sess;
     uint64_t next_deliver;      /* lowest queue seq not yet handed to the session */
     uint16_t n_inflight;
     flight_t *inflight;         /* handed out and not yet completed (the window) */
@@ -87,6 +103,7 @@ struct st_writer {
     wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
     int64_t resume_at;          /* start-up deliveries wait for the routers to reconnect */
     zhashx_t *routers_heard;    /* routers an operation came through since the start (until resume_at) */
+    zhashx_t *names;            /* interned frontend loop and router names (wsess_t) */
     zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
     op_t held;                  /* an op that must start a batch of its own (needs_fresh_batch) */
     bool has_held;
@@ -136,6 +153,35 @@ static void *grow(void *arr, size_t *cap, size_t elem, size_t first)
 
 static void want_delivery(writer_t *w, wdev_t *d);
 
+/* The one copy of a frontend loop's or router's name (n bytes, no NUL needed). Names stay until
+ * the writer stops: there are a few per frontend incarnation, however many sessions use them. */
+static const char *intern(writer_t *w, const char *s, size_t n)
+{
+    char key[SG_WIRE_MAX_PEER + 1];
+    if (n > SG_WIRE_MAX_PEER)
+        n = SG_WIRE_MAX_PEER;
+    memcpy(key, s, n);
+    key[n] = 0;
+    char *v = zhashx_lookup(w->names, key);
+    if (v)
+        return v;
+    if (!(v = strdup(key)) || zhashx_insert(w->names, key, v) != 0)
+        fatal_io("oom");
+    return v;
+}
+
+static void sess_from_record(writer_t *w, wsess_t *out, const st_session_t *r)
+{
+    *out = (wsess_t){.epoch = r->epoch, .handle = r->handle, .since_ms = r->since_ms, .live = r->live,
+                     .subscribed = r->subscribed, .sub_qos0 = r->sub_qos0, .method = r->method,
+                     .peer = intern(w, r->peer, strlen(r->peer)), .router = intern(w, r->router, strlen(r->router))};
+}
+
+static void sess_clear(writer_t *w, wsess_t *s)
+{
+    *s = (wsess_t){.peer = intern(w, "", 0), .router = intern(w, "", 0)};
+}
+
 static void dev_free(void **item)
 {
     wdev_t *d = *item;
@@ -174,8 +220,9 @@ static sg_rc dev_load(writer_t *w, wdev_t *d)
     if (registered)
         SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
     if (registered && val) {
-        if (st_session_get(val, vlen, &d->sess) != SG_OK)
-            memset(&d->sess, 0, sizeof d->sess);
+        st_session_t rec;
+        if (st_session_get(val, vlen, &rec) == SG_OK)
+            sess_from_record(w, &d->sess, &rec);
         rocksdb_free(val);
     }
     klen = st_key_dev(key, d->id, d->id_len, ST_K_META);
@@ -209,6 +256,7 @@ static wdev_t *dev_get(writer_t *w, const char *id, size_t id_len)
         return NULL;
     }
     d->id_len = id_len;
+    sess_clear(w, &d->sess);
     if (dev_load(w, d) != SG_OK) {
         void *p = d;
         dev_free(&p);
@@ -257,8 +305,13 @@ static void put_dev_key(writer_t *w, wdev_t *d, char kind, const sg_wbuf_t *val)
 
 static void save_session(writer_t *w, wdev_t *d)
 {
+    st_session_t rec = {.epoch = d->sess.epoch, .live = d->sess.live, .subscribed = d->sess.subscribed,
+                        .sub_qos0 = d->sess.sub_qos0, .method = d->sess.method, .handle = d->sess.handle,
+                        .since_ms = d->sess.since_ms};
+    snprintf(rec.peer, sizeof rec.peer, "%s", d->sess.peer);
+    snprintf(rec.router, sizeof rec.router, "%s", d->sess.router);
     sg_wbuf_reset(&w->scratch);
-    if (st_session_put(&w->scratch, &d->sess) != SG_OK)
+    if (st_session_put(&w->scratch, &rec) != SG_OK)
         fatal_io("session-encode");
     put_dev_key(w, d, ST_K_SESSION, &w->scratch);
     /* The index of live sessions lets a restarted shard find them without scanning every key. */
@@ -487,8 +540,7 @@ static void track_router(writer_t *w, wdev_t *d, const op_t *op)
     if (!session_matches(d, op) || n == 0 || n > SG_WIRE_MAX_PEER ||
         (strlen(d->sess.router) == n && memcmp(d->sess.router, zframe_data(op->router), n) == 0))
         return;
-    memcpy(d->sess.router, zframe_data(op->router), n);
-    d->sess.router[n] = 0;
+    d->sess.router = intern(w, (const char *)zframe_data(op->router), n);
     save_session(w, d);
 }
 
@@ -544,9 +596,8 @@ static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         d->sess.method = a.method;
         d->sess.handle = op->h.corr;
         d->sess.since_ms = now;
-        snprintf(d->sess.peer, sizeof d->sess.peer, "%.*s", (int)zframe_size(op->peer), (const char *)zframe_data(op->peer));
-        snprintf(d->sess.router, sizeof d->sess.router, "%.*s", (int)zframe_size(op->router),
-                 (const char *)zframe_data(op->router));
+        d->sess.peer = intern(w, (const char *)zframe_data(op->peer), zframe_size(op->peer));
+        d->sess.router = intern(w, (const char *)zframe_data(op->router), zframe_size(op->router));
         inflight_clear(w, d);
         w->sessions++;
         save_session(w, d);
@@ -799,7 +850,7 @@ static void adm_device_delete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     }
     /* A device created again under this id starts without the old subscription (its epochs
      * come from the clock, so they still outrank the old session's). */
-    memset(&d->sess, 0, sizeof d->sess);
+    sess_clear(w, &d->sess);
     klen = st_key_dev(key, d->id, d->id_len, ST_K_SESSION);
     rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
     klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
@@ -1495,6 +1546,8 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->deliver = zlist_new();
     w->reg_texts = zlist_new();
     w->routers_heard = zhashx_new();
+    w->names = zhashx_new();
+    zhashx_set_destructor(w->names, (zhashx_destructor_fn *)zstr_free);
     w->batch = rocksdb_writebatch_create();
     w->carry = rocksdb_writebatch_create();
     sg_wbuf_init(&w->scratch, SG_WIRE_MAX_FRAME);
@@ -1543,6 +1596,7 @@ static void writer_fini(writer_t *w)
     zlist_destroy(&w->deliver);
     zlist_destroy(&w->reg_texts);
     zhashx_destroy(&w->routers_heard);
+    zhashx_destroy(&w->names);
     zhashx_destroy(&w->devs);
     zhashx_destroy(&w->finished);
     zhashx_destroy(&w->peers);
