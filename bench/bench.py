@@ -403,9 +403,12 @@ def scale(target, p, outdir, problems, base):
     ses = s["sessions"]
     inc, total = server_bytes_per_session(s)
     check(ses["everOnline"] == n, "%s: %d of %d sessions came online" % (target.name, ses["everOnline"], n), problems)
-    check(sum(ses["dropped"].values()) == 0, "%s: sessions dropped: %s" % (target.name, ses["dropped"]), problems)
-    c = s["counters"]
     dis = s.get("disruption") or {}
+    # with a frontend killed on purpose, its sessions drop (once): any other drop is a problem
+    expected = dis.get("devicesDown") or 0
+    check(sum(ses["dropped"].values()) <= expected * 1.05 + (5 if expected else 0),
+          "%s: sessions dropped: %s" % (target.name, ses["dropped"]), problems)
+    c = s["counters"]
     if dis:
         check(dis.get("allBackAfterSeconds") is not None,
               "%s: not every session came back after fe-0 was killed" % target.name, problems)

@@ -106,17 +106,15 @@ static bool proc_stat(pid_t pid, long ticks, long page, uint64_t *rss, double *c
 static void track(tracker_t *t, const pid_t *pids, int n, uint64_t *rss_sum, uint64_t *pss_sum, double *cpu_delta)
 {
     *rss_sum = 0;
-    if (pss_sum)
-        *pss_sum = 0;
     *cpu_delta = 0;
+    /* CPU and RSS of every process first, at one moment: PSS takes far longer to read, and
+     * reading it in between would spread the CPU samples over that time */
     for (int i = 0; i < n; i++) {
         uint64_t rss;
         double cpu;
         if (!proc_stat(pids[i], t->ticks, t->page, &rss, &cpu))
             continue;
         *rss_sum += rss;
-        if (pss_sum)
-            *pss_sum += proc_pss(pids[i]);
         int k = 0;
         while (k < t->n && t->p[k].pid != pids[i])
             k++;
@@ -136,6 +134,11 @@ static void track(tracker_t *t, const pid_t *pids, int n, uint64_t *rss_sum, uin
         t->p[k].cpu = cpu;
     }
     t->cpu_total += *cpu_delta;
+    if (pss_sum) {
+        *pss_sum = 0;
+        for (int i = 0; i < n; i++)
+            *pss_sum += proc_pss(pids[i]);
+    }
 }
 
 /* The server processes named by --server-pids, --server-pids-dir and --server-comm. */

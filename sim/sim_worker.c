@@ -443,13 +443,15 @@ static int64_t backoff_ms(sdev_t *d)
 }
 
 /* A connect that failed. Unless the device's own credentials were refused, the next attempt
- * goes to the next port: a frontend that is gone, full or without a shard behind it should not
- * hold its devices (as a load balancer would send them elsewhere). */
+ * goes to another port, chosen at random as a load balancer would: a frontend that is gone, full
+ * or without a shard behind it should not hold its devices, and the devices of a frontend that
+ * died must not all land on the same next one. */
 static void dev_fail(sdev_t *d, sim_counter_t why)
 {
-    if (why != SIM_C_FAIL_CONNACK_CREDENTIALS && why != SIM_C_FAIL_CONNACK_NOT_AUTHORIZED &&
+    int n = T->o->n_ports;
+    if (n > 1 && why != SIM_C_FAIL_CONNACK_CREDENTIALS && why != SIM_C_FAIL_CONNACK_NOT_AUTHORIZED &&
         why != SIM_C_FAIL_CONNACK_ID && why != SIM_C_FAIL_CONNACK_PROTOCOL && why != SIM_C_FAIL_LOCAL)
-        d->port_i = (uint8_t)((d->port_i + 1) % T->o->n_ports);
+        d->port_i = (uint8_t)((d->port_i + 1 + rnd() % (uint64_t)(n - 1)) % (uint64_t)n);
     dev_close(d, why, backoff_ms(d));
 }
 
@@ -612,8 +614,14 @@ static void tls_step(sdev_t *d)
         set_mask(d, EPOLLIN);
     else if (e == SSL_ERROR_WANT_WRITE)
         set_mask(d, EPOLLOUT);
-    else
-        dev_fail(d, e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 ? SIM_C_FAIL_CLOSED : SIM_C_FAIL_TLS);
+    else {
+        /* the server closing during the handshake (a full frontend) is a close, not a TLS
+         * failure: OpenSSL 3 reports that end of file as an SSL error of its own */
+        unsigned long ssl_err = ERR_peek_error();
+        bool closed = (e == SSL_ERROR_SYSCALL && ssl_err == 0) ||
+                      (e == SSL_ERROR_SSL && ERR_GET_REASON(ssl_err) == SSL_R_UNEXPECTED_EOF_WHILE_READING);
+        dev_fail(d, closed ? SIM_C_FAIL_CLOSED : SIM_C_FAIL_TLS);
+    }
 }
 
 static void source_addr(const sdev_t *d, struct sockaddr_in *src)
