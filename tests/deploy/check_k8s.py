@@ -129,6 +129,21 @@ def check_image_and_resources(c, where, fail):
             fail(f"{where}: resources.{part} needs cpu and memory")
 
 
+def check_locked_down(c, ps, where, fail):
+    """A container runs as non-root, cannot escalate, drops every capability, and cannot write
+    its root filesystem (pod or container securityContext)."""
+    sc = c.get("securityContext") or {}
+    psc = ps.get("securityContext") or {}
+    if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+        fail(f"{where}: runAsNonRoot is not set")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        fail(f"{where}: allowPrivilegeEscalation is not false")
+    if "ALL" not in (get(sc, "capabilities", "drop", default=[]) or []):
+        fail(f"{where}: capabilities do not drop ALL")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        fail(f"{where}: readOnlyRootFilesystem is not true")
+
+
 def endpoint_port(ep):
     m = re.search(r":(\d+)$", ep or "")
     return int(m.group(1)) if m else None
@@ -294,16 +309,7 @@ def check(docs):
                     if not c.get(kind):
                         fail(f"{where} has no {kind}")
             check_image_and_resources(c, where, fail)
-            sc = c.get("securityContext") or {}
-            psc = ps.get("securityContext") or {}
-            if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
-                fail(f"{where}: runAsNonRoot is not set")
-            if sc.get("allowPrivilegeEscalation") is not False:
-                fail(f"{where}: allowPrivilegeEscalation is not false")
-            if "ALL" not in (get(sc, "capabilities", "drop", default=[]) or []):
-                fail(f"{where}: capabilities do not drop ALL")
-            if sc.get("readOnlyRootFilesystem") is not True:
-                fail(f"{where}: readOnlyRootFilesystem is not true")
+            check_locked_down(c, ps, where, fail)
             cmd = c.get("command") or []
             if len(cmd) >= 3 and cmd[0].endswith("sh") and cmd[1] == "-c":
                 r = subprocess.run(["/bin/sh", "-n", "-c", cmd[2]], capture_output=True, text=True)

@@ -43,7 +43,7 @@ import tempfile
 import yaml
 
 # the base's checker sits beside this one (Python puts the script's folder on sys.path)
-from check_k8s import check_image_and_resources, get  # noqa: E402
+from check_k8s import check_image_and_resources, check_locked_down, get  # noqa: E402
 
 NAMESPACE = "sacgate"
 JOB = "sacgate-sim"
@@ -219,18 +219,11 @@ def check_static(objs, base, readme):
     # --- pod security and sysctl ---
     psc = ps.get("securityContext") or {}
     sc = c.get("securityContext") or {}
-    if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
-        fail(f"{where}: runAsNonRoot is not set")
+    check_locked_down(c, ps, where, fail)
     if (sc.get("runAsUser") or psc.get("runAsUser")) != 10001:
         fail(f"{where}: runAsUser is not 10001 (the image's user)")
     if get(psc, "seccompProfile", "type") != "RuntimeDefault" and get(sc, "seccompProfile", "type") != "RuntimeDefault":
         fail(f"{where}: seccompProfile is not RuntimeDefault")
-    if sc.get("allowPrivilegeEscalation") is not False:
-        fail(f"{where}: allowPrivilegeEscalation is not false")
-    if "ALL" not in (get(sc, "capabilities", "drop", default=[]) or []):
-        fail(f"{where}: capabilities do not drop ALL")
-    if sc.get("readOnlyRootFilesystem") is not True:
-        fail(f"{where}: readOnlyRootFilesystem is not true")
     port_range = None
     for s in psc.get("sysctls") or []:
         if s.get("name") == "net.ipv4.ip_local_port_range":
