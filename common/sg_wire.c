@@ -24,6 +24,7 @@ static const char *const k_type_names[SG_MSG_TYPE_MAX] = {
     [SG_MSG_PONG] = "PONG",
     [SG_MSG_ERROR] = "ERROR",
     [SG_MSG_ALIVE] = "ALIVE",
+    [SG_MSG_SHARD_STATE] = "SHARD_STATE",
 };
 
 const char *sg_wire_type_name(uint8_t type)
@@ -292,6 +293,61 @@ sg_rc sg_wire_get_name(const sg_wire_hdr_t *h, const char **name, size_t *len)
     body_cursor(h, &c);
     SG_GUARD(sg_cur_str8(&c, SG_WIRE_MAX_PEER, &p, len));
     *name = (const char *)p;
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_shard_pong(sg_wbuf_t *w, const char *name, uint64_t incarnation)
+{
+    SG_GUARD(sg_wbuf_str8(w, name, strlen(name)));
+    return sg_wbuf_u64(w, incarnation);
+}
+
+sg_rc sg_wire_get_shard_pong(const sg_wire_hdr_t *h, const char **name, size_t *len, uint64_t *incarnation)
+{
+    sg_cur_t c;
+    const uint8_t *p;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_str8(&c, SG_WIRE_MAX_PEER, &p, len));
+    SG_GUARD(sg_cur_u64(&c, incarnation));
+    *name = (const char *)p;
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_router_pong(sg_wbuf_t *w, uint64_t router, const uint64_t *shards, uint16_t n)
+{
+    SG_ENSURE(n <= SG_WIRE_MAX_SHARDS, SG_E_TOO_BIG);
+    SG_GUARD(sg_wbuf_u64(w, router));
+    SG_GUARD(sg_wbuf_u16(w, n));
+    for (uint16_t i = 0; i < n; i++)
+        SG_GUARD(sg_wbuf_u64(w, shards[i]));
+    return SG_OK;
+}
+
+sg_rc sg_wire_get_router_pong(const sg_wire_hdr_t *h, sg_wire_router_pong_t *p)
+{
+    sg_cur_t c;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u64(&c, &p->router));
+    SG_GUARD(sg_cur_u16(&c, &p->n));
+    SG_ENSURE(p->n <= SG_WIRE_MAX_SHARDS, SG_E_MALFORMED);
+    /* exactly n incarnations follow: checked now, so the iterator needs no error path */
+    SG_ENSURE(sg_cur_left(&c) == (size_t)p->n * 8, sg_cur_left(&c) < (size_t)p->n * 8 ? SG_E_TRUNCATED : SG_E_MALFORMED);
+    p->rest = c;
+    return SG_OK;
+}
+
+bool sg_wire_router_pong_next(sg_wire_router_pong_t *p, uint64_t *incarnation)
+{
+    return sg_cur_u64(&p->rest, incarnation) == SG_OK;
+}
+
+sg_rc sg_wire_put_u64(sg_wbuf_t *w, uint64_t v) { return sg_wbuf_u64(w, v); }
+
+sg_rc sg_wire_get_u64(const sg_wire_hdr_t *h, uint64_t *v)
+{
+    sg_cur_t c;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u64(&c, v));
     return body_end(&c);
 }
 

@@ -44,6 +44,7 @@ typedef enum {
     SG_MSG_PONG,            /* st->rt */
     SG_MSG_ERROR,           /* rt->peer: could not route (status = SG_WIRE_ERR_*) */
     SG_MSG_ALIVE,           /* rt->st: the frontend loop named by the envelope sent a heartbeat */
+    SG_MSG_SHARD_STATE,     /* rt->fe: shard `shard` answers as this incarnation (it restarted) */
     SG_MSG_TYPE_MAX
 } sg_msg_type_t;
 
@@ -177,6 +178,28 @@ SG_WUR sg_rc sg_wire_get_json(const sg_wire_hdr_t *h, const char **json, size_t 
 /* ERROR answering the frame `in` (same corr, epoch, device), status = SG_WIRE_ERR_*, body = u8
  * type of the refused frame. */
 SG_WUR sg_rc sg_wire_put_error(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t code);
+
+/* PONG from a shard to a router's probe: str8 shard name, u64 incarnation (random at each start
+ * of the shard: a new value means whatever the old one held in memory is gone). */
+SG_WUR sg_rc sg_wire_put_shard_pong(sg_wbuf_t *w, const char *name, uint64_t incarnation);
+SG_WUR sg_rc sg_wire_get_shard_pong(const sg_wire_hdr_t *h, const char **name, size_t *len, uint64_t *incarnation);
+
+/* PONG from a router to a frontend loop's heartbeat: u64 router incarnation, u16 n, then the
+ * incarnation of shards 0..n-1 as the router last heard them (0 = not heard yet). */
+#define SG_WIRE_MAX_SHARDS 4096
+typedef struct {
+    uint64_t router;
+    uint16_t n;
+    sg_cur_t rest;
+} sg_wire_router_pong_t;
+SG_WUR sg_rc sg_wire_put_router_pong(sg_wbuf_t *w, uint64_t router, const uint64_t *shards, uint16_t n);
+SG_WUR sg_rc sg_wire_get_router_pong(const sg_wire_hdr_t *h, sg_wire_router_pong_t *p);
+/* The next shard's incarnation; false when there are no more. Only after a successful get. */
+bool sg_wire_router_pong_next(sg_wire_router_pong_t *p, uint64_t *incarnation);
+
+/* SHARD_STATE: header shard = the shard's index; body u64 incarnation. */
+SG_WUR sg_rc sg_wire_put_u64(sg_wbuf_t *w, uint64_t v);
+SG_WUR sg_rc sg_wire_get_u64(const sg_wire_hdr_t *h, uint64_t *v);
 
 /* HELLO: str8 name of the announcing process instance */
 SG_WUR sg_rc sg_wire_put_name(sg_wbuf_t *w, const char *name);

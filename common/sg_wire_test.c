@@ -204,8 +204,59 @@ static void test_deliver_and_small_bodies(void)
     sg_wbuf_fini(&w);
 }
 
+/* Liveness bodies: a shard's incarnation in its PONG, every shard's in a router's PONG, one in
+ * SHARD_STATE; short or long bodies are refused. */
+static void test_incarnations(void)
+{
+    sg_wbuf_t w = frame(SG_MSG_PONG, NULL);
+    sg_wire_hdr_t h;
+    CHECK_RC(sg_wire_put_shard_pong(&w, "store-1", 0xabcdef0123456789ull), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    const char *name;
+    size_t len;
+    uint64_t inc = 0;
+    CHECK_RC(sg_wire_get_shard_pong(&h, &name, &len, &inc), SG_OK);
+    CHECK(len == 7 && memcmp(name, "store-1", 7) == 0 && inc == 0xabcdef0123456789ull);
+    h.body_len--;
+    CHECK_RC(sg_wire_get_shard_pong(&h, &name, &len, &inc), SG_E_TRUNCATED);
+    sg_wbuf_fini(&w);
+
+    uint64_t incs[3] = {11, 0, 33};
+    w = frame(SG_MSG_PONG, NULL);
+    CHECK_RC(sg_wire_put_router_pong(&w, 0x77, incs, 3), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    sg_wire_router_pong_t p;
+    CHECK_RC(sg_wire_get_router_pong(&h, &p), SG_OK);
+    CHECK(p.router == 0x77 && p.n == 3);
+    uint64_t got[4] = {0};
+    size_t n = 0;
+    while (n < 4 && sg_wire_router_pong_next(&p, &got[n]))
+        n++;
+    CHECK(n == 3 && got[0] == 11 && got[1] == 0 && got[2] == 33);
+    h.body_len -= 8;   /* n says 3, two follow */
+    CHECK_RC(sg_wire_get_router_pong(&h, &p), SG_E_TRUNCATED);
+    h.body_len += 9;   /* a byte too many */
+    sg_wbuf_t longer = frame(SG_MSG_PONG, NULL);
+    CHECK_RC(sg_wire_put_router_pong(&longer, 0x77, incs, 3), SG_OK);
+    CHECK_RC(sg_wbuf_u8(&longer, 0), SG_OK);
+    CHECK_RC(sg_wire_decode(longer.data, longer.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_router_pong(&h, &p), SG_E_MALFORMED);
+    CHECK_RC(sg_wire_put_router_pong(&longer, 1, incs, SG_WIRE_MAX_SHARDS + 1), SG_E_TOO_BIG);
+    sg_wbuf_fini(&longer);
+    sg_wbuf_fini(&w);
+
+    w = frame(SG_MSG_SHARD_STATE, NULL);
+    CHECK_RC(sg_wire_put_u64(&w, 5), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_STR(sg_wire_type_name(h.type), "SHARD_STATE");
+    CHECK_RC(sg_wire_get_u64(&h, &inc), SG_OK);
+    CHECK(inc == 5);
+    sg_wbuf_fini(&w);
+}
+
 int main(void)
 {
+    test_incarnations();
     test_header();
     test_auth();
     test_telemetry();

@@ -104,6 +104,7 @@ void fe_conn_accept(fe_worker_t *w, int fd)
     w->slots[c->slot] = c;
     c->accepted_at = sg_loop_now(w->loop);
     c->state = FE_HANDSHAKE;
+    c->shard = FE_SHARD_UNKNOWN;
     atomic_fetch_add(&w->n_conns, 1);
     atomic_fetch_add(&w->accepted, 1);
     if (sg_loop_add(w->loop, &c->io, EPOLLIN) != SG_OK) {
@@ -149,7 +150,10 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
     free(c->device);
     free(c->will);
     free(c->q0);
+    free(c->flight);
     c->q0 = NULL;
+    c->flight = NULL;
+    c->pending = 0;
     c->in = c->out = NULL;
     c->device = NULL;
     c->will = NULL;

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "fe_flight.h"
 #include "sg_loop.h"
 #include "sg_buf.h"
 #include "sg_mqtt.h"
@@ -75,6 +76,8 @@ typedef struct {
     } e[FE_Q0_MAX];
 } fe_q0_t;
 
+#define FE_SHARD_UNKNOWN 0xFFFF
+
 struct fe_conn {
     sg_io_t io;
     sg_timer_t timer;
@@ -87,16 +90,19 @@ struct fe_conn {
     char *device;         /* authenticated (or claimed) device id, exact-size allocation */
     fe_will_t *will;
     fe_q0_t *q0;          /* NULL unless QoS 0 deliveries wait in `out` */
+    fe_flight_t *flight;  /* QoS 1 publishes sent to the shard and not acknowledged (window entries);
+                           * NULL while there are none */
     uint64_t epoch;
     uint32_t slot, gen;
     uint32_t accepted_at;     /* loop seconds */
     uint32_t last_rx;
     uint32_t token_expires;   /* loop seconds; 0 = never */
-    uint32_t pending_since;
+    uint32_t pending_since;   /* loop second the oldest pending publish went to the shard */
     uint32_t tokens_at;       /* loop millisecond the bucket was last refilled */
     uint16_t tokens;          /* telemetry messages the device may still send now */
     uint16_t keepalive;
     uint16_t pending;         /* QoS 1 telemetry awaiting durable acks */
+    uint16_t shard;           /* the device's shard (AUTH_RES), FE_SHARD_UNKNOWN before */
     uint8_t state;
     uint8_t paused;
     uint8_t flags;
@@ -123,6 +129,9 @@ struct fe_worker {
     fe_conn_t **blocked;   /* connections waiting for room on the link */
     uint32_t n_blocked;
     zmq_msg_t *backlog;    /* session bookkeeping frames waiting for room on the link, in order */
+    uint64_t *shard_inc;   /* incarnation of each shard as the router last told (0 = not told) */
+    uint32_t n_shard_inc;
+    uint64_t router_boot;  /* incarnation of the router (0 = not heard yet) */
     uint32_t n_backlog, cap_backlog, head_backlog;
     size_t backlog_bytes;
     uint8_t *rx;           /* read scratch */
@@ -176,6 +185,12 @@ void fe_session_closed(fe_conn_t *c, uint8_t was);
 void fe_session_written(fe_conn_t *c, uint16_t pid);
 /* Checks deadlines; returns false when it closed the connection. */
 bool fe_session_timer(fe_conn_t *c, uint32_t now);
+
+/* The shard answering for `shard` changed (it restarted): the publishes the old one took in and
+ * never acknowledged are gone. Every connection of the loop waiting for acknowledgements from
+ * that shard (every shard: FE_SHARD_UNKNOWN, after a router restart) is closed, so its device
+ * sends them again after reconnecting (MQTT 3.1.1 resends only then). */
+void fe_session_shard_lost(fe_worker_t *w, uint16_t shard, const char *why);
 
 /* fe_worker.c */
 /* Send a frame on the router link without blocking: SG_E_FULL at the high-water mark (or while

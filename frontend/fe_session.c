@@ -5,6 +5,7 @@
  * pushes (deliveries, kicks). Anything outside the dialect closes the connection. */
 #include <stdlib.h>
 #include <string.h>
+#include "fe_flight.h"
 #include "fe_internal.h"
 #include "sg_codec.h"
 #include "sg_log.h"
@@ -238,6 +239,7 @@ static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
         int64_t now_s = sg_now_ms() / 1000;
         uint32_t now = sg_loop_now(c->w->loop);
         c->epoch = h->epoch;
+        c->shard = h->shard < FE_SHARD_UNKNOWN ? (uint16_t)h->shard : FE_SHARD_UNKNOWN;
         c->state = FE_ONLINE;
         c->last_rx = now;
         c->tokens = c->w->set->telemetry_burst;
@@ -351,6 +353,29 @@ static const char *telemetry_error(sg_rc rc)
     return "telemetry message too large";
 }
 
+/* ---------- publishes waiting for their durable acknowledgement ---------- */
+
+static bool flight_add(fe_conn_t *c, uint16_t pid)
+{
+    if (!c->flight && !(c->flight = malloc(c->w->set->window * sizeof *c->flight)))
+        return false;
+    fe_flight_add(c->flight, &c->pending, pid, sg_loop_now(c->w->loop));
+    c->pending_since = c->flight[0].at;
+    return true;
+}
+
+static void flight_remove(fe_conn_t *c, uint16_t pid)
+{
+    if (!c->flight || !fe_flight_remove(c->flight, &c->pending, pid))
+        return;
+    if (c->pending == 0) {
+        free(c->flight);
+        c->flight = NULL;
+    } else {
+        c->pending_since = c->flight[0].at;   /* the oldest one left */
+    }
+}
+
 /* Telemetry token bucket (SPEC §5): a device over its rate is not read until the bucket refills,
  * so its PUBACKs slow down and nothing is dropped. */
 static void refill(fe_conn_t *c)
@@ -417,10 +442,12 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         return r;
     atomic_fetch_add(&c->w->telemetry_in, 1);
     if (p.qos == 1) {
-        if (c->pending++ == 0) {
-            c->pending_since = sg_loop_now(c->w->loop);
-            fe_conn_schedule(c);
+        if (!flight_add(c, p.packet_id)) {
+            fe_conn_close(c, "out-of-memory");
+            return FE_PKT_DONE;
         }
+        if (c->pending == 1)
+            fe_conn_schedule(c);
         if (c->pending >= c->w->set->window)
             fe_conn_pause(c, FE_P_WINDOW);
     }
@@ -448,11 +475,25 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
         fe_conn_send(c, t->data, t->len);
     if (c->state == FE_CLOSED)
         return;
-    if (c->pending > 0)
-        c->pending--;
-    c->pending_since = sg_loop_now(c->w->loop);
+    flight_remove(c, pid);
     if (c->pending < c->w->set->window)
         fe_conn_resume(c, FE_P_WINDOW);
+}
+
+void fe_session_shard_lost(fe_worker_t *w, uint16_t shard, const char *why)
+{
+    uint32_t closed = 0;
+    for (uint32_t i = 0; i < w->set->max_connections; i++) {
+        fe_conn_t *c = w->slots[i];
+        if (!c || c->state != FE_ONLINE || c->pending == 0 || (shard != FE_SHARD_UNKNOWN && c->shard != shard))
+            continue;
+        SG_INFO("frontend", "conn.unacknowledged", "device=%s pending=%u reason=%s", c->device, c->pending, why);
+        fe_conn_close(c, why);
+        closed++;
+    }
+    if (closed)
+        SG_WARN("frontend", "publishes.lost", "peer=%s shard=%d connections=%u reason=\"%s: their devices send "
+                "again after reconnecting\"", w->peer_id, shard == FE_SHARD_UNKNOWN ? -1 : (int)shard, closed, why);
 }
 
 /* ---------- cloud-to-device ---------- */

@@ -117,6 +117,48 @@ static void unblock(fe_worker_t *w)
     }
 }
 
+/* The router says shard i answers as incarnation inc: a change means a restart that lost what
+ * the shard held in memory (fe_session_shard_lost). */
+static void shard_incarnation(fe_worker_t *w, uint32_t i, uint64_t inc)
+{
+    if (inc == 0 || i >= SG_WIRE_MAX_SHARDS)
+        return;
+    if (i >= w->n_shard_inc) {
+        uint64_t *a = realloc(w->shard_inc, (i + 1) * sizeof *a);
+        if (!a)
+            return;
+        memset(a + w->n_shard_inc, 0, (i + 1 - w->n_shard_inc) * sizeof *a);
+        w->shard_inc = a;
+        w->n_shard_inc = i + 1;
+    }
+    uint64_t was = w->shard_inc[i];
+    w->shard_inc[i] = inc;
+    if (was != 0 && was != inc)
+        fe_session_shard_lost(w, (uint16_t)i, "shard-restarted");
+}
+
+static void on_shard_state(fe_worker_t *w, const sg_wire_hdr_t *h)
+{
+    uint64_t inc;
+    if (sg_wire_get_u64(h, &inc) == SG_OK)
+        shard_incarnation(w, h->shard, inc);
+}
+
+/* The router's answer to our heartbeat: it is there, and which incarnations it knows. A router
+ * that restarted lost the frames it was carrying, in both directions. */
+static void on_router_pong(fe_worker_t *w, const sg_wire_hdr_t *h)
+{
+    sg_wire_router_pong_t p;
+    if (sg_wire_get_router_pong(h, &p) != SG_OK)
+        return;
+    if (w->router_boot != 0 && p.router != w->router_boot)
+        fe_session_shard_lost(w, FE_SHARD_UNKNOWN, "router-restarted");
+    w->router_boot = p.router;
+    uint64_t inc;
+    for (uint32_t i = 0; sg_wire_router_pong_next(&p, &inc); i++)
+        shard_incarnation(w, i, inc);
+}
+
 static void drain_link(fe_worker_t *w)
 {
     /* ZMQ_FD is edge-triggered: read until ZMQ_EVENTS says nothing is left. */
@@ -131,7 +173,11 @@ static void drain_link(fe_worker_t *w)
         atomic_store(&w->router_seen_ms, sg_mono_ms());
         if (sg_wire_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &h) != SG_OK)
             SG_WARN("frontend", "link.malformed", "bytes=%zu", zmq_msg_size(&msg));
-        else if (h.type != SG_MSG_PONG)   /* a PONG only answers our heartbeat */
+        else if (h.type == SG_MSG_PONG)
+            on_router_pong(w, &h);
+        else if (h.type == SG_MSG_SHARD_STATE)
+            on_shard_state(w, &h);
+        else
             fe_session_frame(w, &h);
         zmq_msg_close(&msg);
     }
@@ -332,6 +378,7 @@ void fe_worker_destroy(fe_worker_t **self_p)
     for (uint32_t i = 0; i < w->n_backlog; i++)
         zmq_msg_close(&w->backlog[(w->head_backlog + i) % w->cap_backlog]);
     free(w->backlog);
+    free(w->shard_inc);
     free(w->rx);
     sg_wbuf_fini(&w->tx);
     sg_wbuf_fini(&w->frame);

@@ -7,6 +7,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <jansson.h>
+#include <openssl/rand.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@ typedef struct {
     zsock_t *sock;
     int64_t last_pong;
     bool up;
+    uint64_t incarnation;   /* from its PONGs: a new value means it restarted (0: not heard yet) */
     uint64_t sent, refused;
 } shard_t;
 
@@ -41,6 +43,8 @@ struct rt_router {
     _Atomic size_t shards_up;   /* read by the /readyz thread */
     uint64_t relayed_in, relayed_out, unroutable;
     zhashx_t *peers;     /* frontend routing id -> peer_t, from their heartbeats */
+    uint64_t boot;       /* this start of the router: frontends see a restart in its PONGs */
+    uint64_t *incarnations;   /* of every shard, for the PONGs (n_shards) */
 };
 
 typedef struct {
@@ -65,10 +69,15 @@ static void to_peer(zsock_t *front, zframe_t *peer, const sg_wbuf_t *w)
  * with a PONG so the frontend knows its router is there (its /readyz). */
 static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_wire_hdr_t *h)
 {
+    /* The PONG also carries this router's incarnation and every shard's: a frontend that missed
+     * a SHARD_STATE (or whose router restarted) learns it here within a heartbeat. */
     sg_wire_hdr_t pong = sg_wire_hdr(SG_MSG_PONG, NULL);
     sg_wbuf_t w;
-    sg_wbuf_init(&w, 64);
-    if (sg_wire_encode_hdr(&w, &pong) == SG_OK)
+    sg_wbuf_init(&w, 64 + 8 * r->n_shards);
+    for (size_t i = 0; i < r->n_shards; i++)
+        r->incarnations[i] = r->shards[i].incarnation;
+    if (sg_wire_encode_hdr(&w, &pong) == SG_OK &&
+        sg_wire_put_router_pong(&w, r->boot, r->incarnations, (uint16_t)r->n_shards) == SG_OK)
         to_peer(front, peer, &w);
     sg_wbuf_fini(&w);
     const char *json;
@@ -309,6 +318,26 @@ static void on_front(rt_router_t *r, zsock_t *front)
     zmsg_destroy(&m);
 }
 
+/* Tell every frontend loop seen here which incarnation of shard i answers now: publishes the
+ * earlier one took in and did not acknowledge are gone, and their devices must send them again
+ * (frontends close those connections; MQTT 3.1.1 devices resend on reconnect). */
+static void shard_state(rt_router_t *r, zsock_t *front, size_t i)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_SHARD_STATE, NULL);
+    h.shard = (uint32_t)i;
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 64);
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_u64(&w, r->shards[i].incarnation) == SG_OK) {
+        for (peer_t *p = zhashx_first(r->peers); p; p = zhashx_next(r->peers)) {
+            const char *id = zhashx_cursor(r->peers);
+            zframe_t *peer = zframe_new(id, strlen(id));
+            to_peer(front, peer, &w);
+            zframe_destroy(&peer);
+        }
+    }
+    sg_wbuf_fini(&w);
+}
+
 static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
 {
     shard_t *s = &r->shards[i];
@@ -333,6 +362,16 @@ static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
             atomic_fetch_add(&r->shards_up, 1);
         }
         s->up = true;
+        const char *name;
+        size_t len;
+        uint64_t inc;
+        if (sg_wire_get_shard_pong(&h, &name, &len, &inc) == SG_OK && inc != s->incarnation) {
+            if (s->incarnation)
+                SG_WARN("router", "shard.restarted", "shard=%s reason=\"a new incarnation answers: frontends end the "
+                        "connections whose publishes it never acknowledged\"", s->name);
+            s->incarnation = inc;
+            shard_state(r, front, i);
+        }
         zmsg_destroy(&m);
         return;
     }
@@ -488,7 +527,16 @@ rt_router_t *rt_router_new(const sg_config_t *cfg, const char *name, const char 
     }
     r->ring = rt_ring_new((const char *const *)names, n, (unsigned)sg_config_int(cfg, "cluster.vnodes"));
     r->shards = calloc(n, sizeof *r->shards);
-    if (!r->ring || !r->shards) {
+    r->incarnations = calloc(n ? n : 1, sizeof *r->incarnations);
+    if (RAND_bytes((unsigned char *)&r->boot, sizeof r->boot) != 1 || r->boot == 0)
+        r->boot = (uint64_t)sg_now_ms() | 1;
+    if (n > SG_WIRE_MAX_SHARDS) {
+        SG_ERROR("router", "config.invalid", "key=cluster.shards reason=\"at most %d shards\"", SG_WIRE_MAX_SHARDS);
+        rt_shard_list_free(names, eps, n);
+        rt_router_destroy(&r);
+        return NULL;
+    }
+    if (!r->ring || !r->shards || !r->incarnations) {
         SG_ERROR("router", "config.invalid", "key=cluster.shards reason=\"shard names must be unique\"");
         rt_shard_list_free(names, eps, n);
         rt_router_destroy(&r);
@@ -520,6 +568,7 @@ void rt_router_destroy(rt_router_t **self_p)
         free(r->shards[i].endpoint);
     }
     free(r->shards);
+    free(r->incarnations);
     rt_ring_destroy(&r->ring);
     zhashx_destroy(&r->peers);
     free(r);

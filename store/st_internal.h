@@ -34,6 +34,7 @@ typedef struct {
     int64_t cache_devices;
     int64_t peer_timeout_ms;
     rt_ring_t *ring;        /* cluster.shards on the ring every router builds: which devices are ours */
+    uint64_t incarnation;   /* random, new at every start of the shard (PONG, routers, frontends) */
     char ep_writer[128];    /* net PUSH -> writer PULL */
     char ep_readers[128];   /* net PUSH -> readers PULL */
     char ep_out[128];       /* writer/readers PUSH -> net PULL */

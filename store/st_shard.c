@@ -5,6 +5,7 @@
 #include "st_shard.h"
 #include <czmq.h>
 #include <errno.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sg_log.h"
@@ -67,7 +68,7 @@ static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *i
     h.corr = in->corr;
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_name(&w, n->ctx->name) == SG_OK)
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_shard_pong(&w, n->ctx->name, n->ctx->incarnation) == SG_OK)
         send_frame(n, rid, peer, &w);
     sg_wbuf_fini(&w);
 }
@@ -404,6 +405,10 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->delivery_lock_ms = sg_config_int(cfg, "store.delivery_lock") * 1000;
     c->cache_devices = sg_config_int(cfg, "store.cache_devices");
     c->peer_timeout_ms = sg_config_int(cfg, "store.peer_timeout") * 1000;
+    /* This start of the shard: routers tell frontends when it changes, so that publishes the
+     * previous start took in and never acknowledged are sent again by their devices. */
+    if (RAND_bytes((unsigned char *)&c->incarnation, sizeof c->incarnation) != 1 || c->incarnation == 0)
+        c->incarnation = (uint64_t)sg_now_ms() | 1;
     if (c->default_ttl > c->max_ttl)
         c->default_ttl = c->max_ttl;
     c->ring = st_import_ring(sg_config_str(cfg, "cluster.shards"), (unsigned)sg_config_int(cfg, "cluster.vnodes"));

@@ -606,6 +606,7 @@ static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         want_delivery(w, d);
     }
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_AUTH_RES, d->id);
+    h.shard = w->ctx->partition;   /* the frontend learns which shard holds the session's publishes */
     h.corr = op->h.corr;
     h.status = status;
     h.epoch = status == SG_AUTH_OK ? d->sess.epoch : 0;

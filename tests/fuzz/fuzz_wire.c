@@ -57,5 +57,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)!sg_wire_get_admin(&h, &op, &s, &n);
     (void)!sg_wire_get_json(&h, &s, &n);
     (void)!sg_wire_get_name(&h, &s, &n);
+    uint64_t inc;
+    (void)!sg_wire_get_shard_pong(&h, &s, &n, &inc);
+    (void)!sg_wire_get_u64(&h, &inc);
+    sg_wire_router_pong_t rp;
+    if (sg_wire_get_router_pong(&h, &rp) == SG_OK) {
+        uint16_t seen = 0;
+        while (sg_wire_router_pong_next(&rp, &inc))
+            seen++;
+        if (seen != rp.n)
+            abort();
+    }
     return 0;
 }

@@ -274,6 +274,62 @@ class Streamer:
         return [p for m, p in sorted(self.sent.items()) if m in acked]
 
 
+class UnacknowledgedAtShardCrashTest(ClusterTestBase):
+    """Publishes a shard took in and never acknowledged before it died: the frontend closes their
+    connections as soon as the restarted shard answers (MQTT 3.1.1 devices resend unacknowledged
+    publishes only after reconnecting), and nothing the devices resend is lost. The ack timeout is
+    an hour here, so only the restart can close those connections within the test."""
+    ENV = {"SACGATE_FRONTEND_ACK_TIMEOUT": "3600"}
+
+    def test_devices_with_publishes_lost_in_a_crash_are_made_to_resend(self):
+        gw, shard = self.gw, "store-0"
+        devs = [self.device_on_shard(shard) for _ in range(3)]
+        idle_dev = self.device_on_shard(shard)
+        conns = []
+        for d in devs + [idle_dev]:
+            c = self.raw(port=self.fe0)
+            self.assertEqual(c.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
+            conns.append(c)
+        topic = lambda d: "devices/%s/messages/events/" % d["id"]
+        # acknowledged before the crash
+        for c, d in zip(conns, devs):
+            c.send(sgtest.pkt_publish(topic(d), b"before", qos=1, mid=1))
+            c.expect(4)
+        # publishes that reach the shard and never come back: it is frozen, then killed
+        os.kill(gw.pid(shard), signal.SIGSTOP)
+        lost = [b"lost-%d" % i for i in range(5)]
+        for c, d in zip(conns, devs):
+            for i, p in enumerate(lost):
+                c.send(sgtest.pkt_publish(topic(d), p, qos=1, mid=10 + i))
+        time.sleep(1.0)
+        gw.kill(shard)
+        gw.start_member(shard)
+        gw.wait_member_ready(shard, 60)
+        for c, d in zip(conns[:3], devs):
+            self.assertTrue(c.wait_closed(60), "%s kept its connection with 5 publishes the old shard never "
+                            "acknowledged" % d["id"])
+        # a device with nothing waiting keeps its connection
+        idle = conns[3]
+        idle.send(sgtest.pkt_pingreq())
+        self.assertEqual(idle.expect(13)[0], 13, "the idle device's connection was closed too")
+        # the devices reconnect and resend (DUP) what was not acknowledged: all of it arrives
+        for d in devs:
+            c = self.raw(port=self.fe1)
+            self.assertEqual(c.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
+            for i, p in enumerate(lost):
+                c.send(sgtest.pkt_publish(topic(d), p, qos=1, mid=10 + i, dup=True))
+            acks = [c.expect(4) for _ in lost]
+            self.assertEqual(len(acks), len(lost))
+            c.close()
+        for d in devs:
+            recs = gw.wait_records(d["id"], 1 + len(lost), timeout=30)
+            payloads = [base64.b64decode(r["payload"]) for r in recs]
+            self.assertEqual(payloads[0], b"before")
+            self.assertEqual(sorted(set(payloads[1:])), sorted(lost), "every resent publish is in the log")
+        for c in conns:
+            c.close()
+
+
 class ShardKillTest(ClusterTestBase):
     """SIGKILL each store shard in turn; nothing acknowledged may be lost."""
 
