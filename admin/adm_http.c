@@ -240,6 +240,8 @@ static void finish_cluster(req_t *r)
             json_object_set(o, "devices", json_object_get(st, "devices"));
             json_object_set(o, "sessions", json_object_get(st, "sessions"));
             json_object_set(o, "telemetryNext", json_object_get(st, "telemetryNext"));
+            json_object_set(o, "diskFull", json_object_get(st, "diskFull"));
+            json_object_set(o, "diskFreeBytes", json_object_get(st, "diskFreeBytes"));
         }
         json_decref(st);
         json_array_append_new(shards, o);
@@ -303,7 +305,9 @@ static void finish_metrics(req_t *r)
         json_t *s;
         metric(&w, "# TYPE sacgate_shard_up gauge\n# TYPE sacgate_shard_devices gauge\n"
                    "# TYPE sacgate_shard_sessions gauge\n# TYPE sacgate_shard_telemetry_records_total counter\n"
-                   "# TYPE sacgate_shard_commits_total counter\n# TYPE sacgate_shard_committed_ops_total counter\n");
+                   "# TYPE sacgate_shard_commits_total counter\n# TYPE sacgate_shard_committed_ops_total counter\n"
+                   "# HELP sacgate_shard_disk_full 1 while the shard refuses new data for lack of space.\n"
+                   "# TYPE sacgate_shard_disk_full gauge\n# TYPE sacgate_shard_disk_free_bytes gauge\n");
         json_array_foreach(json_object_get(ring, "shards"), i, s) {
             const char *sn = json_string_value(json_object_get(s, "name"));
             json_t *st = (int)i + 1 < r->n ? part_json(&r->parts[i + 1]) : NULL;
@@ -316,6 +320,9 @@ static void finish_metrics(req_t *r)
                 metric(&w, "sacgate_shard_commits_total{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "batches")));
                 metric(&w, "sacgate_shard_committed_ops_total{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(st, "batchedOps")));
+                metric(&w, "sacgate_shard_disk_full{shard=\"%s\"} %d\n", sn, json_is_true(json_object_get(st, "diskFull")));
+                metric(&w, "sacgate_shard_disk_free_bytes{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(st, "diskFreeBytes")));
             }
             json_decref(st);
         }

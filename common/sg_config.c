@@ -77,6 +77,14 @@ static const spec_t k_specs[] = {
     I("store.delivery_lock", "60", 1, 86400, "seconds a delivery may stay unacknowledged before it is handed out again"),
     I("store.peer_timeout", "30", 3, 3600, "seconds without a heartbeat after which a frontend loop's sessions are ended"),
     I("store.cache_devices", "200000", 1000, 100000000, "device entries kept in memory by the writer"),
+    I("store.disk_min_free", "268435456", 16777216, 1099511627776, "bytes the data volume keeps free: below, the shard "
+      "refuses new data (CONNACK 3, telemetry refused, HTTP 507) and serves reads until space returns; keep it above a "
+      "memtable flush (store.write_buffer) plus a batch: RocksDB aborts on a write that finds the volume full"),
+    I("store.disk_reserve", "67108864", 0, 1099511627776, "bytes preallocated in the data directory (file 'reserve') and "
+      "given back when the volume is all but full, so RocksDB can still flush, recover and start"),
+    I("store.write_buffer", "67108864", 1048576, 1073741824, "bytes of a column family's memtable before it is "
+      "flushed to a table file; the write-ahead log preallocates 1.1 times this on the data volume"),
+    S("store.log_dir", "", "directory of RocksDB's own LOG files (empty: the data directory); at most 4 files of 4 MiB"),
 
     S("admin.bind", "127.0.0.1", "address of the HTTP endpoint"),
     I("admin.port", "8080", 0, 65535, "HTTP port (0 = pick a free port)"),

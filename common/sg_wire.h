@@ -63,6 +63,14 @@ enum {
     SG_AUTH_UNAVAILABLE = 3,       /* shard could not decide (storage error) */
 };
 
+/* TELEMETRY_ACK status */
+enum {
+    SG_TELE_OK = 0,
+    SG_TELE_STALE = 1,       /* not the device's current session: the frontend closes that connection */
+    SG_TELE_MALFORMED = 2,
+    SG_TELE_FULL = 3,        /* the shard's volume is full: refused, not stored */
+};
+
 /* credential kinds in AUTH */
 enum { SG_CRED_SAS = 1, SG_CRED_X509 = 2, SG_CRED_PSK = 3 };
 

@@ -464,7 +464,15 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
         fe_conn_close(c, "shard-unavailable");
         return;
     }
-    if (h->status != 0 || sg_wire_get_pid(h, &pid) != SG_OK) {
+    if (h->status == SG_TELE_FULL) {
+        /* not stored: the device sends it again after reconnecting (CONNACK 3 while the shard is
+         * still full) */
+        SG_WARN("frontend", "telemetry.refused", "device=%s reason=\"the device's shard has no room on its volume\"",
+                c->device);
+        fe_conn_close(c, "shard-storage-full");
+        return;
+    }
+    if (h->status != SG_TELE_OK || sg_wire_get_pid(h, &pid) != SG_OK) {
         SG_INFO("frontend", "session.stale", "device=%s epoch=%llu", c->device, (unsigned long long)c->epoch);
         fe_conn_close(c, "stale-session");
         return;

@@ -13,7 +13,7 @@
 
 static const char *const k_cf_names[ST_CF_COUNT] = {"default", "dev", "tele", "exp", "fb"};
 
-sg_rc st_db_open(st_db_t *db, const char *path, bool sync)
+sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
 {
     char *err = NULL;
     memset(db, 0, sizeof *db);
@@ -34,6 +34,11 @@ sg_rc st_db_open(st_db_t *db, const char *path, bool sync)
     rocksdb_options_set_max_open_files(db->opts, 256);
     rocksdb_options_increase_parallelism(db->opts, 2);
     rocksdb_options_set_keep_log_file_num(db->opts, 4);
+    rocksdb_options_set_max_log_file_size(db->opts, 4u << 20);
+    if (o->log_dir && *o->log_dir)
+        rocksdb_options_set_db_log_dir(db->opts, o->log_dir);
+    if (o->write_buffer > 0)
+        rocksdb_options_set_write_buffer_size(db->opts, (size_t)o->write_buffer);
     for (int i = 0; i < ST_CF_COUNT; i++) {
         db->cf_opts[i] = rocksdb_options_create_copy(db->opts);
         rocksdb_options_set_block_based_table_factory(db->cf_opts[i], i == ST_CF_DEV ? db->dev_table : db->table);
@@ -55,7 +60,7 @@ sg_rc st_db_open(st_db_t *db, const char *path, bool sync)
     }
     db->ro = rocksdb_readoptions_create();
     db->wo_sync = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_set_sync(db->wo_sync, sync ? 1 : 0);
+    rocksdb_writeoptions_set_sync(db->wo_sync, o->sync ? 1 : 0);
     db->wo_nosync = rocksdb_writeoptions_create();
     return SG_OK;
 }

@@ -6,6 +6,7 @@
 
 #include <rocksdb/c.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include "sg_result.h"
 
 typedef enum { ST_CF_DEFAULT = 0, ST_CF_DEV, ST_CF_TELE, ST_CF_EXP, ST_CF_FB, ST_CF_COUNT } st_cf_t;
@@ -24,8 +25,16 @@ typedef struct {
     char *path;
 } st_db_t;
 
-/* Open (creating if missing) the database at path. sync: fsync every acknowledged batch. */
-SG_WUR sg_rc st_db_open(st_db_t *db, const char *path, bool sync);
+typedef struct {
+    bool sync;             /* fsync every acknowledged batch */
+    const char *log_dir;   /* RocksDB's own LOG files (NULL or "": the data directory); bounded to
+                              4 files of 4 MiB so they never grow onto a volume with none to spare */
+    int64_t write_buffer;  /* bytes of a column family's memtable before it becomes a table file;
+                              the WAL preallocates 1.1 times this (0: RocksDB's 64 MiB) */
+} st_db_opts_t;
+
+/* Open (creating if missing) the database at path. */
+SG_WUR sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o);
 void st_db_close(st_db_t *db);
 
 /* Point read. *val is malloc'd (free with rocksdb_free) or NULL when absent. */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include "rt_ring.h"
 #include "st_db.h"
+#include "st_space.h"
 
 typedef struct {
     char name[64];
@@ -35,6 +36,7 @@ typedef struct {
     int64_t peer_timeout_ms;
     rt_ring_t *ring;        /* cluster.shards on the ring every router builds: which devices are ours */
     uint64_t incarnation;   /* random, new at every start of the shard (PONG, routers, frontends) */
+    st_space_t space;       /* the data volume's room (the writer's, after start) */
     char ep_writer[128];    /* net PUSH -> writer PULL */
     char ep_readers[128];   /* net PUSH -> readers PULL */
     char ep_out[128];       /* writer/readers PUSH -> net PULL */
@@ -46,6 +48,8 @@ typedef struct {
     _Atomic uint64_t stat_queued;
     _Atomic uint64_t stat_batches;
     _Atomic uint64_t stat_batch_ops;
+    _Atomic int64_t stat_disk_free;
+    _Atomic bool stat_disk_full;
 } st_ctx_t;
 
 /* Thread bodies (zactor functions); args is the st_ctx_t. */

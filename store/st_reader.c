@@ -280,10 +280,12 @@ static void shard_stats(reader_t *r, rop_t *op)
     st_ctx_t *c = r->ctx;
     uint64_t batches = atomic_load(&c->stat_batches), ops = atomic_load(&c->stat_batch_ops);
     answer(r, op, 200,
-           json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I}", "shard", c->name, "partition", (int)c->partition, "devices",
-                     (json_int_t)atomic_load(&c->stat_devices), "sessions", (json_int_t)atomic_load(&c->stat_sessions),
-                     "telemetryNext", (json_int_t)atomic_load(&c->stat_tele_next), "batches", (json_int_t)batches,
-                     "batchedOps", (json_int_t)ops));
+           json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:b,s:I}", "shard", c->name, "partition", (int)c->partition,
+                     "devices", (json_int_t)atomic_load(&c->stat_devices), "sessions",
+                     (json_int_t)atomic_load(&c->stat_sessions), "telemetryNext",
+                     (json_int_t)atomic_load(&c->stat_tele_next), "batches", (json_int_t)batches, "batchedOps",
+                     (json_int_t)ops, "diskFull", atomic_load(&c->stat_disk_full), "diskFreeBytes",
+                     (json_int_t)atomic_load(&c->stat_disk_free)));
 }
 
 static void park(reader_t *r, rop_t *op)

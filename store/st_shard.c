@@ -8,6 +8,7 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "sg_log.h"
 #include "sg_curve.h"
 #include "sg_time.h"
@@ -424,7 +425,15 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     snprintf(c->ep_writer, sizeof c->ep_writer, "inproc://st-%s-%p-w", name, (void *)c);
     snprintf(c->ep_readers, sizeof c->ep_readers, "inproc://st-%s-%p-r", name, (void *)c);
     snprintf(c->ep_out, sizeof c->ep_out, "inproc://st-%s-%p-o", name, (void *)c);
-    if (st_db_open(&c->db, data_dir, c->sync) != SG_OK) {
+    if (mkdir(data_dir, 0700) != 0 && errno != EEXIST)
+        SG_WARN("store", "data_dir.create_failed", "path=%s reason=\"%s\"", data_dir, strerror(errno));
+    /* Before the database opens: a volume that filled while the shard was down gets its reserve
+     * back, so RocksDB has room to open (and the shard starts refusing new data). */
+    if (st_space_init(&c->space, data_dir, sg_config_int(cfg, "store.disk_min_free"),
+                      sg_config_int(cfg, "store.disk_reserve")) != SG_OK ||
+        st_db_open(&c->db, data_dir, &(st_db_opts_t){.sync = c->sync,
+                                                     .log_dir = sg_config_str(cfg, "store.log_dir"),
+                                                     .write_buffer = sg_config_int(cfg, "store.write_buffer")}) != SG_OK) {
         rt_ring_destroy(&c->ring);
         free(c);
         free(self);

@@ -132,10 +132,25 @@ typedef struct {
 #define DEAD_PEER_KEEP_MS (3600 * 1000)
 
 
+/* The shard's memory no longer matches its disk: end the process so it restarts from its WAL.
+ * _exit, not exit: after a failed write, RocksDB's own clean-up (run by exit's destructors) trips
+ * an assertion in Debian's build and the process would die of SIGABRT instead. */
 static void fatal_io(const char *what)
 {
     SG_ERROR("store", "writer.fatal", "what=%s reason=\"storage write failed; exiting so the shard restarts from its WAL\"", what);
-    exit(70);
+    fflush(NULL);
+    _exit(70);
+}
+
+/* A batch the volume had no room for after all (something else filled it between our look and
+ * the write): the reserve goes back so the restart can open the database. */
+static void fatal_full(writer_t *w, const char *what)
+{
+    st_space_release(&w->ctx->space);
+    SG_ERROR("store", "writer.disk_full", "what=%s free=%lld reason=\"the volume filled under a write; exiting so the "
+             "shard restarts from its WAL with its reserve given back\"", what, (long long)w->ctx->space.free);
+    fflush(NULL);
+    _exit(75);
 }
 
 /* Double the capacity of a growing array (first: the capacity of a new one). */
@@ -649,11 +664,11 @@ static void op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     sg_wire_telemetry_t t;
     uint16_t status = 0;
     if (sg_wire_get_telemetry(&op->h, &t) != SG_OK) {
-        status = 2;
+        status = SG_TELE_MALFORMED;
     } else if (!session_matches(d, op)) {
-        status = 1;   /* stale session: the frontend closes that connection */
+        status = SG_TELE_STALE;   /* the frontend closes that connection */
     } else if (unstamped_props(t.props) + 2 > SG_WIRE_MAX_PROPS) {
-        status = 2;   /* the two stamped ones would not fit (frontends cap bags far lower) */
+        status = SG_TELE_MALFORMED;   /* the two stamped ones would not fit (frontends cap bags far lower) */
     } else {
         /* Drop whatever the device claims about its origin and stamp what the gateway knows. */
         sg_wire_props_t p = t.props;
@@ -685,7 +700,7 @@ static void op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     h.epoch = op->h.epoch;
     h.status = status;
     sg_wbuf_reset(&w->scratch);
-    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, status == 2 ? 0 : t.packet_id) != SG_OK)
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, status == SG_TELE_MALFORMED ? 0 : t.packet_id) != SG_OK)
         fatal_io("ack-encode");
     answer(w, op, &w->scratch);
 }
@@ -1084,6 +1099,59 @@ static void op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 
 /* ---------- dispatch ---------- */
 
+/* Does op bring new data (rather than bookkeeping of what is there)? Those wait for room. */
+static bool brings_data(const op_t *op)
+{
+    uint16_t aop;
+    const char *json;
+    size_t len;
+    if (op->h.type == SG_MSG_TELEMETRY || op->h.type == SG_MSG_AUTH)
+        return true;
+    return op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
+           (aop == SG_ADM_DEVICE_PUT || aop == SG_ADM_MSG_ENQUEUE || aop == SG_ADM_DEVICE_IMPORT);
+}
+
+/* The volume has no room for op: answer it as refused, change nothing. */
+static void refuse_full(writer_t *w, op_t *op)
+{
+    sg_wire_hdr_t h;
+    switch (op->h.type) {
+    case SG_MSG_TELEMETRY: {
+        sg_wire_telemetry_t t;
+        if (!(op->h.flags & SG_WIRE_F_QOS1) || sg_wire_get_telemetry(&op->h, &t) != SG_OK)
+            return;   /* QoS 0: nothing to answer, the message is not kept */
+        h = sg_wire_hdr(SG_MSG_TELEMETRY_ACK, NULL);
+        h.device = op->h.device;
+        h.device_len = op->h.device_len;
+        h.corr = op->h.corr;
+        h.epoch = op->h.epoch;
+        h.status = SG_TELE_FULL;
+        sg_wbuf_reset(&w->scratch);
+        if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, t.packet_id) != SG_OK)
+            fatal_io("ack-encode");
+        break;
+    }
+    case SG_MSG_AUTH: {
+        h = sg_wire_hdr(SG_MSG_AUTH_RES, NULL);
+        h.device = op->h.device;
+        h.device_len = op->h.device_len;
+        h.corr = op->h.corr;
+        h.status = SG_AUTH_UNAVAILABLE;   /* CONNACK 3 */
+        sg_wire_auth_res_t res = {0};
+        sg_wbuf_reset(&w->scratch);
+        if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_auth_res(&w->scratch, &res) != SG_OK)
+            fatal_io("auth-encode");
+        break;
+    }
+    default:
+        answer_admin(w, op, 507, st_error_json("InsufficientStorage", "shard %s: its data volume is full (%lld bytes "
+                     "free, store.disk_min_free is %lld): new data is refused until space is freed; reads work",
+                     w->ctx->name, (long long)w->ctx->space.free, (long long)w->ctx->space.min_free));
+        return;
+    }
+    answer(w, op, &w->scratch);
+}
+
 /* Until resume_at, remember which routers operations came through (they are there). */
 static void note_router(writer_t *w, const op_t *op, int64_t now)
 {
@@ -1459,7 +1527,11 @@ static void cycle(writer_t *w, op_t *first)
             break;
         }
         note_router(w, cur, now);
-        if (cur->h.type == SG_MSG_HELLO)
+        size_t batch_bytes = 0;
+        if (brings_data(cur) && (rocksdb_writebatch_data(w->batch, &batch_bytes),
+                                 !st_space_room(&ctx->space, (int64_t)(batch_bytes + zframe_size(cur->frame)))))
+            refuse_full(w, cur);
+        else if (cur->h.type == SG_MSG_HELLO)
             frontend_hello(w, cur);
         else if (cur->h.type == SG_MSG_ALIVE)
             peer_heard(w, cur);
@@ -1477,8 +1549,11 @@ static void cycle(writer_t *w, op_t *first)
         w->counters_dirty = false;
     }
     if (rocksdb_writebatch_count(w->batch) > 0) {
-        if (st_db_write(&ctx->db, w->batch, true) != SG_OK)
+        if (st_db_write(&ctx->db, w->batch, true) != SG_OK) {
+            if (!st_space_room(&ctx->space, 0))
+                fatal_full(w, "commit");
             fatal_io("commit");
+        }
         rocksdb_writebatch_clear(w->batch);
         zhashx_purge(w->finished);
         atomic_fetch_add(&ctx->stat_batches, 1);
@@ -1493,6 +1568,8 @@ static void cycle(writer_t *w, op_t *first)
      * answer, then deliver. */
     atomic_store(&ctx->stat_devices, w->counters.devices);
     atomic_store(&ctx->stat_sessions, w->sessions);
+    atomic_store(&ctx->stat_disk_free, ctx->space.free);
+    atomic_store(&ctx->stat_disk_full, ctx->space.full);
     atomic_store(&ctx->stat_tele_next, w->tele_next);   /* before the append signal: see st_shard.c */
     zmsg_t *m;
     while ((m = zlist_pop(w->answers)))
@@ -1519,8 +1596,11 @@ static void cycle(writer_t *w, op_t *first)
         zlist_append(w->deliver, d);
     zlist_destroy(&later);
     if (rocksdb_writebatch_count(w->carry) > 0) {
-        if (st_db_write(&ctx->db, w->carry, false) != SG_OK)
+        if (st_db_write(&ctx->db, w->carry, false) != SG_OK) {
+            if (!st_space_room(&ctx->space, 0))
+                fatal_full(w, "carry");
             fatal_io("carry");
+        }
         rocksdb_writebatch_clear(w->carry);
     }
     dev_evict(w);

@@ -1174,13 +1174,15 @@ class GatewayTest(unittest.TestCase):
     """Starts one gateway per test class (topology from SACGATE_TOPOLOGY unless TOPOLOGY is set).
 
     Subclasses may set TOPOLOGY ('all'/'cluster'), SETS (--set values for the all-in-one) and
-    TOKENS ({name: roles} extra API tokens).
+    TOKENS ({name: roles} extra API tokens), GATEWAY (a Gateway class to start instead of the
+    topology's, given the same arguments).
     """
 
     TOPOLOGY = None
     SETS = ()
     ENV = {}          # SACGATE_* variables the gateway's processes start with (any topology)
     TOKENS = {"svc": "service", "reader": "registry-read", "writer": "registry-write"}
+    GATEWAY = None
     gw = None
 
     @classmethod
@@ -1193,7 +1195,7 @@ class GatewayTest(unittest.TestCase):
         saved = {k: os.environ.get(k) for k in cls.ENV}
         os.environ.update(cls.ENV)
         try:
-            cls.gw = start_gateway(topo, **kw)
+            cls.gw = cls.GATEWAY(**kw) if cls.GATEWAY else start_gateway(topo, **kw)
         finally:
             for k, v in saved.items():
                 if v is None:
