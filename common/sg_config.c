@@ -79,7 +79,8 @@ static const spec_t k_specs[] = {
     I("store.cache_devices", "200000", 1000, 100000000, "device entries kept in memory by the writer"),
     I("store.disk_min_free", "268435456", 16777216, 1099511627776, "bytes the data volume keeps free: below, the shard "
       "refuses new data (CONNACK 3, telemetry refused, HTTP 507) and serves reads until space returns; keep it above a "
-      "memtable flush (store.write_buffer) plus a batch: RocksDB aborts on a write that finds the volume full"),
+      "memtable flush (store.write_buffer) plus what a compaction writes before it frees its input: RocksDB aborts on "
+      "a write that finds the volume full"),
     I("store.disk_reserve", "67108864", 0, 1099511627776, "bytes preallocated in the data directory (file 'reserve') and "
       "given back when the volume is all but full, so RocksDB can still flush, recover and start"),
     I("store.write_buffer", "67108864", 1048576, 1073741824, "bytes of a column family's memtable before it is "

@@ -257,6 +257,16 @@ def check(docs):
                 fail("StatefulSet store: volumeClaimTemplate data is not ReadWriteOnce")
             if not get(data[0], "spec", "resources", "requests", "storage"):
                 fail("StatefulSet store: volumeClaimTemplate data requests no storage size")
+        # RocksDB's LOG off the data volume: a full volume must never meet a log write
+        c0 = (containers(sts) or [{}])[0]
+        log_dir = get(env_of(c0).get("SACGATE_STORE_LOG_DIR"), "value")
+        mounts = {get(m, "mountPath"): get(m, "name") for m in (get(c0, "volumeMounts", default=[]) or [])}
+        empty = {get(v, "name") for v in (get(sts, "spec", "template", "spec", "volumes", default=[]) or [])
+                 if isinstance(get(v, "emptyDir"), dict) and get(v, "emptyDir", "sizeLimit")}
+        if not log_dir:
+            fail("StatefulSet store: SACGATE_STORE_LOG_DIR is not set (RocksDB's LOG would share the data volume)")
+        elif mounts.get(log_dir) not in empty:
+            fail(f"StatefulSet store: SACGATE_STORE_LOG_DIR {log_dir!r} is not the mount of a size-limited emptyDir")
 
     # --- Services ---
     def svc_ports(s):

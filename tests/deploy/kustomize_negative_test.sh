@@ -114,6 +114,10 @@ case_ probe-port "livenessProbe uses port 9091, but health.port is 9090" \
               containerPort: 9091"
 case_ name-env "env SACGATE_FRONTEND_NAME must come from fieldRef metadata.name" \
   frontend.yaml "            - name: SACGATE_FRONTEND_NAME" "            - name: SACGATE_FRONTEND_NAMES"
+case_ rocksdb-log-on-data "SACGATE_STORE_LOG_DIR '/var/lib/sacgate/log' is not the mount of a size-limited emptyDir" \
+  store.yaml "              value: /var/log/sacgate" "              value: /var/lib/sacgate/log"
+case_ no-rocksdb-log-dir "SACGATE_STORE_LOG_DIR is not set" \
+  store.yaml "            - name: SACGATE_STORE_LOG_DIR" "            - name: SACGATE_STORE_LOG_DIRS"
 # CURVE between the tiers: the certificate in the configuration, the Secret in every tier.
 case_ no-curve-mount "Deployment router does not mount the Secret sacgate-curve" \
   router.yaml "            - name: curve

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -28,6 +29,10 @@ class TmpfsAllInOne(sgtest.AllInOne):
 
     def start(self, timeout=45):
         self.volume = os.path.join(self.dir, "store-0")
+        # RocksDB's own LOG off the volume, as an operator would have it (and so it can be read)
+        self.rocksdb_log = os.path.join(self.dir, "rocksdb-log")
+        if "store.log_dir=" + self.rocksdb_log not in self.sets:
+            self.sets.append("store.log_dir=" + self.rocksdb_log)
         if not os.path.ismount(self.volume):
             os.makedirs(self.volume, exist_ok=True)
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % VOLUME, "tmpfs", self.volume], check=True,
@@ -114,21 +119,56 @@ class DiskFullTest(sgtest.GatewayTest):
         self.check_acked(dev, acked, sent)
         self.assertEqual(gw.device(other["id"]).status, 200)
 
+        # another process takes what is left: the reserve goes back to the database, reads go on
+        reserve = os.path.join(gw.volume, "reserve")
+        self.assertTrue(os.path.exists(reserve), "the reserve went before the volume was all but full")
+        brim = os.path.join(gw.volume, "brim")
+        self.fill_to(brim, 4 * MIB)
+        self.assertEqual(gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"}).status, 507)
+        self.assertFalse(os.path.exists(reserve), "the reserve was kept on a volume all but full")
+        self.assertTrue(gw.grep_log(r"event=disk\.reserve_released", mark), "no disk.reserve_released log line")
+        self.check_acked(dev, acked, sent)
+
         # a restart while full comes up and serves reads
         gw.kill()
         gw.start()
         self.assertEqual(gw.http("GET", "/healthz", token=None).status, 200)
         self.check_acked(dev, acked, sent)
+        self.assertEqual(gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"}).status, 507)
 
-        # space comes back: writes resume by themselves
+        # space comes back: writes resume by themselves, the reserve is taken again
+        os.unlink(brim)
         os.unlink(filler)
         wait_until(lambda: gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"}).status == 201,
                    30, "writes to resume once space is free")
         self.assertEqual(self.cluster_disk()[0], False)
+        self.assertTrue(os.path.exists(reserve), "the reserve was not taken again")
+        # RocksDB itself never met a full volume
+        logs = os.listdir(gw.rocksdb_log)
+        self.assertTrue(logs, "no RocksDB LOG in store.log_dir")
+        for name in logs:
+            with open(os.path.join(gw.rocksdb_log, name), errors="replace") as f:
+                text = f.read()
+            self.assertNotIn("No space left", text, name)
+            self.assertNotIn("Background IO error", text, name)
         self.assertEqual(self.gw_raw_connect(dev), 0)
         self.check_acked(dev, acked, sent)
 
     # ---- helpers
+
+    def fill_to(self, path, leave):
+        """A file taking all but `leave` bytes of the volume, once RocksDB's flushes and compactions
+        (which need room for their output before they free their input) have settled."""
+        last, steady = None, 0
+        for _ in range(100):
+            f = self.free()
+            steady = steady + 1 if f == last else 0
+            last = f
+            if steady >= 3:
+                break
+            time.sleep(0.2)
+        with open(path, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, self.free() - leave)
 
     def gw_raw(self, dev):
         c = sgtest.RawConn(self.gw)
