@@ -429,10 +429,12 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
         SG_WARN("store", "data_dir.create_failed", "path=%s reason=\"%s\"", data_dir, strerror(errno));
     /* Before the database opens: a volume that filled while the shard was down gets its reserve
      * back, so RocksDB has room to open (and the shard starts refusing new data). */
+    const char *log_dir = sg_config_str(cfg, "store.log_dir");
     if (st_space_init(&c->space, data_dir, sg_config_int(cfg, "store.disk_min_free"),
                       sg_config_int(cfg, "store.disk_reserve")) != SG_OK ||
+        st_space_may_open(&c->space, !*log_dir) != SG_OK ||
         st_db_open(&c->db, data_dir, &(st_db_opts_t){.sync = c->sync,
-                                                     .log_dir = sg_config_str(cfg, "store.log_dir"),
+                                                     .log_dir = log_dir,
                                                      .write_buffer = sg_config_int(cfg, "store.write_buffer")}) != SG_OK) {
         rt_ring_destroy(&c->ring);
         free(c);

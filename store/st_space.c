@@ -31,7 +31,7 @@ static void look(st_space_t *s)
     s->looked_ms = sg_mono_ms();
 }
 
-void st_space_release(st_space_t *s)
+static void release_because(st_space_t *s, const char *why)
 {
     if (!s->reserve_held)
         return;
@@ -39,8 +39,13 @@ void st_space_release(st_space_t *s)
         SG_ERROR("store", "disk.reserve_release_failed", "path=%s reason=\"%s\"", s->reserve_path, strerror(errno));
     s->reserve_held = false;
     look(s);
-    SG_WARN("store", "disk.reserve_released", "path=%s bytes=%lld free=%lld reason=\"the volume is all but full: its "
-            "reserve goes to the database\"", s->reserve_path, (long long)s->reserve_size, (long long)s->free);
+    SG_WARN("store", "disk.reserve_released", "path=%s bytes=%lld free=%lld reason=\"%s\"", s->reserve_path,
+            (long long)s->reserve_size, (long long)s->free, why);
+}
+
+void st_space_release(st_space_t *s)
+{
+    release_because(s, "a write failed for lack of space: the reserve goes to the database");
 }
 
 /* Preallocate the reserve; a volume without room for it keeps none for now. */
@@ -79,10 +84,27 @@ sg_rc st_space_init(st_space_t *s, const char *dir, int64_t min_free, int64_t re
         /* no reserve wanted any more, or a full volume: give it back before the database opens
          * (replaying its log, it writes tables) */
         s->reserve_held = true;
-        st_space_release(s);
+        release_because(s, reserve_size <= 0 ? "store.disk_reserve is 0"
+                                              : "the volume is below its floor: the reserve goes to the database");
     } else if (s->free >= s->min_free + reserve_size) {
         take_reserve(s);
     }
+    return SG_OK;
+}
+
+sg_rc st_space_may_open(const st_space_t *s, bool log_on_volume)
+{
+    if (s->free >= s->min_free)
+        return SG_OK;
+    if (log_on_volume && s->free < MIB) {
+        SG_ERROR("store", "disk.exhausted", "dir=%s free=%lld reason=\"the data volume is full to the last MiB and "
+                 "RocksDB's LOG is on it: the database would abort opening; free space (or set store.log_dir to "
+                 "another volume) and start again\"", s->dir, (long long)s->free);
+        return SG_E_IO;
+    }
+    SG_WARN("store", "disk.opening_full", "dir=%s free=%lld min_free=%lld reason=\"opening on a full volume: reads "
+            "are served, new data is refused until space is freed\"", s->dir, (long long)s->free,
+            (long long)s->min_free);
     return SG_OK;
 }
 
@@ -94,7 +116,7 @@ bool st_space_room(st_space_t *s, int64_t bytes)
         look(s);
     /* all but full despite the refusals (something else writes there): the reserve goes first */
     if (s->reserve_held && s->free < s->min_free / 2)
-        st_space_release(s);
+        release_because(s, "the volume is all but full: the reserve goes to the database");
     bool room = s->free - bytes >= s->min_free;
     int64_t hysteresis = s->min_free / 4 > 4 * MIB ? s->min_free / 4 : 4 * MIB;
     if (!room && !s->full) {

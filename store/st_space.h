@@ -29,6 +29,11 @@ typedef struct {
  * a volume too full for a reserve just has none until space returns. */
 SG_WUR sg_rc st_space_init(st_space_t *s, const char *dir, int64_t min_free, int64_t reserve_size);
 
+/* Can the database open on this volume? Logs the free space when it is below the floor; refuses
+ * (SG_E_IO, with a line saying why) a volume with less than 1 MiB free while RocksDB's own LOG is
+ * on it: RocksDB would abort on its first LOG line, leaving nothing in sacgate's log. */
+SG_WUR sg_rc st_space_may_open(const st_space_t *s, bool log_on_volume);
+
 /* May `bytes` more go to the volume now? Looks at the volume again every 100 ms (every call
  * while full or close to it), logs entering and leaving the full state, gives the reserve back
  * when the volume is all but full and takes it again once there is room. */

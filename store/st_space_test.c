@@ -52,6 +52,11 @@ int main(void)
     CHECK(!st_space_room(&s, 1));
     CHECK(s.full);
     CHECK(!st_space_room(&s, 1));   /* stays full, looks every call */
+    CHECK_RC(st_space_may_open(&s, true), SG_OK);   /* below the floor, not out of space */
+    st_space_t empty = s;
+    empty.free = 4096;              /* as a volume full to the last page would report */
+    CHECK_RC(st_space_may_open(&empty, true), SG_E_IO);
+    CHECK_RC(st_space_may_open(&empty, false), SG_OK);   /* LOG elsewhere: RocksDB fails cleanly */
 
     /* space comes back (here: the operator lowers the minimum): writes resume, the reserve returns */
     s.min_free = 16 * MIB;
