@@ -2,6 +2,7 @@
 #include "sim_cred.h"
 #include <inttypes.h>
 #include <openssl/hmac.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,14 @@ static sim_creds_t *fail(sim_creds_t *c, char *err, size_t err_len, size_t line,
     return NULL;
 }
 
+/* The index after the run of blanks (blank) or of other bytes (!blank) from i in s[0..n). */
+static size_t span(const uint8_t *s, size_t i, size_t n, bool blank)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t') == blank)
+        i++;
+    return i;
+}
+
 sim_creds_t *sim_creds_parse(const char *text, size_t len, char *err, size_t err_len)
 {
     sim_creds_t *c = calloc(1, sizeof *c);
@@ -73,24 +82,16 @@ sim_creds_t *sim_creds_parse(const char *text, size_t len, char *err, size_t err
         if (n > 0 && start[n - 1] == '\r')
             n--;
         /* fields: id, whitespace, key, optional trailing whitespace */
-        size_t i = 0;
-        while (i < n && (start[i] == ' ' || start[i] == '\t'))
-            i++;
+        size_t i = span(start, 0, n, true);
         if (i == n || start[i] == '#')
             continue;
         size_t id_start = i;
-        while (i < n && start[i] != ' ' && start[i] != '\t')
-            i++;
+        i = span(start, i, n, false);
         size_t id_len = i - id_start;
-        while (i < n && (start[i] == ' ' || start[i] == '\t'))
-            i++;
-        size_t key_start = i;
-        while (i < n && start[i] != ' ' && start[i] != '\t')
-            i++;
+        size_t key_start = span(start, i, n, true);
+        i = span(start, key_start, n, false);
         size_t key_len = i - key_start;
-        while (i < n && (start[i] == ' ' || start[i] == '\t'))
-            i++;
-        if (i != n)
+        if (span(start, i, n, true) != n)
             return fail(c, err, err_len, line, "expected 'deviceId base64key' (two fields)");
         if (!sg_device_id_valid((const char *)start + id_start, id_len))
             return fail(c, err, err_len, line, "not a valid device id (1-128 of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ ')");

@@ -441,6 +441,8 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
         free(self);
         return NULL;
     }
+    atomic_store(&c->stat_disk_free, c->space.free);
+    atomic_store(&c->stat_disk_full, c->space.full);
     self->actor = zactor_new(net_actor, self);
     if (!self->actor || !self->ready) {
         st_shard_destroy(&self);

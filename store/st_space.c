@@ -89,6 +89,7 @@ sg_rc st_space_init(st_space_t *s, const char *dir, int64_t min_free, int64_t re
     } else if (s->free >= s->min_free + reserve_size) {
         take_reserve(s);
     }
+    s->full = s->free < s->min_free;   /* st_space_may_open says so in the log */
     return SG_OK;
 }
 

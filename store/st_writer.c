@@ -1568,6 +1568,9 @@ static void cycle(writer_t *w, op_t *first)
      * answer, then deliver. */
     atomic_store(&ctx->stat_devices, w->counters.devices);
     atomic_store(&ctx->stat_sessions, w->sessions);
+    /* A look at the volume now and then without new data too: the figures stay true and the full
+     * state ends as soon as space is back. */
+    st_space_room(&ctx->space, 0);
     atomic_store(&ctx->stat_disk_free, ctx->space.free);
     atomic_store(&ctx->stat_disk_full, ctx->space.full);
     atomic_store(&ctx->stat_tele_next, w->tele_next);   /* before the append signal: see st_shard.c */

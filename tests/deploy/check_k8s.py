@@ -198,13 +198,19 @@ def selects(selector, labels):
 
 # ---------------------------------------------------------------- checks ----------
 
-def check(docs):
+def objects_by_kind_and_name(docs, fail):
+    """{(kind, name): object} of rendered documents; anything that is not a Kubernetes object fails."""
     objs = {}
     for d in docs:
         if not isinstance(d, dict) or "kind" not in d:
             fail(f"rendered output has a document that is not a Kubernetes object: {str(d)[:80]!r}")
             continue
         objs.setdefault((d["kind"], get(d, "metadata", "name")), d)
+    return objs
+
+
+def check(docs):
+    objs = objects_by_kind_and_name(docs, fail)
 
     def need(kind, name, what=""):
         o = objs.get((kind, name))

@@ -43,7 +43,7 @@ import tempfile
 import yaml
 
 # the base's checker sits beside this one (Python puts the script's folder on sys.path)
-from check_k8s import check_image_and_resources, check_locked_down, get  # noqa: E402
+from check_k8s import check_image_and_resources, check_locked_down, get, objects_by_kind_and_name  # noqa: E402
 
 NAMESPACE = "sacgate"
 JOB = "sacgate-sim"
@@ -674,13 +674,7 @@ def load(path):
         except yaml.YAMLError as e:
             print(f"FAIL: {path} is not YAML: {e}")
             sys.exit(1)
-    objs = {}
-    for d in docs:
-        if not isinstance(d, dict) or "kind" not in d:
-            fail(f"rendered output has a document that is not a Kubernetes object: {str(d)[:80]!r}")
-            continue
-        objs.setdefault((d["kind"], get(d, "metadata", "name")), d)
-    return objs
+    return objects_by_kind_and_name(docs, fail)
 
 
 def main():

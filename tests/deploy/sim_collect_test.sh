@@ -53,8 +53,11 @@ for i in 0 1 2; do
 done
 
 failures=0
-check() {   # check NAME EXPECTED-RC EXPECTED-TEXT [collect.sh args...]
+# check NAME EXPECTED-RC EXPECTED-TEXT [collect.sh args...]: a failure is counted in $failures;
+# $ok says whether this one passed (for the checks of its output that follow).
+check() {
   local name=$1 want_rc=$2 want_text=$3 rc=0
+  ok=0
   shift 3
   rm -rf "$tmp/out"
   PATH=$tmp/bin:$PATH FAKE_K8S=$fake KUBECTL=kubectl SACGATE_SIM=$sim \
@@ -63,9 +66,10 @@ check() {   # check NAME EXPECTED-RC EXPECTED-TEXT [collect.sh args...]
     echo "FAIL: $name: collect.sh exited $rc (want $want_rc), output (want '$want_text'):"
     sed 's/^/    /' "$tmp/$name.out"
     failures=$((failures + 1))
-    return 1
+    return 0
   fi
   echo "ok: $name: $(grep -F -m1 -- "$want_text" "$tmp/$name.out")"
+  ok=1
 }
 merged_slices() {   # merged_slices N: merged.json holds slices 0..N-1 of 3 devices of 6 (or the given ones)
   /usr/bin/python3 - "$tmp/out/merged.json" "$@" <<'PY'
@@ -98,7 +102,8 @@ fi
 printf 'sacgate-sim: import failed: HTTP 503\n' >"$fake/logs/sacgate-sim-1-bbbbb"
 cp "$tmp/run-1.log" "$fake/logs/sacgate-sim-1-ddddd"
 cp "$tmp/run-2.log" "$fake/logs/sacgate-sim-2-ccccc"
-if check all-slices 0 "merged 3 of 3 slices"; then
+check all-slices 0 "merged 3 of 3 slices"
+if [ "$ok" -eq 1 ]; then
   if ! err=$(merged_slices 0 1 2 2>&1); then echo "FAIL: all-slices: $err"; failures=$((failures + 1)); fi
   for i in 0 1 2; do
     [ -s "$tmp/out/slice-$i.json" ] || { echo "FAIL: all-slices: no slice-$i.json"; failures=$((failures + 1)); }
@@ -114,9 +119,10 @@ fi
 echo "3/0/2/1" >"$fake/job.status"
 sed -i 's/^sacgate-sim-2-ccccc|2|Succeeded/sacgate-sim-2-ccccc|2|Failed/' "$fake/pods"
 printf 'level=warn comp=entrypoint event=nofile.low\nKilled\n' >"$fake/logs/sacgate-sim-2-ccccc"
-check missing-slice 1 "slice 2: no summary (pods: sacgate-sim-2-ccccc (Failed))" || true
+check missing-slice 1 "slice 2: no summary (pods: sacgate-sim-2-ccccc (Failed))"
 if [ -e "$tmp/out/merged.json" ]; then echo "FAIL: missing-slice: merged anyway"; failures=$((failures + 1)); fi
-if check partial 0 "merged 2 of 3 slices" --partial; then
+check partial 0 "merged 2 of 3 slices" --partial
+if [ "$ok" -eq 1 ]; then
   if ! err=$(merged_slices 0 1 2>&1); then echo "FAIL: partial: $err"; failures=$((failures + 1)); fi
   grep -q "^slice 2:" "$tmp/out/MISSING" || { echo "FAIL: partial: slice 2 not in MISSING"; failures=$((failures + 1)); }
 fi
@@ -124,11 +130,11 @@ fi
 # 3. still running: missing slices come with the hint to wait.
 echo "3/1/2/0" >"$fake/job.status"
 sed -i 's/^sacgate-sim-2-ccccc|2|Failed/sacgate-sim-2-ccccc|2|Running/' "$fake/pods"
-check running 1 "wait --for=condition=complete job/sacgate-sim" || true
+check running 1 "wait --for=condition=complete job/sacgate-sim"
 
 # 4. nothing to merge even with --partial.
 : >"$fake/pods"
-check no-pods 1 "no slice has a summary" --partial || true
+check no-pods 1 "no slice has a summary" --partial
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) failed"

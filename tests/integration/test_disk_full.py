@@ -131,14 +131,20 @@ class DiskFullTest(sgtest.GatewayTest):
 
         # a restart while full comes up and serves reads
         gw.kill()
+        restart = gw.log_mark()
         gw.start()
         self.assertEqual(gw.http("GET", "/healthz", token=None).status, 200)
+        self.assertTrue(gw.grep_log(r"event=disk\.opening_full", restart), "no disk.opening_full log line")
+        self.assertTrue(gw.grep_log(r"event=demo\.not_registered", restart), "sacgate all's demo device was written")
         self.check_acked(dev, acked, sent)
         self.assertEqual(gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"}).status, 507)
 
         # space comes back: writes resume by themselves, the reserve is taken again
         os.unlink(brim)
         os.unlink(filler)
+        # the shard notices without being written to (its figures stay true)
+        wait_until(lambda: self.cluster_disk()[0] is False, 30, "diskFull to clear with space back")
+        self.assertTrue(gw.grep_log(r"event=disk\.ok", mark), "no disk.ok log line")
         wait_until(lambda: gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"}).status == 201,
                    30, "writes to resume once space is free")
         self.assertEqual(self.cluster_disk()[0], False)
