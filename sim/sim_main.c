@@ -460,6 +460,7 @@ static int run(sim_opts_t *o)
     int64_t g[SIM_G_COUNT];
     int64_t t0 = r.ctl->t0_us, last_sample = t0, hold_from = -1;
     int64_t first_attempt_us = -1, storm_due = -1, disrupt_due = -1, disrupt_us = -1;
+    uint64_t drops_at_disrupt = 0;
     bool storm_pending = o->storm_after >= 0, disrupt_pending = o->disrupt_after >= 0;
     const char *why = "duration";
     int64_t peak_online = -1;
@@ -488,11 +489,13 @@ static int run(sim_opts_t *o)
             res.disrupt_status = run_command(o->disrupt_command);
             disrupt_us = sim_mono_us();
             res.disrupt_dropped = 0;
+            drops_at_disrupt = sum_drop(c);
         }
         if (disrupt_us >= 0 && res.disrupt_all_back_after < 0) {
+            /* the sessions that went down: counted as drops, not read off the online dip (devices
+             * that reconnect between two looks would be missed) */
+            res.disrupt_dropped = (int64_t)(sum_drop(c) - drops_at_disrupt);
             int64_t down = (int64_t)o->slice_n - g[SIM_G_ONLINE];
-            if (down > res.disrupt_dropped)
-                res.disrupt_dropped = down;
             /* back: every device online again after some went down (or 10 s without any going down) */
             if (down == 0 && (res.disrupt_dropped > 0 || now - disrupt_us > 10000000)) {
                 res.disrupt_all_back_after = (double)(now - disrupt_us) / 1e6;
