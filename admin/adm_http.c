@@ -239,7 +239,10 @@ static void finish_cluster(req_t *r)
         if (st) {
             json_object_set(o, "devices", json_object_get(st, "devices"));
             json_object_set(o, "sessions", json_object_get(st, "sessions"));
-            json_object_set(o, "telemetryNext", json_object_get(st, "telemetryNext"));
+            static const char *const keys[] = {"telemetryOldest", "telemetryLast", "feedbackOldest", "feedbackLast",
+                                               "retention"};
+            for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+                json_object_set(o, keys[k], json_object_get(st, keys[k]));
             json_object_set(o, "diskFull", json_object_get(st, "diskFull"));
             json_object_set(o, "diskFreeBytes", json_object_get(st, "diskFreeBytes"));
         }
@@ -265,13 +268,19 @@ static void h_cluster(req_t *r, const char *id)
 static void metric(sg_wbuf_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void metric(sg_wbuf_t *w, const char *fmt, ...)
 {
-    char line[512];
-    va_list ap;
+    char line[512], *text = line;
+    va_list ap, again;
     va_start(ap, fmt);
+    va_copy(again, ap);
     int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (n > 0 && sg_wbuf_bytes(w, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1) != SG_OK)
-        return;
+    if (n >= (int)sizeof line && (text = malloc((size_t)n + 1)) != NULL)   /* a long HELP block: never cut */
+        vsnprintf(text, (size_t)n + 1, fmt, again);
+    va_end(again);
+    if (n > 0 && text && sg_wbuf_bytes(w, text, (size_t)n) != SG_OK)
+        SG_WARN("admin", "metrics.too_big", "bytes=%zu", w->len);
+    if (text != line)
+        free(text);
 }
 
 static void finish_metrics(req_t *r)
@@ -308,6 +317,10 @@ static void finish_metrics(req_t *r)
                    "# TYPE sacgate_shard_commits_total counter\n# TYPE sacgate_shard_committed_ops_total counter\n"
                    "# HELP sacgate_shard_disk_full 1 while the shard refuses new data for lack of space.\n"
                    "# TYPE sacgate_shard_disk_full gauge\n# TYPE sacgate_shard_disk_free_bytes gauge\n");
+        metric(&w, "# HELP sacgate_shard_telemetry_oldest_offset The oldest telemetry offset retention kept.\n"
+                   "# TYPE sacgate_shard_telemetry_oldest_offset gauge\n"
+                   "# HELP sacgate_shard_retention_dropped_total Records dropped by retention (age or size).\n"
+                   "# TYPE sacgate_shard_retention_dropped_total counter\n");
         json_array_foreach(json_object_get(ring, "shards"), i, s) {
             const char *sn = json_string_value(json_object_get(s, "name"));
             json_t *st = (int)i + 1 < r->n ? part_json(&r->parts[i + 1]) : NULL;
@@ -316,7 +329,15 @@ static void finish_metrics(req_t *r)
                 metric(&w, "sacgate_shard_devices{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "devices")));
                 metric(&w, "sacgate_shard_sessions{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "sessions")));
                 metric(&w, "sacgate_shard_telemetry_records_total{shard=\"%s\"} %lld\n", sn,
-                       (long long)json_integer_value(json_object_get(st, "telemetryNext")));
+                       (long long)json_integer_value(json_object_get(st, "telemetryLast")) + 1);
+                metric(&w, "sacgate_shard_telemetry_oldest_offset{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(st, "telemetryOldest")));
+                json_t *ret = json_object_get(st, "retention");
+                static const char *const logs[][2] = {{"telemetry", "telemetry"}, {"feedback", "feedback"},
+                                                      {"deadLetters", "deadletters"}};
+                for (size_t k = 0; k < 3; k++)
+                    metric(&w, "sacgate_shard_retention_dropped_total{shard=\"%s\",log=\"%s\"} %lld\n", sn, logs[k][1],
+                           (long long)json_integer_value(json_object_get(json_object_get(ret, logs[k][0]), "dropped")));
                 metric(&w, "sacgate_shard_commits_total{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "batches")));
                 metric(&w, "sacgate_shard_committed_ops_total{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(st, "batchedOps")));
@@ -382,6 +403,7 @@ static void h_device_delete(req_t *r, const char *id) { device_op(r, id, SG_ADM_
 static void h_enqueue(req_t *r, const char *id) { body_op(r, id, SG_ADM_MSG_ENQUEUE); }
 static void h_msg_list(req_t *r, const char *id) { device_op(r, id, SG_ADM_MSG_LIST, "{}"); }
 static void h_msg_purge(req_t *r, const char *id) { device_op(r, id, SG_ADM_MSG_PURGE, "{}"); }
+static void h_dead_list(req_t *r, const char *id) { device_op(r, id, SG_ADM_DEADLETTER_LIST, "{}"); }
 
 static bool query_int(req_t *r, const char *name, long long lo, long long hi, long long *out)
 {
@@ -400,6 +422,31 @@ static bool query_int(req_t *r, const char *name, long long lo, long long hi, lo
     return true;
 }
 
+/* Whether partition is one of the cluster's (answers the request when not). */
+static bool partition_known(req_t *r, long long partition)
+{
+    int shards = adm_bridge_shards(r->adm->bridge);
+    if (shards == 0) {
+        error(r, 503, "RouterUnavailable", "the cluster's partitions are not known yet; retry");
+        return false;
+    }
+    if (partition >= shards) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "partition %lld does not exist; partitions are 0 to %d", partition, shards - 1);
+        error(r, 404, "PartitionNotFound", msg);
+        return false;
+    }
+    return true;
+}
+
+static bool group_valid(req_t *r, const char *g)
+{
+    if (sg_group_valid(g, strlen(g)))
+        return true;
+    error(r, 400, "InvalidGroup", "a consumer group's name is 1-64 of A-Z a-z 0-9 . _ -");
+    return false;
+}
+
 static void h_telemetry(req_t *r, const char *id)
 {
     (void)id;
@@ -407,21 +454,42 @@ static void h_telemetry(req_t *r, const char *id)
     if (!query_int(r, "partition", 0, 1 << 20, &partition) || !query_int(r, "after", -1, INT64_MAX - 1, &after) ||
         !query_int(r, "max", 1, 1000, &max) || !query_int(r, "wait", 0, 60, &wait))
         return;
-    int shards = adm_bridge_shards(r->adm->bridge);
-    if (shards == 0) {
-        error(r, 503, "RouterUnavailable", "the cluster's partitions are not known yet; retry");
+    const char *group = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "group");
+    if (group && MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after")) {
+        error(r, 400, "InvalidQuery", "a read names either a consumer group or an 'after' offset, not both");
         return;
     }
-    if (partition >= shards) {
-        char msg[120];
-        snprintf(msg, sizeof msg, "partition %lld does not exist; partitions are 0 to %d", partition, shards - 1);
-        error(r, 404, "PartitionNotFound", msg);
+    if ((group && !group_valid(r, group)) || !partition_known(r, partition))
         return;
-    }
-    char q[160];
-    snprintf(q, sizeof q, "{\"after\":%lld,\"max\":%lld,\"wait\":%lld}", after, max, wait);
-    zframe_t *f = admin_frame(NULL, (uint32_t)partition, SG_ADM_TELEMETRY_READ, q);
+    json_t *q = json_pack("{s:I,s:I,s:I}", "after", (json_int_t)after, "max", (json_int_t)max, "wait", (json_int_t)wait);
+    if (group)
+        json_object_set_new(q, "group", json_string(group));
+    char *text = json_dumps(q, JSON_COMPACT);
+    json_decref(q);
+    zframe_t *f = text ? admin_frame(NULL, (uint32_t)partition, SG_ADM_TELEMETRY_READ, text) : NULL;
+    free(text);
     submit(r, &f, 1, wait * 1000 + r->adm->timeout_ms, finish_passthrough);
+}
+
+/* POST /v1/telemetry/groups/{group}/commit {"partition", "offset"}: the group's position, durable
+ * in the partition's shard before the 204. */
+static void h_group_commit(req_t *r, const char *group)
+{
+    json_t *b = body_json(r);
+    if (!b)
+        return;
+    json_t *p = json_object_get(b, "partition"), *o = json_object_get(b, "offset");
+    if (!json_is_integer(p) || !json_is_integer(o) || json_integer_value(p) < 0 || json_integer_value(o) < -1) {
+        error(r, 400, "InvalidCommit", "a commit is {\"partition\": n >= 0, \"offset\": the last offset read, or -1}");
+    } else if (group_valid(r, group) && partition_known(r, json_integer_value(p))) {
+        json_t *q = json_pack("{s:s,s:O}", "group", group, "offset", o);
+        char *text = json_dumps(q, JSON_COMPACT);
+        json_decref(q);
+        zframe_t *f = text ? admin_frame(NULL, (uint32_t)json_integer_value(p), SG_ADM_GROUP_COMMIT, text) : NULL;
+        free(text);
+        submit(r, &f, 1, r->adm->timeout_ms, finish_passthrough);
+    }
+    json_decref(b);
 }
 
 /* Starts at the request's headers (see on_request); lines are taken as the body arrives. */
@@ -445,6 +513,7 @@ static const route_t k_routes[] = {
     {"GET", "/metrics", ANY_ROLE, h_metrics},
     {"GET", "/v1/cluster", ADM_ROLE_ADMIN, h_cluster},
     {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, h_telemetry},
+    {"POST", "/v1/telemetry/groups/*/commit", ADM_ROLE_SERVICE, h_group_commit},
     {"POST", IMPORT_PATH, ADM_ROLE_REGISTRY_WRITE, h_import},
     {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, h_device_put},
     {"GET", "/v1/devices/*", ADM_ROLE_REGISTRY_READ, h_device_get},
@@ -452,6 +521,7 @@ static const route_t k_routes[] = {
     {"POST", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_enqueue},
     {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_msg_list},
     {"DELETE", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_msg_purge},
+    {"GET", "/v1/devices/*/deadletters", ADM_ROLE_SERVICE, h_dead_list},
 };
 
 /* Match url against pattern; the '*' segment is copied to id. */

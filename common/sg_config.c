@@ -85,6 +85,14 @@ static const spec_t k_specs[] = {
       "given back when the volume is all but full, so RocksDB can still flush, recover and start"),
     I("store.write_buffer", "67108864", 1048576, 1073741824, "bytes of a column family's memtable before it is "
       "flushed to a table file; the write-ahead log preallocates 1.1 times this on the data volume"),
+    I("store.telemetry_retention", "86400", 1, 604800, "seconds telemetry is kept (at most 7 days)"),
+    I("store.telemetry_max_bytes", "0", 0, 1125899906842624, "bytes of telemetry table files kept per partition, "
+      "oldest dropped first (0: no limit but the age); the newest store.write_buffer bytes come on top"),
+    I("store.feedback_retention", "86400", 1, 604800, "seconds feedback records are kept (at most 7 days)"),
+    I("store.feedback_max_bytes", "0", 0, 1125899906842624, "bytes of feedback table files kept per shard (0: no limit "
+      "but the age)"),
+    I("store.deadletter_retention", "86400", 1, 604800, "seconds dead-lettered messages are kept (at most 7 days)"),
+    I("store.retention_interval", "10", 1, 3600, "seconds between two looks of the retention thread"),
     S("store.log_dir", "", "directory of RocksDB's own LOG files (empty: the data directory); at most 4 files of 4 MiB"),
 
     S("admin.bind", "127.0.0.1", "address of the HTTP endpoint"),

@@ -354,5 +354,16 @@ sg_rc sg_wire_get_u64(const sg_wire_hdr_t *h, uint64_t *v)
 bool sg_adm_op_writes(uint16_t op)
 {
     return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE ||
-           op == SG_ADM_DEVICE_IMPORT;
+           op == SG_ADM_DEVICE_IMPORT || op == SG_ADM_GROUP_COMMIT;
+}
+
+bool sg_group_valid(const char *g, size_t len)
+{
+    if (len == 0 || len > SG_GROUP_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((g[i] >= 'a' && g[i] <= 'z') || (g[i] >= 'A' && g[i] <= 'Z') || (g[i] >= '0' && g[i] <= '9') ||
+              g[i] == '.' || g[i] == '_' || g[i] == '-'))
+            return false;
+    return true;
 }

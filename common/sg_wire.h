@@ -224,10 +224,16 @@ typedef enum {
     SG_ADM_SHARD_STATS,
     SG_ADM_MSG_PURGE,
     SG_ADM_DEVICE_IMPORT,   /* registry entries for one shard, {"line":n,"entry":{..}} a line (store/st_import.c) */
+    SG_ADM_GROUP_COMMIT,    /* a consumer group's telemetry position in one partition {"group","offset"} */
+    SG_ADM_DEADLETTER_LIST, /* a device's dead letters */
     SG_ADM_OP_MAX
 } sg_adm_op_t;
 
 /* True when op changes state (goes to the shard's writer rather than a reader). */
 bool sg_adm_op_writes(uint16_t op);
+
+/* A telemetry consumer group's name: 1 to SG_GROUP_MAX of A-Z a-z 0-9 . _ - */
+#define SG_GROUP_MAX 64
+bool sg_group_valid(const char *g, size_t len);
 
 #endif

@@ -180,6 +180,14 @@ static void test_deliver_and_small_bodies(void)
     CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
     CHECK_RC(sg_wire_get_admin(&h, &op, &json, &len), SG_OK);
     CHECK(op == SG_ADM_MSG_ENQUEUE && len == 2 && sg_adm_op_writes(op) && !sg_adm_op_writes(SG_ADM_DEVICE_GET));
+    CHECK(sg_adm_op_writes(SG_ADM_GROUP_COMMIT) && !sg_adm_op_writes(SG_ADM_TELEMETRY_READ) &&
+          !sg_adm_op_writes(SG_ADM_DEADLETTER_LIST));
+    CHECK(sg_group_valid("billing-2.eu_west", 17) && sg_group_valid("g", 1));
+    CHECK(!sg_group_valid("", 0) && !sg_group_valid("a:b", 3) && !sg_group_valid("a/b", 3) &&
+          !sg_group_valid("a b", 3) && !sg_group_valid("\xc3\xa9", 2) && !sg_group_valid("a\0b", 3));
+    char long_group[SG_GROUP_MAX + 1];
+    memset(long_group, 'g', sizeof long_group);
+    CHECK(sg_group_valid(long_group, SG_GROUP_MAX) && !sg_group_valid(long_group, SG_GROUP_MAX + 1));
     sg_wbuf_fini(&w);
     w = frame(SG_MSG_ADMIN, "dev");
     CHECK_RC(sg_wire_put_admin(&w, SG_ADM_OP_MAX, "{}", 2), SG_OK);

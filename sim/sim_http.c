@@ -368,10 +368,10 @@ static void discover(backend_t *b)
     size_t i;
     json_t *s;
     json_array_foreach(shards, i, s) {
-        json_t *p = json_object_get(s, "partition"), *next = json_object_get(s, "telemetryNext");
+        json_t *p = json_object_get(s, "partition"), *last = json_object_get(s, "telemetryLast");
         if (json_is_integer(p) && json_integer_value(p) >= 0 && json_integer_value(p) < MAX_PARTITIONS &&
-            json_is_integer(next))
-            b->after[json_integer_value(p)] = json_integer_value(next) - 1;
+            json_is_integer(last))
+            b->after[json_integer_value(p)] = json_integer_value(last);
     }
     if (b->partitions == 0)
         b->partitions = (int)json_array_size(shards);

@@ -11,7 +11,7 @@
 #include "sg_log.h"
 #include "st_keys.h"
 
-static const char *const k_cf_names[ST_CF_COUNT] = {"default", "dev", "tele", "exp", "fb"};
+static const char *const k_cf_names[ST_CF_COUNT] = {"default", "dev", "tele", "exp", "fb", "dlx"};
 
 sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
 {
@@ -39,6 +39,11 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
         rocksdb_options_set_db_log_dir(db->opts, o->log_dir);
     if (o->write_buffer > 0)
         rocksdb_options_set_write_buffer_size(db->opts, (size_t)o->write_buffer);
+    /* A WAL file stays until every column family with data in it has flushed; the quiet ones
+     * (sessions, counters) would keep the busy telemetry's WAL files for ever (RocksDB's default
+     * bound is four times all memtables together, gigabytes). Past twice one memtable, the
+     * families holding the oldest WAL file are flushed. */
+    rocksdb_options_set_max_total_wal_size(db->opts, 2 * (uint64_t)(o->write_buffer > 0 ? o->write_buffer : 64 << 20));
     for (int i = 0; i < ST_CF_COUNT; i++) {
         db->cf_opts[i] = rocksdb_options_create_copy(db->opts);
         rocksdb_options_set_block_based_table_factory(db->cf_opts[i], i == ST_CF_DEV ? db->dev_table : db->table);

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include "sg_result.h"
 
-typedef enum { ST_CF_DEFAULT = 0, ST_CF_DEV, ST_CF_TELE, ST_CF_EXP, ST_CF_FB, ST_CF_COUNT } st_cf_t;
+typedef enum { ST_CF_DEFAULT = 0, ST_CF_DEV, ST_CF_TELE, ST_CF_EXP, ST_CF_FB, ST_CF_DLX, ST_CF_COUNT } st_cf_t;
 
 typedef struct {
     rocksdb_t *db;

@@ -34,6 +34,12 @@ typedef struct {
     int64_t delivery_lock_ms;
     int64_t cache_devices;
     int64_t peer_timeout_ms;
+    int64_t tele_retention_ms;      /* telemetry older than this is dropped */
+    int64_t tele_max_bytes;         /* ...and beyond this much on disk (0: no limit) */
+    int64_t fb_retention_ms;        /* the same for feedback */
+    int64_t fb_max_bytes;
+    int64_t dead_retention_ms;      /* dead letters */
+    int64_t retention_interval_ms;  /* how often the retention thread looks */
     rt_ring_t *ring;        /* cluster.shards on the ring every router builds: which devices are ours */
     uint64_t incarnation;   /* random, new at every start of the shard (PONG, routers, frontends) */
     st_space_t space;       /* the data volume's room (the writer's, after start) */
@@ -45,6 +51,13 @@ typedef struct {
     _Atomic uint64_t stat_devices;
     _Atomic uint64_t stat_sessions;
     _Atomic uint64_t stat_tele_next;
+    _Atomic uint64_t stat_fb_next;
+    /* published by the retention thread (loaded before the writer starts) */
+    _Atomic uint64_t stat_tele_oldest;
+    _Atomic uint64_t stat_fb_oldest;
+    _Atomic uint64_t stat_retired_tele;
+    _Atomic uint64_t stat_retired_fb;
+    _Atomic uint64_t stat_retired_dead;
     _Atomic uint64_t stat_queued;
     _Atomic uint64_t stat_batches;
     _Atomic uint64_t stat_batch_ops;
@@ -56,6 +69,11 @@ typedef struct {
 #include <czmq.h>
 void st_writer_actor(zsock_t *pipe, void *args);
 void st_reader_actor(zsock_t *pipe, void *args);
+void st_retain_actor(zsock_t *pipe, void *args);   /* st_retain.c */
+
+/* The oldest retained telemetry offset and feedback sequence of the previous start, into
+ * stat_tele_oldest and stat_fb_oldest (before the writer starts: it numbers on from them). */
+SG_WUR sg_rc st_retain_load(st_ctx_t *c);
 
 /* The ring of a cluster.shards list (names, or name=endpoint pairs, comma-separated) with vnodes
  * points per shard: the one every router builds from the same settings. NULL when it cannot be

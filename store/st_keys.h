@@ -9,14 +9,19 @@
  * Column family "tele": {offset:be64} -> telemetry record (this shard's partition).
  * Column family "exp":  {expires_ms:be64}{id}\0{seq:be64} -> "" (expiry order, swept from the start).
  * Column family "fb":   {seq:be64} -> feedback record.
+ * Column family "dlx":  {dead_ms:be64}{id}\0{seq:be64} -> "" (dead letters in the order they age
+ *                       out: the retention sweep reads it from the start and stops at its cutoff).
  * Default column family: "shard" -> shard counters; "L{id}" -> "" while the device has a live
- * session (so a restarted shard finds its sessions without a scan). */
+ * session (so a restarted shard finds its sessions without a scan); "G{group}" -> the consumer
+ * group's committed telemetry position (be64 of offset + 1: 0 is "nothing read yet");
+ * "retained" -> the oldest retained telemetry offset and feedback sequence (two be64). */
 #ifndef ST_KEYS_H
 #define ST_KEYS_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include "sg_wire.h"
 
 #define ST_KEY_MAX (128 + 2 + 8 + 8)
 
@@ -55,7 +60,8 @@ static inline size_t st_key_dev_seq(char *out, const char *id, size_t id_len, ch
     return n + 8;
 }
 
-/* {expires}{id}\0{seq}. */
+/* {expires}{id}\0{seq}; the dead-letter index ("dlx") has the same shape with the time it was
+ * dead-lettered in front. */
 static inline size_t st_key_exp(char *out, int64_t expires_ms, const char *id, size_t id_len, uint64_t seq)
 {
     st_be64((uint8_t *)out, (uint64_t)expires_ms);
@@ -66,6 +72,18 @@ static inline size_t st_key_exp(char *out, int64_t expires_ms, const char *id, s
 }
 
 #define ST_LIVE_PREFIX "L"
+#define ST_GROUP_PREFIX "G"
+#define ST_GROUP_MAX SG_GROUP_MAX
+#define ST_RETAINED_KEY "retained"
+
+/* G{group} */
+static inline size_t st_key_group(char *out, const char *group, size_t len)
+{
+    out[0] = ST_GROUP_PREFIX[0];
+    memcpy(out + 1, group, len);
+    return len + 1;
+}
+
 
 /* L{id} */
 static inline size_t st_key_live(char *out, const char *id, size_t id_len)

@@ -162,7 +162,34 @@ static bool fits_page(size_t *bytes, const json_t *item)
     return true;
 }
 
-static void msg_list(reader_t *r, rop_t *op)
+/* One queued message as JSON, or NULL when its record is damaged (skipped). */
+static json_t *queued_json(const char *v, size_t vl, const rop_t *op)
+{
+    (void)op;
+    st_msg_t m;
+    return st_msg_get(v, vl, &m) == SG_OK ? msg_json(&m) : NULL;
+}
+
+/* One dead letter: the message, why and when it was dead-lettered. */
+static json_t *dead_json(const char *v, size_t vl, const rop_t *op)
+{
+    st_msg_t m;
+    uint8_t reason;
+    int64_t at;
+    if (st_dead_get(v, vl, &reason, &at, &m) != SG_OK) {
+        SG_ERROR("store", "deadletter.damaged", "device=%.*s", (int)op->h.device_len, op->h.device);
+        return NULL;
+    }
+    json_t *j = msg_json(&m);
+    json_object_set_new(j, "reason", json_string(st_outcome_name(reason)));
+    json_object_set_new(j, "deadLetteredAt", time_json(at));
+    return j;
+}
+
+/* The records of one kind under a device ({id}\0{kind}{seq}), oldest first, as {"deviceId",
+ * field: [...], "more"}; at most one page (the rest are newer). */
+static void dev_list(reader_t *r, rop_t *op, char kind, const char *field,
+                     json_t *(*to_json)(const char *v, size_t vl, const rop_t *op))
 {
     st_db_t *db = &r->ctx->db;
     size_t n;
@@ -174,7 +201,7 @@ static void msg_list(reader_t *r, rop_t *op)
     }
     rocksdb_free(reg);
     char key[ST_KEY_MAX];
-    size_t plen = st_key_dev(key, op->h.device, op->h.device_len, ST_K_QUEUE);
+    size_t plen = st_key_dev(key, op->h.device, op->h.device_len, kind);
     json_t *arr = json_array();
     size_t bytes = 0;
     bool more = false;
@@ -186,13 +213,12 @@ static void msg_list(reader_t *r, rop_t *op)
             break;
         const char *v = rocksdb_iter_value(it, &vl);
         if (json_array_size(arr) >= LIST_MAX) {
-            more = true;   /* the queue is longer than one answer; these are its oldest */
+            more = true;
             break;
         }
-        st_msg_t m;
-        if (st_msg_get(v, vl, &m) != SG_OK)
+        json_t *j = to_json(v, vl, op);
+        if (!j)
             continue;
-        json_t *j = msg_json(&m);
         if (!fits_page(&bytes, j)) {
             json_decref(j);
             more = true;
@@ -201,7 +227,7 @@ static void msg_list(reader_t *r, rop_t *op)
         json_array_append_new(arr, j);
     }
     rocksdb_iter_destroy(it);
-    answer(r, op, 200, json_pack("{s:s%,s:o,s:b}", "deviceId", op->h.device, op->h.device_len, "messages", arr,
+    answer(r, op, 200, json_pack("{s:s%,s:o,s:b}", "deviceId", op->h.device, op->h.device_len, field, arr,
                                  "more", more));
 }
 
@@ -230,6 +256,23 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
                                          TELE_MAX_RECORDS, TELE_MAX_WAIT));
         return true;
     }
+    const char *group = json_string_value(json_object_get(q, "group"));
+    if (group) {
+        /* From the group's committed position; a group that never committed starts at the oldest
+         * retained record. */
+        char key[1 + ST_GROUP_MAX], *v = NULL;
+        size_t vl = 0;
+        if (!sg_group_valid(group, strlen(group))) {
+            answer(r, op, 400, st_error_json("InvalidQuery", "a group name is 1-%d of A-Z a-z 0-9 . _ -", ST_GROUP_MAX));
+            return true;
+        }
+        if (st_db_get(&ctx->db, NULL, ST_CF_DEFAULT, key, st_key_group(key, group, strlen(group)), &v, &vl) != SG_OK) {
+            answer(r, op, 500, st_error_json("Internal", "the group's position could not be read"));
+            return true;
+        }
+        after = v && vl == 8 ? (int64_t)st_get_be64((const uint8_t *)v) - 1 : -1;
+        rocksdb_free(v);
+    }
     if (op->deadline == 0 && wait > 0)
         op->deadline = (uint64_t)(sg_mono_ms() + wait * 1000);
     /* Taken before looking: if a commit lands after this, the net actor sees the offset moved
@@ -238,8 +281,12 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
     json_t *recs = json_array();
     size_t bytes = 0;
     int64_t next = after;
+    /* Records before the oldest retained one are gone (or going: a range delete is under way). */
+    uint64_t from = (uint64_t)(after + 1), oldest = atomic_load(&ctx->stat_tele_oldest);
+    if (from < oldest)
+        from = oldest;
     uint8_t key[8];
-    st_be64(key, (uint64_t)(after + 1));
+    st_be64(key, from);
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(ctx->db.db, ctx->db.ro, ctx->db.cf[ST_CF_TELE]);
     for (rocksdb_iter_seek(it, (const char *)key, 8); rocksdb_iter_valid(it) && (int64_t)json_array_size(recs) < max;
          rocksdb_iter_next(it)) {
@@ -270,8 +317,11 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
         json_decref(recs);
         return false;
     }
-    answer(r, op, 200, json_pack("{s:i,s:o,s:I}", "partition", (int)ctx->partition, "records", recs, "next",
-                                 (json_int_t)next));
+    json_t *ans = json_pack("{s:i,s:o,s:I,s:I}", "partition", (int)ctx->partition, "records", recs, "next",
+                            (json_int_t)next, "oldest", (json_int_t)oldest);
+    if (group)
+        json_object_set_new(ans, "group", json_string(group));
+    answer(r, op, 200, ans);
     return true;
 }
 
@@ -279,13 +329,25 @@ static void shard_stats(reader_t *r, rop_t *op)
 {
     st_ctx_t *c = r->ctx;
     uint64_t batches = atomic_load(&c->stat_batches), ops = atomic_load(&c->stat_batch_ops);
-    answer(r, op, 200,
-           json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:b,s:I}", "shard", c->name, "partition", (int)c->partition,
-                     "devices", (json_int_t)atomic_load(&c->stat_devices), "sessions",
-                     (json_int_t)atomic_load(&c->stat_sessions), "telemetryNext",
-                     (json_int_t)atomic_load(&c->stat_tele_next), "batches", (json_int_t)batches, "batchedOps",
-                     (json_int_t)ops, "diskFull", atomic_load(&c->stat_disk_full), "diskFreeBytes",
-                     (json_int_t)atomic_load(&c->stat_disk_free)));
+    /* Positions are all "the last one there" (-1: none), as `after` and `next` in reads are. */
+    json_t *st = json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I}", "shard", c->name, "partition",
+                           (int)c->partition, "devices", (json_int_t)atomic_load(&c->stat_devices), "sessions",
+                           (json_int_t)atomic_load(&c->stat_sessions), "telemetryOldest",
+                           (json_int_t)atomic_load(&c->stat_tele_oldest), "telemetryLast",
+                           (json_int_t)atomic_load(&c->stat_tele_next) - 1, "batches", (json_int_t)batches,
+                           "batchedOps", (json_int_t)ops, "diskFull", atomic_load(&c->stat_disk_full),
+                           "diskFreeBytes", (json_int_t)atomic_load(&c->stat_disk_free));
+    json_object_set_new(st, "retention",
+                        json_pack("{s:{s:I,s:I,s:I},s:{s:I,s:I,s:I},s:{s:I,s:I}}", "telemetry", "seconds",
+                                  (json_int_t)(c->tele_retention_ms / 1000), "maxBytes", (json_int_t)c->tele_max_bytes,
+                                  "dropped", (json_int_t)atomic_load(&c->stat_retired_tele), "feedback", "seconds",
+                                  (json_int_t)(c->fb_retention_ms / 1000), "maxBytes", (json_int_t)c->fb_max_bytes,
+                                  "dropped", (json_int_t)atomic_load(&c->stat_retired_fb), "deadLetters", "seconds",
+                                  (json_int_t)(c->dead_retention_ms / 1000), "dropped",
+                                  (json_int_t)atomic_load(&c->stat_retired_dead)));
+    json_object_set_new(st, "feedbackOldest", json_integer((json_int_t)atomic_load(&c->stat_fb_oldest)));
+    json_object_set_new(st, "feedbackLast", json_integer((json_int_t)atomic_load(&c->stat_fb_next) - 1));
+    answer(r, op, 200, st);
 }
 
 static void park(reader_t *r, rop_t *op)
@@ -317,7 +379,8 @@ static void handle(reader_t *r, rop_t *op)
     }
     switch (aop) {
     case SG_ADM_DEVICE_GET: device_get(r, op); break;
-    case SG_ADM_MSG_LIST: msg_list(r, op); break;
+    case SG_ADM_MSG_LIST: dev_list(r, op, ST_K_QUEUE, "messages", queued_json); break;
+    case SG_ADM_DEADLETTER_LIST: dev_list(r, op, ST_K_DEAD, "deadLetters", dead_json); break;
     case SG_ADM_TELEMETRY_READ:
         if (!telemetry_read(r, op, q))
             park(r, op);

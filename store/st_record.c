@@ -194,6 +194,22 @@ sg_rc st_feedback_put(sg_wbuf_t *w, const char *message_id, size_t mid_len, cons
     return sg_wbuf_u64(w, (uint64_t)at_ms);
 }
 
+sg_rc st_feedback_get(const void *p, size_t n, st_feedback_t *f)
+{
+    sg_cur_t c;
+    const uint8_t *mid, *dev;
+    uint64_t at;
+    SG_GUARD(rec_begin(&c, p, n));
+    SG_GUARD(sg_cur_str8(&c, 255, &mid, &f->message_id_len));
+    SG_GUARD(sg_cur_str8(&c, 255, &dev, &f->device_len));
+    SG_GUARD(sg_cur_u8(&c, &f->outcome));
+    SG_GUARD(sg_cur_u64(&c, &at));
+    f->message_id = (const char *)mid;
+    f->device = (const char *)dev;
+    f->at_ms = (int64_t)at;
+    return rec_end(&c);
+}
+
 sg_rc st_counters_put(sg_wbuf_t *w, const st_counters_t *c)
 {
     SG_GUARD(sg_wbuf_u8(w, REC_V1));

@@ -93,6 +93,17 @@ SG_WUR sg_rc st_tele_get(const void *p, size_t n, st_tele_t *t);
 SG_WUR sg_rc st_feedback_put(sg_wbuf_t *w, const char *message_id, size_t mid_len,
                              const char *device, size_t dlen, uint8_t outcome, int64_t at_ms);
 
+typedef struct {
+    const char *message_id;
+    size_t message_id_len;
+    const char *device;
+    size_t device_len;
+    uint8_t outcome;
+    int64_t at_ms;
+} st_feedback_t;
+
+SG_WUR sg_rc st_feedback_get(const void *p, size_t n, st_feedback_t *f);
+
 /* Shard counters (default CF key "shard"). */
 typedef struct {
     uint64_t devices;

@@ -36,6 +36,7 @@ typedef struct {
     zsock_t *to_writer, *to_readers, *from_workers;
     zactor_t *writer;
     zactor_t **readers;
+    zactor_t *retainer;
     zlistx_t *routers;  /* identities of routers that said HELLO (strings) */
     zlist_t *parked;    /* parked_t* */
     zlist_t *held;      /* zmsg_t*: session bookkeeping waiting for room in the writer's queue */
@@ -297,11 +298,14 @@ static int start_workers(net_t *n)
     for (int i = 0; i < c->readers; i++)
         if (!(n->readers[i] = zactor_new(st_reader_actor, c)))
             return -1;
+    if (!(n->retainer = zactor_new(st_retain_actor, c)))
+        return -1;
     return 0;
 }
 
 static void stop_workers(net_t *n)
 {
+    zactor_destroy(&n->retainer);
     if (n->readers)
         for (int i = 0; i < n->ctx->readers; i++)
             zactor_destroy(&n->readers[i]);
@@ -406,6 +410,12 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->delivery_lock_ms = sg_config_int(cfg, "store.delivery_lock") * 1000;
     c->cache_devices = sg_config_int(cfg, "store.cache_devices");
     c->peer_timeout_ms = sg_config_int(cfg, "store.peer_timeout") * 1000;
+    c->tele_retention_ms = sg_config_int(cfg, "store.telemetry_retention") * 1000;
+    c->tele_max_bytes = sg_config_int(cfg, "store.telemetry_max_bytes");
+    c->fb_retention_ms = sg_config_int(cfg, "store.feedback_retention") * 1000;
+    c->fb_max_bytes = sg_config_int(cfg, "store.feedback_max_bytes");
+    c->dead_retention_ms = sg_config_int(cfg, "store.deadletter_retention") * 1000;
+    c->retention_interval_ms = sg_config_int(cfg, "store.retention_interval") * 1000;
     /* This start of the shard: routers tell frontends when it changes, so that publishes the
      * previous start took in and never acknowledged are sent again by their devices. */
     if (RAND_bytes((unsigned char *)&c->incarnation, sizeof c->incarnation) != 1 || c->incarnation == 0)
@@ -435,7 +445,9 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
         st_space_may_open(&c->space, !*log_dir) != SG_OK ||
         st_db_open(&c->db, data_dir, &(st_db_opts_t){.sync = c->sync,
                                                      .log_dir = log_dir,
-                                                     .write_buffer = sg_config_int(cfg, "store.write_buffer")}) != SG_OK) {
+                                                     .write_buffer = sg_config_int(cfg, "store.write_buffer")}) != SG_OK ||
+        st_retain_load(c) != SG_OK) {
+        st_db_close(&c->db);   /* nothing to close when it did not open */
         rt_ring_destroy(&c->ring);
         free(c);
         free(self);

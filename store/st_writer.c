@@ -393,6 +393,8 @@ static void finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, si
         klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_DEAD, seq);
         rocksdb_writebatch_put_cf(w->batch, db->cf[ST_CF_DEV], key, klen, (const char *)w->scratch2.data,
                                   w->scratch2.len);
+        klen = st_key_exp(key, now, d->id, d->id_len, seq);   /* the retention thread's way to it */
+        rocksdb_writebatch_put_cf(w->batch, db->cf[ST_CF_DLX], key, klen, "", 0);
     }
     if (d->meta.count > 0)
         d->meta.count--;
@@ -1097,6 +1099,31 @@ static void op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     json_decref(body);
 }
 
+/* A consumer group's position in this partition: {"group", "offset"}, the last offset it has
+ * read (-1: none). Written through the group commit like everything else, answered when durable. */
+static void adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len)
+{
+    json_t *b = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
+    const char *g = json_string_value(json_object_get(b, "group"));
+    json_t *off = json_object_get(b, "offset");
+    int64_t last = (int64_t)w->tele_next - 1;
+    if (!g || !sg_group_valid(g, strlen(g)) || !json_is_integer(off)) {
+        answer_admin(w, op, 400, st_error_json("BadRequest", "a commit names a valid group and an integer offset"));
+    } else if (json_integer_value(off) < -1 || json_integer_value(off) > last) {
+        answer_admin(w, op, 400, st_error_json("OffsetOutOfRange", "offset %lld is not in this partition: offsets "
+                                               "run to %lld (-1: nothing read)", (long long)json_integer_value(off),
+                                               (long long)last));
+    } else {
+        char key[1 + ST_GROUP_MAX];
+        uint8_t v[8];
+        st_be64(v, (uint64_t)(json_integer_value(off) + 1));
+        size_t klen = st_key_group(key, g, strlen(g));
+        rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_DEFAULT], key, klen, (const char *)v, sizeof v);
+        answer_admin(w, op, 204, NULL);
+    }
+    json_decref(b);
+}
+
 /* ---------- dispatch ---------- */
 
 /* Does op bring new data (rather than bookkeeping of what is there)? Those wait for room. */
@@ -1174,6 +1201,11 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
         aop == SG_ADM_DEVICE_IMPORT) {
         st_import_apply(w, op, json, len, now);
+        return;
+    }
+    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
+        aop == SG_ADM_GROUP_COMMIT) {
+        adm_group_commit(w, op, json, len);
         return;
     }
     if (op->h.device_len == 0) {
@@ -1574,6 +1606,7 @@ static void cycle(writer_t *w, op_t *first)
     atomic_store(&ctx->stat_disk_free, ctx->space.free);
     atomic_store(&ctx->stat_disk_full, ctx->space.full);
     atomic_store(&ctx->stat_tele_next, w->tele_next);   /* before the append signal: see st_shard.c */
+    atomic_store(&ctx->stat_fb_next, w->counters.feedback_next);
     zmsg_t *m;
     while ((m = zlist_pop(w->answers)))
         zmsg_send(&m, w->out);
@@ -1644,7 +1677,13 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
         rocksdb_free(val);
         SG_GUARD(rc);
     }
+    /* Numbering goes on after the newest record, or after the oldest retained one when
+     * retention dropped them all: an offset is never given twice. */
     w->tele_next = st_db_next_seq(&ctx->db, ST_CF_TELE);
+    if (w->tele_next < atomic_load(&ctx->stat_tele_oldest))
+        w->tele_next = atomic_load(&ctx->stat_tele_oldest);
+    if (w->counters.feedback_next < atomic_load(&ctx->stat_fb_oldest))
+        w->counters.feedback_next = atomic_load(&ctx->stat_fb_oldest);
     /* Sessions that were live when the shard stopped: load them, which restarts their deliveries
      * (what was in flight goes out again, DUP) even if the device stays silent. */
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(ctx->db.db, ctx->db.ro, ctx->db.cf[ST_CF_DEFAULT]);
@@ -1666,6 +1705,7 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->resume_at = sg_now_ms() + 2500;
     atomic_store(&ctx->stat_devices, w->counters.devices);
     atomic_store(&ctx->stat_tele_next, w->tele_next);
+    atomic_store(&ctx->stat_fb_next, w->counters.feedback_next);
     return SG_OK;
 }
 

@@ -521,6 +521,7 @@ class AllInOne(Gateway):
         self.sets = list(sets)
         self.shard_count = shard_count
         self.proc = None
+        self.env = dict(os.environ)   # as started: a restart runs with the same SACGATE_* settings
         self.stdout_path = os.path.join(self.dir, "stdout.log")
         self.stderr_path = os.path.join(self.dir, "gateway.log")
         with _GW_LOCK:
@@ -541,7 +542,7 @@ class AllInOne(Gateway):
         for s in self.sets:
             args += ["--set", s]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env,
                                          preexec_fn=_pdeathsig)
         self.stopped = False
         deadline = time.monotonic() + timeout
