@@ -240,7 +240,7 @@ static void finish_cluster(req_t *r)
             json_object_set(o, "devices", json_object_get(st, "devices"));
             json_object_set(o, "sessions", json_object_get(st, "sessions"));
             static const char *const keys[] = {"telemetryOldest", "telemetryLast", "feedbackOldest", "feedbackLast",
-                                               "retention"};
+                                               "retention", "rocksdb"};
             for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
                 json_object_set(o, keys[k], json_object_get(st, keys[k]));
             json_object_set(o, "diskFull", json_object_get(st, "diskFull"));
@@ -283,6 +283,28 @@ static void metric(sg_wbuf_t *w, const char *fmt, ...)
         free(text);
 }
 
+/* RocksDB's figures of a shard (its SHARD_STATS "rocksdb" object) as metrics. */
+static const struct {
+    const char *name, *field, *help;
+    bool counter;
+} k_rocksdb_metrics[] = {
+    {"memtable_bytes", "memtableBytes", "Bytes in the memtables of every column family.", false},
+    {"block_cache_bytes", "blockCacheBytes", "Bytes in the block cache.", false},
+    {"block_cache_capacity_bytes", "blockCacheCapacity", "The block cache's capacity (half of store.memory).", false},
+    {"block_cache_hits_total", "blockCacheHits", "Block cache hits.", true},
+    {"block_cache_misses_total", "blockCacheMisses", "Block cache misses.", true},
+    {"table_bytes", "tableBytes", "Bytes of live table files.", false},
+    {"pending_compaction_bytes", "pendingCompactionBytes", "Compaction debt: bytes compactions still have to rewrite.",
+     false},
+    {"running_compactions", "runningCompactions", "Compactions running now.", false},
+    {"stall_micros_total", "stallMicros", "Microseconds writes were held back (slowed or stopped).", true},
+    {"delayed_write_rate", "delayedWriteRate", "Bytes a second writes are slowed to (0: not slowed).", false},
+    {"write_stopped", "writeStopped", "1 while RocksDB stops writes.", false},
+    {"wal_syncs_total", "walSyncs", "fsyncs of the write-ahead log.", true},
+    {"wal_sync_micros_total", "walSyncMicros", "Microseconds spent in fsyncs of the write-ahead log.", true},
+    {"wal_sync_p99_micros", "walSyncP99Micros", "99th percentile of a write-ahead log fsync, microseconds.", false},
+};
+
 static void finish_metrics(req_t *r)
 {
     sg_wbuf_t w;
@@ -321,6 +343,10 @@ static void finish_metrics(req_t *r)
                    "# TYPE sacgate_shard_telemetry_oldest_offset gauge\n"
                    "# HELP sacgate_shard_retention_dropped_total Records dropped by retention (age or size).\n"
                    "# TYPE sacgate_shard_retention_dropped_total counter\n");
+        for (size_t k = 0; k < sizeof k_rocksdb_metrics / sizeof k_rocksdb_metrics[0]; k++)
+            metric(&w, "# HELP sacgate_shard_rocksdb_%s %s\n# TYPE sacgate_shard_rocksdb_%s %s\n",
+                   k_rocksdb_metrics[k].name, k_rocksdb_metrics[k].help, k_rocksdb_metrics[k].name,
+                   k_rocksdb_metrics[k].counter ? "counter" : "gauge");
         json_array_foreach(json_object_get(ring, "shards"), i, s) {
             const char *sn = json_string_value(json_object_get(s, "name"));
             json_t *st = (int)i + 1 < r->n ? part_json(&r->parts[i + 1]) : NULL;
@@ -338,6 +364,12 @@ static void finish_metrics(req_t *r)
                 for (size_t k = 0; k < 3; k++)
                     metric(&w, "sacgate_shard_retention_dropped_total{shard=\"%s\",log=\"%s\"} %lld\n", sn, logs[k][1],
                            (long long)json_integer_value(json_object_get(json_object_get(ret, logs[k][0]), "dropped")));
+                json_t *rdb = json_object_get(st, "rocksdb");
+                for (size_t k = 0; k < sizeof k_rocksdb_metrics / sizeof k_rocksdb_metrics[0]; k++) {
+                    json_t *v = json_object_get(rdb, k_rocksdb_metrics[k].field);
+                    metric(&w, "sacgate_shard_rocksdb_%s{shard=\"%s\"} %.17g\n", k_rocksdb_metrics[k].name, sn,
+                           json_is_boolean(v) ? (double)json_is_true(v) : json_number_value(v));
+                }
                 metric(&w, "sacgate_shard_commits_total{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "batches")));
                 metric(&w, "sacgate_shard_committed_ops_total{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(st, "batchedOps")));

@@ -93,6 +93,8 @@ static const spec_t k_specs[] = {
       "but the age)"),
     I("store.deadletter_retention", "86400", 1, 604800, "seconds dead-lettered messages are kept (at most 7 days)"),
     I("store.retention_interval", "10", 1, 3600, "seconds between two looks of the retention thread"),
+    I("store.memory", "536870912", 16777216, 1099511627776, "RocksDB's memory budget per shard: half block cache, "
+      "half the memtables of all column families together"),
     S("store.log_dir", "", "directory of RocksDB's own LOG files (empty: the data directory); at most 4 files of 4 MiB"),
 
     S("admin.bind", "127.0.0.1", "address of the HTTP endpoint"),

@@ -14,8 +14,18 @@ void sg_log_set_level(sg_log_level_t level);
 /* Parses "debug", "info", "warn", "error"; returns -1 for anything else. */
 int sg_log_parse_level(const char *name);
 int sg_log_enabled(sg_log_level_t level);
+/* comp and event are string literals (kept for the rate limit's report). Never blocks for
+ * stderr, except for errors (see sg_log.c). */
 void sg_log(sg_log_level_t level, const char *comp, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Lines a second one event may write before the rest of that second is only counted. */
+#define SG_LOG_RATE 200
+void sg_log_set_rate(unsigned lines_per_second);   /* 0: no limit */
+/* Write what is waiting (at exit, before _exit, before a fork that must not inherit it). */
+void sg_log_flush(void);
+/* Write lines to fd instead of stderr (tests). */
+void sg_log_set_fd(int fd);
 
 /* Copy untrusted bytes (a topic, a filter) for a log value: control characters, quotes,
  * backslashes and bytes >= 0x7f become '?', so a peer cannot forge log lines; truncated to fit. */

@@ -19,6 +19,13 @@ static inline int64_t sg_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static inline int64_t sg_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* RFC 3339 UTC with milliseconds: "2026-11-25T21:28:25.123Z". out holds 25 bytes. */
 static inline void sg_rfc3339(int64_t ms, char out[25])
 {

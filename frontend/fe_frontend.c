@@ -3,6 +3,10 @@
  * the same way (the kernel spreads new connections over every listener). */
 #include "fe_frontend.h"
 #include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
 #include <netdb.h>
 #include <openssl/rand.h>
 #include <stdatomic.h>
@@ -25,7 +29,47 @@ struct fe_frontend {
     fe_worker_t **workers;
     int port;
     _Atomic uint32_t open;   /* connections of every thread */
+    pthread_t trimmer;
+    bool trimmer_started;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+    bool stopping;
 };
+
+/* TLS handshakes allocate far more than an idle session keeps: after a burst of them the freed
+ * heap goes back to the kernel, so idle sessions cost what they hold (DESIGN-NOTES §6). On a
+ * thread of its own, every TRIM_EVERY_S while connections are being accepted: malloc_trim walks
+ * every arena and takes milliseconds with a large heap, which an event loop must not spend. */
+#define TRIM_EVERY_S 5
+
+static void *trim_main(void *arg)
+{
+    fe_frontend_t *f = arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&f->stop_lock);
+    while (!f->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += TRIM_EVERY_S;
+        while (!f->stopping && pthread_cond_timedwait(&f->stop_cond, &f->stop_lock, &until) != ETIMEDOUT) {
+        }
+        if (f->stopping)
+            break;
+        uint64_t accepted = 0;
+        for (int i = 0; i < f->n; i++)
+            accepted += atomic_load(&f->workers[i]->accepted);
+        if (accepted == seen)
+            continue;
+        seen = accepted;
+        pthread_mutex_unlock(&f->stop_lock);
+        int64_t t0 = sg_mono_us();
+        malloc_trim(0);
+        SG_DEBUG("frontend", "heap.trimmed", "us=%lld", (long long)(sg_mono_us() - t0));
+        pthread_mutex_lock(&f->stop_lock);
+    }
+    pthread_mutex_unlock(&f->stop_lock);
+    return NULL;
+}
 
 /* A listening socket on host:port with SO_REUSEPORT; -1 with a log line on failure. */
 static int listen_on(const char *host, int port)
@@ -127,6 +171,9 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
             return NULL;
         }
     }
+    pthread_mutex_init(&f->stop_lock, NULL);
+    pthread_cond_init(&f->stop_cond, NULL);
+    f->trimmer_started = pthread_create(&f->trimmer, NULL, trim_main, f) == 0;
     SG_INFO("frontend", "ready", "frontend=%s port=%d threads=%d routers=%s max_connections=%u", name, port, threads,
             routers, max_conns);
     return f;
@@ -137,6 +184,15 @@ void fe_frontend_destroy(fe_frontend_t **self_p)
     if (!self_p || !*self_p)
         return;
     fe_frontend_t *f = *self_p;
+    if (f->trimmer_started) {
+        pthread_mutex_lock(&f->stop_lock);
+        f->stopping = true;
+        pthread_cond_signal(&f->stop_cond);
+        pthread_mutex_unlock(&f->stop_lock);
+        pthread_join(f->trimmer, NULL);
+        pthread_mutex_destroy(&f->stop_lock);
+        pthread_cond_destroy(&f->stop_cond);
+    }
     for (int i = 0; f->workers && i < f->n; i++)
         fe_worker_destroy(&f->workers[i]);
     for (int i = 0; f->fds && i < f->n; i++)

@@ -2,7 +2,6 @@
  * edge-triggered ZMQ_FD sits in the same epoll set and is drained after every wake-up), its
  * table of connections by handle, and the list of connections waiting for room on the link. */
 #include <errno.h>
-#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -245,18 +244,8 @@ static void *worker_main(void *arg)
     if (sg_wire_encode_hdr(&w->frame, &h) == SG_OK && sg_wire_put_name(&w->frame, w->peer_id) == SG_OK &&
         fe_link_send(w, &w->frame) != SG_OK)
         SG_WARN("frontend", "hello.failed", "peer=%s", w->peer_id);
-    uint32_t next_beat = 0, next_trim = 0;
-    uint64_t accepted_at_trim = 0;
+    uint32_t next_beat = 0;
     while (!w->stop) {
-        /* TLS handshakes allocate far more than an idle session keeps; after a burst of them give
-         * the freed heap back to the kernel so idle sessions cost what they hold (DESIGN-NOTES §6). */
-        if (sg_loop_now(w->loop) >= next_trim) {
-            uint64_t acc = atomic_load(&w->accepted);
-            if (acc != accepted_at_trim)
-                malloc_trim(0);
-            accepted_at_trim = acc;
-            next_trim = sg_loop_now(w->loop) + 5;
-        }
         if (sg_loop_now(w->loop) >= next_beat) {
             heartbeat(w);
             next_beat = sg_loop_now(w->loop) + HEARTBEAT_EVERY_S;

@@ -1,13 +1,17 @@
 /* st_db.c — RocksDB set-up for a shard; see st_db.h.
- * Options: the WAL is on (durability comes from it), fsync per group commit when sync=always,
+ * Options: one memory budget (store.memory: half block cache, half every column family's
+ * memtables together), background jobs one per core, statistics on (st_db_stats, /metrics),
+ * the WAL is on (durability comes from it), fsync per group commit when sync=always,
  * a bounded number of open files (a process here may hold 20,000 descriptors and the frontend
  * needs most of them in `sacgate all`), LZ4 for the device and telemetry data. The device
  * column family has bloom filters, in its tables and its memtables: most of its point reads ask
  * for keys that are not there (the session and queue counters of a device never connected, every
  * key of a device being created), and a filter answers those without a search. */
 #include "st_db.h"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "sg_log.h"
 #include "st_keys.h"
 
@@ -20,7 +24,8 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
     db->path = strdup(path);
     SG_ENSURE(db->path != NULL, SG_E_NOMEM);
 
-    db->cache = rocksdb_cache_create_lru(64u << 20);
+    uint64_t memory = o->memory > 0 ? (uint64_t)o->memory : 512u << 20;
+    db->cache = rocksdb_cache_create_lru(memory / 2);
     db->table = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(db->table, db->cache);
 
@@ -32,7 +37,13 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
     rocksdb_options_set_create_if_missing(db->opts, 1);
     rocksdb_options_set_create_missing_column_families(db->opts, 1);
     rocksdb_options_set_max_open_files(db->opts, 256);
-    rocksdb_options_increase_parallelism(db->opts, 2);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    rocksdb_options_increase_parallelism(db->opts, cores > 2 ? (int)cores : 2);
+    rocksdb_options_set_max_background_jobs(db->opts, cores > 2 ? (int)cores : 2);
+    /* Every column family's memtables together stay within the other half of the budget (the
+     * largest is flushed first beyond it). */
+    rocksdb_options_set_db_write_buffer_size(db->opts, memory / 2);
+    rocksdb_options_enable_statistics(db->opts);
     rocksdb_options_set_keep_log_file_num(db->opts, 4);
     rocksdb_options_set_max_log_file_size(db->opts, 4u << 20);
     if (o->log_dir && *o->log_dir)
@@ -51,6 +62,20 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
     }
     rocksdb_options_set_memtable_whole_key_filtering(db->cf_opts[ST_CF_DEV], 1);
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(db->cf_opts[ST_CF_DEV], 0.02);
+    /* An existing database without the dead-letter index gets it now; its dead letters are
+     * indexed by the retention thread. */
+    size_t n_cf = 0;
+    char **have = rocksdb_list_column_families(db->opts, path, &n_cf, &err);
+    if (err) {
+        rocksdb_free(err);   /* no database there yet */
+        err = NULL;
+    } else {
+        db->dlx_created = true;
+        for (size_t i = 0; i < n_cf; i++)
+            if (strcmp(have[i], k_cf_names[ST_CF_DLX]) == 0)
+                db->dlx_created = false;
+        rocksdb_list_column_families_destroy(have, n_cf);
+    }
     const rocksdb_options_t *cfo[ST_CF_COUNT];
     for (int i = 0; i < ST_CF_COUNT; i++)
         cfo[i] = db->cf_opts[i];
@@ -137,4 +162,61 @@ uint64_t st_db_next_seq(st_db_t *db, st_cf_t cf)
     }
     rocksdb_iter_destroy(it);
     return next;
+}
+
+static uint64_t prop_sum(st_db_t *db, const char *name)
+{
+    uint64_t sum = 0, v;
+    for (int i = 0; i < ST_CF_COUNT; i++)
+        if (rocksdb_property_int_cf(db->db, db->cf[i], name, &v) == 0)
+            sum += v;
+    return sum;
+}
+
+static uint64_t prop(st_db_t *db, const char *name)
+{
+    uint64_t v = 0;
+    return rocksdb_property_int(db->db, name, &v) == 0 ? v : 0;
+}
+
+/* "NAME COUNT : n" (tickers) or "NAME P50 : a P95 : b P99 : c P100 : d COUNT : n SUM : s"
+ * (histograms) in RocksDB's statistics text; field is "COUNT", "SUM", "P99". */
+static double stat_field(const char *text, const char *name, const char *field)
+{
+    size_t n = strlen(name);
+    for (const char *p = text; (p = strstr(p, name)) != NULL; p += n) {
+        if ((p != text && p[-1] != '\n') || p[n] != ' ')
+            continue;
+        const char *eol = strchr(p, '\n');
+        char key[16];
+        snprintf(key, sizeof key, " %s : ", field);
+        const char *f = strstr(p, key);
+        if (f && (!eol || f < eol))
+            return strtod(f + strlen(key), NULL);
+        return 0;
+    }
+    return 0;
+}
+
+void st_db_stats(st_db_t *db, st_db_stats_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->memtable_bytes = prop_sum(db, "rocksdb.cur-size-all-mem-tables");
+    o->table_bytes = prop_sum(db, "rocksdb.live-sst-files-size");
+    o->pending_compaction_bytes = prop_sum(db, "rocksdb.estimate-pending-compaction-bytes");
+    o->running_compactions = prop(db, "rocksdb.num-running-compactions");
+    o->delayed_write_rate = prop(db, "rocksdb.actual-delayed-write-rate");
+    o->write_stopped = prop(db, "rocksdb.is-write-stopped");
+    o->block_cache_bytes = rocksdb_cache_get_usage(db->cache);
+    o->block_cache_capacity = rocksdb_cache_get_capacity(db->cache);
+    char *text = rocksdb_options_statistics_get_string(db->opts);
+    if (text) {
+        o->block_cache_hits = (uint64_t)stat_field(text, "rocksdb.block.cache.hit", "COUNT");
+        o->block_cache_misses = (uint64_t)stat_field(text, "rocksdb.block.cache.miss", "COUNT");
+        o->stall_micros = (uint64_t)stat_field(text, "rocksdb.stall.micros", "COUNT");
+        o->wal_syncs = (uint64_t)stat_field(text, "rocksdb.wal.file.sync.micros", "COUNT");
+        o->wal_sync_micros = (uint64_t)stat_field(text, "rocksdb.wal.file.sync.micros", "SUM");
+        o->wal_sync_p99_micros = stat_field(text, "rocksdb.wal.file.sync.micros", "P99");
+        rocksdb_free(text);
+    }
 }

@@ -23,6 +23,7 @@ typedef struct {
     rocksdb_block_based_table_options_t *dev_table;   /* "dev" only: with bloom filters */
     rocksdb_cache_t *cache;
     char *path;
+    bool dlx_created;   /* the database existed without the dead-letter index ("dlx") */
 } st_db_t;
 
 typedef struct {
@@ -31,7 +32,26 @@ typedef struct {
                               4 files of 4 MiB so they never grow onto a volume with none to spare */
     int64_t write_buffer;  /* bytes of a column family's memtable before it becomes a table file;
                               the WAL preallocates 1.1 times this (0: RocksDB's 64 MiB) */
+    int64_t memory;        /* RocksDB's memory budget: half block cache, half the memtables of every
+                              column family together (0: 512 MiB) */
 } st_db_opts_t;
+
+/* RocksDB's own figures, for /metrics. */
+typedef struct {
+    uint64_t memtable_bytes;              /* every column family's memtables */
+    uint64_t block_cache_bytes, block_cache_capacity;
+    uint64_t block_cache_hits, block_cache_misses;
+    uint64_t table_bytes;                 /* live table files */
+    uint64_t pending_compaction_bytes;    /* compaction debt */
+    uint64_t running_compactions;
+    uint64_t stall_micros;                /* writes held back (slowed or stopped), in all */
+    uint64_t delayed_write_rate;          /* bytes/s while writes are slowed, 0 when not */
+    uint64_t write_stopped;               /* 1 while writes are stopped */
+    uint64_t wal_syncs, wal_sync_micros;  /* fsyncs of the WAL: count and time in all */
+    double wal_sync_p99_micros;
+} st_db_stats_t;
+
+void st_db_stats(st_db_t *db, st_db_stats_t *out);
 
 /* Open (creating if missing) the database at path. */
 SG_WUR sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o);

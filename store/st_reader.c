@@ -347,6 +347,21 @@ static void shard_stats(reader_t *r, rop_t *op)
                                   (json_int_t)atomic_load(&c->stat_retired_dead)));
     json_object_set_new(st, "feedbackOldest", json_integer((json_int_t)atomic_load(&c->stat_fb_oldest)));
     json_object_set_new(st, "feedbackLast", json_integer((json_int_t)atomic_load(&c->stat_fb_next) - 1));
+    st_db_stats_t d;
+    st_db_stats(&c->db, &d);
+    json_t *rdb = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b}", "memtableBytes",
+                            (json_int_t)d.memtable_bytes, "blockCacheBytes", (json_int_t)d.block_cache_bytes,
+                            "blockCacheCapacity", (json_int_t)d.block_cache_capacity, "blockCacheHits",
+                            (json_int_t)d.block_cache_hits, "blockCacheMisses", (json_int_t)d.block_cache_misses,
+                            "tableBytes", (json_int_t)d.table_bytes, "pendingCompactionBytes",
+                            (json_int_t)d.pending_compaction_bytes, "runningCompactions",
+                            (json_int_t)d.running_compactions, "stallMicros", (json_int_t)d.stall_micros,
+                            "delayedWriteRate", (json_int_t)d.delayed_write_rate, "writeStopped",
+                            d.write_stopped != 0);
+    json_object_set_new(rdb, "walSyncs", json_integer((json_int_t)d.wal_syncs));
+    json_object_set_new(rdb, "walSyncMicros", json_integer((json_int_t)d.wal_sync_micros));
+    json_object_set_new(rdb, "walSyncP99Micros", json_real(d.wal_sync_p99_micros));
+    json_object_set_new(st, "rocksdb", rdb);
     answer(r, op, 200, st);
 }
 

@@ -23,8 +23,9 @@
 /* Dead letters deleted in one write, and at most in one pass (the rest wait for the next). */
 #define DEAD_BATCH 1000
 #define DEAD_PASS 100000
-/* What is left on disk of a dropped range before it is compacted away. */
-#define COMPACT_BYTES (1u << 20)
+/* What is left on disk of a dropped range (in files that also hold retained records) before it
+ * is compacted away: a compaction rewrites those files, so not for every small step. */
+#define COMPACT_BYTES (16u << 20)
 
 typedef struct {
     const char *name;          /* for logs and metrics */
@@ -55,22 +56,33 @@ static bool fb_time(const char *v, size_t n, int64_t *ms)
     return true;
 }
 
+/* Records looked at past one that cannot be read, for a time to go by. */
+#define DAMAGED_LOOKAHEAD 64
+
 /* The first record at number x or later, below hi: its number and time. A record that cannot be
- * read counts as old (it is of no use to anyone). */
+ * read takes the time of the next one that can (it is as old as its neighbours; counting it as
+ * new would keep everything after it for ever, as old would drop records still retained). */
 static bool first_at(rocksdb_iterator_t *it, const rlog_t *l, uint64_t x, uint64_t hi, uint64_t *num, int64_t *ms)
 {
     uint8_t key[8];
     st_be64(key, x);
     rocksdb_iter_seek(it, (const char *)key, 8);
-    if (!rocksdb_iter_valid(it))
+    int looked = 0;
+    for (; rocksdb_iter_valid(it) && looked <= DAMAGED_LOOKAHEAD; looked++, rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        uint64_t n = kl == 8 ? st_get_be64((const uint8_t *)k) : hi;
+        if (n >= hi)
+            break;
+        if (looked == 0)
+            *num = n;
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (l->time_of(v, vl, ms))
+            return true;
+    }
+    if (looked == 0)
         return false;
-    size_t kl, vl;
-    const char *k = rocksdb_iter_key(it, &kl);
-    if (kl != 8 || (*num = st_get_be64((const uint8_t *)k)) >= hi)
-        return false;
-    const char *v = rocksdb_iter_value(it, &vl);
-    if (!l->time_of(v, vl, ms))
-        *ms = INT64_MIN;
+    *ms = INT64_MAX;   /* nothing readable near it: kept (with what follows) until something is */
     return true;
 }
 
@@ -81,7 +93,7 @@ static uint64_t age_cutoff(st_db_t *db, const rlog_t *l, uint64_t lo, uint64_t h
     rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[l->cf]);
     uint64_t top = hi;
     while (lo < hi) {
-        uint64_t mid = lo + (hi - lo) / 2, num;
+        uint64_t mid = lo + (hi - lo) / 2, num = mid;
         int64_t ms;
         if (!first_at(it, l, mid, top, &num, &ms) || ms >= before_ms)
             hi = mid;   /* nothing old from mid on: the cut is at or before it */
@@ -156,7 +168,10 @@ static bool retain_log(st_ctx_t *c, rlog_t *l, rlog_t *other, int64_t now)
     rocksdb_writebatch_delete_range_cf(b, db->cf[l->cf], (const char *)from, 8, (const char *)to, 8);
     bool is_tele = l->cf == ST_CF_TELE;
     put_retained(b, c, is_tele ? cut : atomic_load(other->oldest), is_tele ? atomic_load(other->oldest) : cut);
-    bool ok = st_db_write(db, b, false) == SG_OK;
+    /* Synced (store.sync): the table files deleted below are gone for good once the MANIFEST
+     * says so, and the oldest number must not be older than that after a power loss, or the
+     * writer would number from it again. */
+    bool ok = st_db_write(db, b, true) == SG_OK;
     rocksdb_writebatch_destroy(b);
     if (!ok)
         return false;
@@ -168,14 +183,34 @@ static bool retain_log(st_ctx_t *c, rlog_t *l, rlog_t *other, int64_t now)
      * (files that also hold retained records) by a compaction, unless the volume is short of
      * room: a compaction writes its output before it frees its input. */
     char *err = NULL;
-    rocksdb_delete_file_in_range_cf(db->db, db->cf[l->cf], (const char *)from, 8, (const char *)to, 8, &err);
+    uint8_t last[8];
+    st_be64(last, cut - 1);   /* DeleteFilesInRange includes its end: the last dropped number */
+    rocksdb_delete_file_in_range_cf(db->db, db->cf[l->cf], (const char *)from, 8, (const char *)last, 8, &err);
     if (err) {
         SG_WARN("store", "retention.delete_files_failed", "shard=%s log=%s reason=\"%s\"", c->name, l->name, err);
         rocksdb_free(err);
     }
-    if (!atomic_load(&c->stat_disk_full) && approx_bytes(db, l->cf, 0, cut) >= COMPACT_BYTES)
-        rocksdb_compact_range_cf(db->db, db->cf[l->cf], NULL, 0, (const char *)to, 8);
+    if (!atomic_load(&c->stat_disk_full) && approx_bytes(db, l->cf, 0, cut) >= COMPACT_BYTES) {
+        /* Not exclusive (automatic compactions of every family go on meanwhile); the bottom level
+         * too, where the range tombstone and the files it covers end up. */
+        rocksdb_compactoptions_t *co = rocksdb_compactoptions_create();
+        rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
+        rocksdb_compactoptions_set_bottommost_level_compaction(co, 3);   /* kForceOptimized */
+        uint8_t zero[8] = {0};
+        rocksdb_compact_range_cf_opt(db->db, db->cf[l->cf], co, (const char *)zero, 8, (const char *)last, 8);
+        rocksdb_compactoptions_destroy(co);
+    }
     return true;
+}
+
+/* Write b (and empty it) once it holds at least `count` operations; false when the write failed. */
+static bool write_from(st_db_t *db, rocksdb_writebatch_t *b, int count)
+{
+    if (rocksdb_writebatch_count(b) < count)
+        return true;
+    bool ok = st_db_write(db, b, false) == SG_OK;
+    rocksdb_writebatch_clear(b);
+    return ok;
 }
 
 /* Delete dead letters dead-lettered before before_ms, oldest first, with their index entries. */
@@ -200,13 +235,9 @@ static bool retain_dead(st_ctx_t *c, int64_t before_ms)
         }
         rocksdb_writebatch_delete_cf(b, db->cf[ST_CF_DLX], k, kl);
         total++;
-        if (rocksdb_writebatch_count(b) >= 2 * DEAD_BATCH) {
-            ok = st_db_write(db, b, false) == SG_OK;
-            rocksdb_writebatch_clear(b);
-        }
+        ok = write_from(db, b, 2 * DEAD_BATCH);
     }
-    if (ok && rocksdb_writebatch_count(b) > 0)
-        ok = st_db_write(db, b, false) == SG_OK;
+    ok = ok && write_from(db, b, 1);
     rocksdb_writebatch_destroy(b);
     rocksdb_iter_destroy(it);
     if (ok && total > 0) {
@@ -214,6 +245,42 @@ static bool retain_dead(st_ctx_t *c, int64_t before_ms)
         SG_INFO("store", "retention.dropped", "shard=%s log=deadletters count=%zu", c->name, total);
     }
     return ok;
+}
+
+/* A database from before the dead-letter index: index the dead letters it holds (once, here,
+ * off the writer's path; the writer indexes every new one itself). */
+static void index_old_dead_letters(st_ctx_t *c)
+{
+    st_db_t *db = &c->db;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_DEV]);
+    rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+    size_t indexed = 0;
+    bool ok = true;
+    for (rocksdb_iter_seek_to_first(it); ok && rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        /* {id}\0D{seq}: the NUL is the first one in the key */
+        const char *nul = memchr(k, 0, kl);
+        if (!nul || (size_t)(nul - k) + 10 != kl || nul[1] != ST_K_DEAD)
+            continue;
+        const char *v = rocksdb_iter_value(it, &vl);
+        uint8_t reason;
+        int64_t at;
+        st_msg_t m;
+        if (st_dead_get(v, vl, &reason, &at, &m) != SG_OK)
+            at = 0;   /* damaged: first to go */
+        char key[ST_KEY_MAX];
+        size_t id_len = (size_t)(nul - k);
+        size_t n = st_key_exp(key, at, k, id_len, st_get_be64((const uint8_t *)nul + 2));
+        rocksdb_writebatch_put_cf(b, db->cf[ST_CF_DLX], key, n, "", 0);
+        indexed++;
+        ok = write_from(db, b, DEAD_BATCH);
+    }
+    ok = ok && write_from(db, b, 1);
+    rocksdb_writebatch_destroy(b);
+    rocksdb_iter_destroy(it);
+    SG_INFO("store", "retention.indexed", "shard=%s dead_letters=%zu complete=%s", c->name, indexed,
+            ok ? "yes" : "no");
 }
 
 /* The oldest numbers a previous start retained (0 and 0 on a new database). */
@@ -241,6 +308,8 @@ void st_retain_actor(zsock_t *pipe, void *args)
     rlog_t fb = {"feedback", ST_CF_FB, c->fb_retention_ms, c->fb_max_bytes, &c->stat_fb_oldest, &c->stat_fb_next,
                  &c->stat_retired_fb, fb_time};
     zsock_signal(pipe, 0);
+    if (c->db.dlx_created)
+        index_old_dead_letters(c);
     zpoller_t *poller = zpoller_new(pipe, NULL);
     bool warned = false;
     for (;;) {

@@ -305,6 +305,9 @@ static int start_workers(net_t *n)
 
 static void stop_workers(net_t *n)
 {
+    /* A compaction of the retention thread would hold up the stop for its whole length. */
+    if (n->retainer)
+        rocksdb_disable_manual_compaction(n->ctx->db.db);
     zactor_destroy(&n->retainer);
     if (n->readers)
         for (int i = 0; i < n->ctx->readers; i++)
@@ -445,7 +448,8 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
         st_space_may_open(&c->space, !*log_dir) != SG_OK ||
         st_db_open(&c->db, data_dir, &(st_db_opts_t){.sync = c->sync,
                                                      .log_dir = log_dir,
-                                                     .write_buffer = sg_config_int(cfg, "store.write_buffer")}) != SG_OK ||
+                                                     .write_buffer = sg_config_int(cfg, "store.write_buffer"),
+                                                     .memory = sg_config_int(cfg, "store.memory")}) != SG_OK ||
         st_retain_load(c) != SG_OK) {
         st_db_close(&c->db);   /* nothing to close when it did not open */
         rt_ring_destroy(&c->ring);

@@ -348,6 +348,17 @@ class Gateway:
                 pass
         return hits
 
+    def wait_log(self, pattern, mark=None, timeout=10):
+        """Wait for a log line matching pattern (lines reach the log a moment after the event:
+        the gateway's log has a thread of its own); returns the matching lines."""
+        box = {}
+
+        def found():
+            box["hits"] = self.grep_log(pattern, mark)
+            return box["hits"]
+        wait_until(found, timeout, "a log line matching %r" % pattern)
+        return box["hits"]
+
     # -- HTTP
     def http(self, method, path, body=None, token="admin", headers=None, timeout=30):
         """token: 'admin' (default), a name given in tokens=, None (no header) or a literal."""
@@ -541,9 +552,10 @@ class AllInOne(Gateway):
             args += ["--shard-count", str(self.shard_count)]
         for s in self.sets:
             args += ["--set", s]
+        target = self._popen_stderr()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env,
-                                         preexec_fn=_pdeathsig)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=err if target is None else target,
+                                         stdin=subprocess.DEVNULL, env=self.env, preexec_fn=_pdeathsig)
         self.stopped = False
         deadline = time.monotonic() + timeout
         banner = ""
@@ -565,6 +577,10 @@ class AllInOne(Gateway):
             raise RuntimeError("sacgate all printed no banner in %d s:\n%s%s" % (timeout, banner, self.log_tail()))
         self._read_admin_token()
         self.wait_ready(timeout)
+
+    def _popen_stderr(self):
+        """Where the process's stderr goes: None for the log file (subclasses may differ)."""
+        return None
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Signal the process and wait. True when it ended on that signal within timeout."""

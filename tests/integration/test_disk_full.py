@@ -106,8 +106,8 @@ class DiskFullTest(sgtest.GatewayTest):
         sgtest.log("%d publishes acknowledged before the refusal; %d bytes free" % (len(acked), self.free()))
         self.assertTrue(refused, "the volume never filled (%d publishes acknowledged)" % len(acked))
         self.assertTrue(acked, "nothing was acknowledged before the volume filled")
-        self.assertTrue(gw.grep_log(r"event=disk\.full", mark), "no disk.full log line")
-        self.assertTrue(gw.grep_log(r"event=telemetry\.refused", mark), "no telemetry.refused log line")
+        gw.wait_log(r"event=disk\.full", mark)
+        gw.wait_log(r"event=telemetry\.refused", mark)
         self.assertEqual(self.cluster_disk()[0], True)
         self.assertRegex(gw.get("/metrics").text, r'(?m)^sacgate_shard_disk_full\{shard="store-0"\} 1$')
         r = gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"})
@@ -126,7 +126,7 @@ class DiskFullTest(sgtest.GatewayTest):
         self.fill_to(brim, 4 * MIB)
         self.assertEqual(gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"}).status, 507)
         self.assertFalse(os.path.exists(reserve), "the reserve was kept on a volume all but full")
-        self.assertTrue(gw.grep_log(r"event=disk\.reserve_released", mark), "no disk.reserve_released log line")
+        gw.wait_log(r"event=disk\.reserve_released", mark)
         self.check_acked(dev, acked, sent)
 
         # a restart while full comes up and serves reads
@@ -134,8 +134,8 @@ class DiskFullTest(sgtest.GatewayTest):
         restart = gw.log_mark()
         gw.start()
         self.assertEqual(gw.http("GET", "/healthz", token=None).status, 200)
-        self.assertTrue(gw.grep_log(r"event=disk\.opening_full", restart), "no disk.opening_full log line")
-        self.assertTrue(gw.grep_log(r"event=demo\.not_registered", restart), "sacgate all's demo device was written")
+        gw.wait_log(r"event=disk\.opening_full", restart)
+        gw.wait_log(r"event=demo\.not_registered", restart)
         self.check_acked(dev, acked, sent)
         self.assertEqual(gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"}).status, 507)
 
@@ -144,7 +144,7 @@ class DiskFullTest(sgtest.GatewayTest):
         os.unlink(filler)
         # the shard notices without being written to (its figures stay true)
         wait_until(lambda: self.cluster_disk()[0] is False, 30, "diskFull to clear with space back")
-        self.assertTrue(gw.grep_log(r"event=disk\.ok", mark), "no disk.ok log line")
+        gw.wait_log(r"event=disk\.ok", mark)
         wait_until(lambda: gw.http("POST", "/v1/devices/%s/messages" % other["id"], {"payload": "x"}).status == 201,
                    30, "writes to resume once space is free")
         self.assertEqual(self.cluster_disk()[0], False)

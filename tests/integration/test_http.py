@@ -41,6 +41,22 @@ class HttpTest(GatewayTest):
         for name in shards:
             self.assertRegex(text, r'(?m)^sacgate_shard_up\{[^}]*shard="%s"[^}]*\} 1$' % re.escape(name))
         self.assertIn("# TYPE sacgate_shard_up gauge", text)
+        # RocksDB's own figures per shard; a device created is a synced write (store.sync=always)
+        self.gw.create_device()
+        text = self.gw.get("/metrics").text
+        for name in shards:
+            for metric in ("memtable_bytes", "block_cache_capacity_bytes", "pending_compaction_bytes",
+                           "stall_micros_total", "write_stopped", "wal_syncs_total", "wal_sync_p99_micros"):
+                self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_%s\{shard="%s"\} [0-9.e+]+$'
+                                 % (metric, re.escape(name)))
+            self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_block_cache_capacity_bytes\{shard="%s"\} 268435456$'
+                             % re.escape(name))   # half of store.memory's 512 MiB
+            self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_write_stopped\{shard="%s"\} 0$' % re.escape(name))
+        syncs = sum(float(l.split()[-1]) for l in text.splitlines()
+                    if l.startswith("sacgate_shard_rocksdb_wal_syncs_total"))
+        self.assertGreaterEqual(syncs, 1, "no WAL fsync counted after a synced write")
+        rdb = self.gw.cluster_info()["shards"][0]["rocksdb"]
+        self.assertEqual(rdb["blockCacheCapacity"], 256 * 1024 * 1024, rdb)
         # any valid token may read metrics
         self.assertEqual(self.gw.get("/metrics", token="reader").status, 200)
         self.assertEqual(self.gw.get("/metrics", token="svc").status, 200)
