@@ -110,6 +110,13 @@ struct fe_conn {
 
 struct fe_frontend_shared;
 
+/* A PUBACK due on a connection (the shard made its publish durable). */
+typedef struct {
+    uint64_t handle;
+    uint32_t seq;      /* the order it became due */
+    uint16_t pid;
+} fe_ack_t;
+
 struct fe_worker {
     int index;
     const fe_settings_t *set;
@@ -134,6 +141,8 @@ struct fe_worker {
     uint64_t router_boot;  /* incarnation of the router (0 = not heard yet) */
     uint32_t n_backlog, cap_backlog, head_backlog;
     size_t backlog_bytes;
+    fe_ack_t *acks;        /* PUBACKs due, sent once per pass (one TLS record per connection) */
+    uint32_t n_acks, cap_acks;
     uint8_t *rx;           /* read scratch */
     sg_wbuf_t tx;          /* packet encoding scratch */
     sg_wbuf_t frame;       /* wire frame scratch */
@@ -181,6 +190,10 @@ int fe_session_packet(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
 void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h);
 /* The connection is closing; was = the state it was in (it is FE_CLOSED already). */
 void fe_session_closed(fe_conn_t *c, uint8_t was);
+/* Send the PUBACKs that became due since the last call, one write per connection: the shard
+ * acknowledges a group commit at once, and a TLS record (and a write) per acknowledgement cost
+ * more than the rest of the path. Called after the link is drained. */
+void fe_session_flush_acks(fe_worker_t *w);
 /* A QoS 0 delivery reached the socket (fe_conn_complete_when_written). */
 void fe_session_written(fe_conn_t *c, uint16_t pid);
 /* Checks deadlines; returns false when it closed the connection. */

@@ -477,15 +477,51 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
         fe_conn_close(c, "stale-session");
         return;
     }
-    sg_wbuf_t *t = &c->w->tx;
-    sg_wbuf_reset(t);
-    if (sg_mqtt_encode_ack(t, SG_MQTT_PUBACK, pid) == SG_OK)
-        fe_conn_send(c, t->data, t->len);
-    if (c->state == FE_CLOSED)
+    fe_worker_t *w = c->w;
+    if (pid == 0)
         return;
+    if (w->n_acks == w->cap_acks) {
+        uint32_t cap = w->cap_acks ? w->cap_acks * 2 : 256;
+        fe_ack_t *a = realloc(w->acks, cap * sizeof *a);
+        if (!a) {
+            fe_conn_close(c, "out-of-memory");
+            return;
+        }
+        w->acks = a;
+        w->cap_acks = cap;
+    }
+    w->acks[w->n_acks] = (fe_ack_t){fe_conn_handle(c), w->n_acks, pid};
+    w->n_acks++;
     flight_remove(c, pid);
-    if (c->pending < c->w->set->window)
-        fe_conn_resume(c, FE_P_WINDOW);
+    if (c->pending < w->set->window)
+        fe_conn_resume(c, FE_P_WINDOW);   /* read again from the next pass on, after the flush */
+}
+
+static int ack_order(const void *a, const void *b)
+{
+    const fe_ack_t *x = a, *y = b;
+    if (x->handle != y->handle)
+        return x->handle < y->handle ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+void fe_session_flush_acks(fe_worker_t *w)
+{
+    if (w->n_acks == 0)
+        return;
+    if (w->n_acks > 1)
+        qsort(w->acks, w->n_acks, sizeof *w->acks, ack_order);   /* by connection, in order */
+    sg_wbuf_t *t = &w->tx;
+    for (uint32_t i = 0, j; i < w->n_acks; i = j) {
+        fe_conn_t *c = fe_conn_by_handle(w, w->acks[i].handle);   /* NULL once closed */
+        bool ok = c && c->state != FE_CLOSED;
+        sg_wbuf_reset(t);
+        for (j = i; j < w->n_acks && w->acks[j].handle == w->acks[i].handle; j++)
+            ok = ok && sg_mqtt_encode_ack(t, SG_MQTT_PUBACK, w->acks[j].pid) == SG_OK;
+        if (ok)
+            fe_conn_send(c, t->data, t->len);
+    }
+    w->n_acks = 0;
 }
 
 void fe_session_shard_lost(fe_worker_t *w, uint16_t shard, const char *why)

@@ -180,6 +180,7 @@ static void drain_link(fe_worker_t *w)
             fe_session_frame(w, &h);
         zmq_msg_close(&msg);
     }
+    fe_session_flush_acks(w);
 }
 
 static void on_link(sg_loop_t *loop, sg_io_t *io, uint32_t events)
@@ -369,6 +370,7 @@ void fe_worker_destroy(fe_worker_t **self_p)
     free(w->backlog);
     free(w->shard_inc);
     free(w->rx);
+    free(w->acks);
     sg_wbuf_fini(&w->tx);
     sg_wbuf_fini(&w->frame);
     free(w);

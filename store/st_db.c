@@ -74,8 +74,8 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
         for (size_t i = 0; i < n_cf; i++)
             if (strcmp(have[i], k_cf_names[ST_CF_DLX]) == 0)
                 db->dlx_created = false;
-        rocksdb_list_column_families_destroy(have, n_cf);
     }
+    rocksdb_list_column_families_destroy(have, n_cf);   /* an array even on error */
     const rocksdb_options_t *cfo[ST_CF_COUNT];
     for (int i = 0; i < ST_CF_COUNT; i++)
         cfo[i] = db->cf_opts[i];

@@ -46,6 +46,8 @@ typedef struct {
     uint8_t method;
 } wsess_t;
 
+typedef struct st_wpeer wpeer_t;
+
 /* In-memory state of one device the writer has touched. */
 typedef struct st_wdev wdev_t;
 struct st_wdev {
@@ -62,6 +64,8 @@ struct st_wdev {
     bool in_busy;
     bool deliver_queued;
     char *reg_text;             /* registry entry as of the open batch (read or written in it), or NULL */
+    wpeer_t *loop;              /* while the session is live: its frontend loop, in whose list it is */
+    wdev_t *loop_prev, *loop_next;
 };
 
 /* A message to take out of the queue at the start of the next batch (found while delivering). */
@@ -109,7 +113,6 @@ struct st_writer {
     bool has_held;
     zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
     int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
-    bool orphans_checked;       /* sessions loaded at start whose loop never spoke were ended */
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
 };
@@ -120,13 +123,17 @@ typedef struct {
     uint64_t handle, epoch;
 } ended_t;
 
-/* Liveness of one frontend loop ("{frontend}/{loop}/{boot}"), from the heartbeats routers pass on. */
-typedef struct {
-    int64_t last_ms;            /* sg_mono_ms of the last heartbeat (or session start) */
+/* Liveness of one frontend loop ("{frontend}/{loop}/{boot}"), from the heartbeats routers pass on,
+ * and its live sessions: a loop that reboots or goes silent has its own sessions ended without a
+ * walk over every cached device. */
+struct st_wpeer {
+    int64_t last_ms;            /* sg_mono_ms of the last heartbeat (or session start, or shard start) */
     bool dead;                  /* declared gone; its sessions were ended */
     ended_t *ended;
     size_t n_ended, cap_ended;
-} wpeer_t;
+    wdev_t *live;               /* the live sessions on this loop (wdev_t.loop_next) */
+    size_t n_live;
+};
 
 /* How long the sessions ended for a dead loop are remembered for KICKs if it comes back. */
 #define DEAD_PEER_KEEP_MS (3600 * 1000)
@@ -197,11 +204,44 @@ static void sess_clear(writer_t *w, wsess_t *s)
     *s = (wsess_t){.peer = intern(w, "", 0), .router = intern(w, "", 0)};
 }
 
+static wpeer_t *wpeer_get(writer_t *w, const char *name);
+
+/* d's session went live on d->sess.peer: into that loop's list. */
+static void live_link(writer_t *w, wdev_t *d)
+{
+    wpeer_t *p = wpeer_get(w, d->sess.peer);
+    d->loop = p;
+    d->loop_prev = NULL;
+    d->loop_next = p->live;
+    if (p->live)
+        p->live->loop_prev = d;
+    p->live = d;
+    p->n_live++;
+}
+
+/* d's session ended: out of its loop's list. */
+static void live_unlink(wdev_t *d)
+{
+    wpeer_t *p = d->loop;
+    if (!p)
+        return;
+    if (d->loop_prev)
+        d->loop_prev->loop_next = d->loop_next;
+    else
+        p->live = d->loop_next;
+    if (d->loop_next)
+        d->loop_next->loop_prev = d->loop_prev;
+    d->loop = NULL;
+    d->loop_prev = d->loop_next = NULL;
+    p->n_live--;
+}
+
 static void dev_free(void **item)
 {
     wdev_t *d = *item;
     if (!d)
         return;
+    live_unlink(d);   /* only at the end (evicted devices have no live session) */
     free(d->id);
     free(d->inflight);
     free(d->reg_text);
@@ -248,6 +288,7 @@ static sg_rc dev_load(writer_t *w, wdev_t *d)
         rocksdb_free(val);
     }
     if (d->sess.live) {
+        live_link(w, d);
         w->sessions++;   /* counted while cached; see dev_evict */
         /* A session that outlived a restart of this shard: its window is empty here, so start
          * delivering again (what it already got comes again, marked DUP). */
@@ -529,6 +570,7 @@ static void session_end(writer_t *w, wdev_t *d)
 {
     if (d->sess.live && w->sessions > 0)
         w->sessions--;
+    live_unlink(d);
     d->sess.live = false;   /* `subscribed` stays: a non-clean session resumes with it */
     inflight_clear(w, d);
     save_session(w, d);
@@ -615,6 +657,7 @@ static void op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         d->sess.since_ms = now;
         d->sess.peer = intern(w, (const char *)zframe_data(op->peer), zframe_size(op->peer));
         d->sess.router = intern(w, (const char *)zframe_data(op->router), zframe_size(op->router));
+        live_link(w, d);
         inflight_clear(w, d);
         w->sessions++;
         save_session(w, d);
@@ -1241,6 +1284,8 @@ static void wpeer_free(void **item)
     *item = NULL;
 }
 
+/* A loop first named by a session loaded at start counts as heard then: if it stays silent for
+ * store.peer_timeout, those sessions end like any of a silent loop. */
 static wpeer_t *wpeer_get(writer_t *w, const char *name)
 {
     wpeer_t *p = zhashx_lookup(w->peers, name);
@@ -1284,10 +1329,16 @@ static void frontend_hello(writer_t *w, op_t *op)
     if (!slash)
         return;
     size_t plen = (size_t)(slash - name) + 1;
-    for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs))
-        if (d->sess.live && strncmp(d->sess.peer, name, plen) == 0 &&
-            (strlen(d->sess.peer) != len || memcmp(d->sess.peer, name, len) != 0))
-            end_lost_session(w, d, NULL, "rebooted");
+    zlist_t *earlier = zlist_new();
+    for (wpeer_t *p = zhashx_first(w->peers); p; p = zhashx_next(w->peers)) {
+        const char *pn = zhashx_cursor(w->peers);
+        if (p->live && strncmp(pn, name, plen) == 0 && (strlen(pn) != len || memcmp(pn, name, len) != 0))
+            zlist_append(earlier, p);
+    }
+    for (wpeer_t *p = zlist_first(earlier); p; p = zlist_next(earlier))
+        while (p->live)
+            end_lost_session(w, p->live, NULL, "rebooted");   /* which takes it out of the list */
+    zlist_destroy(&earlier);
 }
 
 /* The frontend loop in op's envelope is alive (a heartbeat passed on by a router, or a session
@@ -1326,37 +1377,26 @@ static void check_peers(writer_t *w)
     int64_t now = sg_mono_ms(), timeout = w->ctx->peer_timeout_ms;
     if (now - w->started_mono < timeout)
         return;
-    zlist_t *gone = zlist_new();
-    size_t newly_dead = 0;
+    zlist_t *gone = zlist_new(), *died = zlist_new();
     for (wpeer_t *p = zhashx_first(w->peers); p; p = zhashx_next(w->peers)) {
         const char *name = zhashx_cursor(w->peers);
-        if (p->dead && now - p->last_ms > DEAD_PEER_KEEP_MS) {
+        if (p->dead && !p->live && now - p->last_ms > DEAD_PEER_KEEP_MS) {
             zlist_append(gone, (void *)name);   /* forgotten */
         } else if (!p->dead && now - p->last_ms > timeout) {
-            SG_WARN("store", "peer.silent", "peer=%s silent_ms=%lld", name, (long long)(now - p->last_ms));
+            SG_WARN("store", "peer.silent", "peer=%s silent_ms=%lld sessions=%zu", name, (long long)(now - p->last_ms),
+                    p->n_live);
             p->dead = true;
-            newly_dead++;
+            zlist_append(died, p);
         }
     }
+    /* A dead loop keeps no live session (a new one would have revived it). */
+    for (wpeer_t *p = zlist_first(died); p; p = zlist_next(died))
+        while (p->live)
+            end_lost_session(w, p->live, p, "silent");
     for (const char *name = zlist_first(gone); name; name = zlist_next(gone))
         zhashx_delete(w->peers, name);
     zlist_destroy(&gone);
-    if (!newly_dead && w->orphans_checked)
-        return;
-    /* A dead loop has no live sessions left after this scan (a new one would have revived it),
-     * so each loop's death costs one pass over the cached devices. */
-    for (wdev_t *d = zhashx_first(w->devs); d; d = zhashx_next(w->devs)) {
-        if (!d->sess.live)
-            continue;
-        wpeer_t *p = zhashx_lookup(w->peers, d->sess.peer);
-        if (!p && !w->orphans_checked) {
-            p = wpeer_get(w, d->sess.peer);   /* found on disk at start and never heard of since */
-            p->dead = true;
-        }
-        if (p && p->dead)
-            end_lost_session(w, d, p, "silent");
-    }
-    w->orphans_checked = true;
+    zlist_destroy(&died);
 }
 
 /* Hand queued messages to the live session, up to the in-flight window. Runs after commit. */
