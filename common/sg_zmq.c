@@ -16,3 +16,33 @@ int sg_zmq_send_nowait(zsock_t *sock, zmsg_t **msg)
     zmsg_destroy(msg);
     return 0;
 }
+
+zmsg_t *sg_zmq_recv_nowait(zsock_t *sock)
+{
+    void *raw = zsock_resolve(sock);
+    zmsg_t *m = NULL;
+    for (;;) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        /* The parts after the first are there with it (ZeroMQ delivers messages whole). */
+        if (zmq_msg_recv(&part, raw, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&part);
+            zmsg_destroy(&m);
+            return NULL;
+        }
+        if (!m && !(m = zmsg_new())) {
+            zmq_msg_close(&part);
+            return NULL;
+        }
+        zframe_t *f = zframe_new(zmq_msg_data(&part), zmq_msg_size(&part));
+        bool more = zmq_msg_more(&part);
+        zmq_msg_close(&part);
+        if (!f || zmsg_append(m, &f) != 0) {
+            zframe_destroy(&f);
+            zmsg_destroy(&m);
+            return NULL;
+        }
+        if (!more)
+            return m;
+    }
+}

@@ -426,7 +426,9 @@ static void conn_feed(fe_conn_t *c, const uint8_t *data, size_t n)
 
 void fe_conn_resume(fe_conn_t *c, uint8_t why)
 {
-    if (c->state == FE_CLOSED)
+    /* Not held back for this reason: nothing changes (every acknowledgement resumes the window,
+     * and a read here would be a read(2) that finds nothing, once per message). */
+    if (c->state == FE_CLOSED || !(c->paused & why))
         return;
     /* Input is not read while the gateway holds a connection back (shard window, full link):
      * the device's PINGREQs wait unread, so that time does not count against its keep-alive. */

@@ -160,8 +160,10 @@ static void on_router_pong(fe_worker_t *w, const sg_wire_hdr_t *h)
 
 static void drain_link(fe_worker_t *w)
 {
-    /* ZMQ_FD is edge-triggered: read until ZMQ_EVENTS says nothing is left. */
-    while (zsock_events(w->link) & ZMQ_POLLIN) {
+    /* ZMQ_FD is edge-triggered: read until a receive finds nothing (that receive takes in
+     * ZeroMQ's pending commands, so the descriptor signals again for the next message). No
+     * ZMQ_EVENTS look per message: each costs a poll(2) and a getpid(2). */
+    for (;;) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&msg, w->link_raw, ZMQ_DONTWAIT) < 0) {

@@ -20,6 +20,8 @@
 
 #define PING_EVERY_MS 1000
 #define SHARD_DOWN_AFTER_MS 3000
+/* Messages taken from one socket per wake before the others get their turn. */
+#define RT_DRAIN_MAX 256
 
 typedef struct {
     char *name;
@@ -273,11 +275,8 @@ static void forward_alive(rt_router_t *r, zframe_t *peer)
     sg_wbuf_fini(&w);
 }
 
-static void on_front(rt_router_t *r, zsock_t *front)
+static void on_front(rt_router_t *r, zsock_t *front, zmsg_t *m)
 {
-    zmsg_t *m = zmsg_recv(front);
-    if (!m)
-        return;
     if (zmsg_size(m) != 2) {
         zmsg_destroy(&m);
         return;
@@ -338,12 +337,9 @@ static void shard_state(rt_router_t *r, zsock_t *front, size_t i)
     sg_wbuf_fini(&w);
 }
 
-static void on_shard(rt_router_t *r, zsock_t *front, size_t i)
+static void on_shard(rt_router_t *r, zsock_t *front, size_t i, zmsg_t *m)
 {
     shard_t *s = &r->shards[i];
-    zmsg_t *m = zmsg_recv(s->sock);
-    if (!m)
-        return;
     if (zmsg_size(m) != 2) {
         zmsg_destroy(&m);
         return;
@@ -488,12 +484,16 @@ static void router_actor(zsock_t *pipe, void *args)
             void *which = zpoller_wait(poller, wait > 0 ? (int)wait : 0);
             if (which == pipe)
                 break;
+            /* Everything the socket holds, up to a bound (the others get their turn). */
+            zmsg_t *m;
             if (which == front) {
-                on_front(r, front);
+                for (int k = 0; k < RT_DRAIN_MAX && (m = sg_zmq_recv_nowait(front)); k++)
+                    on_front(r, front, m);
             } else if (which) {
                 for (size_t i = 0; i < r->n_shards; i++)
                     if (which == r->shards[i].sock)
-                        on_shard(r, front, i);
+                        for (int k = 0; k < RT_DRAIN_MAX && (m = sg_zmq_recv_nowait(which)); k++)
+                            on_shard(r, front, i, m);
             }
             if (sg_mono_ms() >= next_ping) {
                 ping_all(r);

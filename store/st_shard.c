@@ -42,6 +42,9 @@ typedef struct {
     zlist_t *held;      /* zmsg_t*: session bookkeeping waiting for room in the writer's queue */
 } net_t;
 
+/* Messages taken from one socket per wake before the other gets its turn. */
+#define NET_DRAIN_MAX 256
+
 /* Bookkeeping frames held at most; beyond, the writer has been stuck for very long. */
 #define HELD_MAX 200000
 
@@ -125,11 +128,8 @@ static void to_worker(net_t *n, zsock_t *q, zmsg_t **m, const sg_wire_hdr_t *h)
 }
 
 /* [router][peer][frame] from the ROUTER socket. */
-static void on_router(net_t *n)
+static void on_router(net_t *n, zmsg_t *m)
 {
-    zmsg_t *m = zmsg_recv(n->router);
-    if (!m)
-        return;
     if (zmsg_size(m) != 3) {
         SG_WARN("store", "net.bad_envelope", "frames=%zu", zmsg_size(m));
         zmsg_destroy(&m);
@@ -234,11 +234,8 @@ static void wake_parked(net_t *n, bool all_due_only)
     }
 }
 
-static void on_workers(net_t *n)
+static void on_workers(net_t *n, zmsg_t *m)
 {
-    zmsg_t *m = zmsg_recv(n->from_workers);
-    if (!m)
-        return;
     char *tag = zmsg_popstr(m);
     if (tag && tag[0] == 'R' && zmsg_size(m) == 3) {
         zframe_t *rid = zmsg_first(m), *peer = zmsg_next(m), *frame = zmsg_next(m);
@@ -360,10 +357,14 @@ static void net_actor(zsock_t *pipe, void *args)
             void *which = zpoller_wait(poller, zlist_size(n.held) ? 5 : zlist_size(n.parked) ? 100 : 1000);
             if (which == pipe)
                 break;
+            /* Everything the socket holds, up to a bound (see sg_zmq_recv_nowait). */
+            zmsg_t *m;
             if (which == n.router)
-                on_router(&n);
+                for (int k = 0; k < NET_DRAIN_MAX && (m = sg_zmq_recv_nowait(n.router)); k++)
+                    on_router(&n, m);
             else if (which == n.from_workers)
-                on_workers(&n);
+                for (int k = 0; k < NET_DRAIN_MAX && (m = sg_zmq_recv_nowait(n.from_workers)); k++)
+                    on_workers(&n, m);
             if (zlist_size(n.parked))
                 wake_parked(&n, true);
             if (zlist_size(n.held))

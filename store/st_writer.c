@@ -15,6 +15,7 @@
 #include "sg_sas.h"
 #include "sg_time.h"
 #include "sg_wire.h"
+#include "sg_zmq.h"
 #include "st_internal.h"
 #include "st_keys.h"
 #include "st_record.h"
@@ -1535,16 +1536,15 @@ static void expire_due(writer_t *w, int64_t now)
     rocksdb_iter_destroy(it);
 }
 
-static bool recv_op(writer_t *w, op_t *op, bool wait)
+/* The next operation waiting, if any (never blocks: the poller says when there are some). */
+static bool recv_op(writer_t *w, op_t *op)
 {
-    if (!wait && !(zsock_events(w->in) & ZMQ_POLLIN))
-        return false;
-    zmsg_t *m = zmsg_recv(w->in);
+    zmsg_t *m = sg_zmq_recv_nowait(w->in);
     if (!m)
         return false;
     if (zmsg_size(m) != 3) {
         zmsg_destroy(&m);
-        return recv_op(w, op, false);
+        return recv_op(w, op);
     }
     op->router = zmsg_pop(m);
     op->peer = zmsg_pop(m);
@@ -1555,7 +1555,7 @@ static bool recv_op(writer_t *w, op_t *op, bool wait)
         zframe_destroy(&op->router);
         zframe_destroy(&op->peer);
         zframe_destroy(&op->frame);
-        return recv_op(w, op, false);
+        return recv_op(w, op);
     }
     return true;
 }
@@ -1591,7 +1591,7 @@ static void cycle(writer_t *w, op_t *first)
         w->has_held = false;
         first = &held;
     }
-    for (bool have = first != NULL; have || (n < ctx->max_batch && recv_op(w, &op, false)); have = false) {
+    for (bool have = first != NULL; have || (n < ctx->max_batch && recv_op(w, &op)); have = false) {
         op_t *cur = have ? first : &op;
         if (n > 0 && needs_fresh_batch(cur) && rocksdb_writebatch_count(w->batch) > 0) {
             w->held = *cur;   /* taken over, not freed */
@@ -1800,7 +1800,7 @@ void st_writer_actor(zsock_t *pipe, void *args)
         if (zpoller_terminated(poller))
             break;
         op_t op;
-        if (which == w.in && recv_op(&w, &op, true))
+        if (which == w.in && recv_op(&w, &op))
             cycle(&w, &op);
         else
             cycle(&w, NULL);   /* timer: expiry sweep and delayed work */

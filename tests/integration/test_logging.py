@@ -73,18 +73,20 @@ class UnreadLogTest(GatewayTest):
         c.close()
         self.assertEqual(len(gw.wait_records(dev["id"], 1, timeout=20)), 1)
         self.assertEqual(gw.get("/v1/cluster").status, 200)
-        # once the pipe is read, the storm shows cut to the rate, and summed up
+        # once the pipe is read, the storm shows cut to the rate, and summed up (a second's
+        # suppressions are reported once it is over)
         gw.read_stderr()
-        sgtest.wait_until(lambda: gw.grep_log(r"event=log\.suppressed of=frontend/tls\.failed lines=\d+"), 15,
-                          "a log.suppressed line for the storm")
-        shown = len(gw.grep_log(r"comp=frontend event=tls\.failed"))
-        suppressed = sum(int(l.split("lines=")[1].split()[0])
-                         for l in gw.grep_log(r"event=log\.suppressed of=frontend/tls\.failed"))
+
+        def counted():
+            shown = len(gw.grep_log(r"comp=frontend event=tls\.failed"))
+            suppressed = sum(int(l.split("lines=")[1].split()[0])
+                             for l in gw.grep_log(r"event=log\.suppressed of=frontend/tls\.failed lines=\d+"))
+            return shown, suppressed
+        sgtest.wait_until(lambda: sum(counted()) >= STORM, 30, "every failed handshake written or counted")
+        shown, suppressed = counted()
         self.assertLess(shown, STORM, "every line of the storm was written")
         self.assertGreater(suppressed, 0)
-        # every line of the storm written or counted (the harness's own port probes add a few)
-        self.assertGreaterEqual(shown + suppressed, STORM)
-        self.assertLessEqual(shown + suppressed, STORM + 50)
+        self.assertLessEqual(shown + suppressed, STORM + 50)   # the harness's own port probes add a few
 
 
 if __name__ == "__main__":
