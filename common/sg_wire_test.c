@@ -111,6 +111,28 @@ static void test_telemetry(void)
     CHECK(sg_wire_props_next(&t.props, &k, &kl, &v, &vl) && kl == 1 && *k == 'a' && vl == 1 && *v == '1');
     CHECK(sg_wire_props_next(&t.props, &k, &kl, &v, &vl) && kl == 4 && vl == 0);
     CHECK(!sg_wire_props_next(&t.props, &k, &kl, &v, &vl));
+
+    /* a refusal names the publish (so its frontend can send it again); other refusals none */
+    sg_wbuf_t e;
+    sg_wbuf_init(&e, 256);
+    sg_wire_hdr_t eh;
+    uint8_t about;
+    uint16_t pid = 1;
+    CHECK_RC(sg_wire_put_error(&e, &h, SG_WIRE_ERR_BUSY), SG_OK);
+    CHECK_RC(sg_wire_decode(e.data, e.len, &eh), SG_OK);
+    CHECK_RC(sg_wire_get_error(&eh, &about, &pid), SG_OK);
+    CHECK(eh.type == SG_MSG_ERROR && eh.status == SG_WIRE_ERR_BUSY && about == SG_MSG_TELEMETRY && pid == 77);
+    sg_wbuf_fini(&e);
+    sg_wbuf_t a = frame(SG_MSG_AUTH, "dev");
+    sg_wire_hdr_t ah;
+    CHECK_RC(sg_wire_decode(a.data, a.len, &ah), SG_OK);
+    sg_wbuf_init(&e, 256);
+    CHECK_RC(sg_wire_put_error(&e, &ah, SG_WIRE_ERR_BUSY), SG_OK);
+    CHECK_RC(sg_wire_decode(e.data, e.len, &eh), SG_OK);
+    CHECK_RC(sg_wire_get_error(&eh, &about, &pid), SG_OK);
+    CHECK(about == SG_MSG_AUTH && pid == 0);
+    sg_wbuf_fini(&e);
+    sg_wbuf_fini(&a);
     sg_wbuf_fini(&w);
 
     /* a property count larger than the pairs present, and an empty key, are refused */

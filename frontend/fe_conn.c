@@ -150,6 +150,8 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
     free(c->device);
     free(c->will);
     free(c->q0);
+    for (uint16_t i = 0; c->flight && i < c->pending; i++)
+        free(c->flight[i].frame);
     free(c->flight);
     c->q0 = NULL;
     c->flight = NULL;

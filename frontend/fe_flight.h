@@ -11,26 +11,39 @@
 #include <string.h>
 
 typedef struct {
+    uint8_t *frame;       /* the wire frame as it went, to send again if a tier refused it (BUSY) */
+    uint32_t len;
+    uint32_t at;          /* loop second it first went to the shard (the ack timeout runs from it) */
+    uint32_t retry_at;    /* loop millisecond to send it again, 0 while it is not refused */
     uint16_t pid;
-    uint32_t at;          /* loop second it went to the shard */
+    uint8_t refusals;     /* times a tier refused it (the wait before the next try doubles) */
 } fe_flight_t;
 
-/* Append pid sent at `at` (the caller keeps *n below the array's size). */
-static inline void fe_flight_add(fe_flight_t *f, uint16_t *n, uint16_t pid, uint32_t at)
+/* Append pid sent at `at` with its frame (the caller keeps *n below the array's size). */
+static inline void fe_flight_add(fe_flight_t *f, uint16_t *n, uint16_t pid, uint32_t at, uint8_t *frame,
+                                 uint32_t len)
 {
-    f[(*n)++] = (fe_flight_t){pid, at};
+    f[(*n)++] = (fe_flight_t){.frame = frame, .len = len, .at = at, .pid = pid};
 }
 
-/* Its acknowledgement came: take out the oldest entry with pid (a device may send one again
- * before the acknowledgement). False when pid is not waiting. f[0] stays the oldest. */
-static inline bool fe_flight_remove(fe_flight_t *f, uint16_t *n, uint16_t pid)
+/* The oldest entry with pid (a device may send one again before the acknowledgement), or NULL. */
+static inline fe_flight_t *fe_flight_find(fe_flight_t *f, uint16_t n, uint16_t pid)
 {
-    uint16_t k = 0;
-    while (k < *n && f[k].pid != pid)
-        k++;
-    if (k == *n)
+    for (uint16_t k = 0; k < n; k++)
+        if (f[k].pid == pid)
+            return &f[k];
+    return NULL;
+}
+
+/* Its acknowledgement came: take out the oldest entry with pid into *out (its frame is the
+ * caller's to free). False when pid is not waiting. f[0] stays the oldest. */
+static inline bool fe_flight_remove(fe_flight_t *f, uint16_t *n, uint16_t pid, fe_flight_t *out)
+{
+    fe_flight_t *e = fe_flight_find(f, *n, pid);
+    if (!e)
         return false;
-    memmove(&f[k], &f[k + 1], (size_t)(*n - k - 1) * sizeof *f);
+    *out = *e;
+    memmove(e, e + 1, (size_t)(*n - (e - f) - 1) * sizeof *f);
     (*n)--;
     return true;
 }

@@ -56,6 +56,7 @@ typedef enum {
 #define FE_F_BLOCKED 0x08      /* in the worker's blocked list */
 #define FE_F_C2D_QOS0 0x10     /* the devicebound subscription was granted QoS 0 */
 #define FE_F_LINGER 0x20       /* refused: output sent and half-closed, draining until the peer closes */
+#define FE_F_RETRY 0x40        /* in the worker's retry list: a tier refused one of its publishes (BUSY) */
 
 typedef struct {
     uint8_t qos;
@@ -141,6 +142,8 @@ struct fe_worker {
     uint64_t router_boot;  /* incarnation of the router (0 = not heard yet) */
     uint32_t n_backlog, cap_backlog, head_backlog;
     size_t backlog_bytes;
+    uint64_t *retry;       /* handles of connections with refused publishes to send again */
+    uint32_t n_retry, cap_retry;
     fe_ack_t *acks;        /* PUBACKs due, sent once per pass (one TLS record per connection) */
     uint32_t n_acks, cap_acks;
     uint8_t *rx;           /* read scratch */
@@ -194,6 +197,9 @@ void fe_session_closed(fe_conn_t *c, uint8_t was);
  * acknowledges a group commit at once, and a TLS record (and a write) per acknowledgement cost
  * more than the rest of the path. Called after the link is drained. */
 void fe_session_flush_acks(fe_worker_t *w);
+/* Send again the publishes a tier refused (BUSY: a full queue) once their wait is over; a
+ * connection stays in the list while any waits. Each pass of the loop. */
+void fe_session_retry(fe_worker_t *w);
 /* A QoS 0 delivery reached the socket (fe_conn_complete_when_written). */
 void fe_session_written(fe_conn_t *c, uint16_t pid);
 /* Checks deadlines; returns false when it closed the connection. */

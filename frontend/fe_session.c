@@ -355,19 +355,28 @@ static const char *telemetry_error(sg_rc rc)
 
 /* ---------- publishes waiting for their durable acknowledgement ---------- */
 
+/* pid went to the shard as the frame in w->frame: kept until acknowledged, so that it can be
+ * sent again if a tier refuses it for a full queue. */
 static bool flight_add(fe_conn_t *c, uint16_t pid)
 {
     if (!c->flight && !(c->flight = malloc(c->w->set->window * sizeof *c->flight)))
         return false;
-    fe_flight_add(c->flight, &c->pending, pid, sg_loop_now(c->w->loop));
+    const sg_wbuf_t *f = &c->w->frame;
+    uint8_t *copy = malloc(f->len);
+    if (!copy)
+        return false;
+    memcpy(copy, f->data, f->len);
+    fe_flight_add(c->flight, &c->pending, pid, sg_loop_now(c->w->loop), copy, (uint32_t)f->len);
     c->pending_since = c->flight[0].at;
     return true;
 }
 
 static void flight_remove(fe_conn_t *c, uint16_t pid)
 {
-    if (!c->flight || !fe_flight_remove(c->flight, &c->pending, pid))
+    fe_flight_t gone;
+    if (!c->flight || !fe_flight_remove(c->flight, &c->pending, pid, &gone))
         return;
+    free(gone.frame);
     if (c->pending == 0) {
         free(c->flight);
         c->flight = NULL;
@@ -454,12 +463,100 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     return FE_PKT_DONE;
 }
 
+/* Room for one more element in a worker's growing array (*arr of n used, *cap allocated; the
+ * first allocation holds `first`); false when memory ran out. */
+static bool room_for_one(void **arr, uint32_t n, uint32_t *cap, size_t elem, uint32_t first)
+{
+    if (n < *cap)
+        return true;
+    uint32_t c = *cap ? *cap * 2 : first;
+    void *p = realloc(*arr, (size_t)c * elem);
+    if (!p)
+        return false;
+    *arr = p;
+    *cap = c;
+    return true;
+}
+
+/* A router or shard refused publish e for a full queue: it goes again after a wait that doubles
+ * from 20 ms to 1.28 s with each refusal. Meanwhile the window stays as it is (no new publishes
+ * are read beyond it), the PUBACK waits, and the ack timeout still runs from its first send. */
+static void send_again_later(fe_conn_t *c, fe_flight_t *e)
+{
+    fe_worker_t *w = c->w;
+    uint32_t wait = 20u << (e->refusals < 6 ? e->refusals : 6);
+    if (e->refusals < UINT8_MAX)
+        e->refusals++;
+    e->retry_at = sg_loop_now_ms(w->loop) + wait;
+    if (e->retry_at == 0)
+        e->retry_at = 1;
+    SG_INFO("frontend", "telemetry.busy", "device=%s pid=%u refusals=%u retry_ms=%u", c->device, e->pid, e->refusals,
+            wait);
+    if (c->flags & FE_F_RETRY)
+        return;
+    if (!room_for_one((void **)&w->retry, w->n_retry, &w->cap_retry, sizeof *w->retry, 64)) {
+        fe_conn_close(c, "out-of-memory");
+        return;
+    }
+    w->retry[w->n_retry++] = fe_conn_handle(c);
+    c->flags |= FE_F_RETRY;
+}
+
+void fe_session_retry(fe_worker_t *w)
+{
+    uint32_t now = sg_loop_now_ms(w->loop), keep = 0;
+    for (uint32_t i = 0; i < w->n_retry; i++) {
+        fe_conn_t *c = fe_conn_by_handle(w, w->retry[i]);
+        if (!c || c->state != FE_ONLINE)
+            continue;   /* closed: its publishes went with it */
+        bool waiting = false;
+        for (uint16_t k = 0; k < c->pending && c->state == FE_ONLINE; k++) {
+            fe_flight_t *e = &c->flight[k];
+            if (e->retry_at == 0)
+                continue;
+            if ((int32_t)(now - e->retry_at) < 0) {
+                waiting = true;
+                continue;
+            }
+            sg_wbuf_t frame = {.data = e->frame, .len = e->len, .cap = e->len, .max = e->len};
+            sg_rc rc = fe_link_send(w, &frame);
+            if (rc == SG_OK) {
+                e->retry_at = 0;
+            } else if (rc == SG_E_FULL) {
+                waiting = true;   /* the link itself is full: next pass */
+                break;
+            } else {
+                fe_conn_close(c, "router-link-failed");
+            }
+        }
+        if (waiting && c->state == FE_ONLINE)
+            w->retry[keep++] = w->retry[i];
+        else
+            c->flags &= (uint8_t)~FE_F_RETRY;
+    }
+    w->n_retry = keep;
+}
+
 static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
 {
     uint16_t pid;
     if (c->state != FE_ONLINE || h->epoch != c->epoch)
         return;
     if (h->type == SG_MSG_ERROR) {
+        uint8_t about;
+        uint16_t refused = 0;
+        fe_flight_t *e = NULL;
+        if (sg_wire_get_error(h, &about, &refused) == SG_OK && refused != 0 && c->flight)
+            e = fe_flight_find(c->flight, c->pending, refused);
+        if (e && h->status == SG_WIRE_ERR_BUSY) {
+            send_again_later(c, e);   /* a queue on the way was full: the connection stays */
+            return;
+        }
+        if (refused == 0 && c->pending == 0 && h->status == SG_WIRE_ERR_BUSY) {
+            SG_INFO("frontend", "telemetry.dropped", "device=%s reason=\"QoS 0 publish refused by a full queue\"",
+                    c->device);
+            return;
+        }
         SG_WARN("frontend", "telemetry.unavailable", "device=%s reason=\"router could not reach the shard\"", c->device);
         fe_conn_close(c, "shard-unavailable");
         return;
@@ -480,15 +577,9 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
     fe_worker_t *w = c->w;
     if (pid == 0)
         return;
-    if (w->n_acks == w->cap_acks) {
-        uint32_t cap = w->cap_acks ? w->cap_acks * 2 : 256;
-        fe_ack_t *a = realloc(w->acks, cap * sizeof *a);
-        if (!a) {
-            fe_conn_close(c, "out-of-memory");
-            return;
-        }
-        w->acks = a;
-        w->cap_acks = cap;
+    if (!room_for_one((void **)&w->acks, w->n_acks, &w->cap_acks, sizeof *w->acks, 256)) {
+        fe_conn_close(c, "out-of-memory");
+        return;
     }
     w->acks[w->n_acks] = (fe_ack_t){fe_conn_handle(c), w->n_acks, pid};
     w->n_acks++;
@@ -833,7 +924,8 @@ void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
         return;
     }
     uint8_t about = h->type;
-    if (h->type == SG_MSG_ERROR && sg_wire_get_u8(h, &about) != SG_OK)
+    uint16_t refused_pid;
+    if (h->type == SG_MSG_ERROR && sg_wire_get_error(h, &about, &refused_pid) != SG_OK)
         return;
     switch (about) {
     case SG_MSG_AUTH_RES:
