@@ -63,8 +63,11 @@ static void send_frame(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wbuf_t 
     zmsg_append(m, &(zframe_t *){zframe_dup(rid)});
     zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
     zmsg_addmem(m, w->data, w->len);
-    if (sg_zmq_send_nowait(n->router, &m) != 0)
+    if (sg_zmq_send_nowait(n->router, &m) != 0) {
+        if (errno == EAGAIN)
+            SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; answer dropped\"");
         zmsg_destroy(&m);
+    }
 }
 
 static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *in)
