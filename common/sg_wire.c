@@ -282,20 +282,21 @@ sg_rc sg_wire_put_error(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t code)
     h.device_len = in->device_len;
     SG_GUARD(sg_wire_encode_hdr(w, &h));
     SG_GUARD(sg_wbuf_u8(w, in->type));
-    /* A refused publish is named, so its frontend can send that one again. */
+    /* A refused publish is named (0 for QoS 0), so its frontend can send that one again. */
     sg_wire_telemetry_t t;
-    if (in->type == SG_MSG_TELEMETRY && sg_wire_get_telemetry(in, &t) == SG_OK && t.packet_id != 0)
+    if (in->type == SG_MSG_TELEMETRY && sg_wire_get_telemetry(in, &t) == SG_OK)
         SG_GUARD(sg_wbuf_u16(w, t.packet_id));
     return SG_OK;
 }
 
-sg_rc sg_wire_get_error(const sg_wire_hdr_t *h, uint8_t *about, uint16_t *pid)
+sg_rc sg_wire_get_error(const sg_wire_hdr_t *h, uint8_t *about, uint16_t *pid, bool *named)
 {
     sg_cur_t c;
     body_cursor(h, &c);
     SG_GUARD(sg_cur_u8(&c, about));
     *pid = 0;
-    if (sg_cur_left(&c) > 0)
+    *named = sg_cur_left(&c) > 0;
+    if (*named)
         SG_GUARD(sg_cur_u16(&c, pid));
     return body_end(&c);
 }

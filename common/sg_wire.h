@@ -184,10 +184,11 @@ SG_WUR sg_rc sg_wire_put_json(sg_wbuf_t *w, const char *json, size_t len);
 SG_WUR sg_rc sg_wire_get_json(const sg_wire_hdr_t *h, const char **json, size_t *len);
 
 /* ERROR answering the frame `in` (same corr, epoch, device), status = SG_WIRE_ERR_*, body = u8
- * type of the refused frame, then for a QoS 1 TELEMETRY its u16 packet id. */
+ * type of the refused frame, then for a TELEMETRY its u16 packet id (0: QoS 0). */
 SG_WUR sg_rc sg_wire_put_error(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t code);
-/* The refused frame's type and (telemetry) packet id, 0 when the error names none. */
-SG_WUR sg_rc sg_wire_get_error(const sg_wire_hdr_t *h, uint8_t *about, uint16_t *pid);
+/* The refused frame's type and (telemetry) packet id; *named is false for an error that names
+ * none (older routers and shards, other frames), *pid 0 then and for QoS 0. */
+SG_WUR sg_rc sg_wire_get_error(const sg_wire_hdr_t *h, uint8_t *about, uint16_t *pid, bool *named);
 
 /* PONG from a shard to a router's probe: str8 shard name, u64 incarnation (random at each start
  * of the shard: a new value means whatever the old one held in memory is gone). */

@@ -118,10 +118,11 @@ static void test_telemetry(void)
     sg_wire_hdr_t eh;
     uint8_t about;
     uint16_t pid = 1;
+    bool named = false;
     CHECK_RC(sg_wire_put_error(&e, &h, SG_WIRE_ERR_BUSY), SG_OK);
     CHECK_RC(sg_wire_decode(e.data, e.len, &eh), SG_OK);
-    CHECK_RC(sg_wire_get_error(&eh, &about, &pid), SG_OK);
-    CHECK(eh.type == SG_MSG_ERROR && eh.status == SG_WIRE_ERR_BUSY && about == SG_MSG_TELEMETRY && pid == 77);
+    CHECK_RC(sg_wire_get_error(&eh, &about, &pid, &named), SG_OK);
+    CHECK(eh.type == SG_MSG_ERROR && eh.status == SG_WIRE_ERR_BUSY && about == SG_MSG_TELEMETRY && pid == 77 && named);
     sg_wbuf_fini(&e);
     sg_wbuf_t a = frame(SG_MSG_AUTH, "dev");
     sg_wire_hdr_t ah;
@@ -129,8 +130,8 @@ static void test_telemetry(void)
     sg_wbuf_init(&e, 256);
     CHECK_RC(sg_wire_put_error(&e, &ah, SG_WIRE_ERR_BUSY), SG_OK);
     CHECK_RC(sg_wire_decode(e.data, e.len, &eh), SG_OK);
-    CHECK_RC(sg_wire_get_error(&eh, &about, &pid), SG_OK);
-    CHECK(about == SG_MSG_AUTH && pid == 0);
+    CHECK_RC(sg_wire_get_error(&eh, &about, &pid, &named), SG_OK);
+    CHECK(about == SG_MSG_AUTH && pid == 0 && !named);
     sg_wbuf_fini(&e);
     sg_wbuf_fini(&a);
     sg_wbuf_fini(&w);

@@ -17,6 +17,7 @@ typedef struct {
     uint32_t retry_at;    /* loop millisecond to send it again, 0 while it is not refused */
     uint16_t pid;
     uint8_t refusals;     /* times a tier refused it (the wait before the next try doubles) */
+    bool acked;           /* durable; its PUBACK waits for the ones before it */
 } fe_flight_t;
 
 /* Append pid sent at `at` with its frame (the caller keeps *n below the array's size). */
@@ -26,24 +27,25 @@ static inline void fe_flight_add(fe_flight_t *f, uint16_t *n, uint16_t pid, uint
     f[(*n)++] = (fe_flight_t){.frame = frame, .len = len, .at = at, .pid = pid};
 }
 
-/* The oldest entry with pid (a device may send one again before the acknowledgement), or NULL. */
+/* The oldest entry with pid not acknowledged yet (a device may send one again before the
+ * acknowledgement), or NULL. */
 static inline fe_flight_t *fe_flight_find(fe_flight_t *f, uint16_t n, uint16_t pid)
 {
     for (uint16_t k = 0; k < n; k++)
-        if (f[k].pid == pid)
+        if (f[k].pid == pid && !f[k].acked)
             return &f[k];
     return NULL;
 }
 
-/* Its acknowledgement came: take out the oldest entry with pid into *out (its frame is the
- * caller's to free). False when pid is not waiting. f[0] stays the oldest. */
-static inline bool fe_flight_remove(fe_flight_t *f, uint16_t *n, uint16_t pid, fe_flight_t *out)
+/* Take out the oldest entry into *out if it is acknowledged: PUBACKs leave in the order the
+ * publishes came (MQTT 3.1.1 4.6), also when a refused one was sent again after later ones.
+ * Its frame is the caller's to free. f[0] stays the oldest. */
+static inline bool fe_flight_pop_acked(fe_flight_t *f, uint16_t *n, fe_flight_t *out)
 {
-    fe_flight_t *e = fe_flight_find(f, *n, pid);
-    if (!e)
+    if (*n == 0 || !f[0].acked)
         return false;
-    *out = *e;
-    memmove(e, e + 1, (size_t)(*n - (e - f) - 1) * sizeof *f);
+    *out = f[0];
+    memmove(f, f + 1, (size_t)(*n - 1) * sizeof *f);
     (*n)--;
     return true;
 }

@@ -116,6 +116,7 @@ typedef struct {
     uint64_t handle;
     uint32_t seq;      /* the order it became due */
     uint16_t pid;
+    bool resume;       /* the connection's window opened: read it again once this is written */
 } fe_ack_t;
 
 struct fe_worker {
@@ -146,6 +147,7 @@ struct fe_worker {
     uint32_t n_retry, cap_retry;
     fe_ack_t *acks;        /* PUBACKs due, sent once per pass (one TLS record per connection) */
     uint32_t n_acks, cap_acks;
+    uint64_t link_sends;   /* frames sent on the link (a send can take the ZMQ_FD edge: drain_link) */
     uint8_t *rx;           /* read scratch */
     sg_wbuf_t tx;          /* packet encoding scratch */
     sg_wbuf_t frame;       /* wire frame scratch */

@@ -371,12 +371,9 @@ static bool flight_add(fe_conn_t *c, uint16_t pid)
     return true;
 }
 
-static void flight_remove(fe_conn_t *c, uint16_t pid)
+/* After pops from the front: the ack deadline follows the oldest publish left. */
+static void flight_settle(fe_conn_t *c)
 {
-    fe_flight_t gone;
-    if (!c->flight || !fe_flight_remove(c->flight, &c->pending, pid, &gone))
-        return;
-    free(gone.frame);
     if (c->pending == 0) {
         free(c->flight);
         c->flight = NULL;
@@ -545,14 +542,20 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
     if (h->type == SG_MSG_ERROR) {
         uint8_t about;
         uint16_t refused = 0;
+        bool named = false;
         fe_flight_t *e = NULL;
-        if (sg_wire_get_error(h, &about, &refused) == SG_OK && refused != 0 && c->flight)
-            e = fe_flight_find(c->flight, c->pending, refused);
+        /* the oldest of that id on its way (one waiting to go again is not; a device may have
+         * sent the id twice) */
+        if (sg_wire_get_error(h, &about, &refused, &named) == SG_OK && refused != 0)
+            for (uint16_t k = 0; k < c->pending && !e; k++)
+                if (c->flight[k].pid == refused && !c->flight[k].acked && c->flight[k].retry_at == 0)
+                    e = &c->flight[k];
         if (e && h->status == SG_WIRE_ERR_BUSY) {
             send_again_later(c, e);   /* a queue on the way was full: the connection stays */
             return;
         }
-        if (refused == 0 && c->pending == 0 && h->status == SG_WIRE_ERR_BUSY) {
+        /* A QoS 0 publish (named with id 0; an older router names none) is simply lost. */
+        if (h->status == SG_WIRE_ERR_BUSY && refused == 0 && (named || c->pending == 0)) {
             SG_INFO("frontend", "telemetry.dropped", "device=%s reason=\"QoS 0 publish refused by a full queue\"",
                     c->device);
             return;
@@ -575,17 +578,31 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
         return;
     }
     fe_worker_t *w = c->w;
-    if (pid == 0)
-        return;
-    if (!room_for_one((void **)&w->acks, w->n_acks, &w->cap_acks, sizeof *w->acks, 256)) {
-        fe_conn_close(c, "out-of-memory");
-        return;
+    fe_flight_t *e = c->flight ? fe_flight_find(c->flight, c->pending, pid) : NULL;
+    if (!e)
+        return;   /* nothing of that id waits (acknowledged already) */
+    e->acked = true;
+    e->retry_at = 0;
+    /* PUBACKs in the order the publishes came: up to the first one that is not durable yet. */
+    fe_flight_t done;
+    bool popped = false;
+    while (fe_flight_pop_acked(c->flight, &c->pending, &done)) {
+        free(done.frame);
+        if (!room_for_one((void **)&w->acks, w->n_acks, &w->cap_acks, sizeof *w->acks, 256)) {
+            fe_conn_close(c, "out-of-memory");
+            return;
+        }
+        w->acks[w->n_acks] = (fe_ack_t){fe_conn_handle(c), w->n_acks, done.pid, false};
+        w->n_acks++;
+        popped = true;
     }
-    w->acks[w->n_acks] = (fe_ack_t){fe_conn_handle(c), w->n_acks, pid};
-    w->n_acks++;
-    flight_remove(c, pid);
-    if (c->pending < w->set->window)
-        fe_conn_resume(c, FE_P_WINDOW);   /* read again from the next pass on, after the flush */
+    if (!popped)
+        return;   /* an earlier publish is not durable yet: these PUBACKs wait for it */
+    flight_settle(c);
+    /* Reading resumes after the PUBACKs are written (fe_session_flush_acks): a packet read now
+     * could close the connection before durable publishes are acknowledged. */
+    if ((c->paused & FE_P_WINDOW) && c->pending < w->set->window)
+        w->acks[w->n_acks - 1].resume = true;
 }
 
 static int ack_order(const void *a, const void *b)
@@ -603,16 +620,33 @@ void fe_session_flush_acks(fe_worker_t *w)
     if (w->n_acks > 1)
         qsort(w->acks, w->n_acks, sizeof *w->acks, ack_order);   /* by connection, in order */
     sg_wbuf_t *t = &w->tx;
-    for (uint32_t i = 0, j; i < w->n_acks; i = j) {
+    uint32_t n = w->n_acks;
+    for (uint32_t i = 0, j; i < n; i = j) {
         fe_conn_t *c = fe_conn_by_handle(w, w->acks[i].handle);   /* NULL once closed */
-        bool ok = c && c->state != FE_CLOSED;
+        bool resume = false;
         sg_wbuf_reset(t);
-        for (j = i; j < w->n_acks && w->acks[j].handle == w->acks[i].handle; j++)
-            ok = ok && sg_mqtt_encode_ack(t, SG_MQTT_PUBACK, w->acks[j].pid) == SG_OK;
-        if (ok)
+        for (j = i; j < n && w->acks[j].handle == w->acks[i].handle; j++) {
+            resume |= w->acks[j].resume;
+            if (!c || c->state == FE_CLOSED)
+                continue;
+            if (sg_mqtt_encode_ack(t, SG_MQTT_PUBACK, w->acks[j].pid) != SG_OK) {
+                fe_conn_send(c, t->data, t->len);   /* full: what is there goes, then the rest */
+                sg_wbuf_reset(t);
+                if (c->state == FE_CLOSED || sg_mqtt_encode_ack(t, SG_MQTT_PUBACK, w->acks[j].pid) != SG_OK) {
+                    SG_ERROR("frontend", "puback.failed", "device=%s pid=%u", c->device ? c->device : "-",
+                             w->acks[j].pid);
+                    fe_conn_close(c, "internal-error");
+                }
+            }
+        }
+        if (c && c->state != FE_CLOSED && t->len > 0)
             fe_conn_send(c, t->data, t->len);
+        if (resume && c && c->state != FE_CLOSED && c->pending < w->set->window)
+            fe_conn_resume(c, FE_P_WINDOW);   /* may read and send: entries past n wait for the next flush */
     }
-    w->n_acks = 0;
+    /* Acknowledgements that came while resumed connections were read stay for the next flush. */
+    memmove(w->acks, w->acks + n, (w->n_acks - n) * sizeof *w->acks);
+    w->n_acks -= n;
 }
 
 void fe_session_shard_lost(fe_worker_t *w, uint16_t shard, const char *why)
@@ -925,7 +959,8 @@ void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
     }
     uint8_t about = h->type;
     uint16_t refused_pid;
-    if (h->type == SG_MSG_ERROR && sg_wire_get_error(h, &about, &refused_pid) != SG_OK)
+    bool named;
+    if (h->type == SG_MSG_ERROR && sg_wire_get_error(h, &about, &refused_pid, &named) != SG_OK)
         return;
     switch (about) {
     case SG_MSG_AUTH_RES:

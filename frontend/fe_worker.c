@@ -23,8 +23,10 @@ sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame)
 {
     if (w->n_backlog > 0)
         return SG_E_FULL;   /* queued frames go first: a device's frames stay in order */
-    if (zmq_send(w->link_raw, frame->data, frame->len, ZMQ_DONTWAIT) >= 0)
+    if (zmq_send(w->link_raw, frame->data, frame->len, ZMQ_DONTWAIT) >= 0) {
+        w->link_sends++;
         return SG_OK;
+    }
     return errno == EAGAIN ? SG_E_FULL : SG_E_IO;
 }
 
@@ -66,6 +68,7 @@ static void flush_backlog(fe_worker_t *w)
         size_t len = zmq_msg_size(m);
         if (zmq_msg_send(m, w->link_raw, ZMQ_DONTWAIT) < 0)
             return;
+        w->link_sends++;
         w->backlog_bytes -= len;
         w->head_backlog = (w->head_backlog + 1) % w->cap_backlog;
         w->n_backlog--;
@@ -158,11 +161,25 @@ static void on_router_pong(fe_worker_t *w, const sg_wire_hdr_t *h)
         shard_incarnation(w, i, inc);
 }
 
+static void drain_once(fe_worker_t *w);
+
 static void drain_link(fe_worker_t *w)
 {
     /* ZMQ_FD is edge-triggered: read until a receive finds nothing (that receive takes in
      * ZeroMQ's pending commands, so the descriptor signals again for the next message). No
-     * ZMQ_EVENTS look per message: each costs a poll(2) and a getpid(2). */
+     * ZMQ_EVENTS look per message: each costs a poll(2) and a getpid(2). Writing the PUBACKs
+     * can send on the link (a connection that closes, one that reads again), and a send can
+     * take the edge of frames that came meanwhile: then look again. */
+    uint64_t sends;
+    do {
+        drain_once(w);
+        sends = w->link_sends;
+        fe_session_flush_acks(w);
+    } while (w->link_sends != sends);
+}
+
+static void drain_once(fe_worker_t *w)
+{
     for (;;) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
@@ -182,7 +199,6 @@ static void drain_link(fe_worker_t *w)
             fe_session_frame(w, &h);
         zmq_msg_close(&msg);
     }
-    fe_session_flush_acks(w);
 }
 
 static void on_link(sg_loop_t *loop, sg_io_t *io, uint32_t events)

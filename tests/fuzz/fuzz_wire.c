@@ -53,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     (void)!sg_wire_get_pid(&h, &pid);
     (void)!sg_wire_get_u8(&h, &u8);
-    (void)!sg_wire_get_error(&h, &u8, &pid);
+    bool named;
+    (void)!sg_wire_get_error(&h, &u8, &pid, &named);
     (void)!sg_wire_get_subscribe(&h, &chan, &mode);
     (void)!sg_wire_get_admin(&h, &op, &s, &n);
     (void)!sg_wire_get_json(&h, &s, &n);

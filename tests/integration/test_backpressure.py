@@ -9,6 +9,7 @@ and every acknowledged one is readable afterwards."""
 import base64
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -59,6 +60,26 @@ class BackpressureTest(GatewayTest):
         # the refusals happened (else this proved nothing) and were answered by sending again
         self.gw.wait_log(r"event=telemetry\.busy", mark)
         self.assertEqual(self.gw.grep_log(r"event=telemetry\.unavailable", mark), [])
+
+    def test_pubacks_keep_the_order_of_the_publishes_when_some_are_sent_again(self):
+        # several connections at once keep the writer's queue full, so some publishes are refused
+        # and sent again after later ones were stored: the PUBACKs must still come in order
+        # (MQTT 3.1.1 4.6.0-2), on every connection
+        devs = [self.gw.create_device() for _ in range(4)]
+        raws = []
+        for d in devs:
+            raw = self.raw()
+            self.assertEqual(raw.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
+            raws.append((d, raw))
+        mark = self.gw.log_mark()
+        n = 60
+        for d, raw in raws:
+            raw.send(b"".join(sgtest.pkt_publish("devices/%s/messages/events/" % d["id"], b"m%d" % i, qos=1, mid=i)
+                              for i in range(1, n + 1)))
+        for d, raw in raws:
+            acks = [struct.unpack("!H", raw.expect(sgtest.PUBACK, timeout=60)[2])[0] for _ in range(n)]
+            self.assertEqual(acks, list(range(1, n + 1)), "PUBACKs of %s out of order" % d["id"])
+        self.gw.wait_log(r"event=telemetry\.busy", mark)
 
     @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "freezes the shard processes of the cluster")
     def test_frozen_shards_hold_publishes_without_disconnecting_devices(self):
