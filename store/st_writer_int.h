@@ -1,0 +1,193 @@
+/* st_writer_int.h — the shard writer's own state, shared by the files it is split into:
+ * st_writer.c (the commit loop and its answers), st_wdev.c (the device cache and per-device
+ * session and window state), st_wsession.c (what frontends send: AUTH, telemetry, SUBSCRIBE,
+ * COMPLETE), st_wqueue.c (delivery, expiry, dead letters and feedback), st_wadmin.c (HTTP
+ * writes) and st_wpeer.c (frontend loop liveness). Everything here runs on the writer thread;
+ * nothing outside those files includes it (st_writer.h is the store's view of the writer). */
+#ifndef ST_WRITER_INT_H
+#define ST_WRITER_INT_H
+
+#include <czmq.h>
+#include <jansson.h>
+#include <rocksdb/c.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "sg_buf.h"
+#include "sg_sas.h"
+#include "sg_wire.h"
+#include "st_internal.h"
+#include "st_record.h"
+#include "st_registry.h"
+#include "st_writer.h"
+
+/* One delivery handed to the session and not yet acknowledged. */
+typedef struct {
+    uint64_t seq;
+    int64_t sent_ms;
+} flight_t;
+
+/* A device's session as the writer keeps it: st_session_t without its two inline name buffers
+ * (~200 bytes a device at 250,000 cached devices a shard): the frontend loop and router names are
+ * interned, shared by every session of that loop (see stw_intern()). Converted to and from the
+ * st_session_t record when loaded and saved. */
+typedef struct {
+    uint64_t epoch;
+    uint64_t handle;          /* the connection inside that frontend */
+    int64_t since_ms;
+    const char *peer;         /* interned routing id of the frontend loop ("" when none) */
+    const char *router;       /* interned: the router that reaches that loop */
+    bool live;
+    bool subscribed;
+    bool sub_qos0;
+    uint8_t method;
+} wsess_t;
+
+typedef struct st_wpeer wpeer_t;
+
+/* In-memory state of one device the writer has touched. */
+typedef struct st_wdev wdev_t;
+struct st_wdev {
+    char *id;
+    size_t id_len;
+    bool exists;
+    st_reg_t reg;
+    st_qmeta_t meta;
+    wsess_t sess;
+    uint64_t next_deliver;      /* lowest queue seq not yet handed to the session */
+    uint16_t n_inflight;
+    flight_t *inflight;         /* handed out and not yet completed (the window) */
+    wdev_t *busy_prev, *busy_next;   /* in w->busy while n_inflight > 0 */
+    bool in_busy;
+    bool deliver_queued;
+    char *reg_text;             /* registry entry as of the open batch (read or written in it), or NULL */
+    wpeer_t *loop;              /* while the session is live: its frontend loop, in whose list it is */
+    wdev_t *loop_prev, *loop_next;
+};
+
+/* A message to take out of the queue at the start of the next batch (found while delivering). */
+typedef struct {
+    wdev_t *dev;
+    uint64_t seq;
+    uint8_t outcome;    /* ST_OUT_EXPIRED or ST_OUT_DELIVERY_COUNT_EXCEEDED */
+} expire_t;
+
+/* One operation as received: envelope and decoded header. */
+typedef struct st_op op_t;
+struct st_op {
+    zframe_t *router;
+    zframe_t *peer;
+    zframe_t *frame;
+    sg_wire_hdr_t h;
+};
+
+typedef struct st_writer writer_t;
+struct st_writer {
+    st_ctx_t *ctx;
+    zsock_t *in;                /* PULL from net */
+    zsock_t *out;               /* PUSH to net */
+    zhashx_t *devs;             /* id -> wdev_t */
+    rocksdb_writebatch_t *batch;
+    rocksdb_writebatch_t *carry;   /* bookkeeping written after the answers, without fsync */
+    zlist_t *answers;           /* zmsg_t* to send after commit */
+    zlist_t *deliver;           /* wdev_t* to run deliveries for after commit */
+    zlist_t *reg_texts;         /* wdev_t* whose reg_text is set: cleared after each commit */
+    expire_t *expired;
+    size_t n_expired, cap_expired;
+    st_counters_t counters;
+    bool counters_dirty;
+    bool tele_appended;
+    uint64_t tele_next;
+    uint64_t sessions;
+    uint64_t queued;
+    int64_t last_sweep;
+    wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
+    int64_t resume_at;          /* start-up deliveries wait for the routers to reconnect */
+    zhashx_t *routers_heard;    /* routers an operation came through since the start (until resume_at) */
+    zhashx_t *names;            /* interned frontend loop and router names (wsess_t) */
+    zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
+    op_t held;                  /* an op that must start a batch of its own (needs_fresh_batch) */
+    bool has_held;
+    zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
+    int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
+    sg_wbuf_t scratch;
+    sg_wbuf_t scratch2;
+};
+
+/* A session ended because its frontend loop went silent: told again (KICK) if the loop speaks. */
+typedef struct {
+    char *device;
+    uint64_t handle, epoch;
+} ended_t;
+
+/* Liveness of one frontend loop ("{frontend}/{loop}/{boot}"), from the heartbeats routers pass on,
+ * and its live sessions: a loop that reboots or goes silent has its own sessions ended without a
+ * walk over every cached device. */
+struct st_wpeer {
+    int64_t last_ms;            /* sg_mono_ms of the last heartbeat (or session start, or shard start) */
+    bool dead;                  /* declared gone; its sessions were ended */
+    ended_t *ended;
+    size_t n_ended, cap_ended;
+    wdev_t *live;               /* the live sessions on this loop (wdev_t.loop_next) */
+    size_t n_live;
+};
+
+/* The MQTT packet id a queued message goes out with. */
+static inline uint16_t stw_pid_of(uint64_t seq) { return (uint16_t)(seq % 65535u + 1u); }
+
+/* ---- st_writer.c: failures, answers sent once the batch is durable ---- */
+/* The shard's memory no longer matches its disk: end the process (it restarts from its WAL). */
+__attribute__((noreturn)) void stw_fatal_io(const char *what);
+/* Double the capacity of a growing array (first: the capacity of a new one). */
+void *stw_grow(void *arr, size_t *cap, size_t elem, size_t first);
+/* Queue ['R'][router][peer][frame], or an answer to op's sender, or an ADMIN answer. */
+void stw_answer_raw(writer_t *w, const char *router, const char *peer, size_t peer_len, const sg_wbuf_t *frame);
+void stw_answer(writer_t *w, const op_t *op, const sg_wbuf_t *frame);
+
+/* ---- st_wdev.c: the device cache ---- */
+/* zhashx destructor of w->devs. */
+void stw_dev_free(void **item);
+const char *stw_intern(writer_t *w, const char *s, size_t n);
+void stw_sess_clear(writer_t *w, wsess_t *s);
+void stw_live_link(writer_t *w, wdev_t *d);
+wdev_t *stw_dev_get(writer_t *w, const char *id, size_t id_len);
+void stw_dev_evict(writer_t *w);
+void stw_save_session(writer_t *w, wdev_t *d);
+void stw_save_meta(writer_t *w, wdev_t *d);
+void stw_busy_add(writer_t *w, wdev_t *d);
+void stw_busy_del(writer_t *w, wdev_t *d);
+void stw_inflight_clear(writer_t *w, wdev_t *d);
+bool stw_inflight_has(const wdev_t *d, uint64_t seq);
+bool stw_inflight_remove(writer_t *w, wdev_t *d, uint64_t seq);
+void stw_session_end(writer_t *w, wdev_t *d);
+void stw_want_delivery(writer_t *w, wdev_t *d);
+
+/* ---- st_wsession.c: frames from frontends ---- */
+void stw_kick(writer_t *w, const char *router, const char *peer, const char *device, uint64_t handle, uint64_t epoch,
+              uint8_t reason);
+void stw_send_kick(writer_t *w, wdev_t *d, uint8_t reason);
+void stw_track_router(writer_t *w, wdev_t *d, const op_t *op);
+void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now);
+void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now);
+void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d);
+void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d);
+void stw_op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now);
+
+/* ---- st_wqueue.c: the command queue's way out ---- */
+void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_t rlen, uint8_t outcome, int64_t now);
+void stw_finish_seq(writer_t *w, wdev_t *d, uint64_t seq, uint8_t outcome, int64_t now);
+void stw_deliver(writer_t *w, wdev_t *d, int64_t now);
+void stw_expire_due(writer_t *w, int64_t now);
+
+/* ---- st_wadmin.c: HTTP writes ---- */
+void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now);
+void stw_adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len);
+
+/* ---- st_wpeer.c: frontend loop liveness ---- */
+/* zhashx destructor of w->peers. */
+void stw_wpeer_free(void **item);
+wpeer_t *stw_wpeer_get(writer_t *w, const char *name);
+void stw_frontend_hello(writer_t *w, op_t *op);
+void stw_peer_heard(writer_t *w, const op_t *op);
+void stw_check_peers(writer_t *w);
+
+#endif

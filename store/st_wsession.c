@@ -1,0 +1,234 @@
+/* st_wsession.c — what frontends send about a device's session, applied by the writer:
+ * AUTH (credentials checked against the registry, a new session epoch, a takeover kicks the
+ * older session), telemetry (stamped and appended to the log), SUBSCRIBE, COMPLETE, session end. */
+#include <czmq.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "sg_log.h"
+#include "sg_sas.h"
+#include "st_keys.h"
+#include "st_writer_int.h"
+
+/* Tell frontend loop `peer` (through `router`) to close the connection of that session. */
+void stw_kick(writer_t *w, const char *router, const char *peer, const char *device, uint64_t handle,
+                 uint64_t epoch, uint8_t reason)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_KICK, device);
+    h.corr = handle;
+    h.epoch = epoch;
+    sg_wbuf_reset(&w->scratch);
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_u8(&w->scratch, reason) != SG_OK)
+        stw_fatal_io("kick-encode");
+    stw_answer_raw(w, router, peer, strlen(peer), &w->scratch);
+}
+
+void stw_send_kick(writer_t *w, wdev_t *d, uint8_t reason)
+{
+    stw_kick(w, d->sess.router, d->sess.peer, d->id, d->sess.handle, d->sess.epoch, reason);
+}
+
+static bool session_matches(const wdev_t *d, const op_t *op)
+{
+    return d->sess.live && d->sess.epoch == op->h.epoch;
+}
+
+/* Pushes for a session go back through the router its frontend loop uses; follow it when the
+ * session's traffic arrives through another one (the loop reconnected elsewhere). */
+void stw_track_router(writer_t *w, wdev_t *d, const op_t *op)
+{
+    size_t n = zframe_size(op->router);
+    if (!session_matches(d, op) || n == 0 || n > SG_WIRE_MAX_PEER ||
+        (strlen(d->sess.router) == n && memcmp(d->sess.router, zframe_data(op->router), n) == 0))
+        return;
+    d->sess.router = stw_intern(w, (const char *)zframe_data(op->router), n);
+    stw_save_session(w, d);
+}
+
+void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    sg_wire_auth_t a;
+    sg_wire_auth_res_t res = {0};
+    uint16_t status = SG_AUTH_BAD_CREDENTIALS;
+    const char *why = "unknown-device";
+    bool present = false;
+
+    if (sg_wire_get_auth(&op->h, &a) != SG_OK) {
+        why = "malformed-request";
+    } else if (!d->exists) {
+        why = "unknown-device";
+    } else if (!d->reg.enabled) {
+        status = SG_AUTH_DISABLED;
+        why = "disabled";
+    } else if (a.method != SG_CRED_SAS || d->reg.auth_type != ST_AUTH_SAS) {
+        why = "credential-kind-not-registered";
+    } else {
+        sg_sas_t t;
+        sg_rc rc = sg_sas_parse((const char *)a.credential, a.credential_len, &t);
+        if (rc == SG_OK) {
+            rc = sg_sas_verify(&t, d->id, d->reg.key1, d->reg.key1_len, now / 1000);
+            if (rc == SG_E_AUTH)
+                rc = sg_sas_verify(&t, d->id, d->reg.key2, d->reg.key2_len, now / 1000);
+        }
+        if (rc == SG_OK) {
+            status = SG_AUTH_OK;
+            res.expires = t.se;
+        }
+        why = sg_strerror(rc);
+    }
+    if (status != SG_AUTH_OK) {
+        SG_INFO("store", "auth.refused", "device=%s reason=%s", d->id, why);
+    } else {
+        if (d->sess.live) {
+            stw_send_kick(w, d, SG_KICK_TAKEOVER);
+            stw_session_end(w, d);
+        }
+        bool clean = (op->h.flags & SG_WIRE_F_CLEAN) != 0;
+        present = !clean && d->sess.epoch != 0;
+        uint64_t epoch = d->sess.epoch + 1;
+        if (epoch < (uint64_t)now)
+            epoch = (uint64_t)now;   /* survives a deleted-and-recreated device */
+        d->sess.epoch = epoch;
+        d->sess.live = true;
+        d->sess.subscribed = present && d->sess.subscribed;
+        d->sess.sub_qos0 = d->sess.subscribed && d->sess.sub_qos0;
+        d->sess.method = a.method;
+        d->sess.handle = op->h.corr;
+        d->sess.since_ms = now;
+        d->sess.peer = stw_intern(w, (const char *)zframe_data(op->peer), zframe_size(op->peer));
+        d->sess.router = stw_intern(w, (const char *)zframe_data(op->router), zframe_size(op->router));
+        stw_live_link(w, d);
+        stw_inflight_clear(w, d);
+        w->sessions++;
+        stw_save_session(w, d);
+        stw_peer_heard(w, op);
+        res.generation = d->reg.generation;
+        stw_want_delivery(w, d);
+    }
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_AUTH_RES, d->id);
+    h.shard = w->ctx->partition;   /* the frontend learns which shard holds the session's publishes */
+    h.corr = op->h.corr;
+    h.status = status;
+    h.epoch = status == SG_AUTH_OK ? d->sess.epoch : 0;
+    if (status == SG_AUTH_OK)
+        h.flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0) |
+                            (d->sess.subscribed && d->sess.sub_qos0 ? SG_WIRE_F_SUBSCRIBED_QOS0 : 0));
+    sg_wbuf_reset(&w->scratch);
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_auth_res(&w->scratch, &res) != SG_OK)
+        stw_fatal_io("auth-encode");
+    stw_answer(w, op, &w->scratch);
+}
+
+static const char *auth_method_json(uint8_t method)
+{
+    switch (method) {
+    case SG_CRED_X509: return "{\"scope\":\"device\",\"type\":\"x509Certificate\",\"issuer\":\"iothub\"}";
+    case SG_CRED_PSK: return "{\"scope\":\"device\",\"type\":\"psk\",\"issuer\":\"iothub\"}";
+    }
+    return "{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\"}";
+}
+
+static bool is_stamped(const char *k, size_t kl)
+{
+    static const char a[] = "iothub-connection-device-id", b[] = "iothub-connection-auth-method";
+    return (kl == sizeof a - 1 && strncasecmp(k, a, kl) == 0) || (kl == sizeof b - 1 && strncasecmp(k, b, kl) == 0);
+}
+
+static uint16_t unstamped_props(sg_wire_props_t p)
+{
+    const char *k, *v;
+    size_t kl, vl;
+    uint16_t n = 0;
+    while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
+        n += !is_stamped(k, kl);
+    return n;
+}
+
+void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    sg_wire_telemetry_t t;
+    uint16_t status = 0;
+    if (sg_wire_get_telemetry(&op->h, &t) != SG_OK) {
+        status = SG_TELE_MALFORMED;
+    } else if (!session_matches(d, op)) {
+        status = SG_TELE_STALE;   /* the frontend closes that connection */
+    } else if (unstamped_props(t.props) + 2 > SG_WIRE_MAX_PROPS) {
+        status = SG_TELE_MALFORMED;   /* the two stamped ones would not fit (frontends cap bags far lower) */
+    } else {
+        /* Drop whatever the device claims about its origin and stamp what the gateway knows. */
+        sg_wire_props_t p = t.props;
+        const char *k, *v;
+        size_t kl, vl;
+        uint16_t n = unstamped_props(t.props);
+        const char *am = auth_method_json(d->sess.method);
+        sg_wbuf_reset(&w->scratch);
+        if (st_tele_put_head(&w->scratch, now, d->id, d->id_len, (uint16_t)(n + 2)) != SG_OK)
+            stw_fatal_io("telemetry-encode");
+        p = t.props;
+        while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
+            if (!is_stamped(k, kl) && sg_wire_put_prop(&w->scratch, k, kl, v, vl) != SG_OK)
+                stw_fatal_io("telemetry-encode");
+        if (sg_wire_put_prop(&w->scratch, "iothub-connection-device-id", 27, d->id, d->id_len) != SG_OK ||
+            sg_wire_put_prop(&w->scratch, "iothub-connection-auth-method", 29, am, strlen(am)) != SG_OK ||
+            sg_wbuf_str32(&w->scratch, t.payload, t.payload_len) != SG_OK)
+            stw_fatal_io("telemetry-encode");
+        uint8_t key[8];
+        st_be64(key, w->tele_next++);
+        rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_TELE], (const char *)key, 8,
+                                  (const char *)w->scratch.data, w->scratch.len);
+        w->tele_appended = true;
+    }
+    if (!(op->h.flags & SG_WIRE_F_QOS1) && status == 0)
+        return;
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_TELEMETRY_ACK, d->id);
+    h.corr = op->h.corr;
+    h.epoch = op->h.epoch;
+    h.status = status;
+    sg_wbuf_reset(&w->scratch);
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, status == SG_TELE_MALFORMED ? 0 : t.packet_id) != SG_OK)
+        stw_fatal_io("ack-encode");
+    stw_answer(w, op, &w->scratch);
+}
+
+void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d)
+{
+    if (session_matches(d, op))
+        stw_session_end(w, d);
+}
+
+void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d)
+{
+    uint8_t chan, mode;
+    if (sg_wire_get_subscribe(&op->h, &chan, &mode) != SG_OK || !session_matches(d, op))
+        return;
+    bool on = mode != SG_SUB_OFF, qos0 = mode == SG_SUB_QOS0;
+    if (d->sess.subscribed == on && d->sess.sub_qos0 == qos0)
+        return;
+    d->sess.subscribed = on;
+    d->sess.sub_qos0 = qos0;
+    if (!on)
+        stw_inflight_clear(w, d);
+    stw_save_session(w, d);
+    stw_want_delivery(w, d);
+}
+
+void stw_op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
+{
+    uint16_t pid;
+    if (sg_wire_get_pid(&op->h, &pid) != SG_OK || !session_matches(d, op))
+        return;
+    for (uint16_t i = 0; i < d->n_inflight; i++) {
+        uint64_t seq = d->inflight[i].seq;
+        if (stw_pid_of(seq) == pid) {
+            stw_inflight_remove(w, d, seq);
+            stw_finish_seq(w, d, seq, ST_OUT_DELIVERED, now);
+            stw_want_delivery(w, d);
+            return;
+        }
+    }
+    /* An acknowledgement of a delivery this shard no longer tracks (it restarted, or the lock
+     * ran out): the message stays queued and is delivered again, at least once. */
+    SG_DEBUG("store", "complete.unknown", "device=%s pid=%u", d->id, pid);
+    stw_want_delivery(w, d);
+}
