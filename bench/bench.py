@@ -149,6 +149,7 @@ class SacgateCluster(Target):
     def __init__(self, workdir, frontends, shards=2):
         self.name = "sacgate-cluster"
         self.frontends = frontends
+        self.shards = shards
         self.max_sessions = SESSIONS_PER_FRONTEND * frontends
         self.dir = os.path.join(workdir, "cluster")
         env = dict(os.environ, SACGATE_BIN=SACGATE, FRONTENDS=str(frontends), SHARDS=str(shards), LOG_LEVEL="warn",
@@ -388,7 +389,7 @@ def connect_storm(target, p, outdir, problems, base):
 
 
 def scale(target, p, outdir, problems, base):
-    n = p.devices or (1000 if p.smoke else 250000)
+    n = p.devices or default_devices("scale", p)
     hold = p.hold if p.hold is not None else (5 if p.smoke else 600)
     rate = p.rate or (500 if p.smoke else 1500)
     args = provision_args(target, n) + ["--prefix", "scale", "--devices", str(n), "--rate", str(rate),
@@ -437,12 +438,55 @@ def scale(target, p, outdir, problems, base):
     return figures, s
 
 
+def shard_restart(target, p, outdir, problems, base):
+    """A shard holding many registered devices and live sessions is killed and started again while
+    its sessions stay connected to the frontends: how long until it is ready (/readyz), and does
+    any session drop (none should: an idle session has nothing waiting at the shard)."""
+    registered = p.registered or (3000 if p.smoke else 1000000)
+    n = p.devices or default_devices("shard-restart", p)
+    if registered < n:
+        raise BenchError("--registered must be at least --devices")
+    rate = p.rate or (500 if p.smoke else 1500)
+    hold = p.hold if p.hold is not None else (5 if p.smoke else 30)
+    # every device registered (one simulator device connects, the import is what counts)
+    imp = run_sim(target, ["--provision", "import", "--prefix", "rs", "--devices", str(registered), "--rate", "1",
+                           "--duration", "1", "--processes", "1"], "%s-%s-import" % (base, target.name), outdir,
+                  timeout=registered / 20000 + 600)
+    out = os.path.join(target.dir, "restart.json")
+    args = ["--prefix", "rs", "--devices", str(n), "--rate", str(rate), "--max-connecting", "128", "--keepalive", "120",
+            "--hold", str(hold), "--duration", str(n / rate * 3 + hold + 900), "--disrupt-after", "5",
+            "--disrupt-command", "%s %s store-0 %s" % (os.path.join(ROOT, "bench", "shard-restart.sh"), target.dir, out)]
+    s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=n / rate * 3 + hold + 1800)
+    ses = s["sessions"]
+    check(ses["everOnline"] == n, "%s: %d of %d sessions came online" % (target.name, ses["everOnline"], n), problems)
+    if not os.path.exists(out):
+        raise BenchError("the shard restart did not report (see %s)" % target.dir)
+    with open(out) as f:
+        r = json.load(f)
+    dis = s.get("disruption") or {}
+    check(sum(ses["dropped"].values()) == 0, "%s: sessions dropped: %s" % (target.name, ses["dropped"]), problems)
+    if target.shards == 1:
+        check(r["sessions"] == n, "%s: the restarted shard holds %d sessions, not %d" % (target.name, r["sessions"], n),
+              problems)
+    return {
+        "shards": target.shards,
+        "registeredDevices": registered,
+        "importPerSecond": round(registered / imp["_wall"]) if imp.get("_wall") else None,
+        "sessions": n,
+        "sessionsOnRestartedShard": r["sessions"],
+        "readySeconds": round(r["readyMs"] / 1000.0, 3),
+        "dropped": {k: v for k, v in ses["dropped"].items() if v},
+        "disruptionStatus": dis.get("status"),
+    }, s
+
+
 SCENARIOS = {
     "idle-tls": (idle_tls, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "telemetry-qos1": (telemetry_qos1, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "c2d-latency": (c2d_latency, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "connect-storm": (connect_storm, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "scale": (scale, ["sacgate-cluster"]),
+    "shard-restart": (shard_restart, ["sacgate-cluster"]),
 }
 
 # The figure each scenario compares against Mosquitto, and whether higher is better.
@@ -453,18 +497,26 @@ RATIO_OF = {
     "c2d-latency": [("p50Ms", False), ("p99Ms", False)],
     "connect-storm": [("allBackAfterSeconds", False)],
     "scale": [],
+    "shard-restart": [],
 }
 
 
-def make_target(name, workdir, p):
+def default_devices(scenario, p):
+    """Sessions a scenario holds when --devices is not given (the cluster gets frontends for them)."""
+    return {"scale": 1000 if p.smoke else 250000, "shard-restart": 1500 if p.smoke else 250000}.get(scenario, 0)
+
+
+def make_target(name, workdir, p, scenario):
     if name == "sacgate-all":
         return SacgateAll(workdir)
     if name == "sacgate-cluster":
-        need = p.devices or 0
+        need = p.devices or default_devices(scenario, p)
         fe = p.frontends or max(2, math.ceil(need * 1.05 / SESSIONS_PER_FRONTEND))
         if p.kill_frontend_after is not None and not p.frontends:
             fe += 1   # room for the devices of the frontend that is killed
-        return SacgateCluster(workdir, fe, p.shards)
+        # shard-restart measures one shard holding everything unless told otherwise
+        shards = p.shards or (1 if scenario == "shard-restart" else 2)
+        return SacgateCluster(workdir, fe, shards)
     if name == "mosquitto":
         if not shutil.which("mosquitto"):
             raise BenchError("mosquitto is not installed (Debian package mosquitto)")
@@ -494,7 +546,7 @@ def run_scenario(name, p):
         workdir = tempfile.mkdtemp(prefix="sg-bench-")
         target = None
         try:
-            target = make_target(tname, workdir, p)
+            target = make_target(tname, workdir, p, name)
             figures, summary = fn(target, p, outdir, result["problems"], base)
             run = {"target": target.name, "figures": figures, "report": os.path.relpath(summary["_report"], outdir),
                    "serverVersion": getattr(target, "version", "sacgate")}
@@ -565,7 +617,9 @@ def main():
                                                               "through the others")
     ap.add_argument("--frontends", type=int, help="sacgate-cluster: frontend processes (default: enough for "
                                                   "--devices at 18,000 each, at least 2)")
-    ap.add_argument("--shards", type=int, default=2, help="sacgate-cluster: store shards")
+    ap.add_argument("--shards", type=int, help="sacgate-cluster: store shards (default 2; shard-restart: 1)")
+    ap.add_argument("--registered", type=int, help="shard-restart: devices registered (default 1,000,000; the first "
+                    "--devices of them connect)")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
     ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
     ap.add_argument("--tag", help="name results <scenario>-<tag> (default for scale: the device count, e.g. 250k)")

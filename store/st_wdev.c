@@ -82,44 +82,26 @@ void stw_dev_free(void **item)
     *item = NULL;
 }
 
-static sg_rc dev_load(writer_t *w, wdev_t *d)
+/* d's state from its stored records (NULL where there is none): registry entry, session, queue
+ * counters. A session found live is linked to its loop and gets its deliveries started. */
+static void dev_fill(writer_t *w, wdev_t *d, const char *reg, size_t reg_len, const char *sess, size_t sess_len,
+                     const char *meta, size_t meta_len)
 {
-    char key[ST_KEY_MAX];
-    char *val;
-    size_t vlen, klen;
-    st_db_t *db = &w->ctx->db;
-
-    klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
-    SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
-    bool registered = val != NULL;
-    if (val) {
-        sg_rc rc = st_reg_parse(val, vlen, &d->reg);
+    if (reg) {
+        sg_rc rc = st_reg_parse(reg, reg_len, &d->reg);
         if (rc != SG_OK)
             SG_ERROR("store", "registry.damaged", "device=%.*s", (int)d->id_len, d->id);
         d->exists = rc == SG_OK;
         /* Kept until the commit: a registry put (an update, say) needs the entry again. */
-        if (d->exists && (d->reg_text = strndup(val, vlen)))
+        if (d->exists && (d->reg_text = strndup(reg, reg_len)))
             zlist_append(w->reg_texts, d);
-        rocksdb_free(val);
     }
-    /* Sessions are stored only for registered devices (a delete removes both), so an unknown id
-     * skips that read: an import of fresh devices loads a great many of them. */
-    klen = st_key_dev(key, d->id, d->id_len, ST_K_SESSION);
-    if (registered)
-        SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
-    if (registered && val) {
-        st_session_t rec;
-        if (st_session_get(val, vlen, &rec) == SG_OK)
-            sess_from_record(w, &d->sess, &rec);
-        rocksdb_free(val);
-    }
-    klen = st_key_dev(key, d->id, d->id_len, ST_K_META);
-    SG_GUARD(st_db_get(db, NULL, ST_CF_DEV, key, klen, &val, &vlen));
-    if (val) {
-        if (st_qmeta_get(val, vlen, &d->meta) != SG_OK)
-            memset(&d->meta, 0, sizeof d->meta);
-        rocksdb_free(val);
-    }
+    /* Sessions are stored only for registered devices (a delete removes both). */
+    st_session_t rec;
+    if (reg && sess && st_session_get(sess, sess_len, &rec) == SG_OK)
+        sess_from_record(w, &d->sess, &rec);
+    if (meta && st_qmeta_get(meta, meta_len, &d->meta) != SG_OK)
+        memset(&d->meta, 0, sizeof d->meta);
     if (d->sess.live) {
         stw_live_link(w, d);
         w->sessions++;   /* counted while cached; see dev_evict */
@@ -127,7 +109,43 @@ static sg_rc dev_load(writer_t *w, wdev_t *d)
          * delivering again (what it already got comes again, marked DUP). */
         stw_want_delivery(w, d);
     }
-    return SG_OK;
+}
+
+static sg_rc dev_load(writer_t *w, wdev_t *d)
+{
+    char key[ST_KEY_MAX];
+    char *reg = NULL, *sess = NULL, *meta = NULL;
+    size_t reg_len = 0, sess_len = 0, meta_len = 0, klen;
+    st_db_t *db = &w->ctx->db;
+    sg_rc rc;
+
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
+    rc = st_db_get(db, NULL, ST_CF_DEV, key, klen, &reg, &reg_len);
+    /* An unknown id skips the session read: an import of fresh devices loads a great many. */
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_SESSION);
+    if (rc == SG_OK && reg)
+        rc = st_db_get(db, NULL, ST_CF_DEV, key, klen, &sess, &sess_len);
+    klen = st_key_dev(key, d->id, d->id_len, ST_K_META);
+    if (rc == SG_OK)
+        rc = st_db_get(db, NULL, ST_CF_DEV, key, klen, &meta, &meta_len);
+    if (rc == SG_OK)
+        dev_fill(w, d, reg, reg_len, sess, sess_len, meta, meta_len);
+    rocksdb_free(reg);
+    rocksdb_free(sess);
+    rocksdb_free(meta);
+    return rc;
+}
+
+static wdev_t *dev_new(writer_t *w, const char *id, size_t id_len)
+{
+    wdev_t *d = calloc(1, sizeof *d);
+    if (!d || !(d->id = strndup(id, id_len))) {
+        free(d);
+        return NULL;
+    }
+    d->id_len = id_len;
+    stw_sess_clear(w, &d->sess);
+    return d;
 }
 
 /* The cached state of device id, loaded on first use; NULL only on storage errors. */
@@ -139,13 +157,8 @@ wdev_t *stw_dev_get(writer_t *w, const char *id, size_t id_len)
     wdev_t *d = zhashx_lookup(w->devs, key);
     if (d)
         return d;
-    d = calloc(1, sizeof *d);
-    if (!d || !(d->id = strdup(key))) {
-        free(d);
+    if (!(d = dev_new(w, id, id_len)))
         return NULL;
-    }
-    d->id_len = id_len;
-    stw_sess_clear(w, &d->sess);
     if (dev_load(w, d) != SG_OK) {
         void *p = d;
         stw_dev_free(&p);
@@ -153,6 +166,59 @@ wdev_t *stw_dev_get(writer_t *w, const char *id, size_t id_len)
     }
     zhashx_insert(w->devs, key, d);
     return d;
+}
+
+sg_rc stw_dev_load_sorted(writer_t *w, char *const *ids, size_t n)
+{
+    /* Each device's three records, in key order ({id}\0M, R, S): one batched MultiGet reads
+     * them with one pass over each table block instead of three point reads a device. */
+    static const char kinds[3] = {ST_K_META, ST_K_REGISTRY, ST_K_SESSION};
+    size_t nk = 3 * n;
+    char *keys = malloc(nk * ST_KEY_MAX);
+    const char **kp = calloc(nk, sizeof *kp);
+    size_t *ks = calloc(nk, sizeof *ks);
+    rocksdb_pinnableslice_t **vals = calloc(nk, sizeof *vals);
+    char **errs = calloc(nk, sizeof *errs);
+    sg_rc rc = keys && kp && ks && vals && errs ? SG_OK : SG_E_NOMEM;
+    for (size_t i = 0; rc == SG_OK && i < nk; i++) {
+        kp[i] = keys + i * ST_KEY_MAX;
+        ks[i] = st_key_dev(keys + i * ST_KEY_MAX, ids[i / 3], strlen(ids[i / 3]), kinds[i % 3]);
+    }
+    st_db_t *db = &w->ctx->db;
+    if (rc == SG_OK)
+        rocksdb_batched_multi_get_cf(db->db, db->ro, db->cf[ST_CF_DEV], nk, kp, ks, vals, errs, true);
+    for (size_t i = 0; rc == SG_OK && i < nk; i++)
+        if (errs[i]) {
+            SG_ERROR("store", "db.read_failed", "reason=\"%s\"", errs[i]);
+            rc = SG_E_IO;
+        }
+    for (size_t i = 0; rc == SG_OK && i < n; i++) {
+        const char *v[3] = {NULL, NULL, NULL};
+        size_t vl[3] = {0, 0, 0};
+        for (int k = 0; k < 3; k++)
+            if (vals[3 * i + (size_t)k])
+                v[k] = rocksdb_pinnableslice_value(vals[3 * i + (size_t)k], &vl[k]);
+        if (zhashx_lookup(w->devs, ids[i]))
+            continue;
+        wdev_t *d = dev_new(w, ids[i], strlen(ids[i]));
+        if (!d) {
+            rc = SG_E_NOMEM;
+            break;
+        }
+        dev_fill(w, d, v[1], vl[1], v[2], vl[2], v[0], vl[0]);
+        zhashx_insert(w->devs, ids[i], d);
+    }
+    for (size_t i = 0; errs && vals && i < nk; i++) {
+        free(errs[i]);
+        if (vals[i])
+            rocksdb_pinnableslice_destroy(vals[i]);
+    }
+    free(keys);
+    free(kp);
+    free(ks);
+    free(vals);
+    free(errs);
+    return rc;
 }
 
 wdev_t *st_writer_dev(writer_t *w, const char *id, size_t len)

@@ -150,6 +150,9 @@ const char *stw_intern(writer_t *w, const char *s, size_t n);
 void stw_sess_clear(writer_t *w, wsess_t *s);
 void stw_live_link(writer_t *w, wdev_t *d);
 wdev_t *stw_dev_get(writer_t *w, const char *id, size_t id_len);
+/* Load the n devices ids (sorted, valid ids, not cached yet) with one batched read: start-up's
+ * way to bring back every live session. */
+SG_WUR sg_rc stw_dev_load_sorted(writer_t *w, char *const *ids, size_t n);
 void stw_dev_evict(writer_t *w);
 void stw_save_session(writer_t *w, wdev_t *d);
 void stw_save_meta(writer_t *w, wdev_t *d);

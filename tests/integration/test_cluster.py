@@ -334,6 +334,25 @@ class UnacknowledgedAtShardCrashTest(ClusterTestBase):
             c.close()
 
 
+    def test_subscribed_sessions_outlive_a_shard_restart(self):
+        """A shard killed and started again brings back the sessions that were live (from its
+        index of live sessions, read in batches): their connections stay, and a command queued
+        after the restart reaches each device on the connection it had before."""
+        gw, shard = self.gw, "store-1"
+        devs = [self.device_on_shard(shard) for _ in range(3)]
+        clients = [self.connected(d, port=self.fe0, subscribe=True) for d in devs]
+        gw.kill(shard)
+        gw.start_member(shard)
+        gw.wait_member_ready(shard, 60)
+        self.assertEqual(wait_until(lambda: [s["sessions"] for s in gw.cluster_info()["shards"]
+                                             if s["name"] == shard][0] >= 3 or None, 30,
+                                    "the restarted shard to count its sessions"), True)
+        for c, d in zip(clients, devs):
+            mid = gw.send_command(d["id"], "after the restart").json["messageId"]
+            self.assertEqual([x["props"]["$.mid"] for x in c.wait_commands(1)], [mid])
+            self.assertFalse(c.closed.is_set(), "%s was disconnected" % d["id"])
+
+
 class ShardKillTest(ClusterTestBase):
     """SIGKILL each store shard in turn; nothing acknowledged may be lost."""
 

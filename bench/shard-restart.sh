@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# shard-restart.sh DIR NAME OUT — the shard-restart scenario's disruption (bench.py): SIGKILL store
+# shard NAME of the local cluster in DIR, start it again at once and measure how long it takes
+# until its /readyz answers 200 (database opened, every live session loaded by the writer, links
+# bound). Writes {"killMs", "readyMs", "sessions"} to OUT: readyMs counts from the new process's
+# start, sessions is the shard's count as /v1/cluster shows it once ready.
+set -euo pipefail
+dir=$1 name=$2 out=$3
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cluster=$here/../deploy/local/cluster.sh
+# shellcheck disable=SC1091
+. "$dir/ports.env"
+port=""
+for h in $HEALTH; do [ "${h%%=*}" = "$name" ] && port=${h#*=}; done
+[ -n "$port" ] || { echo "shard-restart.sh: no /readyz port for $name in $dir/ports.env" >&2; exit 2; }
+ms() { date +%s%3N; }
+t0=$(ms)
+"$cluster" kill "$name" "$dir"
+t1=$(ms)
+"$cluster" start "$name" "$dir"
+deadline=$(( $(ms) + 600000 ))
+until curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; do
+  [ "$(ms)" -lt $deadline ] || { echo "shard-restart.sh: $name not ready after 600 s" >&2; exit 1; }
+  sleep 0.02
+done
+t2=$(ms)
+sessions=$(curl -fsS -H "Authorization: Bearer $(cat "$dir/admin.token")" "http://127.0.0.1:$ADMIN_PORT/v1/cluster" |
+  python3 -c 'import json,sys; print(sum(s.get("sessions", 0) for s in json.load(sys.stdin)["shards"] if s.get("name") == sys.argv[1]))' "$name")
+printf '{"killMs": %d, "readyMs": %d, "sessions": %d}\n' $((t1 - t0)) $((t2 - t1)) "$sessions" >"$out"
+cat "$out" >&2
