@@ -37,7 +37,7 @@ typedef struct {
 
 struct adm_bridge {
     zactor_t *actor;
-    zsock_t *push;            /* HTTP thread -> bridge */
+    zsock_t *push;            /* HTTP threads -> bridge; used only under lock */
     char ep[128];
     char routers[1024];
     char name[96];
@@ -45,7 +45,8 @@ struct adm_bridge {
     _Atomic int shards;
     bool ready;
     bool stopped;
-    pthread_mutex_t lock;     /* orders submissions against adm_bridge_stop */
+    pthread_mutex_t lock;     /* push (a ZeroMQ socket is one thread's at a time: the HTTP pool's
+                               * threads take turns) and stopped */
     pthread_mutex_t ring_lock;
     rt_ring_t *ring;          /* under ring_lock: replaced by the bridge, read by HTTP threads */
     char *ring_sig;           /* bridge thread only: "vnodes:name,name,..." the ring was built from */
@@ -445,7 +446,8 @@ static sg_rc submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, in
     s->done = done;
     s->arg = arg;
     s->retry_busy = retry_busy;
-    /* Never blocks; once stopped the caller answers 503 instead. */
+    /* Never blocks; once stopped the caller answers 503 instead. The lock also hands the push
+     * socket from one HTTP thread to the next with the memory barrier ZeroMQ asks for. */
     pthread_mutex_lock(&self->lock);
     bool ok = !self->stopped && zmq_send(zsock_resolve(self->push), &s, sizeof s, ZMQ_DONTWAIT) == (int)sizeof s;
     pthread_mutex_unlock(&self->lock);

@@ -1,9 +1,10 @@
 /* adm_bridge.h — the admin tier's link to the routers: an actor that owns the DEALER socket,
  * gives every outgoing frame a fresh correlation id, matches answers (and timeouts) to the
  * waiting HTTP request, and calls the request's done callback once every part is answered.
- * Submissions come from the HTTP thread over an inproc socket. The only other thing shared is
- * what the routers report about the ring (shard count, and the ring itself, behind a mutex),
- * so the HTTP thread can address a device's shard explicitly (streamed imports). */
+ * Submissions come from the HTTP threads over one inproc socket, which a mutex hands to one
+ * thread at a time. The only other thing shared is what the routers report about the ring (shard
+ * count, and the ring itself, behind a mutex), so the HTTP threads can address a device's shard
+ * explicitly (streamed imports). */
 #ifndef ADM_BRIDGE_H
 #define ADM_BRIDGE_H
 
@@ -31,7 +32,7 @@ void adm_bridge_destroy(adm_bridge_t **self_p);
 
 /* Send frames[0..n) (wire frames; their corr is overwritten) and fill parts[0..n) as answers
  * come, or with status 504 at the deadline; then call done(arg) from the bridge thread.
- * Call from a single thread (the HTTP server's). Takes the frames on success. */
+ * Safe from any thread (submissions are serialised). Takes the frames on success. */
 SG_WUR sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
                                adm_done_fn done, void *arg);
 

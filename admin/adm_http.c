@@ -1,18 +1,36 @@
 /* adm_http.c — routes, authentication, request bodies and answers of the HTTP API; see
  * adm_http.h. Shards produce the JSON of device and message operations; this file checks the
  * caller, shapes queries into shard requests, and composes cluster-wide answers (readiness,
- * metrics, cluster view) from several shards' parts. */
+ * metrics, cluster view) from several shards' parts.
+ *
+ * Limits a client cannot get around: the route, token, role, device id and declared body size
+ * are checked when the headers are complete, before any of the body is read; a request refused
+ * there that announced a body is answered at once and libmicrohttpd closes the connection after
+ * the answer without reading the body. Bodies are capped per route (none, admin.max_body, or a
+ * stream for imports). Connections are capped in all and per client address, their request
+ * headers have a wall-clock deadline (adm_deadline.h) and idle connections time out; suspended
+ * requests (long-polls, imports waiting for shards) do not count as idle.
+ *
+ * Threads: libmicrohttpd runs admin.threads workers, each serving its own connections, so the
+ * handlers run on several threads at once. A request's state belongs to its connection's worker
+ * (and, while suspended, to the bridge thread that fills its parts and resumes it); what requests
+ * share is read-only (tokens, limits), atomic (answer counters) or the bridge, whose submissions
+ * and ring are behind its own mutexes. */
 #include "adm_http.h"
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <openssl/crypto.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "adm_bridge.h"
+#include "adm_deadline.h"
 #include "adm_import.h"
 #include "adm_tokens.h"
 #include "sg_log.h"
@@ -29,20 +47,35 @@ struct adm_http {
     struct MHD_Daemon *mhd;
     adm_bridge_t *bridge;
     adm_tokens_t *tokens;
+    adm_deadline_t *deadline;
     size_t max_body;
     int64_t timeout_ms;
     int port;
+    char *tls_cert, *tls_key;       /* PEM, kept for the daemon's lifetime (libmicrohttpd does not copy) */
+    size_t tls_key_len;
+    bool tls;
     _Atomic uint64_t by_class[6];   /* answers by status class 1xx..5xx */
 };
 
+/* What a route takes as a request body. */
+typedef enum {
+    BODY_NONE,     /* nothing: a declared body is refused (413) */
+    BODY_JSON,     /* a JSON object of at most admin.max_body bytes, buffered */
+    BODY_STREAM,   /* any length, taken as it arrives (imports) */
+} body_t;
+
 typedef struct req req_t;
 typedef void (*finish_fn)(req_t *r);
+typedef struct route route_t;
 
 struct req {
     adm_http_t *adm;
     struct MHD_Connection *conn;
     const char *method;
     const char *url;
+    const route_t *route;  /* set once admitted (admit) */
+    char id[SG_DEVICE_ID_MAX + 2];   /* the route's '*' segment */
+    bool has_body;         /* a Content-Length above 0 or a Transfer-Encoding was declared */
     sg_wbuf_t body;
     bool too_big;
     bool submitted;
@@ -60,12 +93,13 @@ struct req {
     adm_import_t *import;  /* POST /v1/devices:import: its body is streamed, never buffered */
 };
 
-typedef struct {
+struct route {
     const char *method;
     const char *pattern;   /* '*' matches one path segment: the device id */
     int role;              /* ADM_ROLE_*, 0 = no authentication, ANY_ROLE = any valid token */
+    body_t body;
     void (*fn)(req_t *r, const char *id);
-} route_t;
+};
 
 /* ---------- answers ---------- */
 
@@ -540,20 +574,20 @@ static void h_import(req_t *r, const char *id)
 }
 
 static const route_t k_routes[] = {
-    {"GET", "/healthz", 0, h_healthz},
-    {"GET", "/readyz", 0, h_readyz},
-    {"GET", "/metrics", ANY_ROLE, h_metrics},
-    {"GET", "/v1/cluster", ADM_ROLE_ADMIN, h_cluster},
-    {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, h_telemetry},
-    {"POST", "/v1/telemetry/groups/*/commit", ADM_ROLE_SERVICE, h_group_commit},
-    {"POST", IMPORT_PATH, ADM_ROLE_REGISTRY_WRITE, h_import},
-    {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, h_device_put},
-    {"GET", "/v1/devices/*", ADM_ROLE_REGISTRY_READ, h_device_get},
-    {"DELETE", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, h_device_delete},
-    {"POST", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_enqueue},
-    {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_msg_list},
-    {"DELETE", "/v1/devices/*/messages", ADM_ROLE_SERVICE, h_msg_purge},
-    {"GET", "/v1/devices/*/deadletters", ADM_ROLE_SERVICE, h_dead_list},
+    {"GET", "/healthz", 0, BODY_NONE, h_healthz},
+    {"GET", "/readyz", 0, BODY_NONE, h_readyz},
+    {"GET", "/metrics", ANY_ROLE, BODY_NONE, h_metrics},
+    {"GET", "/v1/cluster", ADM_ROLE_ADMIN, BODY_NONE, h_cluster},
+    {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, BODY_NONE, h_telemetry},
+    {"POST", "/v1/telemetry/groups/*/commit", ADM_ROLE_SERVICE, BODY_JSON, h_group_commit},
+    {"POST", IMPORT_PATH, ADM_ROLE_REGISTRY_WRITE, BODY_STREAM, h_import},
+    {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_device_put},
+    {"GET", "/v1/devices/*", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_device_get},
+    {"DELETE", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_NONE, h_device_delete},
+    {"POST", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_JSON, h_enqueue},
+    {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_list},
+    {"DELETE", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_purge},
+    {"GET", "/v1/devices/*/deadletters", ADM_ROLE_SERVICE, BODY_NONE, h_dead_list},
 };
 
 /* Match url against pattern; the '*' segment is copied to id. */
@@ -598,13 +632,37 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(o - s);
 }
 
-static void dispatch(req_t *r)
+/* The body the headers announce: Content-Length (libmicrohttpd has checked its syntax) or a
+ * Transfer-Encoding, whose length is known only at its end. */
+static uint64_t declared_body(req_t *r, bool *chunked)
 {
-    char id[SG_DEVICE_ID_MAX + 2] = "";
+    *chunked = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return cl ? strtoull(cl, NULL, 10) : 0;
+}
+
+static void too_large(req_t *r, size_t limit)
+{
+    char msg[120];
+    if (limit == 0)
+        snprintf(msg, sizeof msg, "this call takes no request body");
+    else
+        snprintf(msg, sizeof msg, "request bodies are limited to %zu bytes", limit);
+    error(r, 413, "BodyTooLarge", msg);
+}
+
+/* Everything the request line and headers decide: the route, the caller's token and role, the
+ * declared body size, the device id. Runs when the headers are complete and before any of the
+ * body is read. False with the answer set when the request is refused. */
+static bool admit(req_t *r)
+{
+    bool chunked;
+    uint64_t declared = declared_body(r, &chunked);
+    r->has_body = declared > 0 || chunked;   /* first: every refusal below is answered at once with it */
     const route_t *route = NULL;
     bool path_known = false;
     for (size_t i = 0; i < sizeof k_routes / sizeof k_routes[0]; i++) {
-        if (!match(k_routes[i].pattern, r->url, id, sizeof id))
+        if (!match(k_routes[i].pattern, r->url, r->id, sizeof r->id))
             continue;
         path_known = true;
         if (strcmp(k_routes[i].method, r->method) == 0) {
@@ -617,7 +675,7 @@ static void dispatch(req_t *r)
             error(r, 405, "MethodNotAllowed", "this path does not take that method");
         else
             error(r, 404, "NotFound", "no such endpoint; see the HTTP API in the README");
-        return;
+        return false;
     }
     if (route->role != 0) {
         const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -626,24 +684,37 @@ static void dispatch(req_t *r)
             roles = adm_tokens_check(r->adm->tokens, auth + 7, strlen(auth + 7), &r->who);
         if (!roles) {
             error(r, 401, "Unauthorized", "send 'Authorization: Bearer <token>' with a valid API token");
-            return;
+            return false;
         }
         if (route->role != ANY_ROLE && !(roles & route->role)) {
             error(r, 403, "Forbidden", "the token lacks the role this call needs");
-            return;
+            return false;
         }
     }
-    if (r->too_big) {
-        char msg[100];
-        snprintf(msg, sizeof msg, "request bodies are limited to %zu bytes", r->adm->max_body);
-        error(r, 413, "BodyTooLarge", msg);
-        return;
+    if (route->body == BODY_NONE && r->has_body) {
+        too_large(r, 0);
+        return false;
     }
-    if (strchr(route->pattern, '*') && !sg_device_id_valid(id, strlen(id))) {
+    if (route->body == BODY_JSON && declared > r->adm->max_body) {
+        too_large(r, r->adm->max_body);
+        return false;
+    }
+    if (strchr(route->pattern, '*') && !sg_device_id_valid(r->id, strlen(r->id))) {
         error(r, 400, "InvalidDeviceId", "device ids are 1-128 characters of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '");
+        return false;
+    }
+    r->route = route;
+    return true;
+}
+
+/* The whole body is in (or there was none): run the admitted route. */
+static void dispatch(req_t *r)
+{
+    if (r->too_big) {   /* a chunked body that grew past the limit: read to its end, not kept */
+        too_large(r, r->adm->max_body);
         return;
     }
-    route->fn(r, id);
+    r->route->fn(r, r->id);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -653,6 +724,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     req_t *r = *con_cls;
     if (!r) {
+        /* The headers are complete; nothing of the body has been read yet. */
+        adm_deadline_headers_done(a->deadline, conn);
         r = calloc(1, sizeof *r);
         if (!r)
             return MHD_NO;
@@ -663,13 +736,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->start = sg_mono_ms();
         sg_wbuf_init(&r->body, a->max_body);
         *con_cls = r;
-        /* An import is authorised and started at its headers, so its body is taken as a stream
-         * (or refused before it is sent, with Expect: 100-continue). */
-        if (strcmp(method, "POST") == 0 && strcmp(url, IMPORT_PATH) == 0) {
-            dispatch(r);
-            if (!r->import)
-                return respond(r);
-        }
+        /* An import starts at its headers, so its body is taken as a stream. */
+        if (admit(r) && r->route->body == BODY_STREAM)
+            r->route->fn(r, r->id);
+        /* Refused (or the import could not start): with a body announced, answer now. The body
+         * is never read: libmicrohttpd, given an answer at the headers, sends it with
+         * "Connection: close" and closes (no 100 Continue goes out either). Without one, the
+         * answer waits for libmicrohttpd's next call, so the connection can be kept alive. */
+        if (r->status && r->has_body)
+            return respond(r);
         return MHD_YES;
     }
     if (r->import) {
@@ -690,6 +765,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return respond(r);
     }
     if (*upload_size) {
+        /* Only admitted JSON routes get here (a refused request with a body was answered at its
+         * headers): past the limit the rest is read and dropped, and answered 413. */
         if (!r->too_big && sg_wbuf_bytes(&r->body, upload, *upload_size) != SG_OK)
             r->too_big = true;
         *upload_size = 0;
@@ -702,7 +779,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->finish(r);
         return respond(r);
     }
-    dispatch(r);
+    if (!r->status)
+        dispatch(r);
     if (r->submitted)
         return MHD_YES;
     return respond(r);
@@ -710,9 +788,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
+    adm_http_t *a = cls;
     (void)toe;
+    /* Kept alive, the connection now waits for its next request's headers. */
+    adm_deadline_rearm(a->deadline, conn);
     req_t *r = *con_cls;
     if (!r)
         return;
@@ -733,6 +812,55 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     vsnprintf(msg, sizeof msg, fmt, ap);
     msg[strcspn(msg, "\n")] = 0;
     SG_WARN("admin", "mhd", "reason=\"%s\"", msg);
+}
+
+#define PEM_MAX (1u << 20)
+
+/* A PEM file as a C string (libmicrohttpd takes certificate and key in memory); *len (if len)
+ * gets its size with the NUL. NULL with a log line naming the key. */
+static char *read_pem(const char *key, const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        SG_ERROR("admin", "tls.unreadable", "key=%s path=\"%s\" reason=\"%s\"", key, path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(PEM_MAX + 1);
+    size_t got = buf ? fread(buf, 1, PEM_MAX + 1, f) : 0;
+    bool failed = ferror(f);
+    fclose(f);
+    if (buf && !failed && got <= PEM_MAX) {
+        buf[got] = 0;
+        if (strstr(buf, "-----BEGIN ")) {
+            if (len)
+                *len = got + 1;
+            return buf;
+        }
+    }
+    SG_ERROR("admin", "tls.invalid", "key=%s path=\"%s\" reason=\"%s\"", key, path,
+             !buf ? "out of memory" : failed ? "read error" : got > PEM_MAX ? "larger than 1 MiB" : "not a PEM file");
+    if (buf)
+        OPENSSL_clear_free(buf, PEM_MAX + 1);
+    return NULL;
+}
+
+/* admin.tls_cert and admin.tls_key, both or neither. */
+static sg_rc tls_load(adm_http_t *a, const sg_config_t *cfg)
+{
+    const char *cert = sg_config_str(cfg, "admin.tls_cert"), *key = sg_config_str(cfg, "admin.tls_key");
+    if (!*cert || !*key) {
+        SG_ERROR("admin", "tls.incomplete", "reason=\"set both admin.tls_cert and admin.tls_key (PEM files) for HTTPS, "
+                 "or neither for plain HTTP\"");
+        return SG_E_INVALID;
+    }
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        SG_ERROR("admin", "tls.unsupported", "reason=\"this libmicrohttpd has no TLS (GnuTLS); unset admin.tls_cert "
+                 "and admin.tls_key, or install a build with TLS\"");
+        return SG_E_INVALID;
+    }
+    SG_ENSURE((a->tls_cert = read_pem("admin.tls_cert", cert, NULL)) != NULL, SG_E_INVALID);
+    SG_ENSURE((a->tls_key = read_pem("admin.tls_key", key, &a->tls_key_len)) != NULL, SG_E_INVALID);
+    return SG_OK;
 }
 
 adm_http_t *adm_http_new(const sg_config_t *cfg, const char *name, const char *routers)
@@ -763,22 +891,57 @@ adm_http_t *adm_http_new(const sg_config_t *cfg, const char *name, const char *r
         adm_http_destroy(&a);
         return NULL;
     }
+    unsigned threads = (unsigned)sg_config_int(cfg, "admin.threads");
+    unsigned max_conn = (unsigned)sg_config_int(cfg, "admin.max_connections");
+    if (max_conn < threads) {   /* libmicrohttpd gives each thread its share of the limit */
+        SG_ERROR("admin", "config.invalid", "reason=\"admin.max_connections (%u) must be at least admin.threads (%u)\"",
+                 max_conn, threads);
+        adm_http_destroy(&a);
+        return NULL;
+    }
+    bool tls = *sg_config_str(cfg, "admin.tls_cert") || *sg_config_str(cfg, "admin.tls_key");
+    if (tls && tls_load(a, cfg) != SG_OK) {
+        adm_http_destroy(&a);
+        return NULL;
+    }
+    if (!(a->deadline = adm_deadline_new(sg_config_int(cfg, "admin.header_timeout") * 1000))) {
+        adm_http_destroy(&a);
+        return NULL;
+    }
+    /* The options that depend on the configuration; the rest follow in the call. */
+    struct MHD_OptionItem opts[8];
+    size_t n = 0;
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, max_conn, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                        (intptr_t)sg_config_int(cfg, "admin.max_connections_per_ip"), NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
+                                        (intptr_t)sg_config_int(cfg, "admin.idle_timeout"), NULL};
+    if (threads > 1)
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+    if (tls) {
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, a->tls_cert};
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, a->tls_key};
+    }
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     (v6 ? MHD_USE_IPv6 : 0);
+                     (v6 ? MHD_USE_IPv6 : 0) | (tls ? MHD_USE_TLS : 0);
     a->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, a,
                               MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                               MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
-                              MHD_OPTION_CONNECTION_TIMEOUT, 120u, MHD_OPTION_CONNECTION_LIMIT, 4000u,
-                              MHD_OPTION_END);
+                              MHD_OPTION_NOTIFY_CONNECTION, adm_deadline_notify, a->deadline,
+                              MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!a->mhd) {
-        SG_ERROR("admin", "listen.failed", "address=%s port=%d", host, port);
+        SG_ERROR("admin", "listen.failed", "address=%s port=%d%s", host, port,
+                 tls ? " reason=\"or admin.tls_cert/admin.tls_key are not a certificate and its key (see the mhd line "
+                       "above)\"" : "");
         adm_http_destroy(&a);
         return NULL;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(a->mhd, MHD_DAEMON_INFO_BIND_PORT);
     a->port = info ? info->port : port;
-    SG_INFO("admin", "ready", "address=%s port=%d routers=%s tokens=%zu", host, a->port, routers,
-            adm_tokens_count(a->tokens));
+    a->tls = tls;
+    SG_INFO("admin", "ready", "address=%s port=%d scheme=%s threads=%u routers=%s tokens=%zu", host, a->port,
+            tls ? "https" : "http", threads, routers, adm_tokens_count(a->tokens));
     return a;
 }
 
@@ -792,10 +955,16 @@ void adm_http_destroy(adm_http_t **self_p)
     adm_bridge_stop(a->bridge);
     if (a->mhd)
         MHD_stop_daemon(a->mhd);
+    adm_deadline_destroy(&a->deadline);
     adm_bridge_destroy(&a->bridge);
     adm_tokens_destroy(&a->tokens);
+    free(a->tls_cert);
+    if (a->tls_key)
+        OPENSSL_clear_free(a->tls_key, a->tls_key_len);
     free(a);
     *self_p = NULL;
 }
 
 int adm_http_port(const adm_http_t *self) { return self->port; }
+
+bool adm_http_tls(const adm_http_t *self) { return self->tls; }

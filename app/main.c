@@ -30,16 +30,21 @@
 
 #define DEMO_DEVICE "demo-device"
 
-/* Flag aliases per command: --flag VALUE sets key. */
+#ifndef SACGATE_VERSION
+#error "SACGATE_VERSION comes from project(VERSION) in the top CMakeLists.txt (app/CMakeLists.txt)"
+#endif
+
+/* Flags per command: --flag VALUE sets the configuration key, or (key NULL) is an argument of a
+ * tool that the tool reads itself. */
 typedef struct {
-    const char *cmd;     /* NULL = every command */
+    const char *cmd;     /* NULL = every tier command (all, store, router, frontend, admin); "*" = every command */
     const char *flag;
     const char *key;
     const char *help;
 } alias_t;
 
 static const alias_t k_aliases[] = {
-    {NULL, "--log-level", "log.level", "debug, info, warn or error"},
+    {"*", "--log-level", "log.level", "debug, info, warn or error"},
     {NULL, "--shards", "cluster.shards", "shard names, or name=endpoint pairs, comma-separated"},
     {NULL, "--routers", "cluster.routers", "router endpoints, comma-separated"},
     {NULL, "--health-port", "health.port", "port of /healthz and /readyz (0 = off)"},
@@ -67,12 +72,60 @@ static const alias_t k_aliases[] = {
     {"admin", "--admin-port", "admin.port", "HTTP port"},
     {"admin", "--port", "admin.port", "HTTP port"},
     {"admin", "--tokens", "admin.tokens", "API token file"},
+    {"init", "--data-dir", NULL, "directory to write the files into (required; created if missing)"},
+    {"init", "--names", NULL, "more names for the server certificate, comma-separated (DNS names or IPs)"},
+    {"token", "--device", NULL, "device id (required)"},
+    {"token", "--key", NULL, "the device's SAS key, base64 (required)"},
+    {"token", "--host", NULL, "host part of the token's resource (default localhost; not checked by sacgate)"},
+    {"token", "--ttl", NULL, "seconds the token stays valid (default 3600)"},
 };
+
+/* The commands: what each does, and which configuration sections it reads (NULL = every one). */
+typedef struct {
+    const char *name;
+    const char *summary;
+    const char *sections[5];
+} command_t;
+
+static const command_t k_commands[] = {
+    {"all", "every tier in one process over inproc:// (the embedded default); on first start writes a dev CA,\n"
+            "a server certificate and an admin token into --data-dir and registers demo-device",
+     {NULL}},
+    {"store", "one storage shard (RocksDB) of a cluster", {"cluster", "store", "health", "log", NULL}},
+    {"router", "the consistent-hash router between frontends, admins and shards", {"cluster", "router", "health", "log", NULL}},
+    {"frontend", "the MQTT/TLS device frontend", {"cluster", "frontend", "health", "log", NULL}},
+    {"admin", "the HTTP API (docs/openapi.yaml)", {"cluster", "admin", "log", NULL}},
+    {"init", "write the dev CA, server certificate, admin token and cluster CURVE certificate into --data-dir",
+     {"", NULL}},
+    {"token", "print a device SAS token signed with its key", {"", NULL}},
+};
+
+static const command_t *command_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof k_commands / sizeof k_commands[0]; i++)
+        if (strcmp(k_commands[i].name, name) == 0)
+            return &k_commands[i];
+    return NULL;
+}
+
+static bool is_tier(const char *cmd)
+{
+    return strcmp(cmd, "init") != 0 && strcmp(cmd, "token") != 0;
+}
+
+static bool alias_applies(const alias_t *a, const char *cmd)
+{
+    if (!a->cmd)
+        return is_tier(cmd);
+    return strcmp(a->cmd, "*") == 0 || strcmp(a->cmd, cmd) == 0;
+}
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: sacgate COMMAND [--config FILE] [--set section.key=value ...] [flags]\n\n"
+            "usage: sacgate COMMAND [--config FILE] [--set section.key=value ...] [flags]\n"
+            "       sacgate COMMAND --help     that command's flags and configuration keys\n"
+            "       sacgate --version\n\n"
             "commands:\n"
             "  all        every tier in one process (embedded default); writes a dev CA, server\n"
             "             certificate and admin token into --data-dir on first start\n"
@@ -82,11 +135,37 @@ static void usage(FILE *out)
             "             (--names a,b adds names to the server certificate)\n"
             "  token      print a device SAS token: --device ID --key BASE64 [--host H] [--ttl SECONDS]\n\n"
             "flags:\n");
-    for (size_t i = 0; i < sizeof k_aliases / sizeof k_aliases[0]; i++)
-        fprintf(out, "  %-9s %-15s %s (%s)\n", k_aliases[i].cmd ? k_aliases[i].cmd : "any", k_aliases[i].flag,
-                k_aliases[i].help, k_aliases[i].key);
+    for (size_t i = 0; i < sizeof k_aliases / sizeof k_aliases[0]; i++) {
+        const alias_t *a = &k_aliases[i];
+        fprintf(out, "  %-9s %-15s %s", !a->cmd ? "tiers" : strcmp(a->cmd, "*") == 0 ? "any" : a->cmd, a->flag, a->help);
+        fprintf(out, a->key ? " (%s)\n" : "\n", a->key);
+    }
     fprintf(out, "\nconfiguration keys (file: sections as ZPL blocks; environment: SACGATE_SECTION_KEY):\n");
     sg_config_print_help(out, "");
+}
+
+/* `sacgate CMD --help`: that command's flags, then the configuration keys it reads. */
+static void command_usage(FILE *out, const command_t *c)
+{
+    bool tool = !is_tier(c->name);
+    fprintf(out, "usage: sacgate %s [flags]%s\n\n%s\n\nflags:\n", c->name,
+            tool ? "" : " [--config FILE] [--set section.key=value ...]", c->summary);
+    for (size_t i = 0; i < sizeof k_aliases / sizeof k_aliases[0]; i++) {
+        const alias_t *a = &k_aliases[i];
+        if (!alias_applies(a, c->name))
+            continue;
+        fprintf(out, "  %-15s %s", a->flag, a->help);
+        fprintf(out, a->key ? " (%s)\n" : "\n", a->key);
+    }
+    fprintf(out, "  %-15s %s\n  %-15s %s\n  %-15s %s\n", "--config FILE", "read configuration from FILE (ZPL)",
+            "--set K=V", "set configuration key K (section.key) to V", "--help", "this text");
+    if (c->sections[0] && !*c->sections[0])
+        return;   /* a tool: no configuration keys */
+    fprintf(out, "\nconfiguration keys it reads (file: sections as ZPL blocks; environment: SACGATE_SECTION_KEY):\n");
+    if (!c->sections[0])
+        sg_config_print_help(out, "");
+    for (size_t i = 0; i < sizeof c->sections / sizeof c->sections[0] && c->sections[i]; i++)
+        sg_config_print_help(out, c->sections[i]);
 }
 
 static int fail(const char *what)
@@ -110,7 +189,7 @@ static int load_config(sg_config_t *cfg, const char *cmd, int argc, char **argv,
         char *arg = argv[i], *val = NULL, flag[64];
         char *eq = strchr(arg, '=');
         if (strncmp(arg, "--", 2) != 0) {
-            snprintf(err, sizeof err, "unexpected argument '%s' (see sacgate --help)", arg);
+            snprintf(err, sizeof err, "unexpected argument '%s' for '%s' (see sacgate %s --help)", arg, cmd, cmd);
             return fail(err);
         }
         if (eq && (size_t)(eq - arg) < sizeof flag) {
@@ -140,18 +219,19 @@ static int load_config(sg_config_t *cfg, const char *cmd, int argc, char **argv,
                 return fail(err);
             continue;
         }
-        const char *key = NULL;
-        for (size_t k = 0; k < sizeof k_aliases / sizeof k_aliases[0] && !key; k++)
-            if ((!k_aliases[k].cmd || strcmp(k_aliases[k].cmd, cmd) == 0) && strcmp(k_aliases[k].flag, flag) == 0)
-                key = k_aliases[k].key;
-        if (key) {
-            if (sg_config_set(cfg, key, val, err, sizeof err) != SG_OK)
+        const alias_t *alias = NULL;
+        for (size_t k = 0; k < sizeof k_aliases / sizeof k_aliases[0] && !alias; k++)
+            if (alias_applies(&k_aliases[k], cmd) && strcmp(k_aliases[k].flag, flag) == 0)
+                alias = &k_aliases[k];
+        if (!alias) {
+            snprintf(err, sizeof err, "unknown flag '%s' for '%s' (see sacgate %s --help)", flag, cmd, cmd);
+            return fail(err);
+        }
+        if (alias->key) {
+            if (sg_config_set(cfg, alias->key, val, err, sizeof err) != SG_OK)
                 return fail(err);
         } else if (rest) {
             zhashx_update(rest, flag, val);
-        } else {
-            snprintf(err, sizeof err, "unknown flag '%s' for '%s' (see sacgate --help)", flag, cmd);
-            return fail(err);
         }
     }
     int level = sg_log_parse_level(sg_config_str(cfg, "log.level"));
@@ -320,8 +400,14 @@ static int ensure_demo_device(const char *dir, const char *routers, char **key_o
 }
 
 static void print_banner(const char *dir, int mqtt_port, int admin_port, const char *admin_bind, const char *key,
-                         int shards, int ws_port)
+                         int shards, int ws_port, bool admin_tls)
 {
+    /* With admin.tls_cert/admin.tls_key the admin speaks HTTPS; curl then needs the CA (the dev
+     * certificate names localhost and 127.0.0.1). */
+    char admin_url[160], curl_ca[4200] = "";
+    snprintf(admin_url, sizeof admin_url, "%s://%s:%d", admin_tls ? "https" : "http", admin_bind, admin_port);
+    if (admin_tls)
+        snprintf(curl_ca, sizeof curl_ca, "--cacert %s/ca.crt ", dir);
     uint8_t raw[64];
     size_t rawlen = 0;
     char token[1024] = "";
@@ -332,7 +418,7 @@ static void print_banner(const char *dir, int mqtt_port, int admin_port, const c
     printf("sacgate all: ready (%d shard%s)\n"
            "  MQTT over TLS    localhost:%d\n"
            "  MQTT over WSS    not in this build yet (--ws-port %d is reserved for it)\n"
-           "  admin HTTP       http://%s:%d   (token in %s/admin.token)\n"
+           "  admin HTTP       %s   (token in %s/admin.token)\n"
            "  dev CA           %s/ca.crt\n"
            "  data             %s\n\n"
            "Send telemetry as the demo device (token valid 24 h; `sacgate token` makes more):\n"
@@ -341,12 +427,12 @@ static void print_banner(const char *dir, int mqtt_port, int admin_port, const c
            "    -P '%s' \\\n"
            "    -t 'devices/" DEMO_DEVICE "/messages/events/' -q 1 -m 'hello'\n\n"
            "Read it back, and queue a command for the device:\n"
-           "  curl -s -H \"Authorization: Bearer $(cat %s/admin.token)\" 'http://%s:%d/v1/telemetry?partition=0'\n"
-           "  curl -s -X POST -H \"Authorization: Bearer $(cat %s/admin.token)\" -d '{\"payload\":\"open valve\"}' \\\n"
-           "    http://%s:%d/v1/devices/" DEMO_DEVICE "/messages\n\n"
+           "  curl -s %s-H \"Authorization: Bearer $(cat %s/admin.token)\" '%s/v1/telemetry?partition=0'\n"
+           "  curl -s %s-X POST -H \"Authorization: Bearer $(cat %s/admin.token)\" -d '{\"payload\":\"open valve\"}' \\\n"
+           "    %s/v1/devices/" DEMO_DEVICE "/messages\n\n"
            "Stop with Ctrl-C.\n",
-           shards, shards == 1 ? "" : "s", mqtt_port, ws_port, admin_bind, admin_port, dir, dir, dir, mqtt_port, dir,
-           token, dir, admin_bind, admin_port, dir, admin_bind, admin_port);
+           shards, shards == 1 ? "" : "s", mqtt_port, ws_port, admin_url, dir, dir, dir, mqtt_port, dir,
+           token, curl_ca, dir, admin_url, curl_ca, dir, admin_url);
     fflush(stdout);
 }
 
@@ -526,7 +612,7 @@ static int cmd_all(sg_config_t *cfg)
         goto out;
     }
     print_banner(dir, fe_frontend_mqtt_port(fe), adm_http_port(adm), sg_config_str(cfg, "admin.bind"), demo_key, n,
-                 (int)sg_config_int(cfg, "frontend.ws_port"));
+                 (int)sg_config_int(cfg, "frontend.ws_port"), adm_http_tls(adm));
     wait_for_stop();
     rc = 0;
 out:
@@ -574,26 +660,33 @@ static int cmd_token(zhashx_t *rest)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
+        printf("sacgate %s\n", SACGATE_VERSION);
+        return 0;
+    }
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
-    bool clustered = strcmp(cmd, "store") == 0 || strcmp(cmd, "router") == 0 || strcmp(cmd, "frontend") == 0 ||
-                     strcmp(cmd, "admin") == 0;
-    bool tool = strcmp(cmd, "init") == 0 || strcmp(cmd, "token") == 0;
-    bool tier = strcmp(cmd, "all") == 0 || strcmp(cmd, "store") == 0 || strcmp(cmd, "router") == 0 ||
-                strcmp(cmd, "frontend") == 0 || strcmp(cmd, "admin") == 0;
-    if (!tool && !tier) {
+    const command_t *command = command_find(cmd);
+    if (!command) {
         fprintf(stderr, "sacgate: unknown command '%s'\n\n", cmd);
         usage(stderr);
         return 2;
     }
-    for (int i = 2; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
+    bool clustered = strcmp(cmd, "store") == 0 || strcmp(cmd, "router") == 0 || strcmp(cmd, "frontend") == 0 ||
+                     strcmp(cmd, "admin") == 0;
+    bool tier = is_tier(cmd), tool = !tier;
+    /* Flags take a value each: only a --help or -h where a flag may stand asks for help. */
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            command_usage(stdout, command);
             return 0;
         }
+        if (strncmp(argv[i], "--", 2) == 0 && !strchr(argv[i], '='))
+            i++;   /* its value */
+    }
     sg_config_t *cfg = sg_config_new();
     zhashx_t *rest = tool ? zhashx_new() : NULL;
     int rc = load_config(cfg, cmd, argc, argv, rest);

@@ -101,7 +101,16 @@ static const spec_t k_specs[] = {
     I("admin.port", "8080", 0, 65535, "HTTP port (0 = pick a free port)"),
     S("admin.tokens", "/etc/sacgate/tokens", "file of API tokens: one 'name roles sha256hex' per line"),
     I("admin.max_body", "262144", 1024, 67108864, "largest request body (bytes)"),
-    I("admin.threads", "2", 1, 64, "HTTP worker threads"),
+    I("admin.threads", "2", 1, 64, "HTTP worker threads (libmicrohttpd's thread pool; each serves its own connections)"),
+    I("admin.max_connections", "1024", 16, 100000, "open HTTP connections in all; beyond, new ones wait in the listen backlog"),
+    I("admin.max_connections_per_ip", "64", 0, 100000, "open HTTP connections per client address, beyond which new "
+      "ones are closed at once (0 = no limit); clients behind one proxy share its address"),
+    I("admin.header_timeout", "20", 1, 3600, "seconds from accept (or from the previous answer on a kept-alive "
+      "connection) to complete request headers, TLS handshake included; later, the connection is closed"),
+    I("admin.idle_timeout", "60", 1, 86400, "seconds an HTTP connection may send or read nothing (a long-poll waiting "
+      "for data does not count)"),
+    S("admin.tls_cert", "", "serve HTTPS with this certificate chain (PEM; with admin.tls_key; empty: plain HTTP)"),
+    S("admin.tls_key", "", "private key (PEM) of admin.tls_cert"),
 
     S("health.bind", "0.0.0.0", "address of the /healthz and /readyz endpoint of frontend, router and store"),
     I("health.port", "0", 0, 65535, "that endpoint's port (0 = off)"),

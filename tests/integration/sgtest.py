@@ -180,8 +180,9 @@ class Response:
         return "<HTTP %d %s>" % (self.status, self.body[:300])
 
 
-def http_request(port, method, path, body=None, token=None, headers=None, timeout=30):
-    """One HTTP request on a fresh connection. body: bytes, str or a JSON-able object."""
+def http_request(port, method, path, body=None, token=None, headers=None, timeout=30, cafile=None):
+    """One HTTP request on a fresh connection (HTTPS verified against cafile when given). body:
+    bytes, str or a JSON-able object."""
     hdrs = dict(headers or {})
     if token is not None:
         hdrs["Authorization"] = "Bearer " + token
@@ -190,7 +191,11 @@ def http_request(port, method, path, body=None, token=None, headers=None, timeou
         hdrs.setdefault("Content-Type", "application/json")
     if isinstance(body, str):
         body = body.encode()
-    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    if cafile:
+        conn = http.client.HTTPSConnection(LOOPBACK, port, timeout=timeout,
+                                           context=ssl.create_default_context(cafile=cafile))
+    else:
+        conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
     try:
         send_err = None
         try:
