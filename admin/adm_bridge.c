@@ -11,7 +11,6 @@
 #include "sg_time.h"
 #include "sg_wire.h"
 
-#define CORR_OFFSET 9   /* version, type, flags, status(2), shard(4): then the u64 corr */
 #define RING_REFRESH_MS 5000
 #define BUSY_FIRST_MS 20
 #define BUSY_MAX_MS 1000
@@ -126,8 +125,8 @@ static void on_submit(bridge_t *br)
     for (int i = 0; i < n; i++) {
         uint64_t corr = ++br->next_corr;
         uint8_t *d = zframe_data(s->frames[i]);
-        for (int k = 0; k < 8; k++)
-            d[CORR_OFFSET + k] = (uint8_t)(corr >> (56 - 8 * k));
+        if (sg_wire_set_corr(d, zframe_size(s->frames[i]), corr) != SG_OK)
+            abort();   /* built by this bridge: always a whole header */
         if (zmq_send(zsock_resolve(br->dealer), d, zframe_size(s->frames[i]), ZMQ_DONTWAIT) < 0) {
             const char *e = "{\"error\":\"Unavailable\",\"message\":\"the router link is full or down; retry later\"}";
             part_set(&s->parts[i], 503, e, strlen(e));

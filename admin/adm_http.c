@@ -83,6 +83,7 @@ struct req {
     finish_fn finish;
     int n;
     adm_part_t parts[MAX_PARTS];
+    long long list_limit;  /* GET /v1/devices: the page size the parts are merged into */
     int status;            /* the answer, once composed */
     char *text;
     const char *ctype;     /* NULL = application/json */
@@ -284,11 +285,13 @@ static void finish_cluster(req_t *r)
         json_array_append_new(shards, o);
     }
     json_t *frontends = json_object_get(ring, "frontends");
-    json_t *body = json_pack("{s:o,s:o,s:{s:O,s:I},s:[{s:O,s:O,s:O}]}", "frontends",
+    json_t *body = json_pack("{s:o,s:o,s:{s:O,s:I},s:[{s:O,s:O,s:O,s:I,s:I}]}", "frontends",
                              frontends ? json_incref(frontends) : json_array(), "shards", shards, "ring", "vnodes",
                              json_object_get(ring, "vnodes"), "partitions", (json_int_t)json_array_size(shards),
                              "routers", "name", json_object_get(ring, "router"), "relayedIn",
-                             json_object_get(ring, "relayedIn"), "relayedOut", json_object_get(ring, "relayedOut"));
+                             json_object_get(ring, "relayedIn"), "relayedOut", json_object_get(ring, "relayedOut"),
+                             "batchesIn", json_integer_value(json_object_get(ring, "batchesIn")), "batchesOut",
+                             json_integer_value(json_object_get(ring, "batchesOut")));
     json_decref(ring);
     set_answer(r, 200, body);
 }
@@ -359,6 +362,12 @@ static void finish_metrics(req_t *r)
                (long long)json_integer_value(json_object_get(ring, "relayedIn")));
         metric(&w, "sacgate_router_frames_total{router=\"%s\",direction=\"out\"} %lld\n", rn,
                (long long)json_integer_value(json_object_get(ring, "relayedOut")));
+        metric(&w, "# HELP sacgate_router_batches_total BATCH messages (many frames in one) taken in and sent.\n"
+                   "# TYPE sacgate_router_batches_total counter\n");
+        metric(&w, "sacgate_router_batches_total{router=\"%s\",direction=\"in\"} %lld\n", rn,
+               (long long)json_integer_value(json_object_get(ring, "batchesIn")));
+        metric(&w, "sacgate_router_batches_total{router=\"%s\",direction=\"out\"} %lld\n", rn,
+               (long long)json_integer_value(json_object_get(ring, "batchesOut")));
         size_t i;
         json_t *f;
         metric(&w, "# HELP sacgate_frontend_connections Open device connections per frontend.\n"
@@ -471,6 +480,14 @@ static void h_msg_list(req_t *r, const char *id) { device_op(r, id, SG_ADM_MSG_L
 static void h_msg_purge(req_t *r, const char *id) { device_op(r, id, SG_ADM_MSG_PURGE, "{}"); }
 static void h_dead_list(req_t *r, const char *id) { device_op(r, id, SG_ADM_DEADLETTER_LIST, "{}"); }
 
+static void h_keys_regenerate(req_t *r, const char *id)
+{
+    if (r->body.len == 0)   /* no body: both keys */
+        device_op(r, id, SG_ADM_KEYS_REGENERATE, "{}");
+    else
+        body_op(r, id, SG_ADM_KEYS_REGENERATE);
+}
+
 static bool query_int(req_t *r, const char *name, long long lo, long long hi, long long *out)
 {
     const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
@@ -558,6 +575,125 @@ static void h_group_commit(req_t *r, const char *group)
     json_decref(b);
 }
 
+static const char *device_id_of(const json_t *entry) { return json_string_value(json_object_get(entry, "deviceId")); }
+
+static int by_device_id(const void *a, const void *b)
+{
+    const char *x = device_id_of(*(json_t *const *)a), *y = device_id_of(*(json_t *const *)b);
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+/* Every shard's part of a registry page, merged. A shard has looked at its ids up to its "last"
+ * (to its end when it has no more): below the lowest "last" of all shards nothing is missing, so
+ * the page is the entries up to there, in id order, cut at the limit. `next` is the last id of a
+ * full page, or that lowest "last" when a shard stopped short (its scan cap: a page may then
+ * hold fewer entries, even none), or null when every shard has shown everything. */
+static void finish_device_list(req_t *r)
+{
+    for (int i = 0; i < r->n; i++)
+        if (r->parts[i].status != 200) {
+            adm_part_t first = r->parts[0];   /* swapped: on_completed frees every part */
+            r->parts[0] = r->parts[i];
+            r->parts[i] = first;
+            finish_passthrough(r);
+            return;
+        }
+    json_t *parts[MAX_PARTS] = {0};
+    const char *horizon = NULL;
+    size_t total = 0;
+    bool ok = true;
+    for (int i = 0; i < r->n && ok; i++) {
+        parts[i] = part_json(&r->parts[i]);
+        json_t *last = json_object_get(parts[i], "last");
+        ok = parts[i] && json_is_array(json_object_get(parts[i], "devices")) &&
+             (!json_is_true(json_object_get(parts[i], "more")) || json_is_string(last));
+        if (ok && json_is_string(last) && (!horizon || strcmp(json_string_value(last), horizon) < 0))
+            horizon = json_string_value(last);
+        if (ok)
+            total += json_array_size(json_object_get(parts[i], "devices"));
+    }
+    json_t **all = ok ? calloc(total + 1, sizeof *all) : NULL;
+    if (!all) {
+        for (int i = 0; i < r->n; i++)
+            json_decref(parts[i]);
+        error(r, ok ? 500 : 502, "Internal",
+              ok ? "out of memory composing the answer" : "malformed answer from a shard");
+        return;
+    }
+    size_t n = 0, k;
+    json_t *e;
+    for (int i = 0; i < r->n; i++)
+        json_array_foreach(json_object_get(parts[i], "devices"), k, e) {
+            const char *id = device_id_of(e);
+            if (id && (!horizon || strcmp(id, horizon) <= 0))
+                all[n++] = e;
+        }
+    qsort(all, n, sizeof *all, by_device_id);
+    json_t *page = json_array();
+    const char *prev = NULL;
+    size_t j = 0;
+    for (; j < n && (long long)json_array_size(page) < r->list_limit; j++) {
+        if (prev && strcmp(prev, device_id_of(all[j])) == 0)
+            continue;   /* an entry left behind on another shard by a change of the ring */
+        prev = device_id_of(all[j]);
+        json_array_append(page, all[j]);
+    }
+    while (j < n && strcmp(prev, device_id_of(all[j])) == 0)
+        j++;
+    json_t *next = json_null();
+    if (j < n)
+        next = json_string(prev);   /* a full page with more after it */
+    else if (horizon)
+        next = json_string(horizon);
+    set_answer(r, 200, json_pack("{s:o,s:o}", "devices", page, "next", next));
+    free(all);
+    for (int i = 0; i < r->n; i++)
+        json_decref(parts[i]);
+}
+
+/* GET /v1/devices?limit=&after=&tag=: one page of the registry across every shard, in id order. */
+static void h_device_list(req_t *r, const char *id)
+{
+    (void)id;
+    long long limit = 100;
+    if (!query_int(r, "limit", 1, 1000, &limit))
+        return;
+    const char *after = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after");
+    const char *tag = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "tag");
+    if (after && *after && !sg_device_id_valid(after, strlen(after))) {
+        error(r, 400, "InvalidQuery", "query parameter 'after' must be a device id: the 'next' of the previous page");
+        return;
+    }
+    int shards = adm_bridge_shards(r->adm->bridge);
+    if (shards == 0) {
+        error(r, 503, "RouterUnavailable", "the cluster's shards are not known yet; retry");
+        return;
+    }
+    if (shards > MAX_PARTS) {
+        error(r, 500, "Internal", "the cluster has more shards than one listing can ask");
+        return;
+    }
+    json_t *q = json_pack("{s:I}", "limit", (json_int_t)limit);
+    if (after && *after)
+        json_object_set_new(q, "after", json_string(after));
+    json_t *jtag = tag ? json_string(tag) : NULL;
+    if (tag && !jtag) {
+        json_decref(q);
+        error(r, 400, "InvalidQuery", "query parameter 'tag' must be UTF-8 text: KEY or KEY:VALUE");
+        return;
+    }
+    if (jtag)
+        json_object_set_new(q, "tag", jtag);   /* checked by the shards, which answer 400 InvalidQuery */
+    char *text = json_dumps(q, JSON_COMPACT);
+    json_decref(q);
+    zframe_t *frames[MAX_PARTS];
+    for (int i = 0; i < shards; i++)
+        frames[i] = text ? admin_frame(NULL, (uint32_t)i, SG_ADM_DEVICE_LIST, text) : NULL;
+    free(text);
+    r->list_limit = limit;
+    submit(r, frames, shards, r->adm->timeout_ms, finish_device_list);
+}
+
 /* Starts at the request's headers (see on_request); lines are taken as the body arrives. */
 static void h_import(req_t *r, const char *id)
 {
@@ -581,9 +717,11 @@ static const route_t k_routes[] = {
     {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, BODY_NONE, h_telemetry},
     {"POST", "/v1/telemetry/groups/*/commit", ADM_ROLE_SERVICE, BODY_JSON, h_group_commit},
     {"POST", IMPORT_PATH, ADM_ROLE_REGISTRY_WRITE, BODY_STREAM, h_import},
+    {"GET", "/v1/devices", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_device_list},
     {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_device_put},
     {"GET", "/v1/devices/*", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_device_get},
     {"DELETE", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_NONE, h_device_delete},
+    {"POST", "/v1/devices/*/keys:regenerate", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_keys_regenerate},
     {"POST", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_JSON, h_enqueue},
     {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_list},
     {"DELETE", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_purge},

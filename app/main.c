@@ -73,7 +73,8 @@ static const alias_t k_aliases[] = {
     {"admin", "--port", "admin.port", "HTTP port"},
     {"admin", "--tokens", "admin.tokens", "API token file"},
     {"init", "--data-dir", NULL, "directory to write the files into (required; created if missing)"},
-    {"init", "--names", NULL, "more names for the server certificate, comma-separated (DNS names or IPs)"},
+    {"init", "--names", NULL, "more names for the server certificate, comma-separated (DNS names or IPs); on an "
+                              "existing directory the server certificate is issued again for them by its CA"},
     {"token", "--device", NULL, "device id (required)"},
     {"token", "--key", NULL, "the device's SAS key, base64 (required)"},
     {"token", "--host", NULL, "host part of the token's resource (default localhost; not checked by sacgate)"},
@@ -132,7 +133,8 @@ static void usage(FILE *out)
             "  store      one storage shard        router     the consistent-hash router\n"
             "  frontend   MQTT/TLS device frontend admin      the HTTP API\n"
             "  init       write the dev CA, server certificate and admin token into --data-dir\n"
-            "             (--names a,b adds names to the server certificate)\n"
+            "             (--names a,b: a server certificate for those names too, issued again\n"
+            "             by the same CA when DIR has one; running frontends pick it up)\n"
             "  token      print a device SAS token: --device ID --key BASE64 [--host H] [--ttl SECONDS]\n\n"
             "flags:\n");
     for (size_t i = 0; i < sizeof k_aliases / sizeof k_aliases[0]; i++) {
@@ -459,16 +461,27 @@ static void block_signals(void)
     sigemptyset(&g_stop_signals);
     sigaddset(&g_stop_signals, SIGINT);
     sigaddset(&g_stop_signals, SIGTERM);
+    sigaddset(&g_stop_signals, SIGHUP);   /* reload the server certificate (frontends) */
     /* Blocked before any thread starts, so every thread inherits the mask and only sigwait
      * in the main thread sees them. */
     pthread_sigmask(SIG_BLOCK, &g_stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
-static void wait_for_stop(void)
+/* Until SIGINT or SIGTERM. SIGHUP makes frontend `fe` (when this process has one) read its
+ * certificate and key again; elsewhere it is logged and otherwise ignored. */
+static void wait_for_stop(fe_frontend_t *fe)
 {
     int sig = 0;
-    sigwait(&g_stop_signals, &sig);
+    for (;;) {
+        sigwait(&g_stop_signals, &sig);
+        if (sig != SIGHUP)
+            break;
+        if (fe)
+            (void)fe_frontend_reload_tls(fe, "SIGHUP");
+        else
+            SG_INFO("sacgate", "sighup.ignored", "reason=\"nothing to reload in this tier\"");
+    }
     SG_INFO("sacgate", "stopping", "signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
@@ -506,7 +519,7 @@ static int cmd_store(sg_config_t *cfg)
     if (!s)
         return 1;
     app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "store", NULL, NULL);
-    wait_for_stop();
+    wait_for_stop(NULL);
     app_health_destroy(&h);
     st_shard_destroy(&s);
     return 0;
@@ -519,7 +532,7 @@ static int cmd_router(sg_config_t *cfg)
         return 1;
     app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "router",
                                      rt_router_ready, r);
-    wait_for_stop();
+    wait_for_stop(NULL);
     app_health_destroy(&h);
     rt_router_destroy(&r);
     return 0;
@@ -532,7 +545,7 @@ static int cmd_frontend(sg_config_t *cfg)
         return 1;
     app_health_t *h = app_health_new(sg_config_str(cfg, "health.bind"), (int)sg_config_int(cfg, "health.port"), "frontend",
                                      fe_frontend_ready, f);
-    wait_for_stop();
+    wait_for_stop(f);
     app_health_destroy(&h);
     fe_frontend_destroy(&f);
     return 0;
@@ -553,7 +566,7 @@ static int cmd_admin(sg_config_t *cfg)
     adm_http_t *a = adm_http_new(cfg, name, sg_config_str(cfg, "cluster.routers"));
     if (!a)
         return 1;
-    wait_for_stop();
+    wait_for_stop(NULL);
     adm_http_destroy(&a);
     return 0;
 }
@@ -613,7 +626,7 @@ static int cmd_all(sg_config_t *cfg)
     }
     print_banner(dir, fe_frontend_mqtt_port(fe), adm_http_port(adm), sg_config_str(cfg, "admin.bind"), demo_key, n,
                  (int)sg_config_int(cfg, "frontend.ws_port"), adm_http_tls(adm));
-    wait_for_stop();
+    wait_for_stop(fe);
     rc = 0;
 out:
     free(demo_key);

@@ -8,6 +8,7 @@ run (bench/results/<scenario>-<target>.html).
     bench/bench.py idle-tls                       # every target of the scenario
     bench/bench.py telemetry-qos1 --targets all,mosquitto
     bench/bench.py scale --devices 250000 --hold 600
+    bench/bench.py revocation --devices 1000      # HTTP revoke -> closed socket, p50/p99
     bench/bench.py --smoke all-scenarios          # seconds each, a few hundred devices (ctest)
 
 Everything runs on loopback, every load is bounded in count and time and stops by itself.
@@ -15,16 +16,27 @@ No figure is checked against a threshold: these machines are shared and noisy. -
 that each scenario works (every session online, every message acknowledged ...), not how fast.
 """
 import argparse
+import base64
+import concurrent.futures
+import hashlib
+import hmac
+import http.client
 import json
 import math
 import os
+import secrets
+import selectors
 import shutil
 import signal
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("SACGATE_BUILD", os.path.join(ROOT, "build"))
@@ -480,6 +492,271 @@ def shard_restart(target, p, outdir, problems, base):
     }, s
 
 
+# ---------- revocation: our own device connections, so each socket's close is timed ----------
+
+def percentile(values, q):
+    """Nearest-rank percentile of a list (None when empty)."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, math.ceil(q / 100.0 * len(v)) - 1))]
+
+
+def sas_token(device_id, key_b64, ttl=7200, host="localhost"):
+    se = int(time.time() + ttl)
+    sr = urllib.parse.quote("%s/devices/%s" % (host, device_id), safe="")
+    mac = hmac.new(base64.b64decode(key_b64), ("%s\n%d" % (sr, se)).encode(), hashlib.sha256)
+    return "SharedAccessSignature sr=%s&sig=%s&se=%d" % (sr, urllib.parse.quote(base64.b64encode(mac.digest()).decode(),
+                                                                              safe=""), se)
+
+
+def mqtt_connect_packet(device_id, password, keepalive):
+    def s(x):
+        b = x.encode()
+        return struct.pack("!H", len(b)) + b
+    body = s("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", keepalive) + s(device_id)
+    body += s("localhost/%s/?api-version=2021-04-12" % device_id) + s(password)
+    n, rl = len(body), b""
+    while True:
+        d, n = n % 128, n // 128
+        rl += bytes([d | (0x80 if n else 0)])
+        if not n:
+            break
+    return bytes([0x10]) + rl + body
+
+
+class AdminClient:
+    """One keep-alive HTTP connection to the admin endpoint (one per revoking thread)."""
+
+    def __init__(self, port, token):
+        self.port, self.token = port, token
+        self.conn = None
+
+    def request(self, method, path, body=None, headers=None, timeout=60):
+        h = {"Authorization": "Bearer " + self.token}
+        h.update(headers or {})
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+            try:
+                self.conn.request(method, path, body=body, headers=h)
+                r = self.conn.getresponse()
+                return r.status, r.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+
+
+def target_endpoints(target):
+    """(MQTT ports of every frontend, admin port, admin token, CA file) of a sacgate target."""
+    with open(os.path.join(target.dir, "admin.token")) as f:
+        token = f.read().strip()
+    if isinstance(target, SacgateCluster):
+        env = {}
+        with open(os.path.join(target.dir, "ports.env")) as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                env[k] = v.strip('"')
+        return [int(x) for x in env["MQTT_PORTS"].split()], int(env["ADMIN_PORT"]), token, os.path.join(target.dir,
+                                                                                                        "ca.crt")
+    return [target.mqtt], target.admin, token, os.path.join(target.dir, "ca.crt")
+
+
+def hold_device(port, cafile, device_id, key, keepalive):
+    """A TLS connection with an accepted CONNECT (blocking set-up), returned non-blocking."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        sock.sendall(mqtt_connect_packet(device_id, sas_token(device_id, key), keepalive))
+        ack = b""
+        while len(ack) < 4:
+            chunk = sock.recv(4 - len(ack))
+            if not chunk:
+                raise BenchError("%s: the connection closed before CONNACK" % device_id)
+            ack += chunk
+        if ack[0] != 0x20 or ack[3] != 0:
+            raise BenchError("%s: CONNACK %r" % (device_id, ack))
+    except Exception:
+        raw.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def connack_code(port, cafile, device_id, key):
+    """The CONNACK return code a fresh CONNECT gets (None: closed without one)."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(mqtt_connect_packet(device_id, sas_token(device_id, key), 60))
+            ack = b""
+            while len(ack) < 4:
+                chunk = sock.recv(4 - len(ack))
+                if not chunk:
+                    return None
+                ack += chunk
+            return ack[3]
+
+
+def revocation(target, p, outdir, problems, base):
+    """N devices hold TLS connections spread over every frontend; the bench revokes each one over
+    HTTP, several calls in parallel (every other device disabled with PUT status=disabled, the
+    others DELETEd), and times each device from sending its HTTP request to the moment its socket
+    reads EOF (the selector thread notes time.monotonic() at the close). SPEC 5: p99 under 1 s."""
+    if target.kind != "sacgate":
+        raise BenchError("revocation needs a sacgate target (Mosquitto has no device registry)")
+    n = p.devices or default_devices("revocation", p)
+    parallel = p.parallel or 16
+    ports, admin_port, token, cafile = target_endpoints(target)
+    prefix = "rev-%s" % secrets.token_hex(3)
+    devices = [("%s-%06d" % (prefix, i), base64.b64encode(secrets.token_bytes(32)).decode(),
+                base64.b64encode(secrets.token_bytes(32)).decode()) for i in range(n)]
+    adm = AdminClient(admin_port, token)
+    body = "".join(json.dumps({"deviceId": d, "auth": {"type": "sas", "primaryKey": k1, "secondaryKey": k2}}) + "\n"
+                   for d, k1, k2 in devices)
+    status, answer = adm.request("POST", "/v1/devices:import", body=body.encode(),
+                                 headers={"Content-Type": "application/x-ndjson"}, timeout=600)
+    imported = json.loads(answer) if status == 200 else {}
+    if status != 200 or imported.get("failed"):
+        raise BenchError("import failed: %d %s" % (status, answer[:300]))
+
+    # connect: blocking set-ups on a few threads, each device to the next frontend in turn
+    t0 = time.monotonic()
+    socks = [None] * n
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        futs = {pool.submit(hold_device, ports[i % len(ports)], cafile, d, k1, 1200): i
+                for i, (d, k1, _) in enumerate(devices)}
+        for f in concurrent.futures.as_completed(futs):
+            socks[futs[f]] = f.result()
+    connect_s = time.monotonic() - t0
+    log("revocation: %d devices connected over %d frontend(s) in %.1f s" % (n, len(ports), connect_s))
+
+    closed_at = [None] * n
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, i)
+    done = threading.Event()
+
+    def watch():
+        left = n
+        while left and not done.is_set():
+            for key, _ in sel.select(0.2):
+                now = time.monotonic()
+                i = key.data
+                try:
+                    data = key.fileobj.recv(4096)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    continue
+                except (OSError, ssl.SSLError):
+                    data = b""
+                if data:
+                    continue   # nothing is expected (no subscription, keep-alive 1200 s)
+                closed_at[i] = now
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                left -= 1
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(1)
+    early = [devices[i][0] for i in range(n) if closed_at[i] is not None]
+    check(not early, "%s: %d sessions closed before any revocation" % (target.name, len(early)), problems)
+
+    # revoke: `parallel` callers, each on its own keep-alive HTTP connection
+    sent_at, answered_at, statuses = [None] * n, [None] * n, [None] * n
+    kinds = ["disable" if i % 2 == 0 else "delete" for i in range(n)]
+    todo = iter(range(n))
+    todo_lock = threading.Lock()
+
+    def revoker():
+        c = AdminClient(admin_port, token)
+        while True:
+            with todo_lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            d, k1, k2 = devices[i]
+            path = "/v1/devices/" + urllib.parse.quote(d, safe="")
+            if kinds[i] == "disable":
+                req = ("PUT", json.dumps({"status": "disabled", "auth": {"type": "sas", "primaryKey": k1,
+                                                                         "secondaryKey": k2}}).encode())
+            else:
+                req = ("DELETE", None)
+            sent_at[i] = time.monotonic()
+            statuses[i], _ = c.request(req[0], path, body=req[1],
+                                       headers={"Content-Type": "application/json"} if req[1] else None)
+            answered_at[i] = time.monotonic()
+
+    t_rev = time.monotonic()
+    threads = [threading.Thread(target=revoker, daemon=True) for _ in range(parallel)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    revoke_s = time.monotonic() - t_rev
+    end = time.monotonic() + 30
+    while time.monotonic() < end and any(c is None for c in closed_at):
+        time.sleep(0.1)
+    done.set()
+    watcher.join(5)
+    not_closed = [devices[i][0] for i in range(n) if closed_at[i] is None]
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+    bad = [(devices[i][0], statuses[i]) for i in range(n)
+           if statuses[i] != (200 if kinds[i] == "disable" else 204)]
+    check(not bad, "%s: %d revocations answered unexpectedly, e.g. %s" % (target.name, len(bad), bad[:3]), problems)
+    check(not not_closed, "%s: %d sessions still open 30 s after the last revocation, e.g. %s"
+          % (target.name, len(not_closed), not_closed[:3]), problems)
+    # the revoked devices cannot come back, on any frontend
+    for i in range(min(n, 4)):
+        rc = connack_code(ports[(i + 1) % len(ports)], cafile, devices[i][0], devices[i][1])
+        check(rc == 5, "%s: %s (%s) reconnected after revocation: CONNACK %r" % (target.name, devices[i][0], kinds[i],
+                                                                                rc), problems)
+
+    def ms_list(kind=None):
+        return [(closed_at[i] - sent_at[i]) * 1000 for i in range(n)
+                if closed_at[i] is not None and sent_at[i] is not None and (kind is None or kinds[i] == kind)]
+
+    lat, http_lat = ms_list(), [(answered_at[i] - sent_at[i]) * 1000 for i in range(n) if answered_at[i]]
+
+    def r3(v):
+        return None if v is None else round(v, 3)
+
+    figures = {
+        "devices": n,
+        "frontends": len(ports),
+        "parallelCalls": parallel,
+        "connectSeconds": round(connect_s, 2),
+        "revocationsPerSecond": round(n / revoke_s) if revoke_s > 0 else None,
+        "closeP50Ms": r3(percentile(lat, 50)),
+        "closeP90Ms": r3(percentile(lat, 90)),
+        "closeP99Ms": r3(percentile(lat, 99)),
+        "closeMaxMs": r3(max(lat) if lat else None),
+        "disableCloseP50Ms": r3(percentile(ms_list("disable"), 50)),
+        "disableCloseP99Ms": r3(percentile(ms_list("disable"), 99)),
+        "deleteCloseP50Ms": r3(percentile(ms_list("delete"), 50)),
+        "deleteCloseP99Ms": r3(percentile(ms_list("delete"), 99)),
+        "httpAnswerP50Ms": r3(percentile(http_lat, 50)),
+        "httpAnswerP99Ms": r3(percentile(http_lat, 99)),
+        "notClosed": len(not_closed),
+    }
+    report = os.path.join(outdir, "%s-%s.json" % (base, target.name))
+    with open(report, "w") as f:
+        json.dump({"figures": figures, "closeMs": {devices[i][0]: r3(v) for i, v in enumerate(
+            [(closed_at[i] - sent_at[i]) * 1000 if closed_at[i] and sent_at[i] else None for i in range(n)])},
+            "kind": dict(zip((d for d, _, _ in devices), kinds))}, f, indent=0)
+    print("revocation %s: close after the HTTP call p50 %s ms, p99 %s ms, max %s ms (%d devices, %d frontends)"
+          % (target.name, figures["closeP50Ms"], figures["closeP99Ms"], figures["closeMaxMs"], n, len(ports)),
+          flush=True)
+    return figures, {"_report": report}
+
+
 SCENARIOS = {
     "idle-tls": (idle_tls, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "telemetry-qos1": (telemetry_qos1, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
@@ -487,6 +764,7 @@ SCENARIOS = {
     "connect-storm": (connect_storm, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "scale": (scale, ["sacgate-cluster"]),
     "shard-restart": (shard_restart, ["sacgate-cluster"]),
+    "revocation": (revocation, ["sacgate-all", "sacgate-cluster"]),
 }
 
 # The figure each scenario compares against Mosquitto, and whether higher is better.
@@ -498,12 +776,14 @@ RATIO_OF = {
     "connect-storm": [("allBackAfterSeconds", False)],
     "scale": [],
     "shard-restart": [],
+    "revocation": [],   # Mosquitto has no registry to revoke from
 }
 
 
 def default_devices(scenario, p):
     """Sessions a scenario holds when --devices is not given (the cluster gets frontends for them)."""
-    return {"scale": 1000 if p.smoke else 250000, "shard-restart": 1500 if p.smoke else 250000}.get(scenario, 0)
+    return {"scale": 1000 if p.smoke else 250000, "shard-restart": 1500 if p.smoke else 250000,
+            "revocation": 50 if p.smoke else 1000}.get(scenario, 0)
 
 
 def make_target(name, workdir, p, scenario):
@@ -620,6 +900,7 @@ def main():
     ap.add_argument("--shards", type=int, help="sacgate-cluster: store shards (default 2; shard-restart: 1)")
     ap.add_argument("--registered", type=int, help="shard-restart: devices registered (default 1,000,000; the first "
                     "--devices of them connect)")
+    ap.add_argument("--parallel", type=int, help="revocation: HTTP calls in flight at once (default 16)")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
     ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
     ap.add_argument("--tag", help="name results <scenario>-<tag> (default for scale: the device count, e.g. 250k)")

@@ -44,10 +44,20 @@ static const spec_t k_specs[] = {
     I("frontend.threads", "0", 0, 256, "event-loop threads (0 = one per CPU core)"),
     S("frontend.cert", "/etc/sacgate/tls/server.crt", "server certificate chain (PEM)"),
     S("frontend.key", "/etc/sacgate/tls/server.key", "server private key (PEM)"),
+    I("frontend.cert_reload", "5", 0, 3600, "seconds between checks of frontend.cert/key for new files (0 = only on SIGHUP)"),
     I("frontend.max_connections", "18000", 1, 1000000, "device connections per frontend process"),
     /* The caps keep every record inside one inter-tier frame (SG_WIRE_MAX_FRAME, 8 MiB) even as
      * base64 JSON with escaped properties: a larger setting would make records unreadable. */
     I("frontend.max_packet", "266240", 1024, 2097152, "largest MQTT packet accepted (bytes)"),
+    I("frontend.max_connect_packet", "8192", 512, 65536, "largest packet accepted before the CONNACK (the CONNECT "
+      "with its will; bytes)"),
+    I("frontend.max_will", "4096", 0, 65536, "largest will message (bytes); a CONNECT with a larger one is refused"),
+    I("frontend.max_connections_per_ip", "10000", 0, 1000000, "device connections open at once from one client "
+      "address (0 = no limit)"),
+    I("frontend.connect_rate_per_ip", "5000", 0, 1000000, "new connections a second from one client address, in "
+      "bursts of twice that (0 = no limit)"),
+    S("frontend.share_port", "", "group name: frontend processes with the same group may share the MQTT port "
+      "(SO_REUSEPORT); empty = this process must be the port's only listener"),
     I("frontend.max_outbuf", "2097152", 65536, 67108864, "per-connection unsent bytes before the device is disconnected"),
     I("frontend.keepalive_cap", "1767", 5, 65535, "keep-alive (s) used when a device asks for 0 or more"),
     I("frontend.connect_timeout", "10", 1, 600, "seconds from TCP accept to a complete CONNECT"),

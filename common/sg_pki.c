@@ -527,12 +527,15 @@ static sg_rc load_signing_ca(const pki_paths_t *p, pki_state_t *s)
     return SG_OK;
 }
 
+/* reissue: a certificate for san is issued even when server.crt exists (its key is kept, or
+ * made when missing). The new certificate replaces the old with one rename, so a frontend
+ * watching the file never sees half of it. */
 static sg_rc ensure_server(const pki_paths_t *p, pki_state_t *s, bool ca_created,
-                           const GENERAL_NAMES *san)
+                           const GENERAL_NAMES *san, bool reissue)
 {
     int have_crt = file_exists(p->server_crt), have_key = file_exists(p->server_key);
     SG_ENSURE(have_crt >= 0 && have_key >= 0, SG_E_IO);
-    if (have_crt && have_key) {
+    if (have_crt && have_key && !reissue) {
         if (ca_created) {
             /* Kept as the header promises, but say so when it cannot chain to the new CA. */
             SG_GUARD(load_cert(p->server_crt, &s->server));
@@ -545,7 +548,7 @@ static sg_rc ensure_server(const pki_paths_t *p, pki_state_t *s, bool ca_created
         }
         return SG_OK;
     }
-    if (have_crt) {
+    if (have_crt && !have_key && !reissue) {
         SG_ERROR("pki", "pki.server_key_missing",
                  "path=%s reason=\"server.crt has no server.key; add the key or remove server.crt\"",
                  p->server_key);
@@ -563,12 +566,17 @@ static sg_rc ensure_server(const pki_paths_t *p, pki_state_t *s, bool ca_created
     if (!s->server)
         return fail_ssl("pki.sign_failed", p->server_crt);
     SG_GUARD(write_pem(p->server_crt, 0644, NULL, s->server));
-    SG_INFO("pki", "pki.server_cert_created", "path=%s key=%s", p->server_crt,
-            have_key ? "kept" : "new");
+    BIGNUM *serial = ASN1_INTEGER_to_BN(X509_get0_serialNumber(s->server), NULL);
+    char *hex = serial ? BN_bn2hex(serial) : NULL;
+    SG_INFO("pki", have_crt ? "pki.server_cert_reissued" : "pki.server_cert_created", "path=%s key=%s serial=%s",
+            p->server_crt, have_key ? "kept" : "new", hex ? hex : "?");
+    OPENSSL_free(hex);
+    BN_free(serial);
     return SG_OK;
 }
 
-/* Half-present sets, beyond "existing files are kept":
+/* With extra_names, the server certificate is issued again for them (see ensure_server).
+ * Half-present sets, beyond "existing files are kept":
  *   ca.key without ca.crt           -> a CA certificate is made for that key
  *   ca.crt without ca.key           -> fine while server.crt/server.key exist, else SG_E_INVALID
  *   server.key without server.crt   -> a server certificate is issued for that key
@@ -600,7 +608,7 @@ sg_rc sg_pki_ensure_dev(const char *dir, const char *extra_names)
     }
     remove_stale_temps(dir);
     SG_GUARD_GOTO(rc, ensure_ca(&p, &s, &ca_created), done);
-    SG_GUARD_GOTO(rc, ensure_server(&p, &s, ca_created, san), done);
+    SG_GUARD_GOTO(rc, ensure_server(&p, &s, ca_created, san, extra_names != NULL), done);
 
 done:
     if (dfd >= 0)

@@ -9,7 +9,11 @@
 
 /* Make sure dir holds ca.crt/ca.key/server.crt/server.key. Existing files are kept (an operator
  * may have put their own there); missing ones are created. extra_names is a comma-separated list
- * of DNS names or IP addresses to add to the server certificate's subjectAltName, or NULL. */
+ * of DNS names or IP addresses to add to the server certificate's subjectAltName, or NULL.
+ * With extra_names (even ""), an existing server certificate is replaced by one for those names
+ * issued by the CA in dir (which is kept, as is server.key): `sacgate init --names` rotates the
+ * server certificate, and running frontends pick it up (SIGHUP or frontend.cert_reload). The CA
+ * key is needed then; without it SG_E_INVALID and nothing is written. */
 SG_WUR sg_rc sg_pki_ensure_dev(const char *dir, const char *extra_names);
 
 /* Create a client certificate for device_id signed by the CA in ca_dir (for x509 tests and

@@ -186,18 +186,67 @@ static void check_fresh_dir(const char *dir)
         free(f.data);
     }
 
-    /* A second run, with or without extra names, keeps every file as it is. */
+    /* A second run without extra names keeps every file as it is. */
     file_t before[4], after[4];
     for (int i = 0; i < 4; i++)
         before[i] = read_file(path_in(path, sizeof path, dir, k_files[i]));
     CHECK_RC(sg_pki_ensure_dev(dir, NULL), SG_OK);
-    CHECK_RC(sg_pki_ensure_dev(dir, "other.example.test"), SG_OK);
     for (int i = 0; i < 4; i++) {
         after[i] = read_file(path_in(path, sizeof path, dir, k_files[i]));
         CHECK(same_file(&before[i], &after[i]));
+        free(after[i].data);
+    }
+    for (int i = 0; i < 4; i++)
+        free(before[i].data);
+}
+
+/* With extra names on an existing directory the server certificate is issued again for them:
+ * same CA, same server key, a new serial, the new names, still verified by the old CA. */
+static void check_reissue(void)
+{
+    char dir[128], path[256];
+    snprintf(dir, sizeof dir, "%s/reissue", g_base);
+    CHECK_RC(sg_pki_ensure_dev(dir, "old.example.test"), SG_OK);
+    file_t before[4], after[4];
+    for (int i = 0; i < 4; i++)
+        before[i] = read_file(path_in(path, sizeof path, dir, k_files[i]));
+    X509 *old = load_cert(dir, "server.crt");
+    CHECK_RC(sg_pki_ensure_dev(dir, "new.example.test,10.9.8.7"), SG_OK);
+    CHECK(count_entries(dir) == 4);
+    for (int i = 0; i < 4; i++) {
+        after[i] = read_file(path_in(path, sizeof path, dir, k_files[i]));
+        CHECK(same_file(&before[i], &after[i]) == (i != 2));   /* only server.crt changed */
         free(before[i].data);
         free(after[i].data);
     }
+    X509 *ca = load_cert(dir, "ca.crt"), *server = load_cert(dir, "server.crt");
+    EVP_PKEY *key = load_key(dir, "server.key");
+    CHECK(ca && server && old && key);
+    if (ca && server && old && key) {
+        CHECK(verify(ca, server, X509_PURPOSE_SSL_SERVER) == X509_V_OK);
+        CHECK(X509_check_private_key(server, key) == 1);
+        CHECK(X509_check_host(server, "new.example.test", 0, 0, NULL) == 1);
+        CHECK(X509_check_ip_asc(server, "10.9.8.7", 0) == 1);
+        CHECK(X509_check_host(server, "localhost", 0, 0, NULL) == 1);
+        CHECK(X509_check_host(server, "old.example.test", 0, 0, NULL) == 0);   /* names replaced, not added */
+        CHECK(ASN1_INTEGER_cmp(X509_get0_serialNumber(server), X509_get0_serialNumber(old)) != 0);
+    }
+    X509_free(old);
+    X509_free(server);
+    /* Without the CA key nothing can be issued: refused, the certificate left as it was. */
+    file_t kept = read_file(path_in(path, sizeof path, dir, "server.crt"));
+    char ca_key[256], moved[256];
+    path_in(ca_key, sizeof ca_key, dir, "ca.key");
+    snprintf(moved, sizeof moved, "%s/reissue-ca.key", g_base);
+    CHECK(rename(ca_key, moved) == 0);
+    CHECK_RC(sg_pki_ensure_dev(dir, "other.example.test"), SG_E_INVALID);
+    file_t now = read_file(path_in(path, sizeof path, dir, "server.crt"));
+    CHECK(same_file(&kept, &now));
+    CHECK(rename(moved, ca_key) == 0);
+    free(kept.data);
+    free(now.data);
+    X509_free(ca);
+    EVP_PKEY_free(key);
 }
 
 static void check_contents(const char *dir)
@@ -634,6 +683,7 @@ int main(void)
     check_fresh_dir(dir);
     check_contents(dir);
     check_extra_names();
+    check_reissue();
     check_bad_input();
     check_client(dir);
     check_regenerate(dir);

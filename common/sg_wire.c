@@ -25,6 +25,7 @@ static const char *const k_type_names[SG_MSG_TYPE_MAX] = {
     [SG_MSG_ERROR] = "ERROR",
     [SG_MSG_ALIVE] = "ALIVE",
     [SG_MSG_SHARD_STATE] = "SHARD_STATE",
+    [SG_MSG_BATCH] = "BATCH",
 };
 
 const char *sg_wire_type_name(uint8_t type)
@@ -81,6 +82,17 @@ sg_rc sg_wire_encode_hdr(sg_wbuf_t *w, const sg_wire_hdr_t *h)
     SG_GUARD(sg_wbuf_u64(w, h->corr));
     SG_GUARD(sg_wbuf_u64(w, h->epoch));
     return sg_wbuf_str8(w, h->device, h->device_len);
+}
+
+/* The u64 corr follows version, type, flags, status (2) and shard (4). */
+#define CORR_AT 9
+
+sg_rc sg_wire_set_corr(uint8_t *frame, size_t len, uint64_t corr)
+{
+    SG_ENSURE(len >= CORR_AT + 8 && frame[0] == SG_WIRE_VERSION, SG_E_MALFORMED);
+    for (int k = 0; k < 8; k++)
+        frame[CORR_AT + k] = (uint8_t)(corr >> (56 - 8 * k));
+    return SG_OK;
 }
 
 static void body_cursor(const sg_wire_hdr_t *h, sg_cur_t *c) { sg_cur_init(c, h->body, h->body_len); }
@@ -371,7 +383,7 @@ sg_rc sg_wire_get_u64(const sg_wire_hdr_t *h, uint64_t *v)
 bool sg_adm_op_writes(uint16_t op)
 {
     return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE ||
-           op == SG_ADM_DEVICE_IMPORT || op == SG_ADM_GROUP_COMMIT;
+           op == SG_ADM_DEVICE_IMPORT || op == SG_ADM_GROUP_COMMIT || op == SG_ADM_KEYS_REGENERATE;
 }
 
 bool sg_group_valid(const char *g, size_t len)
@@ -383,4 +395,106 @@ bool sg_group_valid(const char *g, size_t len)
               g[i] == '.' || g[i] == '_' || g[i] == '-'))
             return false;
     return true;
+}
+
+/* ---- BATCH ---- */
+
+/* Header of a BATCH frame: no device, so always this size (see sg_wire_encode_hdr). */
+#define BATCH_HDR_LEN 26u
+/* str8 peer + str32 frame */
+#define ITEM_OVERHEAD 5u
+
+void sg_wire_batch_init(sg_wire_batch_t *b)
+{
+    sg_wbuf_init(&b->w, SG_WIRE_BATCH_MAX);
+    b->n = 0;
+    b->first = BATCH_HDR_LEN;
+}
+
+void sg_wire_batch_fini(sg_wire_batch_t *b)
+{
+    sg_wbuf_fini(&b->w);
+    b->n = 0;
+}
+
+bool sg_wire_batchable(size_t peer_len, size_t len)
+{
+    return peer_len <= UINT8_MAX && len <= SG_WIRE_BATCH_ITEM_MAX;
+}
+
+bool sg_wire_batch_fits(const sg_wire_batch_t *b, size_t peer_len, size_t len)
+{
+    size_t used = b->n ? b->w.len : BATCH_HDR_LEN;
+    return sg_wire_batchable(peer_len, len) && used + ITEM_OVERHEAD + peer_len + len <= SG_WIRE_BATCH_MAX;
+}
+
+sg_rc sg_wire_batch_add(sg_wire_batch_t *b, const void *peer, size_t peer_len, const void *frame, size_t len)
+{
+    SG_ENSURE(sg_wire_batch_fits(b, peer_len, len), SG_E_TOO_BIG);
+    if (b->n == 0) {
+        sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_BATCH, NULL);
+        sg_wbuf_reset(&b->w);
+        SG_GUARD(sg_wire_encode_hdr(&b->w, &h));
+        b->first = b->w.len;
+    }
+    size_t at = b->w.len;
+    sg_rc rc = sg_wbuf_str8(&b->w, peer, peer_len);
+    if (rc == SG_OK)
+        rc = sg_wbuf_str32(&b->w, frame, len);
+    if (rc != SG_OK) {
+        b->w.len = at;   /* nothing of a failed item stays */
+        return rc;
+    }
+    b->n++;
+    return SG_OK;
+}
+
+void sg_wire_batch_out(const sg_wire_batch_t *b, const uint8_t **frame, size_t *len, const uint8_t **peer,
+                       size_t *peer_len)
+{
+    if (b->n != 1) {
+        *frame = b->w.data;
+        *len = b->w.len;
+        *peer = NULL;
+        *peer_len = 0;
+        return;
+    }
+    /* the only item: its own peer and frame, as they were added */
+    const uint8_t *p = b->w.data + b->first;
+    *peer_len = p[0];
+    *peer = p + 1;
+    *frame = p + 1 + p[0] + 4;
+    *len = b->w.len - (b->first + 1 + p[0] + 4);
+}
+
+void sg_wire_batch_begin(const sg_wire_hdr_t *h, sg_cur_t *c) { body_cursor(h, c); }
+
+sg_rc sg_wire_batch_next(sg_cur_t *c, const uint8_t **peer, size_t *peer_len, const uint8_t **frame, size_t *len)
+{
+    if (sg_cur_left(c) == 0)
+        return SG_E_AGAIN;
+    SG_GUARD(sg_cur_str8(c, SG_WIRE_MAX_PEER, peer, peer_len));
+    SG_GUARD(sg_cur_str32(c, SG_WIRE_BATCH_ITEM_MAX, frame, len));
+    SG_ENSURE(*len >= 2 && (*frame)[1] != SG_MSG_BATCH, SG_E_MALFORMED);
+    return SG_OK;
+}
+
+sg_rc sg_wire_batch_each(const sg_wire_hdr_t *h, sg_wire_item_fn fn, void *ctx)
+{
+    sg_cur_t c;
+    const uint8_t *peer, *frame;
+    size_t peer_len, len;
+    sg_rc rc;
+    sg_wire_batch_begin(h, &c);
+    while ((rc = sg_wire_batch_next(&c, &peer, &peer_len, &frame, &len)) == SG_OK)
+        fn(ctx, peer, peer_len, frame, len);
+    return rc == SG_E_AGAIN ? SG_OK : rc;
+}
+
+sg_rc sg_wire_batch_each_frame(const uint8_t *batch, size_t len, sg_wire_item_fn fn, void *ctx)
+{
+    sg_wire_hdr_t h;
+    SG_GUARD(sg_wire_decode(batch, len, &h));
+    SG_ENSURE(h.type == SG_MSG_BATCH, SG_E_MALFORMED);
+    return sg_wire_batch_each(&h, fn, ctx);
 }

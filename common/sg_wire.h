@@ -45,6 +45,7 @@ typedef enum {
     SG_MSG_ERROR,           /* rt->peer: could not route (status = SG_WIRE_ERR_*) */
     SG_MSG_ALIVE,           /* rt->st: the frontend loop named by the envelope sent a heartbeat */
     SG_MSG_SHARD_STATE,     /* rt->fe: shard `shard` answers as this incarnation (it restarted) */
+    SG_MSG_BATCH,           /* any hop: many frames in one message (see sg_wire_batch_t) */
     SG_MSG_TYPE_MAX
 } sg_msg_type_t;
 
@@ -54,6 +55,7 @@ typedef enum {
 #define SG_WIRE_F_SESSION_PRESENT 0x04  /* AUTH_RES: an earlier non-clean session is resumed */
 #define SG_WIRE_F_SUBSCRIBED 0x08       /* AUTH_RES: ...with its devicebound subscription */
 #define SG_WIRE_F_SUBSCRIBED_QOS0 0x10  /* AUTH_RES: ...granted at QoS 0 */
+#define SG_WIRE_F_BATCH 0x20            /* PING, PONG: the sender takes BATCH frames */
 
 /* AUTH_RES status */
 enum {
@@ -102,6 +104,8 @@ typedef struct {
 SG_WUR sg_rc sg_wire_decode(const uint8_t *frame, size_t len, sg_wire_hdr_t *out);
 /* Append a header (device from h->device/device_len; body and body_len ignored). */
 SG_WUR sg_rc sg_wire_encode_hdr(sg_wbuf_t *w, const sg_wire_hdr_t *h);
+/* Set the correlation id of an encoded frame in place (a request sent again under a new id). */
+SG_WUR sg_rc sg_wire_set_corr(uint8_t *frame, size_t len, uint64_t corr);
 const char *sg_wire_type_name(uint8_t type);
 
 /* Convenience: a header initialised for type/device with every other field zero and shard
@@ -216,6 +220,53 @@ SG_WUR sg_rc sg_wire_get_u64(const sg_wire_hdr_t *h, uint64_t *v);
 SG_WUR sg_rc sg_wire_put_name(sg_wbuf_t *w, const char *name);
 SG_WUR sg_rc sg_wire_get_name(const sg_wire_hdr_t *h, const char **name, size_t *len);
 
+/* ---- BATCH: many frames in one ZeroMQ message ----
+ * A busy link pays one CURVE box, one send and one wake-up of each side's I/O thread per batch
+ * instead of per frame. Body: items of str8 peer (the routing id the frame is from or for; empty
+ * where the envelope says it) and str32 frame; never a batch inside a batch. A frame travels
+ * alone when it is the only one waiting, or too big to be worth batching. A sender batches only
+ * to a peer whose PING or PONG carried SG_WIRE_F_BATCH, so tiers of an older version (which
+ * would drop a BATCH as an unknown type) keep getting single frames during a rolling upgrade. */
+#define SG_WIRE_BATCH_MAX (256u * 1024u)
+#define SG_WIRE_BATCH_ITEM_MAX (32u * 1024u)
+
+typedef struct {
+    sg_wbuf_t w;        /* the BATCH frame being built (empty: no item yet) */
+    uint32_t n;         /* items in it */
+    size_t first;       /* offset of the first item (its str8 peer) */
+} sg_wire_batch_t;
+
+void sg_wire_batch_init(sg_wire_batch_t *b);
+void sg_wire_batch_fini(sg_wire_batch_t *b);
+static inline void sg_wire_batch_clear(sg_wire_batch_t *b)
+{
+    sg_wbuf_reset(&b->w);
+    b->n = 0;
+}
+/* Is a frame of len bytes (with a peer of peer_len) worth batching at all? */
+bool sg_wire_batchable(size_t peer_len, size_t len);
+/* Does it fit in b beside what is there? */
+bool sg_wire_batch_fits(const sg_wire_batch_t *b, size_t peer_len, size_t len);
+/* Append one frame (sg_wire_batchable and sg_wire_batch_fits must hold; SG_E_TOO_BIG otherwise). */
+SG_WUR sg_rc sg_wire_batch_add(sg_wire_batch_t *b, const void *peer, size_t peer_len, const void *frame, size_t len);
+/* What goes out for b (n > 0): the BATCH frame, or with one item that frame alone, and *peer its
+ * peer. Views into b, valid until it changes. */
+void sg_wire_batch_out(const sg_wire_batch_t *b, const uint8_t **frame, size_t *len, const uint8_t **peer,
+                       size_t *peer_len);
+/* Walk a received BATCH (h decoded by sg_wire_decode): start at its body, then SG_OK per item,
+ * SG_E_AGAIN after the last; SG_E_MALFORMED / SG_E_TRUNCATED for a damaged batch or a batch
+ * inside it (stop there: the items before it were good). */
+void sg_wire_batch_begin(const sg_wire_hdr_t *h, sg_cur_t *c);
+SG_WUR sg_rc sg_wire_batch_next(sg_cur_t *c, const uint8_t **peer, size_t *peer_len, const uint8_t **frame,
+                                size_t *len);
+/* fn(ctx, peer, peer_len, frame, len) for each item of the BATCH h, in order: SG_OK when every
+ * item was good, else the error where the walk stopped (the items before it were passed on).
+ * sg_wire_batch_each_frame does the same for an encoded BATCH frame (SG_E_MALFORMED for another
+ * type). */
+typedef void (*sg_wire_item_fn)(void *ctx, const uint8_t *peer, size_t peer_len, const uint8_t *frame, size_t len);
+SG_WUR sg_rc sg_wire_batch_each(const sg_wire_hdr_t *h, sg_wire_item_fn fn, void *ctx);
+SG_WUR sg_rc sg_wire_batch_each_frame(const uint8_t *batch, size_t len, sg_wire_item_fn fn, void *ctx);
+
 /* Admin operations carried by SG_MSG_ADMIN. */
 typedef enum {
     SG_ADM_DEVICE_PUT = 1,
@@ -229,6 +280,8 @@ typedef enum {
     SG_ADM_DEVICE_IMPORT,   /* registry entries for one shard, {"line":n,"entry":{..}} a line (store/st_import.c) */
     SG_ADM_GROUP_COMMIT,    /* a consumer group's telemetry position in one partition {"group","offset"} */
     SG_ADM_DEADLETTER_LIST, /* a device's dead letters */
+    SG_ADM_DEVICE_LIST,     /* one shard's registry entries in id order {"after","limit","tag"} (a read) */
+    SG_ADM_KEYS_REGENERATE, /* new SAS keys for a device {"key"} (a write: see st_shard.c, on_router) */
     SG_ADM_OP_MAX
 } sg_adm_op_t;
 

@@ -29,6 +29,12 @@ static void test_header(void)
     CHECK_STR(sg_wire_type_name(h.type), "SESSION_END");
     CHECK_STR(sg_wire_type_name(0), "UNKNOWN");
 
+    /* the correlation id is set in place, nothing else moves */
+    CHECK_RC(sg_wire_set_corr(w.data, w.len, 0x0102030405060708ull), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK(h.corr == 0x0102030405060708ull && h.epoch == 42 && h.status == 7 && h.device_len == 5);
+    CHECK_RC(sg_wire_set_corr(w.data, 16, 1), SG_E_MALFORMED);
+
     /* every prefix of a header is truncated, never accepted */
     for (size_t n = 0; n < w.len; n++)
         CHECK(sg_wire_decode(w.data, n, &h) != SG_OK);
@@ -285,8 +291,94 @@ static void test_incarnations(void)
     sg_wbuf_fini(&w);
 }
 
+/* Batches: items come back in order with their peers; one item goes out alone; the caps hold;
+ * a damaged batch or a batch inside a batch is refused at that item. */
+static void test_batch(void)
+{
+    sg_wire_batch_t b;
+    sg_wire_batch_init(&b);
+    sg_wbuf_t f1 = frame(SG_MSG_TELEMETRY, "dev-1"), f2 = frame(SG_MSG_COMPLETE, "dev-2");
+    const uint8_t *out, *peer;
+    size_t len, plen;
+
+    /* one item: sent as it is, with its peer */
+    CHECK_RC(sg_wire_batch_add(&b, "fe-0/1/x", 8, f1.data, f1.len), SG_OK);
+    sg_wire_batch_out(&b, &out, &len, &peer, &plen);
+    CHECK(len == f1.len && memcmp(out, f1.data, len) == 0);
+    CHECK(plen == 8 && memcmp(peer, "fe-0/1/x", 8) == 0);
+
+    /* more: one BATCH frame, read back item by item */
+    CHECK_RC(sg_wire_batch_add(&b, NULL, 0, f2.data, f2.len), SG_OK);
+    CHECK_RC(sg_wire_batch_add(&b, "p", 1, f1.data, f1.len), SG_OK);
+    CHECK(b.n == 3);
+    sg_wire_batch_out(&b, &out, &len, &peer, &plen);
+    CHECK(plen == 0);
+    sg_wire_hdr_t h;
+    CHECK_RC(sg_wire_decode(out, len, &h), SG_OK);
+    CHECK(h.type == SG_MSG_BATCH && h.device_len == 0);
+    CHECK_STR(sg_wire_type_name(h.type), "BATCH");
+    sg_cur_t c;
+    const uint8_t *item;
+    size_t ilen;
+    sg_wire_batch_begin(&h, &c);
+    CHECK_RC(sg_wire_batch_next(&c, &peer, &plen, &item, &ilen), SG_OK);
+    CHECK(plen == 8 && ilen == f1.len && memcmp(item, f1.data, ilen) == 0);
+    CHECK_RC(sg_wire_batch_next(&c, &peer, &plen, &item, &ilen), SG_OK);
+    CHECK(plen == 0 && ilen == f2.len && memcmp(item, f2.data, ilen) == 0);
+    CHECK_RC(sg_wire_batch_next(&c, &peer, &plen, &item, &ilen), SG_OK);
+    CHECK(plen == 1 && peer[0] == 'p' && ilen == f1.len);
+    CHECK_RC(sg_wire_batch_next(&c, &peer, &plen, &item, &ilen), SG_E_AGAIN);
+
+    /* every truncation of the batch is refused at the item it cuts (never read past the end) */
+    for (size_t n = h.body_len; n-- > 0;) {
+        sg_wire_hdr_t t = h;
+        t.body_len = n;
+        sg_wire_batch_begin(&t, &c);
+        sg_rc rc;
+        int items = 0;
+        while ((rc = sg_wire_batch_next(&c, &peer, &plen, &item, &ilen)) == SG_OK)
+            items++;
+        CHECK(rc == SG_E_TRUNCATED || (rc == SG_E_AGAIN && items < 3) || rc == SG_E_MALFORMED);
+    }
+
+    /* a batch inside a batch is refused */
+    sg_wbuf_t inner;
+    sg_wbuf_init(&inner, 1024);
+    CHECK_RC(sg_wbuf_bytes(&inner, out, len), SG_OK);
+    sg_wire_batch_clear(&b);
+    CHECK(b.n == 0);
+    CHECK_RC(sg_wire_batch_add(&b, NULL, 0, f1.data, f1.len), SG_OK);
+    CHECK_RC(sg_wire_batch_add(&b, NULL, 0, inner.data, inner.len), SG_OK);
+    sg_wire_batch_out(&b, &out, &len, &peer, &plen);
+    CHECK_RC(sg_wire_decode(out, len, &h), SG_OK);
+    sg_wire_batch_begin(&h, &c);
+    CHECK_RC(sg_wire_batch_next(&c, &peer, &plen, &item, &ilen), SG_OK);
+    CHECK_RC(sg_wire_batch_next(&c, &peer, &plen, &item, &ilen), SG_E_MALFORMED);
+
+    /* caps: an item over SG_WIRE_BATCH_ITEM_MAX is not batchable; a full batch takes no more */
+    CHECK(!sg_wire_batchable(0, SG_WIRE_BATCH_ITEM_MAX + 1));
+    CHECK(!sg_wire_batchable(256, 10));
+    static uint8_t big[SG_WIRE_BATCH_ITEM_MAX];
+    memcpy(big, f1.data, f1.len);
+    sg_wire_batch_clear(&b);
+    int added = 0;
+    while (sg_wire_batch_fits(&b, 0, sizeof big)) {
+        CHECK_RC(sg_wire_batch_add(&b, NULL, 0, big, sizeof big), SG_OK);
+        added++;
+    }
+    CHECK(added == (int)(SG_WIRE_BATCH_MAX / (SG_WIRE_BATCH_ITEM_MAX + 5)));
+    CHECK(b.w.len <= SG_WIRE_BATCH_MAX);
+    CHECK_RC(sg_wire_batch_add(&b, NULL, 0, big, sizeof big), SG_E_TOO_BIG);
+    CHECK(b.n == (uint32_t)added);
+    sg_wbuf_fini(&inner);
+    sg_wbuf_fini(&f1);
+    sg_wbuf_fini(&f2);
+    sg_wire_batch_fini(&b);
+}
+
 int main(void)
 {
+    test_batch();
     test_incarnations();
     test_header();
     test_auth();

@@ -1,5 +1,6 @@
 /* sg_zmq.c — see sg_zmq.h. czmq's zmsg_send blocks at the high-water mark; this does not. */
 #include "sg_zmq.h"
+#include <string.h>
 #include <errno.h>
 
 int sg_zmq_send_nowait(zsock_t *sock, zmsg_t **msg)
@@ -45,4 +46,14 @@ zmsg_t *sg_zmq_recv_nowait(zsock_t *sock)
         if (!more)
             return m;
     }
+}
+
+void *sg_zmq_lookup_id(zhashx_t *h, const void *id, size_t len, size_t max)
+{
+    char key[256];
+    if (len == 0 || len > max || len >= sizeof key)
+        return NULL;
+    memcpy(key, id, len);
+    key[len] = 0;
+    return zhashx_lookup(h, key);
 }

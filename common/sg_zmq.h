@@ -16,4 +16,8 @@ int sg_zmq_send_nowait(zsock_t *sock, zmsg_t **msg);
  * each one's commands), a receive that finds a message costs no system call at all. */
 zmsg_t *sg_zmq_recv_nowait(zsock_t *sock);
 
+/* zhashx_lookup by a routing id that is not NUL-terminated (a frame's bytes); NULL when absent or
+ * when len is 0 or over max. */
+void *sg_zmq_lookup_id(zhashx_t *h, const void *id, size_t len, size_t max);
+
 #endif

@@ -2,6 +2,7 @@
  * buffer and framing MQTT packets from it, writing with a capped per-connection output buffer,
  * pausing and resuming reads, deadlines, and a close that is safe inside any callback (the
  * struct is freed only after the loop's current batch). An idle connection holds no buffers. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -11,8 +12,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "fe_internal.h"
+#include "fe_iplimit.h"
 #include "fe_tls.h"
 #include "sg_log.h"
+#include "sg_time.h"
 
 #define MAX_READS_PER_WAKE 16
 #define LINGER_SECONDS 2
@@ -70,8 +73,19 @@ void fe_conn_schedule(fe_conn_t *c)
     sg_timer_set(c->w->loop, &c->timer, at);
 }
 
-void fe_conn_accept(fe_worker_t *w, int fd)
+void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr)
 {
+    char ip[INET6_ADDRSTRLEN];
+    fe_ipent_t *ipent;
+    fe_ip_verdict_t v = fe_iplimit_admit(w->set->iplimit, addr, sg_mono_ms(), &ipent, ip);
+    if (v != FE_IP_OK) {
+        atomic_fetch_add(&w->refused_ip, 1);
+        SG_WARN("frontend", "conn.refused", "ip=%s reason=\"%s\"", ip,
+                v == FE_IP_TOO_MANY ? "frontend.max_connections_per_ip reached for this address"
+                                    : "frontend.connect_rate_per_ip exceeded by this address");
+        close(fd);
+        return;
+    }
     /* The kernel spreads new connections over the threads' SO_REUSEPORT listeners by a hash, so
      * the threads fill unevenly: the limit counts the whole process (what its file limit is
      * about), and any thread takes connections while the process has room. */
@@ -79,15 +93,17 @@ void fe_conn_accept(fe_worker_t *w, int fd)
         if (w->n_free != 0)
             atomic_fetch_sub(w->open, 1);
         SG_WARN("frontend", "conn.refused", "reason=\"connection limit reached\" limit=%u", w->set->max_connections);
+        fe_iplimit_release(w->set->iplimit, ipent);
         close(fd);
         return;
     }
     fe_conn_t *c = calloc(1, sizeof *c);
-    SSL *ssl = c ? SSL_new(w->tls) : NULL;
+    SSL *ssl = c ? fe_tls_ssl_new(w->tls) : NULL;   /* the certificate current now */
     if (!ssl || SSL_set_fd(ssl, fd) != 1) {
         SG_ERROR("frontend", "conn.alloc_failed", "fd=%d", fd);
         SSL_free(ssl);
         free(c);
+        fe_iplimit_release(w->set->iplimit, ipent);
         close(fd);
         return;
     }
@@ -96,6 +112,7 @@ void fe_conn_accept(fe_worker_t *w, int fd)
     SSL_set_accept_state(ssl);
     c->w = w;
     c->ssl = ssl;
+    c->ipent = ipent;
     c->io.fd = fd;
     c->io.fn = conn_on_io;
     c->timer.fn = conn_on_timer;
@@ -145,11 +162,14 @@ void fe_conn_close(fe_conn_t *c, const char *reason)
     }
     close(c->io.fd);
     c->io.fd = -1;
+    fe_iplimit_release(w->set->iplimit, c->ipent);
+    c->ipent = NULL;
     free(c->in);
     free(c->out);
     free(c->device);
     free(c->will);
     free(c->q0);
+    free(c->sent);
     for (uint16_t i = 0; c->flight && i < c->pending; i++)
         free(c->flight[i].frame);
     free(c->flight);
@@ -361,21 +381,29 @@ void fe_conn_pause(fe_conn_t *c, uint8_t why)
 static void conn_feed(fe_conn_t *c, const uint8_t *data, size_t n)
 {
     const fe_settings_t *s = c->w->set;
+    /* Until the CONNACK the peer is nobody: its packets (the CONNECT with its will) are capped at a
+     * few KiB, so an unauthenticated connection cannot make this process hold a large packet. */
+    size_t max_packet = c->state < FE_ONLINE ? s->max_connect_packet : s->max_packet;
     bool buffered = c->in_len > 0;
     if (buffered && n > 0) {
         size_t need = (size_t)c->in_len + n;
-        if (need > (size_t)s->max_packet + FE_RX_SCRATCH) {
+        if (need > max_packet + FE_RX_SCRATCH) {
             fe_conn_close(c, "input-buffer-full");
             return;
         }
         if (need > c->in_cap) {
-            uint8_t *p = realloc(c->in, need);
+            /* grows with what arrives (doubling), never ahead of it: a header announcing a large
+             * packet costs nothing until its bytes come */
+            size_t cap = (size_t)c->in_cap * 2 > need ? (size_t)c->in_cap * 2 : need;
+            if (cap > max_packet + FE_RX_SCRATCH)
+                cap = max_packet + FE_RX_SCRATCH;
+            uint8_t *p = realloc(c->in, cap);
             if (!p) {
                 fe_conn_close(c, "out-of-memory");
                 return;
             }
             c->in = p;
-            c->in_cap = (uint32_t)need;
+            c->in_cap = (uint32_t)cap;
         }
         memcpy(c->in + c->in_len, data, n);
         c->in_len += (uint32_t)n;
@@ -388,7 +416,8 @@ static void conn_feed(fe_conn_t *c, const uint8_t *data, size_t n)
     while (off < n && !c->paused) {
         sg_mqtt_packet_t pkt;
         need = 0;
-        sg_rc rc = sg_mqtt_frame(data + off, n - off, s->max_packet, &pkt, &need);
+        sg_rc rc = sg_mqtt_frame(data + off, n - off, c->state < FE_ONLINE ? s->max_connect_packet : s->max_packet,
+                                 &pkt, &need);
         if (rc == SG_E_AGAIN)
             break;
         if (rc != SG_OK) {
@@ -409,7 +438,7 @@ static void conn_feed(fe_conn_t *c, const uint8_t *data, size_t n)
         memmove(c->in, c->in + off, left);
         c->in_len = (uint32_t)left;
     } else if (left > 0) {
-        size_t cap = left > need ? left : need;
+        size_t cap = left;   /* what is here; grown as the rest comes (above) */
         c->in = malloc(cap);
         if (!c->in) {
             fe_conn_close(c, "out-of-memory");

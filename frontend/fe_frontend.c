@@ -1,6 +1,7 @@
 /* fe_frontend.c — the frontend tier's start-up: TLS context, one SO_REUSEPORT listener and one
  * event-loop thread per core; see fe_frontend.h. Several frontend processes may share the port
- * the same way (the kernel spreads new connections over every listener). */
+ * the same way (the kernel spreads new connections over every listener). A housekeeping thread
+ * trims the heap after accept bursts and watches the certificate files for a new version. */
 #include "fe_frontend.h"
 #include <errno.h>
 #include <malloc.h>
@@ -13,8 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+#include "fe_iplimit.h"
 #include "fe_tls.h"
 #include "fe_worker.h"
 #include "sg_codec.h"
@@ -23,13 +27,15 @@
 
 struct fe_frontend {
     fe_settings_t set;
-    SSL_CTX *tls;
+    int port_claim;      /* the abstract socket naming this port's frontend.share_port group, or -1 */
+    fe_tls_t *tls;
+    int cert_reload_s;   /* seconds between looks at the certificate files (0: SIGHUP only) */
     int n;
     int *fds;
     fe_worker_t **workers;
     int port;
     _Atomic uint32_t open;   /* connections of every thread */
-    pthread_t trimmer;
+    pthread_t trimmer;   /* the housekeeping thread */
     bool trimmer_started;
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
@@ -39,22 +45,36 @@ struct fe_frontend {
 /* TLS handshakes allocate far more than an idle session keeps: after a burst of them the freed
  * heap goes back to the kernel, so idle sessions cost what they hold (DESIGN-NOTES §6). On a
  * thread of its own, every TRIM_EVERY_S while connections are being accepted: malloc_trim walks
- * every arena and takes milliseconds with a large heap, which an event loop must not spend. */
+ * every arena and takes milliseconds with a large heap, which an event loop must not spend.
+ * The same thread stats the certificate and key every frontend.cert_reload seconds (a rotated
+ * certificate is picked up without a signal; building the new context stays off the loops). */
 #define TRIM_EVERY_S 5
 
 static void *trim_main(void *arg)
 {
     fe_frontend_t *f = arg;
     uint64_t seen = 0;
+    int64_t next_trim = sg_mono_ms(), next_cert = sg_mono_ms() + (int64_t)f->cert_reload_s * 1000;
     pthread_mutex_lock(&f->stop_lock);
     while (!f->stopping) {
+        int tick = f->cert_reload_s > 0 && f->cert_reload_s < TRIM_EVERY_S ? f->cert_reload_s : TRIM_EVERY_S;
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += TRIM_EVERY_S;
+        until.tv_sec += tick;
         while (!f->stopping && pthread_cond_timedwait(&f->stop_cond, &f->stop_lock, &until) != ETIMEDOUT) {
         }
         if (f->stopping)
             break;
+        int64_t now = sg_mono_ms();
+        if (f->cert_reload_s > 0 && now >= next_cert) {
+            next_cert = now + (int64_t)f->cert_reload_s * 1000;
+            pthread_mutex_unlock(&f->stop_lock);
+            fe_tls_check(f->tls);
+            pthread_mutex_lock(&f->stop_lock);
+        }
+        if (now < next_trim)
+            continue;
+        next_trim = now + TRIM_EVERY_S * 1000;
         uint64_t accepted = 0;
         for (int i = 0; i < f->n; i++)
             accepted += atomic_load(&f->workers[i]->accepted);
@@ -97,6 +117,76 @@ static int listen_on(const char *host, int port)
     return fd;
 }
 
+/* SO_REUSEPORT lets any process of the same user join a port, and the kernel would then split
+ * devices between two unrelated gateways without a word. So a frontend first looks whether the
+ * port has a listener: if not, it is the first (and, with frontend.share_port set, holds an
+ * abstract UNIX socket named after the port and group, which lives exactly as long as it does);
+ * if so, it may join only when frontend.share_port is set and that socket of the same group
+ * answers. Abstract sockets are per network namespace, like the port. */
+static socklen_t claim_name(struct sockaddr_un *un, int port, const char *group)
+{
+    *un = (struct sockaddr_un){.sun_family = AF_UNIX};
+    int n = snprintf(un->sun_path + 1, sizeof un->sun_path - 1, "sacgate-port-%d-%s", port, group);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+/* Hold the group's name for the port (-1 when another member of the group holds it already). */
+static int claim_hold(int port, const char *group)
+{
+    struct sockaddr_un un;
+    socklen_t len = claim_name(&un, port, group);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&un, len) == 0 && listen(fd, 16) == 0)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+/* May this process listen on port? 0 yes (*claim: the group's name it now holds, or -1), -1 no
+ * (logged). Port 0: the kernel picks a free port later (claimed then, see fe_frontend_new). */
+static int claim_port(const char *host, int port, const char *group, int *claim)
+{
+    *claim = -1;
+    if (port == 0)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char ports[16];
+    snprintf(ports, sizeof ports, "%d", port);
+    if (getaddrinfo(host, ports, &hints, &res) != 0)
+        return 0;   /* listen_on reports it */
+    int probe = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    bool in_use = probe >= 0 && setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+                  bind(probe, res->ai_addr, res->ai_addrlen) != 0 && errno == EADDRINUSE;
+    if (probe >= 0)
+        close(probe);
+    freeaddrinfo(res);
+    if (!in_use) {
+        if (*group)
+            *claim = claim_hold(port, group);   /* -1: a member that started at the same moment has it */
+        return 0;
+    }
+    if (!*group) {
+        SG_ERROR("frontend", "listen.port_in_use", "port=%d reason=\"another process listens on this port (another "
+                 "gateway?); frontends of one cluster that are meant to share a port set the same "
+                 "frontend.share_port group\"", port);
+        return -1;
+    }
+    struct sockaddr_un un;
+    socklen_t len = claim_name(&un, port, group);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool member = fd >= 0 && connect(fd, (struct sockaddr *)&un, len) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (!member) {
+        SG_ERROR("frontend", "listen.port_in_use", "port=%d group=%s reason=\"the process listening on this port is "
+                 "not a frontend of share_port group '%s'\"", port, group, group);
+        return -1;
+    }
+    return 0;
+}
+
 static int bound_port(int fd)
 {
     struct sockaddr_storage ss;
@@ -113,6 +203,7 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     fe_frontend_t *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
+    f->port_claim = -1;
     int threads = (int)sg_config_int(cfg, "frontend.threads");
     if (threads <= 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -120,6 +211,8 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     }
     f->n = threads;
     f->set.max_packet = (uint32_t)sg_config_int(cfg, "frontend.max_packet");
+    f->set.max_connect_packet = (uint32_t)sg_config_int(cfg, "frontend.max_connect_packet");
+    f->set.max_will = (uint32_t)sg_config_int(cfg, "frontend.max_will");
     f->set.max_outbuf = (uint32_t)sg_config_int(cfg, "frontend.max_outbuf");
     f->set.keepalive_cap = (uint16_t)sg_config_int(cfg, "frontend.keepalive_cap");
     f->set.connect_timeout = (uint16_t)sg_config_int(cfg, "frontend.connect_timeout");
@@ -131,7 +224,8 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     uint32_t max_conns = (uint32_t)sg_config_int(cfg, "frontend.max_connections");
     f->set.max_connections = max_conns;
 
-    f->tls = fe_tls_ctx_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"));
+    f->cert_reload_s = (int)sg_config_int(cfg, "frontend.cert_reload");
+    f->tls = fe_tls_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"));
     f->fds = calloc((size_t)threads, sizeof *f->fds);
     f->workers = calloc((size_t)threads, sizeof *f->workers);
     if (!f->tls || !f->fds || !f->workers) {
@@ -142,14 +236,24 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
         f->fds[i] = -1;
     const char *host = sg_config_str(cfg, "frontend.bind");
     int port = (int)sg_config_int(cfg, "frontend.mqtt_port");
+    f->set.iplimit = fe_iplimit_new((uint32_t)sg_config_int(cfg, "frontend.max_connections_per_ip"),
+                                    (uint32_t)sg_config_int(cfg, "frontend.connect_rate_per_ip"));
+    if (!f->set.iplimit || claim_port(host, port, sg_config_str(cfg, "frontend.share_port"), &f->port_claim) != 0) {
+        fe_frontend_destroy(&f);
+        return NULL;
+    }
     for (int i = 0; i < threads; i++) {
         f->fds[i] = listen_on(host, port);
         if (f->fds[i] < 0) {
             fe_frontend_destroy(&f);
             return NULL;
         }
-        if (port == 0)
+        if (port == 0) {
             port = bound_port(f->fds[0]);   /* the others join the port the first one got */
+            const char *group = sg_config_str(cfg, "frontend.share_port");
+            if (*group)
+                f->port_claim = claim_hold(port, group);
+        }
     }
     f->port = port;
     /* Routing ids carry a boot id so shards can tell this incarnation from an earlier one. */
@@ -200,12 +304,20 @@ void fe_frontend_destroy(fe_frontend_t **self_p)
             close(f->fds[i]);
     free(f->workers);
     free(f->fds);
-    SSL_CTX_free(f->tls);
+    fe_tls_destroy(&f->tls);
+    fe_iplimit_destroy(&f->set.iplimit);
+    if (f->port_claim >= 0)
+        close(f->port_claim);
     free(f);
     *self_p = NULL;
 }
 
 int fe_frontend_mqtt_port(const fe_frontend_t *self) { return self->port; }
+
+bool fe_frontend_reload_tls(fe_frontend_t *self, const char *why)
+{
+    return fe_tls_reload(self->tls, why);
+}
 
 uint64_t fe_frontend_connections(const fe_frontend_t *self)
 {

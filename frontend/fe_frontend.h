@@ -19,6 +19,10 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
 void fe_frontend_destroy(fe_frontend_t **self_p);
 /* The MQTT/TLS port actually bound. */
 int fe_frontend_mqtt_port(const fe_frontend_t *self);
+/* Read frontend.cert and frontend.key again (SIGHUP) and use them for new connections; open
+ * connections keep the certificate they were made with. A file that cannot be used leaves the
+ * current certificate in place, logged as an error, and gives false. Any thread. */
+bool fe_frontend_reload_tls(fe_frontend_t *self, const char *why);
 /* Connections currently open (all threads). */
 uint64_t fe_frontend_connections(const fe_frontend_t *self);
 /* Readiness (an app_health_ready_fn): every event loop has heard from its router lately, so a

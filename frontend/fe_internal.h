@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "fe_flight.h"
+#include "fe_tls.h"
 #include "sg_loop.h"
 #include "sg_buf.h"
 #include "sg_mqtt.h"
@@ -22,6 +23,9 @@ typedef struct fe_conn fe_conn_t;
 /* Settings every thread reads (copied once from the configuration). */
 typedef struct {
     uint32_t max_packet;
+    uint32_t max_connect_packet;   /* until the CONNACK: the CONNECT and anything pipelined after it */
+    struct fe_iplimit *iplimit;    /* per-address connection limits of the process (fe_iplimit.h) */
+    uint32_t max_will;
     uint32_t max_outbuf;
     uint16_t keepalive_cap;
     uint16_t connect_timeout;
@@ -79,6 +83,14 @@ typedef struct {
 
 #define FE_SHARD_UNKNOWN 0xFFFF
 
+/* Packet ids of the QoS 1 deliveries a connection carries (at most store.delivery_window, 64):
+ * a PUBACK for any other id is not passed on. */
+#define FE_SENT_MAX 64
+typedef struct {
+    uint8_t n;
+    uint16_t pid[FE_SENT_MAX];
+} fe_sent_t;
+
 struct fe_conn {
     sg_io_t io;
     sg_timer_t timer;
@@ -93,6 +105,8 @@ struct fe_conn {
     fe_q0_t *q0;          /* NULL unless QoS 0 deliveries wait in `out` */
     fe_flight_t *flight;  /* QoS 1 publishes sent to the shard and not acknowledged (window entries);
                            * NULL while there are none */
+    fe_sent_t *sent;      /* QoS 1 deliveries written to the device and not PUBACKed; NULL while none */
+    struct fe_ipent *ipent;   /* its client address's count (fe_iplimit.h), NULL when untracked */
     uint64_t epoch;
     uint32_t slot, gen;
     uint32_t accepted_at;     /* loop seconds */
@@ -122,7 +136,7 @@ typedef struct {
 struct fe_worker {
     int index;
     const fe_settings_t *set;
-    SSL_CTX *tls;
+    fe_tls_t *tls;         /* the server context new connections take (fe_tls.h) */
     sg_loop_t *loop;
     pthread_t thread;
     sg_io_t listen_io;
@@ -147,7 +161,9 @@ struct fe_worker {
     uint32_t n_retry, cap_retry;
     fe_ack_t *acks;        /* PUBACKs due, sent once per pass (one TLS record per connection) */
     uint32_t n_acks, cap_acks;
-    uint64_t link_sends;   /* frames sent on the link (a send can take the ZMQ_FD edge: drain_link) */
+    uint64_t link_sends;   /* messages sent on the link (a send can take the ZMQ_FD edge: drain_link) */
+    sg_wire_batch_t out;   /* frames of this loop pass for the link, sent as one BATCH (fe_link_flush) */
+    bool router_batches;   /* the router's PONG said it takes BATCH frames */
     uint8_t *rx;           /* read scratch */
     sg_wbuf_t tx;          /* packet encoding scratch */
     sg_wbuf_t frame;       /* wire frame scratch */
@@ -158,6 +174,7 @@ struct fe_worker {
     _Atomic uint64_t n_conns;
     _Atomic int64_t router_seen_ms;   /* sg_mono_ms of the last frame from the router (0: never) */
     _Atomic uint64_t accepted, online, auth_failed, telemetry_in, c2d_out, protocol_errors;
+    _Atomic uint64_t refused_ip;   /* connections refused by the per-address limits */
 };
 
 /* Each loop sends its router a heartbeat this often; a loop whose router has not answered for
@@ -175,7 +192,8 @@ static inline bool fe_conn_connect_pending(const fe_conn_t *c)
 }
 
 /* fe_conn.c */
-void fe_conn_accept(fe_worker_t *w, int fd);
+/* A new TCP connection from addr: refused (closed) over the process or per-address limits. */
+void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr);
 void fe_conn_close(fe_conn_t *c, const char *reason);
 /* Queue bytes for the device; closes the connection when its output cap is exceeded. */
 void fe_conn_send(fe_conn_t *c, const uint8_t *p, size_t n);
@@ -214,9 +232,12 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now);
 void fe_session_shard_lost(fe_worker_t *w, uint16_t shard, const char *why);
 
 /* fe_worker.c */
-/* Send a frame on the router link without blocking: SG_E_FULL at the high-water mark (or while
- * queued bookkeeping frames wait, so a device's frames stay in order); the caller retries. */
+/* Send a frame on the router link without blocking (into the pass's batch when the router takes
+ * batches): SG_E_FULL at the high-water mark (or while queued bookkeeping frames wait, so a
+ * device's frames stay in order); the caller retries. */
 SG_WUR sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame);
+/* Send the pass's batch; SG_E_FULL (kept) while the link is at its high-water mark. */
+SG_WUR sg_rc fe_link_flush(fe_worker_t *w);
 /* Send a frame that must not be lost (session end, subscription, completion): queued in order
  * when the link is full and sent as soon as it has room. */
 void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame);

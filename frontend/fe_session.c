@@ -182,6 +182,11 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         /* IoT Hub semantics: the will is telemetry the gateway sends if the device vanishes. */
         const char *bag;
         size_t bag_len;
+        if (m.will_message.len > c->w->set->max_will) {
+            SG_INFO("frontend", "connect.refused", "device=%s reason=\"will of %zu bytes; frontend.max_will is %u\"",
+                    c->device, m.will_message.len, c->w->set->max_will);
+            return violation(c, "will too large");
+        }
         if (m.will_retain || m.will_qos > 1 || !topic_is_telemetry(c, m.will_topic, &bag, &bag_len) ||
             m.will_message.len > c->w->set->max_telemetry ||
             telemetry_frame(c, 0, 0, bag, bag_len, m.will_message.p, m.will_message.len) != SG_OK) {
@@ -755,11 +760,46 @@ static void put_pid_body(sg_wbuf_t *f, const void *arg)
         sg_wbuf_reset(f);
 }
 
+/* A QoS 1 delivery with packet id pid went to the device: its PUBACK will be passed on. */
+static void sent_add(fe_conn_t *c, uint16_t pid)
+{
+    if (!c->sent && !(c->sent = calloc(1, sizeof *c->sent)))
+        return;
+    for (uint8_t i = 0; i < c->sent->n; i++)
+        if (c->sent->pid[i] == pid)
+            return;   /* sent again (DUP) */
+    if (c->sent->n < FE_SENT_MAX)
+        c->sent->pid[c->sent->n++] = pid;
+}
+
+/* Take pid out of the deliveries awaiting a PUBACK; false if the connection never carried it. */
+static bool sent_take(fe_conn_t *c, uint16_t pid)
+{
+    for (uint8_t i = 0; c->sent && i < c->sent->n; i++)
+        if (c->sent->pid[i] == pid) {
+            c->sent->pid[i] = c->sent->pid[--c->sent->n];
+            if (c->sent->n == 0) {
+                free(c->sent);
+                c->sent = NULL;
+            }
+            return true;
+        }
+    return false;
+}
+
 static int on_puback(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
 {
     uint16_t pid;
     if (sg_mqtt_decode_ack(pkt, &pid) != SG_OK)
         return violation(c, "malformed PUBACK");
+    /* Only the deliveries this connection carried are completed at the shard: an unsolicited
+     * PUBACK (or one repeated) is dropped here, not turned into work for the shard. */
+    if (!sent_take(c, pid)) {
+        atomic_fetch_add(&c->w->protocol_errors, 1);
+        SG_INFO("frontend", "mqtt.unsolicited_puback", "device=%s pid=%u reason=\"no delivery with this packet id "
+                "awaits a PUBACK on this connection; dropped\"", c->device ? c->device : "-", pid);
+        return FE_PKT_DONE;
+    }
     sg_wbuf_t *f = &c->w->frame;
     sg_wire_hdr_t h = conn_hdr(c, SG_MSG_COMPLETE);
     sg_wbuf_reset(f);
@@ -841,6 +881,8 @@ static void on_deliver(fe_conn_t *c, const sg_wire_hdr_t *h)
             atomic_fetch_add(&c->w->c2d_out, 1);
             if (qos0 && c->state == FE_ONLINE)
                 fe_conn_complete_when_written(c, d.packet_id);
+            else if (!qos0)
+                sent_add(c, d.packet_id);
         }
         sg_wbuf_fini(&tail);
     }

@@ -19,10 +19,39 @@
 /* and at most this many bytes (wills carry up to a packet each) */
 #define BACKLOG_MAX_BYTES (256u << 20)
 
+/* Send what the loop pass put in w->out (one BATCH frame, or a frame alone). SG_E_FULL while the
+ * link is at its high-water mark: kept, sent by a later flush. */
+sg_rc fe_link_flush(fe_worker_t *w)
+{
+    if (w->out.n == 0)
+        return SG_OK;
+    const uint8_t *f, *peer;
+    size_t len, peer_len;
+    sg_wire_batch_out(&w->out, &f, &len, &peer, &peer_len);
+    if (zmq_send(w->link_raw, f, len, ZMQ_DONTWAIT) < 0) {
+        if (errno == EAGAIN)
+            return SG_E_FULL;
+        SG_WARN("frontend", "link.send_failed", "frames=%u reason=\"%s\"", w->out.n, zmq_strerror(errno));
+    } else {
+        w->link_sends++;
+    }
+    sg_wire_batch_clear(&w->out);
+    return SG_OK;
+}
+
+/* A frame for the router: into this pass's batch when the router takes batches (sent by
+ * fe_link_flush at the end of the pass, so a pass that reads many publishes pays one CURVE box
+ * and one send for all of them), else at once. SG_E_FULL when the link is full. */
 sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame)
 {
     if (w->n_backlog > 0)
         return SG_E_FULL;   /* queued frames go first: a device's frames stay in order */
+    if (w->router_batches && sg_wire_batchable(0, frame->len)) {
+        if (!sg_wire_batch_fits(&w->out, 0, frame->len))
+            SG_GUARD(fe_link_flush(w));
+        return sg_wire_batch_add(&w->out, NULL, 0, frame->data, frame->len) == SG_OK ? SG_OK : SG_E_IO;
+    }
+    SG_GUARD(fe_link_flush(w));   /* what is in the batch is older */
     if (zmq_send(w->link_raw, frame->data, frame->len, ZMQ_DONTWAIT) >= 0) {
         w->link_sends++;
         return SG_OK;
@@ -63,6 +92,8 @@ void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame)
 /* Send queued bookkeeping frames while the link has room. */
 static void flush_backlog(fe_worker_t *w)
 {
+    if (fe_link_flush(w) != SG_OK)
+        return;   /* the batch is older than the backlog */
     while (w->n_backlog > 0) {
         zmq_msg_t *m = &w->backlog[w->head_backlog];
         size_t len = zmq_msg_size(m);
@@ -155,6 +186,7 @@ static void on_router_pong(fe_worker_t *w, const sg_wire_hdr_t *h)
         return;
     if (w->router_boot != 0 && p.router != w->router_boot)
         fe_session_shard_lost(w, FE_SHARD_UNKNOWN, "router-restarted");
+    w->router_batches = (h->flags & SG_WIRE_F_BATCH) != 0;
     w->router_boot = p.router;
     uint64_t inc;
     for (uint32_t i = 0; sg_wire_router_pong_next(&p, &inc); i++)
@@ -175,7 +207,33 @@ static void drain_link(fe_worker_t *w)
         drain_once(w);
         sends = w->link_sends;
         fe_session_flush_acks(w);
+        if (fe_link_flush(w) != SG_OK) {
+            /* the link is full: a later pass sends them (the loop wakes every 10 ms meanwhile) */
+        }
     } while (w->link_sends != sends);
+}
+
+/* One frame from the router (alone or out of a BATCH). */
+static void on_frame(fe_worker_t *w, const uint8_t *f, size_t len)
+{
+    sg_wire_hdr_t h;
+    if (sg_wire_decode(f, len, &h) != SG_OK)
+        SG_WARN("frontend", "link.malformed", "bytes=%zu", len);
+    else if (h.type == SG_MSG_PONG)
+        on_router_pong(w, &h);
+    else if (h.type == SG_MSG_SHARD_STATE)
+        on_shard_state(w, &h);
+    else if (h.type == SG_MSG_BATCH)
+        SG_WARN("frontend", "link.malformed", "bytes=%zu reason=\"a batch inside a batch\"", len);
+    else
+        fe_session_frame(w, &h);
+}
+
+static void on_item(void *ctx, const uint8_t *peer, size_t peer_len, const uint8_t *f, size_t len)
+{
+    (void)peer;   /* the router's batches name no peer: they are all for this loop */
+    (void)peer_len;
+    on_frame(ctx, f, len);
 }
 
 static void drain_once(fe_worker_t *w)
@@ -187,16 +245,16 @@ static void drain_once(fe_worker_t *w)
             zmq_msg_close(&msg);
             break;
         }
-        sg_wire_hdr_t h;
         atomic_store(&w->router_seen_ms, sg_mono_ms());
-        if (sg_wire_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), &h) != SG_OK)
-            SG_WARN("frontend", "link.malformed", "bytes=%zu", zmq_msg_size(&msg));
-        else if (h.type == SG_MSG_PONG)
-            on_router_pong(w, &h);
-        else if (h.type == SG_MSG_SHARD_STATE)
-            on_shard_state(w, &h);
-        else
-            fe_session_frame(w, &h);
+        const uint8_t *f = zmq_msg_data(&msg);
+        size_t len = zmq_msg_size(&msg);
+        sg_wire_hdr_t h;
+        if (sg_wire_decode(f, len, &h) == SG_OK && h.type == SG_MSG_BATCH) {
+            if (sg_wire_batch_each(&h, on_item, w) != SG_OK)
+                SG_WARN("frontend", "link.malformed", "bytes=%zu reason=\"a damaged batch\"", len);
+        } else {
+            on_frame(w, f, len);
+        }
         zmq_msg_close(&msg);
     }
 }
@@ -226,7 +284,9 @@ static void on_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
     fe_worker_t *w = (fe_worker_t *)((char *)io - offsetof(fe_worker_t, listen_io));
     (void)events;
     for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
-        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage from;
+        socklen_t from_len = sizeof from;
+        int fd = accept4(io->fd, (struct sockaddr *)&from, &from_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
                 /* Out of descriptors: stop accepting for a second rather than spin. */
@@ -237,7 +297,7 @@ static void on_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
             }
             return;
         }
-        fe_conn_accept(w, fd);
+        fe_conn_accept(w, fd, (struct sockaddr *)&from);
     }
 }
 
@@ -248,6 +308,7 @@ static void heartbeat(fe_worker_t *w)
     char json[64];
     int n = snprintf(json, sizeof json, "{\"connections\":%llu}", (unsigned long long)atomic_load(&w->n_conns));
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PING, NULL);
+    h.flags = SG_WIRE_F_BATCH;   /* the router may send us batches */
     sg_wbuf_reset(&w->frame);
     if (sg_wire_encode_hdr(&w->frame, &h) == SG_OK && sg_wire_put_json(&w->frame, json, (size_t)n) == SG_OK &&
         fe_link_send(w, &w->frame) != SG_OK)
@@ -270,7 +331,7 @@ static void *worker_main(void *arg)
             next_beat = sg_loop_now(w->loop) + HEARTBEAT_EVERY_S;
             drain_link(w);   /* sending can consume the ZMQ_FD edge of frames already here */
         }
-        sg_loop_run_once(w->loop, w->n_blocked || w->n_backlog || w->n_retry ? 10 : 1000);
+        sg_loop_run_once(w->loop, w->n_blocked || w->n_backlog || w->n_retry || w->out.n ? 10 : 1000);
         drain_link(w);
         if (w->n_retry)
             fe_session_retry(w);
@@ -301,7 +362,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, int listen_fd, const char *peer_id,
+fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, fe_tls_t *tls, int listen_fd, const char *peer_id,
                            const char *routers, int hwm, _Atomic uint32_t *open)
 {
     fe_worker_t *w = calloc(1, sizeof *w);
@@ -322,6 +383,7 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, in
     w->rx = malloc(FE_RX_SCRATCH);
     sg_wbuf_init(&w->tx, set->max_packet + 1024);
     sg_wbuf_init(&w->frame, SG_WIRE_MAX_FRAME);
+    sg_wire_batch_init(&w->out);
     w->link = zsock_new(ZMQ_DEALER);
     if (!w->loop || !w->slots || !w->gens || !w->free_slots || !w->rx || !w->link || w->stop_io.fd < 0) {
         fe_worker_destroy(&w);
@@ -394,6 +456,7 @@ void fe_worker_destroy(fe_worker_t **self_p)
     free(w->retry);
     sg_wbuf_fini(&w->tx);
     sg_wbuf_fini(&w->frame);
+    sg_wire_batch_fini(&w->out);
     free(w);
     *self_p = NULL;
 }

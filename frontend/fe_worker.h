@@ -6,7 +6,7 @@
 
 /* Starts the thread. listen_fd is the thread's own SO_REUSEPORT listener (the worker closes
  * nothing it was given: the frontend owns listen_fd and tls). */
-fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, SSL_CTX *tls, int listen_fd, const char *peer_id,
+fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, fe_tls_t *tls, int listen_fd, const char *peer_id,
                            const char *routers, int hwm, _Atomic uint32_t *open);
 /* Stops the thread (closing its connections first) and frees it. */
 void fe_worker_destroy(fe_worker_t **self_p);

@@ -27,10 +27,12 @@ typedef struct {
     char *name;
     char *endpoint;
     zsock_t *sock;
-    int64_t last_pong;
+    int64_t last_pong;      /* when it was last heard from (a PONG, or any frame: it is there) */
     bool up;
     uint64_t incarnation;   /* from its PONGs: a new value means it restarted (0: not heard yet) */
     uint64_t sent, refused;
+    bool batches;           /* its PONGs say it takes BATCH frames */
+    sg_wire_batch_t out;    /* frames of this pass for it (flush_all) */
 } shard_t;
 
 struct rt_router {
@@ -44,15 +46,31 @@ struct rt_router {
     bool ready;
     _Atomic size_t shards_up;   /* read by the /readyz thread */
     uint64_t relayed_in, relayed_out, unroutable;
+    uint64_t batches_in, batches_out;   /* BATCH messages taken in and sent (both sides) */
     zhashx_t *peers;     /* frontend routing id -> peer_t, from their heartbeats */
     uint64_t boot;       /* this start of the router: frontends see a restart in its PONGs */
     uint64_t *incarnations;   /* of every shard, for the PONGs (n_shards) */
+    zlist_t *dirty;      /* peer_t with frames in their batch (flush_all) */
 };
 
 typedef struct {
     int64_t last_seen;
     uint64_t connections;
+    char id[SG_WIRE_MAX_PEER + 1];
+    bool batches;           /* its heartbeats say it takes BATCH frames */
+    bool queued;            /* in r->dirty */
+    sg_wire_batch_t out;    /* frames of this pass for it (flush_all) */
 } peer_t;
+
+static void peer_free(void **item)
+{
+    peer_t *p = *item;
+    if (p) {
+        sg_wire_batch_fini(&p->out);
+        free(p);
+    }
+    *item = NULL;
+}
 
 #define PEER_FORGET_MS 30000
 
@@ -67,6 +85,88 @@ static void to_peer(zsock_t *front, zframe_t *peer, const sg_wbuf_t *w)
         zmsg_destroy(&m);
 }
 
+/* [peer][frame] on a ROUTER socket without blocking: 0, or errno (EAGAIN: its queue is full,
+ * EHOSTUNREACH: no such peer connected). */
+static int send_pair(void *raw, const void *peer, size_t peer_len, const void *frame, size_t len)
+{
+    if (zmq_send(raw, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return errno;
+    /* The first part is queued, so the second cannot be refused for the high-water mark. */
+    zmq_send(raw, frame, len, 0);
+    return 0;
+}
+
+static peer_t *peer_find(rt_router_t *r, const uint8_t *id, size_t len)
+{
+    return sg_zmq_lookup_id(r->peers, id, len, SG_WIRE_MAX_PEER);
+}
+
+/* What a walk over a batch's items needs (sg_wire_batch_each). */
+typedef struct {
+    rt_router_t *r;
+    zsock_t *front;
+    zframe_t *from;     /* the envelope's peer */
+    size_t shard;
+    int err;
+    const peer_t *to;
+} walk_t;
+
+static void flush_peer(rt_router_t *r, zsock_t *front, peer_t *p);
+static void undeliverable(rt_router_t *r, zsock_t *front, const uint8_t *peer, size_t peer_len, const uint8_t *f,
+                          size_t len, int err);
+
+/* A frame for a frontend loop or admin (from a shard, or an error of ours): into the peer's
+ * batch when it takes batches (sent at the end of the pass), else at once. */
+static void to_front(rt_router_t *r, zsock_t *front, const uint8_t *peer, size_t peer_len, const uint8_t *f,
+                     size_t len)
+{
+    peer_t *p = peer_find(r, peer, peer_len);
+    if (p && p->batches && sg_wire_batchable(0, len)) {
+        if (!sg_wire_batch_fits(&p->out, 0, len))
+            flush_peer(r, front, p);
+        if (sg_wire_batch_add(&p->out, NULL, 0, f, len) == SG_OK) {
+            if (!p->queued)
+                zlist_append(r->dirty, p);
+            p->queued = true;
+            return;
+        }
+    }
+    if (p)
+        flush_peer(r, front, p);   /* what waits in its batch is older */
+    int err = send_pair(zsock_resolve(front), peer, peer_len, f, len);
+    if (err)
+        undeliverable(r, front, peer, peer_len, f, len, err);
+    else
+        r->relayed_out++;
+}
+
+static void peer_item_undeliverable(void *ctx, const uint8_t *ip, size_t ipl, const uint8_t *f, size_t len)
+{
+    walk_t *k = ctx;
+    (void)ip;
+    (void)ipl;
+    undeliverable(k->r, k->front, (const uint8_t *)k->to->id, strlen(k->to->id), f, len, k->err);
+}
+
+static void flush_peer(rt_router_t *r, zsock_t *front, peer_t *p)
+{
+    if (p->out.n == 0)
+        return;
+    const uint8_t *f, *unused;
+    size_t len, unused_len;
+    sg_wire_batch_out(&p->out, &f, &len, &unused, &unused_len);
+    int err = send_pair(zsock_resolve(front), p->id, strlen(p->id), f, len);
+    if (!err) {
+        r->relayed_out += p->out.n;
+        r->batches_out += p->out.n > 1;
+    } else {
+        /* each frame as if it had been sent alone (a batch this router built: always whole) */
+        walk_t k = {.r = r, .front = front, .err = err, .to = p};
+        (void)!sg_wire_batch_each_frame(p->out.w.data, p->out.w.len, peer_item_undeliverable, &k);
+    }
+    sg_wire_batch_clear(&p->out);
+}
+
 /* A frontend loop's heartbeat: remember it and its connection count for /v1/cluster, and answer
  * with a PONG so the frontend knows its router is there (its /readyz). */
 static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_wire_hdr_t *h)
@@ -74,6 +174,7 @@ static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const s
     /* The PONG also carries this router's incarnation and every shard's: a frontend that missed
      * a SHARD_STATE (or whose router restarted) learns it here within a heartbeat. */
     sg_wire_hdr_t pong = sg_wire_hdr(SG_MSG_PONG, NULL);
+    pong.flags = SG_WIRE_F_BATCH;   /* the frontend may batch what it sends here */
     sg_wbuf_t w;
     sg_wbuf_init(&w, 64 + 8 * r->n_shards);
     for (size_t i = 0; i < r->n_shards; i++)
@@ -86,13 +187,17 @@ static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const s
     size_t len;
     char *id = zframe_strdup(peer);
     peer_t *p = zhashx_lookup(r->peers, id);
-    if (!p) {
+    if (!p && strlen(id) <= SG_WIRE_MAX_PEER) {
         p = calloc(1, sizeof *p);
-        if (p)
+        if (p) {
+            snprintf(p->id, sizeof p->id, "%s", id);
+            sg_wire_batch_init(&p->out);
             zhashx_insert(r->peers, id, p);
+        }
     }
     if (p) {
         p->last_seen = sg_mono_ms();
+        p->batches = (h->flags & SG_WIRE_F_BATCH) != 0;
         json_t *b = sg_wire_get_json(h, &json, &len) == SG_OK ? json_loadb(json, len, 0, NULL) : NULL;
         p->connections = (uint64_t)json_integer_value(json_object_get(b, "connections"));
         json_decref(b);
@@ -109,7 +214,8 @@ static json_t *frontends_json(rt_router_t *r)
     for (peer_t *p = zhashx_first(r->peers); p; p = zhashx_next(r->peers)) {
         const char *id = zhashx_cursor(r->peers);
         if (now - p->last_seen > PEER_FORGET_MS) {
-            zlist_append(stale, (void *)id);
+            if (!p->queued)   /* one with frames waiting goes after the flush */
+                zlist_append(stale, (void *)id);
             continue;
         }
         size_t n = strcspn(id, "/");
@@ -204,12 +310,14 @@ void rt_shard_list_free(char **names, char **eps, size_t n)
     free(eps);
 }
 
-static void send_error(zsock_t *front, zframe_t *peer, const sg_wire_hdr_t *in, uint16_t code)
+/* ERROR about frame `in` to its sender (in order with the answers going to it). */
+static void send_error(rt_router_t *r, zsock_t *front, const uint8_t *peer, size_t peer_len, const sg_wire_hdr_t *in,
+                       uint16_t code)
 {
     sg_wbuf_t w;
     sg_wbuf_init(&w, 512);
     if (sg_wire_put_error(&w, in, code) == SG_OK)
-        to_peer(front, peer, &w);
+        to_front(r, front, peer, peer_len, w.data, w.len);
     sg_wbuf_fini(&w);
 }
 
@@ -226,10 +334,11 @@ static void send_ring(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_w
                                                 "endpoint", s->endpoint, "reachable", up, "relayed",
                                                 (json_int_t)s->sent, "refused", (json_int_t)s->refused));
     }
-    json_t *body = json_pack("{s:s,s:i,s:o,s:o,s:b,s:I,s:I,s:I}", "router", r->name, "vnodes",
+    json_t *body = json_pack("{s:s,s:i,s:o,s:o,s:b,s:I,s:I,s:I,s:I,s:I}", "router", r->name, "vnodes",
                              (int)rt_ring_vnodes(r->ring), "shards", shards, "frontends", frontends_json(r), "ready", all_up, "relayedIn",
                              (json_int_t)r->relayed_in, "relayedOut", (json_int_t)r->relayed_out, "unroutable",
-                             (json_int_t)r->unroutable);
+                             (json_int_t)r->unroutable, "batchesIn", (json_int_t)r->batches_in, "batchesOut",
+                             (json_int_t)r->batches_out);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_RING_RES, NULL);
@@ -243,61 +352,107 @@ static void send_ring(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_w
     sg_wbuf_fini(&w);
 }
 
-/* [peer][frame] to shard i without blocking; false when its queue is full. */
-static bool to_shard(rt_router_t *r, size_t i, zframe_t *peer, zframe_t *frame)
+/* Send shard i's batch. When its queue is full, every frame in it is refused to its sender
+ * (ERROR BUSY: a device's publish is sent again later, an operator gets 503). */
+static void shard_item_refused(void *ctx, const uint8_t *peer, size_t peer_len, const uint8_t *f, size_t len)
+{
+    walk_t *k = ctx;
+    sg_wire_hdr_t h;
+    if (sg_wire_decode(f, len, &h) == SG_OK && h.type != SG_MSG_HELLO && h.type != SG_MSG_ALIVE)
+        send_error(k->r, k->front, peer, peer_len, &h, SG_WIRE_ERR_BUSY);
+}
+
+static void flush_shard(rt_router_t *r, zsock_t *front, size_t i)
 {
     shard_t *s = &r->shards[i];
-    void *raw = zsock_resolve(s->sock);
-    if (zmq_send(raw, zframe_data(peer), zframe_size(peer), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        s->refused++;
-        return false;
+    if (s->out.n == 0)
+        return;
+    const uint8_t *f, *peer;
+    size_t len, peer_len;
+    sg_wire_batch_out(&s->out, &f, &len, &peer, &peer_len);
+    if (send_pair(zsock_resolve(s->sock), peer, peer_len, f, len) == 0) {
+        s->sent += s->out.n;
+        r->batches_out += s->out.n > 1;
+    } else {
+        s->refused += s->out.n;
+        walk_t k = {.r = r, .front = front};
+        (void)!sg_wire_batch_each_frame(s->out.w.data, s->out.w.len, shard_item_refused, &k);
     }
-    /* The first part is queued, so the second cannot be refused for the high-water mark. */
-    zmq_send(raw, zframe_data(frame), zframe_size(frame), 0);
-    s->sent++;
-    return true;
+    sg_wire_batch_clear(&s->out);
+}
+
+/* [peer][frame] for shard i: into its batch when it takes batches (sent at the end of the pass),
+ * else at once. Refused with ERROR BUSY to the sender when the shard's queue is full (`refuse`
+ * false: dropped, for frames nobody waits on). */
+static void to_shard(rt_router_t *r, zsock_t *front, size_t i, const uint8_t *peer, size_t peer_len,
+                     const uint8_t *f, size_t len, const sg_wire_hdr_t *h, bool refuse)
+{
+    shard_t *s = &r->shards[i];
+    if (s->batches && sg_wire_batchable(peer_len, len)) {
+        if (!sg_wire_batch_fits(&s->out, peer_len, len))
+            flush_shard(r, front, i);
+        if (sg_wire_batch_add(&s->out, peer, peer_len, f, len) == SG_OK)
+            return;
+    }
+    flush_shard(r, front, i);   /* what waits in the batch is older */
+    if (send_pair(zsock_resolve(s->sock), peer, peer_len, f, len) == 0) {
+        s->sent++;
+        return;
+    }
+    s->refused++;
+    if (refuse)
+        send_error(r, front, peer, peer_len, h, SG_WIRE_ERR_BUSY);
+}
+
+/* Everything this pass put in batches goes out. */
+static void flush_all(rt_router_t *r, zsock_t *front)
+{
+    for (size_t i = 0; i < r->n_shards; i++)
+        flush_shard(r, front, i);   /* refusals can add to the peers' batches: those go next */
+    peer_t *p;
+    while ((p = zlist_pop(r->dirty))) {
+        p->queued = false;
+        flush_peer(r, front, p);
+    }
+    for (size_t i = 0; i < r->n_shards; i++)
+        flush_shard(r, front, i);   /* PEER_GONE for loops that turned out to be gone */
 }
 
 /* Pass a frontend loop's heartbeat on to every shard: shards end the sessions of a loop that
  * has gone silent (a crashed pod that never comes back under its name; store.peer_timeout). */
-static void forward_alive(rt_router_t *r, zframe_t *peer)
+static void forward_alive(rt_router_t *r, zsock_t *front, const uint8_t *peer, size_t peer_len)
 {
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ALIVE, NULL);
     sg_wbuf_t w;
     sg_wbuf_init(&w, 64);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK) {
-        zframe_t *f = zframe_new(w.data, w.len);
-        for (size_t i = 0; i < r->n_shards; i++)
-            if (to_shard(r, i, peer, f))
-                r->shards[i].sent--;   /* not relayed traffic */
-        zframe_destroy(&f);
-    }
+    if (sg_wire_encode_hdr(&w, &h) == SG_OK)
+        for (size_t i = 0; i < r->n_shards; i++) {
+            uint64_t sent = r->shards[i].sent;
+            to_shard(r, front, i, peer, peer_len, w.data, w.len, &h, false);
+            r->shards[i].sent = sent;   /* not relayed traffic (counted when a batch goes) */
+        }
     sg_wbuf_fini(&w);
 }
 
-static void on_front(rt_router_t *r, zsock_t *front, zmsg_t *m)
+/* One frame from a frontend loop or admin (alone or out of its BATCH). */
+static void front_frame(rt_router_t *r, zsock_t *front, zframe_t *from, const uint8_t *f, size_t len)
 {
-    if (zmsg_size(m) != 2) {
-        zmsg_destroy(&m);
-        return;
-    }
-    zframe_t *peer = zmsg_first(m), *frame = zmsg_next(m);
+    const uint8_t *peer = zframe_data(from);
+    size_t peer_len = zframe_size(from);
     sg_wire_hdr_t h;
-    if (sg_wire_decode(zframe_data(frame), zframe_size(frame), &h) != SG_OK) {
-        SG_WARN("router", "frame.malformed", "peer=%.*s bytes=%zu", (int)zframe_size(peer),
-                (const char *)zframe_data(peer), zframe_size(frame));
-        zmsg_destroy(&m);
+    if (sg_wire_decode(f, len, &h) != SG_OK || h.type == SG_MSG_BATCH) {
+        SG_WARN("router", "frame.malformed", "peer=%.*s bytes=%zu", (int)peer_len, (const char *)peer, len);
         return;
     }
     r->relayed_in++;
     if (h.type == SG_MSG_RING) {
-        send_ring(r, front, peer, &h);
+        send_ring(r, front, from, &h);
     } else if (h.type == SG_MSG_PING) {
-        on_heartbeat(r, front, peer, &h);
-        forward_alive(r, peer);
+        on_heartbeat(r, front, from, &h);
+        forward_alive(r, front, peer, peer_len);
     } else if (h.type == SG_MSG_HELLO) {
         for (size_t i = 0; i < r->n_shards; i++)
-            (void)to_shard(r, i, peer, frame);
+            to_shard(r, front, i, peer, peer_len, f, len, &h, false);
     } else {
         size_t i;
         if (h.shard != SG_WIRE_SHARD_BY_DEVICE)
@@ -310,9 +465,36 @@ static void on_front(rt_router_t *r, zsock_t *front, zmsg_t *m)
          * a CONNECT or an operator's request gets an immediate "unavailable" instead. */
         bool urgent = h.type == SG_MSG_AUTH || h.type == SG_MSG_ADMIN;
         if (i >= r->n_shards || (urgent && !r->shards[i].up && r->shards[i].last_pong != 0))
-            send_error(front, peer, &h, SG_WIRE_ERR_NO_SHARD);
-        else if (!to_shard(r, i, peer, frame))
-            send_error(front, peer, &h, SG_WIRE_ERR_BUSY);
+            send_error(r, front, peer, peer_len, &h, SG_WIRE_ERR_NO_SHARD);
+        else
+            to_shard(r, front, i, peer, peer_len, f, len, &h, true);
+    }
+}
+
+static void front_item(void *ctx, const uint8_t *peer, size_t peer_len, const uint8_t *f, size_t len)
+{
+    walk_t *k = ctx;
+    (void)peer;   /* the envelope names the sender */
+    (void)peer_len;
+    front_frame(k->r, k->front, k->from, f, len);
+}
+
+static void on_front(rt_router_t *r, zsock_t *front, zmsg_t *m)
+{
+    if (zmsg_size(m) != 2) {
+        zmsg_destroy(&m);
+        return;
+    }
+    zframe_t *peer = zmsg_first(m), *frame = zmsg_next(m);
+    sg_wire_hdr_t h;
+    if (sg_wire_decode(zframe_data(frame), zframe_size(frame), &h) == SG_OK && h.type == SG_MSG_BATCH) {
+        r->batches_in++;
+        walk_t k = {.r = r, .front = front, .from = peer};
+        if (sg_wire_batch_each(&h, front_item, &k) != SG_OK)
+            SG_WARN("router", "frame.malformed", "peer=%.*s bytes=%zu reason=\"a damaged batch\"",
+                    (int)zframe_size(peer), (const char *)zframe_data(peer), zframe_size(frame));
+    } else {
+        front_frame(r, front, peer, zframe_data(frame), zframe_size(frame));
     }
     zmsg_destroy(&m);
 }
@@ -327,16 +509,91 @@ static void shard_state(rt_router_t *r, zsock_t *front, size_t i)
     sg_wbuf_t w;
     sg_wbuf_init(&w, 64);
     if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_u64(&w, r->shards[i].incarnation) == SG_OK) {
-        for (peer_t *p = zhashx_first(r->peers); p; p = zhashx_next(r->peers)) {
-            const char *id = zhashx_cursor(r->peers);
-            zframe_t *peer = zframe_new(id, strlen(id));
-            to_peer(front, peer, &w);
-            zframe_destroy(&peer);
-        }
+        /* in order with the answers already on their way to each loop (the list first: sending
+         * looks peers up, which must not move the table's cursor) */
+        zlist_t *all = zlist_new();
+        for (peer_t *p = zhashx_first(r->peers); p; p = zhashx_next(r->peers))
+            zlist_append(all, p);
+        for (peer_t *p = zlist_first(all); p; p = zlist_next(all))
+            to_front(r, front, (const uint8_t *)p->id, strlen(p->id), w.data, w.len);
+        zlist_destroy(&all);
     }
     sg_wbuf_fini(&w);
 }
 
+/* A frame from a shard could not be passed to its peer (err: EAGAIN its queue is full,
+ * EHOSTUNREACH it is not connected). A push for a session whose frontend loop is gone makes the
+ * shard end that session, but only for a loop that was connected here: one it never saw may be
+ * connected to another router. */
+static void undeliverable(rt_router_t *r, zsock_t *front, const uint8_t *peer, size_t peer_len, const uint8_t *f,
+                          size_t len, int err)
+{
+    sg_wire_hdr_t h;
+    r->unroutable++;
+    if (sg_wire_decode(f, len, &h) != SG_OK)
+        return;
+    if (err == EAGAIN)
+        SG_WARN("router", "peer.full", "peer=%.*s type=%s reason=\"peer's queue at its high-water mark; frame dropped\"",
+                (int)peer_len, (const char *)peer, sg_wire_type_name(h.type));
+    else
+        SG_DEBUG("router", "peer.unreachable", "peer=%.*s type=%s", (int)peer_len, (const char *)peer,
+                 sg_wire_type_name(h.type));
+    if (err != EHOSTUNREACH || !peer_find(r, peer, peer_len) || (h.type != SG_MSG_DELIVER && h.type != SG_MSG_KICK) ||
+        h.device_len == 0)
+        return;
+    size_t i = rt_ring_lookup(r->ring, h.device, h.device_len);
+    if (i >= r->n_shards)
+        return;
+    sg_wire_hdr_t g = sg_wire_hdr(SG_MSG_PEER_GONE, NULL);
+    g.device = h.device;
+    g.device_len = h.device_len;
+    g.epoch = h.epoch;
+    g.corr = h.corr;
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 512);
+    if (sg_wire_encode_hdr(&w, &g) == SG_OK)
+        to_shard(r, front, i, peer, peer_len, w.data, w.len, &g, false);
+    sg_wbuf_fini(&w);
+}
+
+/* Shard i spoke: it is up (the probes' PONGs can lag behind its traffic after a restart; a CONNECT
+ * refused as "no shard" while its answers flow would be wrong). */
+static void shard_heard(rt_router_t *r, size_t i)
+{
+    shard_t *s = &r->shards[i];
+    s->last_pong = sg_mono_ms();
+    if (!s->up) {
+        SG_INFO("router", "shard.reachable", "shard=%s endpoint=%s", s->name, s->endpoint);
+        atomic_fetch_add(&r->shards_up, 1);
+    }
+    s->up = true;
+}
+
+static void on_shard_pong(rt_router_t *r, zsock_t *front, size_t i, const sg_wire_hdr_t *h)
+{
+    shard_t *s = &r->shards[i];
+    shard_heard(r, i);
+    s->batches = (h->flags & SG_WIRE_F_BATCH) != 0;
+    const char *name;
+    size_t len;
+    uint64_t inc;
+    if (sg_wire_get_shard_pong(h, &name, &len, &inc) == SG_OK && inc != s->incarnation) {
+        if (s->incarnation)
+            SG_WARN("router", "shard.restarted", "shard=%s reason=\"a new incarnation answers: frontends end the "
+                    "connections whose publishes it never acknowledged\"", s->name);
+        s->incarnation = inc;
+        shard_state(r, front, i);
+    }
+}
+
+static void shard_item(void *ctx, const uint8_t *peer, size_t peer_len, const uint8_t *f, size_t len)
+{
+    walk_t *k = ctx;
+    to_front(k->r, k->front, peer, peer_len, f, len);
+}
+
+/* [peer][frame] from shard i: an answer or push for a frontend loop or admin, a BATCH of them
+ * (each item naming its peer), or a PONG. */
 static void on_shard(rt_router_t *r, zsock_t *front, size_t i, zmsg_t *m)
 {
     shard_t *s = &r->shards[i];
@@ -348,89 +605,42 @@ static void on_shard(rt_router_t *r, zsock_t *front, size_t i, zmsg_t *m)
     sg_wire_hdr_t h;
     if (sg_wire_decode(zframe_data(frame), zframe_size(frame), &h) != SG_OK) {
         SG_WARN("router", "shard.malformed", "shard=%s bytes=%zu", s->name, zframe_size(frame));
-        zmsg_destroy(&m);
-        return;
-    }
-    if (h.type == SG_MSG_PONG) {
-        s->last_pong = sg_mono_ms();
-        if (!s->up) {
-            SG_INFO("router", "shard.reachable", "shard=%s endpoint=%s", s->name, s->endpoint);
-            atomic_fetch_add(&r->shards_up, 1);
-        }
-        s->up = true;
-        const char *name;
-        size_t len;
-        uint64_t inc;
-        if (sg_wire_get_shard_pong(&h, &name, &len, &inc) == SG_OK && inc != s->incarnation) {
-            if (s->incarnation)
-                SG_WARN("router", "shard.restarted", "shard=%s reason=\"a new incarnation answers: frontends end the "
-                        "connections whose publishes it never acknowledged\"", s->name);
-            s->incarnation = inc;
-            shard_state(r, front, i);
-        }
-        zmsg_destroy(&m);
-        return;
-    }
-    zframe_t *peer_copy = zframe_dup(peer);
-    if (sg_zmq_send_nowait(front, &m) == 0) {
-        r->relayed_out++;
+    } else if (h.type == SG_MSG_PONG) {
+        on_shard_pong(r, front, i, &h);
+    } else if (h.type == SG_MSG_BATCH) {
+        shard_heard(r, i);
+        r->batches_in++;
+        walk_t k = {.r = r, .front = front, .shard = i};
+        if (sg_wire_batch_each(&h, shard_item, &k) != SG_OK)
+            SG_WARN("router", "shard.malformed", "shard=%s bytes=%zu reason=\"a damaged batch\"", s->name,
+                    zframe_size(frame));
     } else {
-        int err = errno;
-        r->unroutable++;
-        if (err == EAGAIN)
-            SG_WARN("router", "peer.full", "peer=%.*s type=%s reason=\"peer's queue at its high-water mark; frame dropped\"",
-                    (int)zframe_size(peer_copy), (const char *)zframe_data(peer_copy), sg_wire_type_name(h.type));
-        /* A push for a session whose frontend is gone: tell the shard so it ends the session.
-         * (h points into m: encode before m is destroyed.) */
-        /* ...but only for a loop that was connected here: one it never saw may be connected to
-         * another router, and the session must not be ended for it. */
-        char *pid = zframe_strdup(peer_copy);
-        bool known = zhashx_lookup(r->peers, pid) != NULL;
-        free(pid);
-        if (err == EHOSTUNREACH && known && (h.type == SG_MSG_DELIVER || h.type == SG_MSG_KICK)) {
-            sg_wire_hdr_t g = sg_wire_hdr(SG_MSG_PEER_GONE, NULL);
-            g.device = h.device;
-            g.device_len = h.device_len;
-            g.epoch = h.epoch;
-            g.corr = h.corr;
-            sg_wbuf_t w;
-            sg_wbuf_init(&w, 512);
-            if (sg_wire_encode_hdr(&w, &g) == SG_OK) {
-                zframe_t *f = zframe_new(w.data, w.len);
-                (void)to_shard(r, i, peer_copy, f);
-                zframe_destroy(&f);
-            }
-            sg_wbuf_fini(&w);
-        }
-        SG_DEBUG("router", "peer.unreachable", "peer=%.*s type=%s", (int)zframe_size(peer_copy),
-                 (const char *)zframe_data(peer_copy), sg_wire_type_name(h.type));
-        zmsg_destroy(&m);
+        shard_heard(r, i);
+        to_front(r, front, zframe_data(peer), zframe_size(peer), zframe_data(frame), zframe_size(frame));
     }
-    zframe_destroy(&peer_copy);
+    zmsg_destroy(&m);
 }
 
 static json_t *frontends_json(rt_router_t *r);
 
-static void ping_all(rt_router_t *r)
+static void ping_all(rt_router_t *r, zsock_t *front)
 {
     json_decref(frontends_json(r));   /* forgets frontends that stopped their heartbeats */
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PING, NULL);
+    h.flags = SG_WIRE_F_BATCH;   /* the shard may batch what it sends here */
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);
     if (sg_wire_encode_hdr(&w, &h) == SG_OK) {
-        zframe_t *empty = zframe_new(NULL, 0), *f = zframe_new(w.data, w.len);
         for (size_t i = 0; i < r->n_shards; i++) {
             shard_t *s = &r->shards[i];
-            if (to_shard(r, i, empty, f))
-                s->sent--;   /* probes are not relayed traffic */
+            if (send_pair(zsock_resolve(s->sock), "", 0, w.data, w.len) != 0)
+                s->refused++;   /* a probe its full queue refused (probes are not counted as sent) */
             if (s->up && sg_mono_ms() - s->last_pong >= SHARD_DOWN_AFTER_MS) {
                 s->up = false;
                 atomic_fetch_sub(&r->shards_up, 1);
                 SG_WARN("router", "shard.unreachable", "shard=%s endpoint=%s", s->name, s->endpoint);
             }
         }
-        zframe_destroy(&empty);
-        zframe_destroy(&f);
     }
     sg_wbuf_fini(&w);
 }
@@ -454,6 +664,7 @@ static void router_actor(zsock_t *pipe, void *args)
     zpoller_t *poller = ok ? zpoller_new(pipe, front, NULL) : NULL;
     for (size_t i = 0; ok && i < r->n_shards; i++) {
         shard_t *s = &r->shards[i];
+        sg_wire_batch_init(&s->out);
         s->sock = zsock_new(ZMQ_DEALER);
         if (!s->sock) {
             ok = false;
@@ -477,7 +688,7 @@ static void router_actor(zsock_t *pipe, void *args)
     if (ok) {
         SG_INFO("router", "ready", "router=%s endpoint=%s shards=%zu vnodes=%u", r->name, r->endpoint, r->n_shards,
                 rt_ring_vnodes(r->ring));
-        ping_all(r);
+        ping_all(r, front);
         int64_t next_ping = sg_mono_ms() + PING_EVERY_MS;
         for (;;) {
             int64_t wait = next_ping - sg_mono_ms();
@@ -495,8 +706,10 @@ static void router_actor(zsock_t *pipe, void *args)
                         for (int k = 0; k < RT_DRAIN_MAX && (m = sg_zmq_recv_nowait(which)); k++)
                             on_shard(r, front, i, m);
             }
+            /* one message per link for all this pass took in */
+            flush_all(r, front);
             if (sg_mono_ms() >= next_ping) {
-                ping_all(r);
+                ping_all(r, front);
                 next_ping = sg_mono_ms() + PING_EVERY_MS;
             }
         }
@@ -518,7 +731,8 @@ rt_router_t *rt_router_new(const sg_config_t *cfg, const char *name, const char 
     snprintf(r->endpoint, sizeof r->endpoint, "%s", bind);
     r->hwm = (int)sg_config_int(cfg, "cluster.hwm");
     r->peers = zhashx_new();
-    zhashx_set_destructor(r->peers, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_destructor(r->peers, peer_free);
+    r->dirty = zlist_new();
     if (rt_shard_list(cfg, &names, &eps, &n) != 0) {
         SG_ERROR("router", "config.invalid", "key=cluster.shards reason=\"give a comma-separated list of shard names or name=endpoint pairs\"");
         rt_shard_list_free(names, eps, n);
@@ -566,11 +780,13 @@ void rt_router_destroy(rt_router_t **self_p)
     for (size_t i = 0; i < r->n_shards; i++) {
         free(r->shards[i].name);
         free(r->shards[i].endpoint);
+        sg_wire_batch_fini(&r->shards[i].out);
     }
     free(r->shards);
     free(r->incarnations);
     rt_ring_destroy(&r->ring);
     zhashx_destroy(&r->peers);
+    zlist_destroy(&r->dirty);
     free(r);
     *self_p = NULL;
 }

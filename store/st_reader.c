@@ -1,13 +1,14 @@
 /* st_reader.c — a shard's reader threads: answers that need only committed data (a device's
- * entry and connection, its pending messages, telemetry reads, shard statistics). Readers never
- * change state; a telemetry read that finds nothing and may wait is handed back to the net actor
- * to park until the writer appends more or its wait runs out. */
+ * entry and connection, its pending messages, a page of the registry, telemetry reads, shard
+ * statistics). Readers never change state; a telemetry read that finds nothing and may wait is
+ * handed back to the net actor to park until the writer appends more or its wait runs out. */
 #include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sg_codec.h"
 #include "sg_log.h"
+#include "sg_sas.h"
 #include "sg_time.h"
 #include "sg_wire.h"
 #include "st_internal.h"
@@ -243,6 +244,110 @@ static int64_t int_member(json_t *o, const char *k, int64_t def, int64_t lo, int
     return json_integer_value(v);
 }
 
+/* Ids one listing looks at in a shard at most: with a tag filter that few entries match, the
+ * answer says where the look stopped ("last") and the caller continues from there. */
+#define LIST_SCAN_MAX 10000
+#define LIST_DEFAULT 100
+
+/* The device id of a "dev" key ({id}\0{kind}...): its length, 0 when k is not such a key. */
+static size_t key_id_len(const char *k, size_t kl)
+{
+    const char *z = memchr(k, 0, kl < SG_DEVICE_ID_MAX + 1 ? kl : SG_DEVICE_ID_MAX + 1);
+    return z && z != k && (size_t)(z - k) + 1 < kl ? (size_t)(z - k) : 0;
+}
+
+/* One shard's registry entries after q.after in id (byte) order, those with q.tag (st_tag_filter_t)
+ * only, at most q.limit: {"devices": [public entries], "more": bool, "last": id or null}. The shard
+ * has looked at every id up to and including "last"; "more" false means up to its end. Only the
+ * registry entry of each device is read: the iterator jumps over the keys before it (dead
+ * letters, queue counters, queued messages) and after it (the session) with seeks. */
+static void device_list(reader_t *r, rop_t *op, json_t *q)
+{
+    st_db_t *db = &r->ctx->db;
+    bool bad = false;
+    int64_t limit = int_member(q, "limit", LIST_DEFAULT, 1, LIST_MAX, &bad);
+    json_t *ja = json_object_get(q, "after"), *jt = json_object_get(q, "tag");
+    const char *after = json_string_value(ja);
+    size_t after_len = after ? json_string_length(ja) : 0;
+    if (bad || (ja && !after) || (after_len && !sg_device_id_valid(after, after_len))) {
+        answer(r, op, 400, st_error_json("InvalidQuery", "limit must be an integer from 1 to %d and after a device id",
+                                         LIST_MAX));
+        return;
+    }
+    st_tag_filter_t filter;
+    if (jt && (!json_is_string(jt) || strlen(json_string_value(jt)) != json_string_length(jt) ||
+               st_reg_tag_filter_parse(json_string_value(jt), &filter) != SG_OK)) {
+        answer(r, op, 400, st_error_json("InvalidQuery", "tag must be KEY or KEY:VALUE, the key 1-%d characters of A-Z "
+                                         "a-z 0-9 _ . - and the value at most %d characters", ST_TAG_KEY_MAX,
+                                         ST_TAG_VALUE_MAX));
+        return;
+    }
+    st_limits_t defaults = {r->ctx->max_queued_messages, r->ctx->max_queued_bytes};
+    json_t *devs = json_array();
+    char cur[SG_DEVICE_ID_MAX + 1], done[SG_DEVICE_ID_MAX + 1], seek[ST_KEY_MAX];
+    size_t cur_len = 0, done_len = 0, examined = 0, bytes = 0;
+    bool more = false;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_DEV]);
+    if (after_len) {
+        memcpy(seek, after, after_len);
+        seek[after_len] = 1;   /* past every "{after}\0..." key */
+        rocksdb_iter_seek(it, seek, after_len + 1);
+    } else {
+        rocksdb_iter_seek_to_first(it);
+    }
+    while (rocksdb_iter_valid(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        size_t il = key_id_len(k, kl);
+        if (il == 0) {
+            rocksdb_iter_next(it);
+            continue;
+        }
+        if (il != cur_len || memcmp(k, cur, il) != 0) {
+            /* The id before is behind us. Stop at the next one once the page is full (so "more"
+             * says whether there is one) or the look has gone far enough. */
+            memcpy(done, cur, cur_len);
+            done_len = cur_len;
+            if ((int64_t)json_array_size(devs) >= limit || examined >= LIST_SCAN_MAX) {
+                more = true;
+                break;
+            }
+            memcpy(cur, k, il);
+            cur_len = il;
+            examined++;
+        }
+        char kind = k[il + 1];
+        if (kind < ST_K_REGISTRY) {
+            rocksdb_iter_seek(it, seek, st_key_dev(seek, cur, cur_len, ST_K_REGISTRY));
+            continue;
+        }
+        if (kind == ST_K_REGISTRY && kl == il + 2) {
+            const char *v = rocksdb_iter_value(it, &vl);
+            json_t *e = json_loadb(v, vl, 0, NULL);
+            if (!e)
+                SG_ERROR("store", "registry.damaged", "device=%.*s", (int)cur_len, cur);
+            if (e && (!jt || st_reg_tag_match(e, &filter))) {
+                json_t *pub = st_reg_public(e, &defaults);
+                if (!fits_page(&bytes, pub)) {
+                    json_decref(pub);
+                    json_decref(e);
+                    more = true;   /* this id is not done: "last" stays at the one before */
+                    break;
+                }
+                json_array_append_new(devs, pub);
+            }
+            json_decref(e);
+        }
+        memcpy(seek, cur, cur_len);
+        seek[cur_len] = 1;   /* the next id */
+        rocksdb_iter_seek(it, seek, cur_len + 1);
+    }
+    rocksdb_iter_destroy(it);
+    json_t *ans = json_pack("{s:o,s:b}", "devices", devs, "more", more);
+    json_object_set_new(ans, "last", more && done_len ? json_stringn(done, done_len) : json_null());
+    answer(r, op, 200, ans);
+}
+
 /* Returns false when nothing was found and the read should be parked. */
 static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
 {
@@ -401,6 +506,7 @@ static void handle(reader_t *r, rop_t *op)
             park(r, op);
         break;
     case SG_ADM_SHARD_STATS: shard_stats(r, op); break;
+    case SG_ADM_DEVICE_LIST: device_list(r, op, q); break;
     default: answer(r, op, 400, st_error_json("BadRequest", "operation %u is not a read", aop)); break;
     }
     json_decref(q);

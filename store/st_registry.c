@@ -270,8 +270,10 @@ sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int
     }
 
     json_t *tags = json_object_get(body, "tags");
-    if (tags && !json_is_object(tags))
-        FAIL("InvalidDevice", "tags must be an object");
+    if (tags && st_reg_tags_check(tags, err_msg, err_len) != SG_OK) {
+        *err_name = "InvalidDevice";
+        goto fail;
+    }
     if (!tags && existing)
         tags = json_object_get(existing, "tags");
 
@@ -326,6 +328,153 @@ sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int
     out->generated = generated;
     out->created = existing == NULL;
     out->revoke = revoke;
+    return SG_OK;
+fail:
+    json_decref(generated);
+    json_decref(stored);
+    return SG_E_INVALID;
+}
+
+/* Characters (code points) of UTF-8 text: the bytes that do not continue a sequence. */
+static size_t utf8_chars(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+bool st_reg_tag_key_valid(const char *k, size_t len)
+{
+    if (len == 0 || len > ST_TAG_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)k[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+sg_rc st_reg_tags_check(const json_t *tags, char *msg, size_t msg_len)
+{
+    if (!json_is_object(tags)) {
+        snprintf(msg, msg_len, "tags must be an object of string values, e.g. {\"site\": \"north\"}");
+        return SG_E_INVALID;
+    }
+    if (json_object_size(tags) > ST_TAGS_MAX) {
+        snprintf(msg, msg_len, "a device has at most %d tags; this one has %zu", ST_TAGS_MAX, json_object_size(tags));
+        return SG_E_INVALID;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)tags, k, v) {
+        if (!st_reg_tag_key_valid(k, strlen(k))) {
+            snprintf(msg, msg_len, "tag key '%.80s' is not 1-%d characters of A-Z a-z 0-9 _ . -", k, ST_TAG_KEY_MAX);
+            return SG_E_INVALID;
+        }
+        if (!json_is_string(v)) {
+            snprintf(msg, msg_len, "tag '%s' must have a string value", k);
+            return SG_E_INVALID;
+        }
+        if (utf8_chars(json_string_value(v), json_string_length(v)) > ST_TAG_VALUE_MAX) {
+            snprintf(msg, msg_len, "the value of tag '%s' is longer than %d characters", k, ST_TAG_VALUE_MAX);
+            return SG_E_INVALID;
+        }
+    }
+    return SG_OK;
+}
+
+sg_rc st_reg_tag_filter_parse(const char *s, st_tag_filter_t *f)
+{
+    memset(f, 0, sizeof *f);
+    const char *colon = strchr(s, ':');
+    size_t klen = colon ? (size_t)(colon - s) : strlen(s);
+    SG_ENSURE(st_reg_tag_key_valid(s, klen), SG_E_INVALID);
+    memcpy(f->key, s, klen);
+    if (colon) {
+        const char *v = colon + 1;
+        size_t vlen = strlen(v);
+        SG_ENSURE(vlen < sizeof f->value && utf8_chars(v, vlen) <= ST_TAG_VALUE_MAX, SG_E_INVALID);
+        memcpy(f->value, v, vlen);
+        f->has_value = true;
+    }
+    return SG_OK;
+}
+
+bool st_reg_tag_match(const json_t *entry, const st_tag_filter_t *f)
+{
+    json_t *v = json_object_get(json_object_get(entry, "tags"), f->key);
+    if (!v)
+        return false;
+    if (!f->has_value)
+        return true;
+    return json_is_string(v) && json_string_length(v) == strlen(f->value) &&
+           strcmp(json_string_value(v), f->value) == 0;
+}
+
+sg_rc st_reg_regen_parse(const json_t *body, int *which, char *msg, size_t msg_len)
+{
+    *which = ST_REGEN_BOTH;
+    if (!body)
+        return SG_OK;
+    if (!json_is_object(body)) {
+        snprintf(msg, msg_len, "the body must be a JSON object: {\"key\": \"primary\", \"secondary\" or \"both\"}");
+        return SG_E_INVALID;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)body, k, v) {
+        if (strcmp(k, "key") != 0) {
+            snprintf(msg, msg_len, "unknown member '%.80s': the body is {\"key\": \"primary\", \"secondary\" or "
+                     "\"both\"}", k);
+            return SG_E_INVALID;
+        }
+    }
+    json_t *key = json_object_get(body, "key");
+    if (!key)
+        return SG_OK;
+    static const struct {
+        const char *name;
+        int which;
+    } names[] = {{"primary", ST_REGEN_PRIMARY}, {"secondary", ST_REGEN_SECONDARY}, {"both", ST_REGEN_BOTH}};
+    for (size_t i = 0; json_is_string(key) && i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(json_string_value(key), names[i].name) == 0) {
+            *which = names[i].which;
+            return SG_OK;
+        }
+    snprintf(msg, msg_len, "key must be \"primary\", \"secondary\" or \"both\"");
+    return SG_E_INVALID;
+}
+
+sg_rc st_reg_regenerate(const json_t *existing, int which, st_reg_put_t *out, const char **err_name, char *err_msg,
+                        size_t err_len)
+{
+    json_t *stored = NULL, *generated = json_object();
+    memset(out, 0, sizeof *out);
+    const char *type = json_string_value(json_object_get(json_object_get(existing, "auth"), "type"));
+    if (!type || strcmp(type, "sas") != 0)
+        FAIL("NotSasDevice", "device '%s' authenticates with %s, not SAS keys: only SAS keys can be regenerated "
+             "(change other credentials with PUT /v1/devices/{id})",
+             json_string_value(json_object_get(existing, "deviceId")), type ? type : "no known credential");
+    stored = json_deep_copy(existing);
+    json_t *auth = json_object_get(stored, "auth");
+    static const char *const names[2] = {"primaryKey", "secondaryKey"};
+    for (int i = 0; i < 2; i++) {
+        if (!(which & (i == 0 ? ST_REGEN_PRIMARY : ST_REGEN_SECONDARY)))
+            continue;
+        json_t *g = random_b64_key(SAS_KEY_BYTES);
+        if (!g)
+            FAIL("Internal", "random source failed");
+        json_object_set(generated, names[i], g);
+        json_object_set_new(auth, names[i], g);
+    }
+    uint32_t gen = (uint32_t)json_integer_value(json_object_get(existing, "generation"));
+    json_object_set_new(stored, "generation", json_integer((json_int_t)gen + 1));
+    out->stored = stored;
+    out->generated = generated;
+    out->revoke = true;
     return SG_OK;
 fail:
     json_decref(generated);

@@ -54,6 +54,44 @@ typedef struct {
 SG_WUR sg_rc st_reg_put(const char *id, const json_t *body, const json_t *existing, int64_t now_ms,
                         st_reg_put_t *out, const char **err_name, char *err_msg, size_t err_len);
 
+/* Tags: at most ST_TAGS_MAX members, keys 1-ST_TAG_KEY_MAX of A-Z a-z 0-9 _ . -, string values of
+ * at most ST_TAG_VALUE_MAX characters (Unicode code points). */
+#define ST_TAGS_MAX 32
+#define ST_TAG_KEY_MAX 64
+#define ST_TAG_VALUE_MAX 256
+
+bool st_reg_tag_key_valid(const char *k, size_t len);
+/* Whether tags (a PUT body's "tags") follows the rules; msg says what is wrong when not. */
+SG_WUR sg_rc st_reg_tags_check(const json_t *tags, char *msg, size_t msg_len);
+
+/* A listing's tag filter: "key" (the entry has the tag) or "key:value" (with that value; the
+ * value may hold ':'). */
+typedef struct {
+    char key[ST_TAG_KEY_MAX + 1];
+    char value[4 * ST_TAG_VALUE_MAX + 1];   /* UTF-8 */
+    bool has_value;
+} st_tag_filter_t;
+
+/* Parse s (NUL-terminated). SG_E_INVALID when the key breaks the tag key rules or the value is
+ * longer than a tag value may be. */
+SG_WUR sg_rc st_reg_tag_filter_parse(const char *s, st_tag_filter_t *f);
+/* Whether the entry's tags pass the filter (only string values match a value). */
+bool st_reg_tag_match(const json_t *entry, const st_tag_filter_t *f);
+
+/* Which SAS keys POST /v1/devices/{id}/keys:regenerate replaces (a bit mask). */
+enum { ST_REGEN_PRIMARY = 1, ST_REGEN_SECONDARY = 2, ST_REGEN_BOTH = 3 };
+
+/* Its body ({"key": "primary"|"secondary"|"both"}, "both" when left out; NULL = an empty body).
+ * SG_E_INVALID with msg filled when it is anything else. */
+SG_WUR sg_rc st_reg_regen_parse(const json_t *body, int *which, char *msg, size_t msg_len);
+
+/* New random SAS keys (as PUT generates them) for the `which` keys of existing, a stored SAS
+ * entry: out->stored is the entry with them and its generation incremented, out->generated the
+ * new keys (the caller owns both; out->revoke is set). SG_E_INVALID with err_name/err_msg when
+ * existing is not a SAS entry ("NotSasDevice") or the random source fails ("Internal"). */
+SG_WUR sg_rc st_reg_regenerate(const json_t *existing, int which, st_reg_put_t *out, const char **err_name,
+                               char *err_msg, size_t err_len);
+
 /* Copy of stored without secrets, with both limits shown (the shard's defaults where the entry
  * sets none). */
 json_t *st_reg_public(const json_t *stored, const st_limits_t *defaults);

@@ -38,9 +38,30 @@ typedef struct {
     zactor_t **readers;
     zactor_t *retainer;
     zlistx_t *routers;  /* identities of routers that said HELLO (strings) */
+    zhashx_t *links;    /* router identity -> rlink_t: what this pass sends it */
+    zlist_t *dirty;     /* rlink_t with frames in their batch (flush_links) */
     zlist_t *parked;    /* parked_t* */
     zlist_t *held;      /* zmsg_t*: session bookkeeping waiting for room in the writer's queue */
 } net_t;
+
+/* What goes back to one router: answers and pushes of a pass in one BATCH when it takes them. */
+typedef struct {
+    char name[SG_WIRE_MAX_PEER + 1];
+    bool batches;       /* its PINGs say it takes BATCH frames */
+    bool queued;        /* in net_t.dirty */
+    bool gone;          /* a send found it disconnected: out of net_t.routers until it speaks */
+    sg_wire_batch_t out;
+} rlink_t;
+
+static void rlink_free(void **item)
+{
+    rlink_t *l = *item;
+    if (l) {
+        sg_wire_batch_fini(&l->out);
+        free(l);
+    }
+    *item = NULL;
+}
 
 /* Messages taken from one socket per wake before the other gets its turn. */
 #define NET_DRAIN_MAX 256
@@ -48,12 +69,29 @@ typedef struct {
 /* Bookkeeping frames held at most; beyond, the writer has been stuck for very long. */
 #define HELD_MAX 200000
 
-static void router_seen(net_t *n, zframe_t *id)
+static rlink_t *rlink_find(net_t *n, const void *id, size_t len)
 {
+    return sg_zmq_lookup_id(n->links, id, len, SG_WIRE_MAX_PEER);
+}
+
+/* A router spoke: it is there (for pushes after a restart, see send_out). */
+static rlink_t *router_seen(net_t *n, zframe_t *id)
+{
+    rlink_t *l = rlink_find(n, zframe_data(id), zframe_size(id));
+    if ((l && !l->gone) || zframe_size(id) == 0 || zframe_size(id) > SG_WIRE_MAX_PEER)
+        return l;
     char *s = zframe_strdup(id);
     if (!zlistx_find(n->routers, s))
         zlistx_add_end(n->routers, s);
+    if (l) {
+        l->gone = false;
+    } else if ((l = calloc(1, sizeof *l))) {   /* kept while the shard runs: routers are few */
+        snprintf(l->name, sizeof l->name, "%s", s);
+        sg_wire_batch_init(&l->out);
+        zhashx_insert(n->links, s, l);
+    }
     free(s);
+    return l;
 }
 
 /* [router][peer][frame] out through the ROUTER socket, never blocking. */
@@ -74,6 +112,7 @@ static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *i
 {
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PONG, NULL);
     h.corr = in->corr;
+    h.flags = SG_WIRE_F_BATCH;   /* the router may batch what it sends here */
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);
     if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_shard_pong(&w, n->ctx->name, n->ctx->incarnation) == SG_OK)
@@ -130,6 +169,26 @@ static void to_worker(net_t *n, zsock_t *q, zmsg_t **m, const sg_wire_hdr_t *h)
     zmsg_destroy(m);
 }
 
+/* What a walk over a batch's items needs (sg_wire_batch_each). */
+typedef struct {
+    net_t *n;
+    zframe_t *rid;          /* the router it came from */
+    const char *via;        /* the router to send through ("": any) */
+} walk_t;
+
+static void on_router(net_t *n, zmsg_t *m);
+
+/* Each item of a router's BATCH as if it had come alone: [router][its peer][its frame]. */
+static void router_item(void *ctx, const uint8_t *peer, size_t peer_len, const uint8_t *f, size_t len)
+{
+    walk_t *k = ctx;
+    zmsg_t *one = zmsg_new();
+    zmsg_addmem(one, zframe_data(k->rid), zframe_size(k->rid));
+    zmsg_addmem(one, peer, peer_len);
+    zmsg_addmem(one, f, len);
+    on_router(k->n, one);
+}
+
 /* [router][peer][frame] from the ROUTER socket. */
 static void on_router(net_t *n, zmsg_t *m)
 {
@@ -147,12 +206,21 @@ static void on_router(net_t *n, zmsg_t *m)
         zmsg_destroy(&m);
         return;
     }
-    router_seen(n, rid);
+    rlink_t *link = router_seen(n, rid);
     switch (h.type) {
     case SG_MSG_PING:
+        if (link)
+            link->batches = (h.flags & SG_WIRE_F_BATCH) != 0;
         pong(n, rid, peer, &h);
         zmsg_destroy(&m);
         return;
+    case SG_MSG_BATCH: {
+        walk_t k = {.n = n, .rid = rid};
+        if (sg_wire_batch_each(&h, router_item, &k) != SG_OK)
+            SG_WARN("store", "net.malformed_frame", "bytes=%zu reason=\"a damaged batch\"", zframe_size(frame));
+        zmsg_destroy(&m);
+        return;
+    }
     case SG_MSG_HELLO:
         if (h.device_len == 0 && zframe_size(peer) == 0) {   /* a router announcing itself */
             zmsg_destroy(&m);
@@ -177,34 +245,36 @@ static void on_router(net_t *n, zmsg_t *m)
     to_worker(n, n->to_writer, &m, &h);
 }
 
-/* Send [peer][frame] to the given router, or to any known one when it is gone or unnamed. */
 /* [router][peer][frame] on the ROUTER socket; 0, or errno. */
-static int send_via(net_t *n, const char *router, size_t rlen, zframe_t *peer, zframe_t *frame)
+static int send_via(net_t *n, const void *router, size_t rlen, const void *peer, size_t peer_len, const void *frame,
+                    size_t len)
 {
-    zmsg_t *m = zmsg_new();
-    zmsg_addmem(m, router, rlen);
-    zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
-    zmsg_append(m, &(zframe_t *){zframe_dup(frame)});
-    if (sg_zmq_send_nowait(n->router, &m) == 0)
-        return 0;
-    int err = errno;
-    zmsg_destroy(&m);
-    return err;
+    void *raw = zsock_resolve(n->router);
+    if (zmq_send(raw, router, rlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return errno;
+    /* queued: the other parts cannot be refused for the high-water mark */
+    zmq_send(raw, peer, peer_len, ZMQ_SNDMORE);
+    zmq_send(raw, frame, len, 0);
+    return 0;
 }
 
-/* Send [peer][frame] through the named router; when it is gone (or unnamed: a session loaded
+/* Send [peer][frame] through the named router now; when it is gone (or unnamed: a session loaded
  * from disk after a restart), through any other connected router. Routers that are gone are
  * forgotten until they speak again. */
-static void send_out(net_t *n, zframe_t *rid, zframe_t *peer, zframe_t *frame)
+static void send_now(net_t *n, const void *rid, size_t rid_len, const void *peer, size_t peer_len, const void *frame,
+                     size_t len)
 {
     int err = EHOSTUNREACH;
-    if (zframe_size(rid) > 0) {
-        err = send_via(n, (const char *)zframe_data(rid), zframe_size(rid), peer, frame);
+    if (rid_len > 0) {
+        err = send_via(n, rid, rid_len, peer, peer_len, frame, len);
         if (err == EHOSTUNREACH) {
-            char *gone = zframe_strdup(rid);
-            void *h = zlistx_find(n->routers, gone);
+            char *gone = strndup(rid, rid_len);
+            void *h = gone ? zlistx_find(n->routers, gone) : NULL;
             if (h)
                 zlistx_delete(n->routers, h);
+            rlink_t *l = rlink_find(n, rid, rid_len);
+            if (l)
+                l->gone = true;
             free(gone);
         }
     }
@@ -212,7 +282,7 @@ static void send_out(net_t *n, zframe_t *rid, zframe_t *peer, zframe_t *frame)
         const char *any = zlistx_first(n->routers);
         if (!any)
             break;
-        err = send_via(n, any, strlen(any), peer, frame);
+        err = send_via(n, any, strlen(any), peer, peer_len, frame, len);
         if (err == EHOSTUNREACH)
             zlistx_delete(n->routers, zlistx_cursor(n->routers));
     }
@@ -220,6 +290,70 @@ static void send_out(net_t *n, zframe_t *rid, zframe_t *peer, zframe_t *frame)
         SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; frame dropped\"");
     else if (err)
         SG_WARN("store", "net.unroutable", "reason=\"no router connected\"");
+}
+
+/* One frame of a batch that cannot go whole, sent alone (send_now). */
+static void item_out(void *ctx, const uint8_t *peer, size_t peer_len, const uint8_t *f, size_t len)
+{
+    walk_t *k = ctx;
+    send_now(k->n, k->via, strlen(k->via), peer, peer_len, f, len);
+}
+
+/* Send what this pass put in l's batch: one BATCH, or the frame alone. A router that is gone
+ * gets its frames sent one by one through the others (send_now). */
+static void flush_link(net_t *n, rlink_t *l)
+{
+    if (l->out.n == 0)
+        return;
+    const uint8_t *f, *peer;
+    size_t len, peer_len, rlen = strlen(l->name);
+    sg_wire_batch_out(&l->out, &f, &len, &peer, &peer_len);
+    int err = l->out.n == 1 ? -1 : send_via(n, l->name, rlen, "", 0, f, len);
+    if (err == -1) {
+        send_now(n, l->name, rlen, peer, peer_len, f, len);
+    } else if (err == EAGAIN) {
+        SG_WARN("store", "net.router_full", "frames=%u reason=\"a router's queue is at its high-water mark; frames "
+                "dropped\"", l->out.n);
+    } else if (err) {
+        l->gone = err == EHOSTUNREACH;
+        void *at = zlistx_find(n->routers, l->name);
+        if (at && l->gone)
+            zlistx_delete(n->routers, at);
+        walk_t k = {.n = n, .via = ""};
+        (void)!sg_wire_batch_each_frame(l->out.w.data, l->out.w.len, item_out, &k);
+    }
+    sg_wire_batch_clear(&l->out);
+}
+
+/* [peer][frame] back out through router rid: into its batch when it takes batches (sent at the
+ * end of the pass by flush_links), else at once. */
+static void send_out(net_t *n, zframe_t *rid, zframe_t *peer, zframe_t *frame)
+{
+    rlink_t *l = rlink_find(n, zframe_data(rid), zframe_size(rid));
+    if (l && l->batches && sg_wire_batchable(zframe_size(peer), zframe_size(frame))) {
+        if (!sg_wire_batch_fits(&l->out, zframe_size(peer), zframe_size(frame)))
+            flush_link(n, l);
+        if (sg_wire_batch_add(&l->out, zframe_data(peer), zframe_size(peer), zframe_data(frame), zframe_size(frame)) ==
+            SG_OK) {
+            if (!l->queued)
+                zlist_append(n->dirty, l);
+            l->queued = true;
+            return;
+        }
+    }
+    if (l)
+        flush_link(n, l);   /* what waits in its batch is older */
+    send_now(n, zframe_data(rid), zframe_size(rid), zframe_data(peer), zframe_size(peer), zframe_data(frame),
+             zframe_size(frame));
+}
+
+static void flush_links(net_t *n)
+{
+    rlink_t *l;
+    while ((l = zlist_pop(n->dirty))) {
+        l->queued = false;
+        flush_link(n, l);
+    }
 }
 
 static void wake_parked(net_t *n, bool all_due_only)
@@ -237,12 +371,36 @@ static void wake_parked(net_t *n, bool all_due_only)
     }
 }
 
+/* The writer's frames for one router, gathered into a BATCH: on whole to a router that takes
+ * batches, else (or when it is gone) one by one. */
+static void send_batch(net_t *n, zframe_t *rid, zframe_t *batch)
+{
+    rlink_t *l = rlink_find(n, zframe_data(rid), zframe_size(rid));
+    if (l)
+        flush_link(n, l);   /* what waits for it is older */
+    int err = l && l->batches && !l->gone ? send_via(n, l->name, strlen(l->name), "", 0, zframe_data(batch),
+                                                     zframe_size(batch))
+                                          : EHOSTUNREACH;
+    if (err == EAGAIN) {
+        SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; frames dropped\"");
+        return;
+    }
+    if (!err)
+        return;
+    /* through that router if it is there (it does not take batches), else through any */
+    walk_t k = {.n = n, .via = l && !l->gone ? l->name : ""};
+    (void)!sg_wire_batch_each_frame(zframe_data(batch), zframe_size(batch), item_out, &k);
+}
+
 static void on_workers(net_t *n, zmsg_t *m)
 {
     char *tag = zmsg_popstr(m);
     if (tag && tag[0] == 'R' && zmsg_size(m) == 3) {
         zframe_t *rid = zmsg_first(m), *peer = zmsg_next(m), *frame = zmsg_next(m);
         send_out(n, rid, peer, frame);
+    } else if (tag && tag[0] == 'B' && zmsg_size(m) == 2) {
+        zframe_t *rid = zmsg_first(m), *batch = zmsg_next(m);
+        send_batch(n, rid, batch);
     } else if (tag && tag[0] == 'P' && zmsg_size(m) == 5) {
         /* A read that found nothing. If telemetry was committed since it looked (its append
          * signal may have come before this), it runs again now instead of waiting. */
@@ -324,6 +482,9 @@ static void net_actor(zsock_t *pipe, void *args)
     net_t n = {.shard = args};
     n.ctx = n.shard->ctx;
     n.routers = zlistx_new();
+    n.links = zhashx_new();
+    zhashx_set_destructor(n.links, rlink_free);
+    n.dirty = zlist_new();
     zlistx_set_duplicator(n.routers, (zlistx_duplicator_fn *)strdup);
     zlistx_set_destructor(n.routers, (zlistx_destructor_fn *)zstr_free);
     zlistx_set_comparator(n.routers, (zlistx_comparator_fn *)strcmp);
@@ -372,6 +533,7 @@ static void net_actor(zsock_t *pipe, void *args)
                 wake_parked(&n, true);
             if (zlist_size(n.held))
                 flush_held(&n);
+            flush_links(&n);   /* one message per router for all this pass answered */
         }
         zpoller_destroy(&poller);
     }
@@ -388,6 +550,8 @@ static void net_actor(zsock_t *pipe, void *args)
     stop_workers(&n);
     zsock_destroy(&n.router);
     zlistx_destroy(&n.routers);
+    zlist_destroy(&n.dirty);
+    zhashx_destroy(&n.links);
 }
 
 st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned partition, const char *bind,

@@ -1,6 +1,6 @@
 /* st_wadmin.c — HTTP writes the admin tier sends to a device's shard: registry put and delete,
- * command enqueue (with the queue limits that answer 429) and purge, consumer group commits.
- * Each answer goes out once the batch is durable. */
+ * SAS key regeneration, command enqueue (with the queue limits that answer 429) and purge,
+ * consumer group commits. Each answer goes out once the batch is durable. */
 #include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -30,13 +30,10 @@ static json_t *load_entry(writer_t *w, wdev_t *d)
     return e;
 }
 
-sg_rc st_writer_device_put(writer_t *w, wdev_t *d, const json_t *body, int64_t now, st_reg_put_t *put, json_t **answer,
-                           const char **err_name, char *err_msg, size_t err_len)
+/* Write put->stored as d's entry into the open batch (and d->reg, d->reg_text); *answer (when
+ * asked) gets the caller's view of it. put->stored is consumed. */
+static void put_entry(writer_t *w, wdev_t *d, st_reg_put_t *put, json_t **answer)
 {
-    json_t *existing = d->exists ? load_entry(w, d) : NULL;
-    sg_rc rc = st_reg_put(d->id, body, existing, now, put, err_name, err_msg, err_len);
-    json_decref(existing);
-    SG_GUARD(rc);
     char *text = json_dumps(put->stored, JSON_COMPACT);
     if (!text || st_reg_from_json(put->stored, &d->reg) != SG_OK)
         stw_fatal_io("registry-encode");
@@ -53,6 +50,16 @@ sg_rc st_writer_device_put(writer_t *w, wdev_t *d, const json_t *body, int64_t n
         zlist_append(w->reg_texts, d);
     free(d->reg_text);
     d->reg_text = text;
+}
+
+sg_rc st_writer_device_put(writer_t *w, wdev_t *d, const json_t *body, int64_t now, st_reg_put_t *put, json_t **answer,
+                           const char **err_name, char *err_msg, size_t err_len)
+{
+    json_t *existing = d->exists ? load_entry(w, d) : NULL;
+    sg_rc rc = st_reg_put(d->id, body, existing, now, put, err_name, err_msg, err_len);
+    json_decref(existing);
+    SG_GUARD(rc);
+    put_entry(w, d, put, answer);
     if (put->created) {
         d->exists = true;
         w->counters.devices++;
@@ -78,6 +85,50 @@ static void adm_device_put(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64
     }
     json_decref(put.generated);
     st_writer_answer_admin(w, op, put.created ? 201 : 200, reply);
+}
+
+/* POST /v1/devices/{id}/keys:regenerate: new SAS keys through the group commit, answered once
+ * durable with the keys (shown this once). A credential change like a PUT's (the generation goes
+ * up), except that a live session stays when it authenticated with the key that is kept: rotating
+ * one key at a time is how a fleet moves to new keys without dropping its devices. */
+static void adm_keys_regenerate(writer_t *w, op_t *op, wdev_t *d, const json_t *body)
+{
+    char emsg[400];
+    const char *ename = "InvalidKeyName";
+    int which;
+    if (!d->exists) {
+        st_writer_answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
+        return;
+    }
+    if (st_reg_regen_parse(body, &which, emsg, sizeof emsg) != SG_OK) {
+        st_writer_answer_admin(w, op, 400, st_error_json(ename, "%s", emsg));
+        return;
+    }
+    json_t *existing = load_entry(w, d);
+    if (!existing) {
+        st_writer_answer_admin(w, op, 500, st_error_json("Internal", "device '%s': its registry entry is unreadable",
+                                                         d->id));
+        return;
+    }
+    st_reg_put_t put;
+    sg_rc rc = st_reg_regenerate(existing, which, &put, &ename, emsg, sizeof emsg);
+    json_decref(existing);
+    if (rc != SG_OK) {
+        st_writer_answer_admin(w, op, strcmp(ename, "Internal") == 0 ? 500 : 400, st_error_json(ename, "%s", emsg));
+        return;
+    }
+    json_t *reply = NULL;
+    put_entry(w, d, &put, &reply);
+    json_decref(put.generated);
+    bool kick = d->sess.live && (which == ST_REGEN_BOTH || d->sess.sas_key == 0 || (d->sess.sas_key & which));
+    SG_INFO("store", "keys.regenerated", "device=%s keys=%s generation=%u session=%s", d->id,
+            which == ST_REGEN_BOTH ? "both" : which == ST_REGEN_PRIMARY ? "primary" : "secondary", d->reg.generation,
+            !d->sess.live ? "none" : kick ? "revoked" : "kept");
+    if (kick) {
+        stw_send_kick(w, d, SG_KICK_REVOKED);
+        stw_session_end(w, d);
+    }
+    st_writer_answer_admin(w, op, 200, reply);
 }
 
 /* Take every queued message of d out with `outcome` (they are read from the database: the batch
@@ -355,6 +406,7 @@ void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     case SG_ADM_DEVICE_DELETE: adm_device_delete(w, op, d, now); break;
     case SG_ADM_MSG_PURGE: adm_msg_purge(w, op, d, now); break;
     case SG_ADM_MSG_ENQUEUE: adm_enqueue(w, op, d, body, now); break;
+    case SG_ADM_KEYS_REGENERATE: adm_keys_regenerate(w, op, d, len ? body : NULL); break;
     default: st_writer_answer_admin(w, op, 400, st_error_json("BadRequest", "operation %u is not a write", aop)); break;
     }
     json_decref(body);

@@ -141,12 +141,7 @@ void stw_deliver(writer_t *w, wdev_t *d, int64_t now)
             rc = sg_wire_put_payload(&w->scratch, m.payload, m.payload_len);
         if (rc != SG_OK)
             stw_fatal_io("deliver-encode");
-        zmsg_t *msg = zmsg_new();
-        zmsg_addstr(msg, "R");
-        zmsg_addstr(msg, d->sess.router);
-        zmsg_addstr(msg, d->sess.peer);
-        zmsg_addmem(msg, w->scratch.data, w->scratch.len);
-        zmsg_send(&msg, w->out);
+        stw_answer_raw(w, d->sess.router, d->sess.peer, strlen(d->sess.peer), &w->scratch);   /* sent after the run */
         if (d->n_inflight == 0)
             stw_busy_add(w, d);
         d->inflight[d->n_inflight++] = (flight_t){seq, now};

@@ -47,25 +47,76 @@ void *stw_grow(void *arr, size_t *cap, size_t elem, size_t first)
     return p;
 }
 
-/* Queue ['R'][router][peer][frame] to be sent once the batch is durable. */
-void stw_answer_raw(writer_t *w, const char *router, const char *peer, size_t peer_len, const sg_wbuf_t *frame)
+/* The frames gathered for router go on the answer list: ['B'][router][BATCH] (the net actor
+ * passes it on whole to a router that takes batches, one by one to another), or with only one
+ * ['R'][router][peer][frame]. */
+static void close_batch(writer_t *w, const char *router, sg_wire_batch_t *b)
 {
+    if (b->n == 0)
+        return;
+    const uint8_t *f, *peer;
+    size_t len, peer_len;
+    sg_wire_batch_out(b, &f, &len, &peer, &peer_len);
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, b->n == 1 ? "R" : "B");
+    zmsg_addstr(m, router);
+    if (b->n == 1)
+        zmsg_addmem(m, peer, peer_len);
+    zmsg_addmem(m, f, len);
+    zlist_append(w->answers, m);
+    sg_wire_batch_clear(b);
+}
+
+static void batch_free(void **item)
+{
+    sg_wire_batch_t *b = *item;
+    if (b) {
+        sg_wire_batch_fini(b);
+        free(b);
+    }
+    *item = NULL;
+}
+
+/* Frame for peer through router (rlen bytes; empty: any router), kept in order with everything
+ * else for that router. */
+static void queue_frame(writer_t *w, const char *router, size_t rlen, const void *peer, size_t peer_len,
+                        const void *frame, size_t len)
+{
+    char key[SG_WIRE_MAX_PEER + 1] = "";
+    sg_wire_batch_t *b = NULL;
+    if (rlen > 0 && rlen <= SG_WIRE_MAX_PEER) {
+        memcpy(key, router, rlen);
+        key[rlen] = 0;
+        if (!(b = zhashx_lookup(w->outs, key)) && (b = malloc(sizeof *b))) {
+            sg_wire_batch_init(b);
+            zhashx_insert(w->outs, key, b);
+        }
+    }
+    if (b && sg_wire_batchable(peer_len, len)) {
+        if (!sg_wire_batch_fits(b, peer_len, len))
+            close_batch(w, key, b);
+        if (sg_wire_batch_add(b, peer, peer_len, frame, len) == SG_OK)
+            return;
+    }
+    if (b)
+        close_batch(w, key, b);   /* older than this one */
     zmsg_t *m = zmsg_new();
     zmsg_addstr(m, "R");
-    zmsg_addstr(m, router);
+    zmsg_addmem(m, router, rlen);
     zmsg_addmem(m, peer, peer_len);
-    zmsg_addmem(m, frame->data, frame->len);
+    zmsg_addmem(m, frame, len);
     zlist_append(w->answers, m);
+}
+
+void stw_answer_raw(writer_t *w, const char *router, const char *peer, size_t peer_len, const sg_wbuf_t *frame)
+{
+    queue_frame(w, router, strlen(router), peer, peer_len, frame->data, frame->len);
 }
 
 void stw_answer(writer_t *w, const op_t *op, const sg_wbuf_t *frame)
 {
-    zmsg_t *m = zmsg_new();
-    zmsg_addstr(m, "R");
-    zmsg_append(m, &(zframe_t *){zframe_dup(op->router)});
-    zmsg_append(m, &(zframe_t *){zframe_dup(op->peer)});
-    zmsg_addmem(m, frame->data, frame->len);
-    zlist_append(w->answers, m);
+    queue_frame(w, (const char *)zframe_data(op->router), zframe_size(op->router), zframe_data(op->peer),
+                zframe_size(op->peer), frame->data, frame->len);
 }
 
 void st_writer_answer_admin(writer_t *w, const op_t *op, int status, json_t *body)
@@ -84,7 +135,8 @@ static bool brings_data(const op_t *op)
     if (op->h.type == SG_MSG_TELEMETRY || op->h.type == SG_MSG_AUTH)
         return true;
     return op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
-           (aop == SG_ADM_DEVICE_PUT || aop == SG_ADM_MSG_ENQUEUE || aop == SG_ADM_DEVICE_IMPORT);
+           (aop == SG_ADM_DEVICE_PUT || aop == SG_ADM_MSG_ENQUEUE || aop == SG_ADM_DEVICE_IMPORT ||
+            aop == SG_ADM_KEYS_REGENERATE);
 }
 
 /* The volume has no room for op: answer it as refused, change nothing. */
@@ -307,8 +359,11 @@ static void publish_stats(writer_t *w)
     atomic_store(&ctx->stat_fb_next, w->counters.feedback_next);
 }
 
+/* Everything queued goes to the net actor: one message per router for what it gathered. */
 static void send_answers(writer_t *w)
 {
+    for (sg_wire_batch_t *b = zhashx_first(w->outs); b; b = zhashx_next(w->outs))
+        close_batch(w, zhashx_cursor(w->outs), b);
     zmsg_t *m;
     while ((m = zlist_pop(w->answers)))
         zmsg_send(&m, w->out);
@@ -364,6 +419,7 @@ static void cycle(writer_t *w, op_t *first)
     publish_stats(w);
     send_answers(w);
     run_deliveries(w, now);
+    send_answers(w);   /* the deliveries */
     write_carry(w);
     stw_dev_evict(w);
 }
@@ -389,6 +445,8 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     zhashx_set_destructor(w->peers, stw_wpeer_free);
     w->started_mono = sg_mono_ms();
     w->answers = zlist_new();
+    w->outs = zhashx_new();
+    zhashx_set_destructor(w->outs, batch_free);
     w->deliver = zlist_new();
     w->reg_texts = zlist_new();
     w->routers_heard = zhashx_new();
@@ -461,6 +519,7 @@ static void writer_fini(writer_t *w)
     if (w->has_held)
         op_free(&w->held);
     zlist_destroy(&w->answers);
+    zhashx_destroy(&w->outs);
     zlist_destroy(&w->deliver);
     zlist_destroy(&w->reg_texts);
     zhashx_destroy(&w->routers_heard);

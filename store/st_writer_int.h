@@ -40,6 +40,8 @@ typedef struct {
     bool subscribed;
     bool sub_qos0;
     uint8_t method;
+    uint8_t sas_key;          /* the SAS key it authenticated with: ST_REGEN_PRIMARY or _SECONDARY; 0 when
+                               * not known (not kept on disk: a session loaded after a restart) */
 } wsess_t;
 
 typedef struct st_wpeer wpeer_t;
@@ -89,6 +91,7 @@ struct st_writer {
     rocksdb_writebatch_t *batch;
     rocksdb_writebatch_t *carry;   /* bookkeeping written after the answers, without fsync */
     zlist_t *answers;           /* zmsg_t* to send after commit */
+    zhashx_t *outs;             /* router name -> sg_wire_batch_t*: its answers and pushes being gathered */
     zlist_t *deliver;           /* wdev_t* to run deliveries for after commit */
     zlist_t *reg_texts;         /* wdev_t* whose reg_text is set: cleared after each commit */
     expire_t *expired;
@@ -139,7 +142,8 @@ static inline uint16_t stw_pid_of(uint64_t seq) { return (uint16_t)(seq % 65535u
 __attribute__((noreturn)) void stw_fatal_io(const char *what);
 /* Double the capacity of a growing array (first: the capacity of a new one). */
 void *stw_grow(void *arr, size_t *cap, size_t elem, size_t first);
-/* Queue ['R'][router][peer][frame], or an answer to op's sender, or an ADMIN answer. */
+/* Queue a frame for peer through router (or an answer to op's sender), sent once the batch is
+ * durable: frames for one router travel as one BATCH (see send_answers). */
 void stw_answer_raw(writer_t *w, const char *router, const char *peer, size_t peer_len, const sg_wbuf_t *frame);
 void stw_answer(writer_t *w, const op_t *op, const sg_wbuf_t *frame);
 

@@ -53,6 +53,7 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     uint16_t status = SG_AUTH_BAD_CREDENTIALS;
     const char *why = "unknown-device";
     bool present = false;
+    uint8_t sas_key = 0;
 
     if (sg_wire_get_auth(&op->h, &a) != SG_OK) {
         why = "malformed-request";
@@ -68,8 +69,11 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         sg_rc rc = sg_sas_parse((const char *)a.credential, a.credential_len, &t);
         if (rc == SG_OK) {
             rc = sg_sas_verify(&t, d->id, d->reg.key1, d->reg.key1_len, now / 1000);
-            if (rc == SG_E_AUTH)
+            sas_key = ST_REGEN_PRIMARY;
+            if (rc == SG_E_AUTH) {
                 rc = sg_sas_verify(&t, d->id, d->reg.key2, d->reg.key2_len, now / 1000);
+                sas_key = ST_REGEN_SECONDARY;
+            }
         }
         if (rc == SG_OK) {
             status = SG_AUTH_OK;
@@ -94,6 +98,7 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         d->sess.subscribed = present && d->sess.subscribed;
         d->sess.sub_qos0 = d->sess.subscribed && d->sess.sub_qos0;
         d->sess.method = a.method;
+        d->sess.sas_key = sas_key;   /* a regeneration of the other key leaves the session up */
         d->sess.handle = op->h.corr;
         d->sess.since_ms = now;
         d->sess.peer = stw_intern(w, (const char *)zframe_data(op->peer), zframe_size(op->peer));

@@ -191,7 +191,7 @@ class RefusedBeforeTheBodyTest(GatewayTest):
         finally:
             s.close()
         # at the limit it is read (and this one is a valid request)
-        body = json.dumps({"tags": {"pad": "p" * 1000}})
+        body = json.dumps({"tags": {"pad%d" % i: "p" * 200 for i in range(5)}})   # tags: 256 chars a value
         r = self.gw.http("PUT", "/v1/devices/" + did, body)
         self.assertEqual(r.status, 201, r)
 

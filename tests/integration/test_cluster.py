@@ -106,6 +106,27 @@ class ClusterRoutingTest(ClusterTestBase):
         self.assertEqual([base64.b64decode(r["payload"]) for r in recs], [b"one", b"two"])
         self.assertEqual(len(self.gw.records_of(dev["id"])), 1, "one device's records in two partitions")
 
+    def test_frames_travel_in_batches_and_in_order(self):
+        """Under load the hops carry many frames per message (BATCH): frontend to router, router to
+        shard and back. Every publish is acknowledged and each device's records are in the order
+        it sent them."""
+        gw = self.gw
+        before = gw.cluster_info()["routers"][0]
+        devs = [gw.create_device() for _ in range(4)]
+        clients = [self.connected(d, port=self.fe0) for d in devs]
+        n = 300
+        mids = {c: [c.publish(c.telemetry_topic(), b"m-%03d" % i) for i in range(n)] for c in clients}
+        for c in clients:
+            c.wait_acked(mids[c], 60)
+        for d in devs:
+            recs = gw.wait_records(d["id"], n, timeout=60)
+            self.assertEqual([base64.b64decode(r["payload"]) for r in recs], [b"m-%03d" % i for i in range(n)])
+        after = gw.cluster_info()["routers"][0]
+        sgtest.log("router batches in %d, out %d for %d publishes"
+                   % (after["batchesIn"] - before["batchesIn"], after["batchesOut"] - before["batchesOut"], 4 * n))
+        self.assertGreater(after["batchesIn"], before["batchesIn"], "no BATCH reached the router")
+        self.assertGreater(after["batchesOut"], before["batchesOut"], "the router sent no BATCH")
+
     def test_sessions_counted_per_shard(self):
         shards = self.shard_partitions()
         for shard in shards:

@@ -444,8 +444,8 @@ class ApiTest(ApiCase):
         self.call("HEAD", "/readyz", token=None, expect=405)
 
     def test_unknown_paths_and_methods(self):
-        for path in ("/nope", "/v1", "/v1/devices", "/v1/devices/x/nope", "/v1/feedback", "/v1/inquiries",
-                     "/v1/notifications", "/v1/devices/x/methods/reboot", "/v1/devices/x/keys:regenerate"):
+        for path in ("/nope", "/v1", "/v1/devices/", "/v1/devices/x/nope", "/v1/feedback", "/v1/inquiries",
+                     "/v1/notifications", "/v1/devices/x/methods/reboot", "/v1/devices/x/keys:rotate"):
             r = sgtest.http_request(self.gw.admin_port, "GET", path, token=self.gw.admin_token)
             self.assertEqual(r.status, 404, "%s: %r" % (path, r))
             self.spec.check_generic("NotFound", r)
@@ -453,7 +453,8 @@ class ApiTest(ApiCase):
             self.assertNotIn(path, self.spec.doc["paths"])
         for method, template in (("POST", "/healthz"), ("DELETE", "/v1/cluster"), ("PATCH", "/v1/devices/{id}"),
                                  ("PUT", "/v1/devices/{id}/messages"), ("GET", "/v1/devices:import"),
-                                 ("OPTIONS", "/metrics"), ("GET", "/v1/telemetry/groups/{group}/commit")):
+                                 ("OPTIONS", "/metrics"), ("GET", "/v1/telemetry/groups/{group}/commit"),
+                                 ("POST", "/v1/devices"), ("GET", "/v1/devices/{id}/keys:regenerate")):
             self.assertNotIn(method.lower(), self.spec.doc["paths"][template], "%s %s is documented" % (method, template))
             path = fill(template, {"id": "dev-1", "group": "g"})
             r = sgtest.http_request(self.gw.admin_port, method, path, body="{}" if method != "GET" else None,
@@ -465,7 +466,8 @@ class ApiTest(ApiCase):
         big = "x" * (300 * 1024)
         for method, template in (("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/cluster"),
                                  ("GET", "/v1/telemetry"), ("DELETE", "/v1/devices/{id}"),
-                                 ("POST", "/v1/telemetry/groups/{group}/commit"), ("PUT", "/v1/devices/{id}")):
+                                 ("POST", "/v1/telemetry/groups/{group}/commit"), ("PUT", "/v1/devices/{id}"),
+                                 ("GET", "/v1/devices"), ("POST", "/v1/devices/{id}/keys:regenerate")):
             r = self.call(method, template, params={"id": "big-1", "group": "g"}, body=big, expect=413)
             self.assertEqual(self.error_of(r), "BodyTooLarge")
 
@@ -502,7 +504,7 @@ class ApiTest(ApiCase):
     def test_device_lifecycle(self):
         did = sgtest.uid("oa")
         p = {"id": did}
-        r = self.call("PUT", "/v1/devices/{id}", p, body={"tags": {"site": "north", "n": 3}}, expect=201)
+        r = self.call("PUT", "/v1/devices/{id}", p, body={"tags": {"site": "north", "n": "3"}}, expect=201)
         created = r.json
         self.assertIn("primaryKey", created["auth"])
         self.assertIn("secondaryKey", created["auth"])
@@ -564,13 +566,62 @@ class ApiTest(ApiCase):
             self.assertEqual(self.error_of(r), "InvalidJson", body)
         r = self.call("PUT", "/v1/devices/{id}", p, body={"deviceId": "other"}, expect=400)
         self.assertEqual(self.error_of(r), "InvalidDevice")
-        for body in ({"color": "red"}, {"status": "on"}, {"tags": []},
+        for body in ({"color": "red"}, {"status": "on"}, {"tags": []}, {"tags": {"n": 3}}, {"tags": {"v": "x" * 257}},
+                     {"tags": {"t%d" % i: "" for i in range(33)}},
                      {"limits": {"maxQueuedMessages": 0}}, {"limits": {"speed": 1}},
                      {"auth": {"type": "sas", "primaryKey": "c2hvcnQ="}}, {"auth": {"type": "rsa"}}, {"auth": {}},
                      {"auth": {"type": "x509"}}, {"auth": {"type": "psk", "key": "abcd"}}):
             r = self.call("PUT", "/v1/devices/{id}", p, body=body, expect=400, body_valid=False)
             self.assertEqual(self.error_of(r), "InvalidDevice", body)
         self.call("GET", "/v1/devices/{id}", p, expect=404)
+
+    def test_device_list(self):
+        run = sgtest.uid("lst")
+        for i in range(3):
+            self.call("PUT", "/v1/devices/{id}", {"id": "%s-%d" % (run, i)}, body={"tags": {"run": run}}, expect=201)
+        r = self.call("GET", "/v1/devices", query={"tag": "run:" + run, "limit": 2}, expect=200)
+        self.assertEqual([e["deviceId"] for e in r.json["devices"]], [run + "-0", run + "-1"])
+        self.assertEqual(r.json["devices"][0]["auth"], {"type": "sas"})
+        r = self.call("GET", "/v1/devices", query={"tag": "run:" + run, "after": r.json["next"]}, expect=200)
+        self.assertEqual(([e["deviceId"] for e in r.json["devices"]], r.json["next"]), ([run + "-2"], None))
+        self.call("GET", "/v1/devices", query={"tag": "run"}, expect=200)
+        self.call("GET", "/v1/devices", query={"after": ""}, expect=200)
+        r = self.call("GET", "/v1/devices", expect=200)
+        self.assertLessEqual(len(r.json["devices"]), 100)
+        for query in ({"limit": 0}, {"limit": 1001}, {"limit": "x"}, {"after": "bad id"}, {"tag": "bad key"},
+                      {"tag": "k:" + "v" * 257}):
+            r = self.call("GET", "/v1/devices", query=query, expect=400)
+            self.assertEqual(self.error_of(r), "InvalidQuery", query)
+
+    def test_keys_regenerate(self):
+        dev = self.gw.create_device()
+        p = {"id": dev["id"]}
+        t = "/v1/devices/{id}/keys:regenerate"
+        r = self.call("POST", t, p, body={"key": "primary"}, expect=200)
+        self.assertEqual(set(r.json["auth"]), {"type", "primaryKey"})
+        self.assertEqual(r.json["generation"], dev["entry"]["generation"] + 1)
+        r = self.call("POST", t, p, body={"key": "secondary"}, expect=200)
+        self.assertEqual(set(r.json["auth"]), {"type", "secondaryKey"})
+        r = self.call("POST", t, p, body={}, expect=200)
+        self.assertEqual(set(r.json["auth"]), {"type", "primaryKey", "secondaryKey"})
+        r = self.call("POST", t, p, expect=200)   # no body at all: both
+        self.assertEqual(set(r.json["auth"]), {"type", "primaryKey", "secondaryKey"})
+        self.assertEqual(r.json["generation"], dev["entry"]["generation"] + 4)
+        self.assertEqual(self.call("GET", "/v1/devices/{id}", p, expect=200).json["auth"], {"type": "sas"})
+        for body in ({"key": "tertiary"}, {"key": 1}, {"key": "both", "x": 1}):
+            r = self.call("POST", t, p, body=body, expect=400, body_valid=False)
+            self.assertEqual(self.error_of(r), "InvalidKeyName", body)
+        for body in ("nope", "[]"):
+            r = self.call("POST", t, p, body=body, expect=400)
+            self.assertEqual(self.error_of(r), "InvalidJson", body)
+        r = self.call("POST", t, {"id": sgtest.uid("none")}, body={}, expect=404)
+        self.assertEqual(self.error_of(r), "DeviceNotFound")
+        r = self.call("POST", t, {"id": "bad id"}, body={}, expect=400)
+        self.assertEqual(self.error_of(r), "InvalidDeviceId")
+        psk = sgtest.uid("psk")
+        self.call("PUT", "/v1/devices/{id}", {"id": psk}, body={"auth": {"type": "psk"}}, expect=201)
+        r = self.call("POST", t, {"id": psk}, body={"key": "both"}, expect=400)
+        self.assertEqual(self.error_of(r), "NotSasDevice")
 
     def test_import(self):
         existing = self.gw.create_device()
@@ -793,10 +844,13 @@ class AdminWithoutRouterTest(ApiCase):
         self.assertEqual(self.error_of(r), "RouterUnavailable")
         r = self.call("POST", "/v1/devices:import", port=port, body='{"deviceId":"x"}\n', expect=503)
         self.assertEqual(self.error_of(r), "RouterUnavailable")
+        r = self.call("GET", "/v1/devices", port=port, expect=503)
+        self.assertEqual(self.error_of(r), "RouterUnavailable")
         r = self.call("GET", "/metrics", port=port, expect=200)
         self.assertIn("sacgate_router_up 0", r.text)
         for method, template, body in (("GET", "/v1/devices/{id}", None), ("PUT", "/v1/devices/{id}", {}),
-                                       ("POST", "/v1/devices/{id}/messages", {"payload": "x"})):
+                                       ("POST", "/v1/devices/{id}/messages", {"payload": "x"}),
+                                       ("POST", "/v1/devices/{id}/keys:regenerate", {"key": "both"})):
             r = self.call(method, template, {"id": "lost-1"}, port=port, body=body, body_valid=True)
             self.assertIn(r.status, (503, 504), r)
 
