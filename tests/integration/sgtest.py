@@ -62,6 +62,19 @@ def _default_bin():
 
 
 BIN = os.environ.get("SACGATE_BIN") or _default_bin()
+
+
+def _sanitized(path):
+    """Is the gateway binary built with AddressSanitizer (its allocator keeps freed memory in a
+    quarantine, so memory figures mean nothing there)?"""
+    try:
+        with open(path, "rb") as f:
+            return b"AddressSanitizer" in f.read()
+    except OSError:
+        return False
+
+
+SANITIZED = _sanitized(BIN)
 TOPOLOGY = os.environ.get("SACGATE_TOPOLOGY", "all")
 FILE_TIMEOUT = float(os.environ.get("SGTEST_FILE_TIMEOUT", "280"))
 TEST_TIMEOUT = int(os.environ.get("SGTEST_TEST_TIMEOUT", "150"))

@@ -103,8 +103,10 @@ class PacketLimitsTest(GatewayTest):
         for s in socks:
             s.close()
         # had the frontend taken them (allocating what was announced) it would be 73 MB; TLS
-        # sessions alone take ~14 KB each here, so allow that and a little more
-        self.assertLess(grown, 300 * 14 + 2048, "memory grew with what the peers announced")
+        # sessions alone take ~14 KB each here, so allow that and a little more (not in a sanitizer
+        # build: its allocator keeps what the handshakes freed)
+        if not sgtest.SANITIZED:
+            self.assertLess(grown, 300 * 14 + 2048, "memory grew with what the peers announced")
 
     def test_will_over_the_cap_refuses_the_connect(self):
         dev = self.gw.create_device()
