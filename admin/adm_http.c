@@ -530,9 +530,11 @@ static bool group_valid(req_t *r, const char *g)
     return false;
 }
 
-static void h_telemetry(req_t *r, const char *id)
+/* GET /v1/telemetry and GET /v1/feedback: one partition (shard) of a log kept by offset, after
+ * `after` or after a consumer group's committed position. The shard tells the logs apart by the
+ * query's "log" (absent: telemetry), so both go as the same read operation. */
+static void read_log(req_t *r, const char *log)
 {
-    (void)id;
     long long partition = 0, after = -1, max = 100, wait = 0;
     if (!query_int(r, "partition", 0, 1 << 20, &partition) || !query_int(r, "after", -1, INT64_MAX - 1, &after) ||
         !query_int(r, "max", 1, 1000, &max) || !query_int(r, "wait", 0, 60, &wait))
@@ -547,6 +549,8 @@ static void h_telemetry(req_t *r, const char *id)
     json_t *q = json_pack("{s:I,s:I,s:I}", "after", (json_int_t)after, "max", (json_int_t)max, "wait", (json_int_t)wait);
     if (group)
         json_object_set_new(q, "group", json_string(group));
+    if (log)
+        json_object_set_new(q, "log", json_string(log));
     char *text = json_dumps(q, JSON_COMPACT);
     json_decref(q);
     zframe_t *f = text ? admin_frame(NULL, (uint32_t)partition, SG_ADM_TELEMETRY_READ, text) : NULL;
@@ -554,9 +558,23 @@ static void h_telemetry(req_t *r, const char *id)
     submit(r, &f, 1, wait * 1000 + r->adm->timeout_ms, finish_passthrough);
 }
 
-/* POST /v1/telemetry/groups/{group}/commit {"partition", "offset"}: the group's position, durable
- * in the partition's shard before the 204. */
-static void h_group_commit(req_t *r, const char *group)
+static void h_telemetry(req_t *r, const char *id)
+{
+    (void)id;
+    read_log(r, NULL);
+}
+
+/* GET /v1/feedback: what became of the messages that asked for feedback (their `ack`), one
+ * partition per shard as telemetry (docs/feedback.md). */
+static void h_feedback(req_t *r, const char *id)
+{
+    (void)id;
+    read_log(r, "feedback");
+}
+
+/* POST /v1/{telemetry,feedback}/groups/{group}/commit {"partition", "offset"}: the group's
+ * position in that log, durable in the partition's shard before the 204. */
+static void commit_group(req_t *r, const char *group, const char *log)
 {
     json_t *b = body_json(r);
     if (!b)
@@ -566,6 +584,8 @@ static void h_group_commit(req_t *r, const char *group)
         error(r, 400, "InvalidCommit", "a commit is {\"partition\": n >= 0, \"offset\": the last offset read, or -1}");
     } else if (group_valid(r, group) && partition_known(r, json_integer_value(p))) {
         json_t *q = json_pack("{s:s,s:O}", "group", group, "offset", o);
+        if (log)
+            json_object_set_new(q, "log", json_string(log));
         char *text = json_dumps(q, JSON_COMPACT);
         json_decref(q);
         zframe_t *f = text ? admin_frame(NULL, (uint32_t)json_integer_value(p), SG_ADM_GROUP_COMMIT, text) : NULL;
@@ -574,6 +594,9 @@ static void h_group_commit(req_t *r, const char *group)
     }
     json_decref(b);
 }
+
+static void h_group_commit(req_t *r, const char *group) { commit_group(r, group, NULL); }
+static void h_feedback_commit(req_t *r, const char *group) { commit_group(r, group, "feedback"); }
 
 static const char *device_id_of(const json_t *entry) { return json_string_value(json_object_get(entry, "deviceId")); }
 
@@ -716,6 +739,8 @@ static const route_t k_routes[] = {
     {"GET", "/v1/cluster", ADM_ROLE_ADMIN, BODY_NONE, h_cluster},
     {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, BODY_NONE, h_telemetry},
     {"POST", "/v1/telemetry/groups/*/commit", ADM_ROLE_SERVICE, BODY_JSON, h_group_commit},
+    {"GET", "/v1/feedback", ADM_ROLE_SERVICE, BODY_NONE, h_feedback},
+    {"POST", "/v1/feedback/groups/*/commit", ADM_ROLE_SERVICE, BODY_JSON, h_feedback_commit},
     {"POST", IMPORT_PATH, ADM_ROLE_REGISTRY_WRITE, BODY_STREAM, h_import},
     {"GET", "/v1/devices", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_device_list},
     {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_device_put},

@@ -4,8 +4,9 @@
  * Inproc protocol (all multipart):
  *   net -> writer/reader:  [router][peer][frame]                   (+ [deadline u64] to readers)
  *   writer/reader -> net:  ['R'][router][peer][frame]              answer or push ("" router = any)
- *                          ['P'][router][peer][frame][deadline]     park a long-poll read
- *                          ['A']                                    telemetry was appended */
+ *                          ['P'][router][peer][frame][deadline][seen]  park a long-poll read (seen:
+ *                                   stat_tele_next and stat_fb_next, two u64, as the read looked)
+ *                          ['A']                                    telemetry or feedback was appended */
 #ifndef ST_INTERNAL_H
 #define ST_INTERNAL_H
 

@@ -14,7 +14,9 @@
  * Default column family: "shard" -> shard counters; "L{id}" -> "" while the device has a live
  * session (so a restarted shard finds its sessions without a scan); "G{group}" -> the consumer
  * group's committed telemetry position (be64 of offset + 1: 0 is "nothing read yet");
- * "retained" -> the oldest retained telemetry offset and feedback sequence (two be64). */
+ * "F{group}" -> the same for the group's feedback position (a key space of its own: a telemetry
+ * group and a feedback group of one name are independent); "retained" -> the oldest retained
+ * telemetry offset and feedback sequence (two be64). */
 #ifndef ST_KEYS_H
 #define ST_KEYS_H
 
@@ -73,13 +75,22 @@ static inline size_t st_key_exp(char *out, int64_t expires_ms, const char *id, s
 
 #define ST_LIVE_PREFIX "L"
 #define ST_GROUP_PREFIX "G"
+#define ST_FB_GROUP_PREFIX "F"
 #define ST_GROUP_MAX SG_GROUP_MAX
 #define ST_RETAINED_KEY "retained"
 
-/* G{group} */
+/* G{group}: a consumer group's telemetry position. out holds 1 + ST_GROUP_MAX bytes. */
 static inline size_t st_key_group(char *out, const char *group, size_t len)
 {
     out[0] = ST_GROUP_PREFIX[0];
+    memcpy(out + 1, group, len);
+    return len + 1;
+}
+
+/* F{group}: a consumer group's feedback position. out holds 1 + ST_GROUP_MAX bytes. */
+static inline size_t st_key_fb_group(char *out, const char *group, size_t len)
+{
+    out[0] = ST_FB_GROUP_PREFIX[0];
     memcpy(out + 1, group, len);
     return len + 1;
 }

@@ -1,7 +1,8 @@
 /* st_reader.c — a shard's reader threads: answers that need only committed data (a device's
- * entry and connection, its pending messages, a page of the registry, telemetry reads, shard
- * statistics). Readers never change state; a telemetry read that finds nothing and may wait is
- * handed back to the net actor to park until the writer appends more or its wait runs out. */
+ * entry and connection, its pending messages, a page of the registry, telemetry and feedback
+ * reads, shard statistics). Readers never change state; a log read that finds nothing and may
+ * wait is handed back to the net actor to park until the writer appends more or its wait runs
+ * out. */
 #include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -33,7 +34,7 @@ typedef struct {
 typedef struct {
     zframe_t *router, *peer, *frame;
     uint64_t deadline;
-    uint64_t seen_next;   /* the shard's next telemetry offset when the read looked */
+    uint64_t seen[2];     /* the shard's next telemetry offset and feedback sequence when the read looked */
     sg_wire_hdr_t h;
 } rop_t;
 
@@ -348,19 +349,60 @@ static void device_list(reader_t *r, rop_t *op, json_t *q)
     answer(r, op, 200, ans);
 }
 
+/* The logs a shard keeps by offset, read the same way (GET /v1/telemetry, GET /v1/feedback):
+ * after an offset or a consumer group's committed position, a page at a time, parked while empty. */
+typedef struct {
+    const char *damaged;   /* the log event of a record that cannot be read */
+    st_cf_t cf;
+    size_t (*group_key)(char *out, const char *group, size_t len);
+    /* The record at off as JSON; NULL when it is damaged (skipped). */
+    json_t *(*record)(int64_t off, const char *v, size_t vl);
+} log_kind_t;
+
+static json_t *tele_record(int64_t off, const char *v, size_t vl)
+{
+    st_tele_t t;
+    if (st_tele_get(v, vl, &t) != SG_OK)
+        return NULL;
+    return json_pack("{s:I,s:s%,s:o,s:o,s:o}", "offset", (json_int_t)off, "deviceId", t.device, t.device_len,
+                     "enqueuedAt", time_json(t.enqueued_ms), "properties", props_json(t.props), "payload",
+                     b64_json(t.payload, t.payload_len));
+}
+
+/* A feedback record: which message of which device ended how, and when. */
+static json_t *fb_record(int64_t off, const char *v, size_t vl)
+{
+    st_feedback_t f;
+    if (st_feedback_get(v, vl, &f) != SG_OK)
+        return NULL;
+    return json_pack("{s:I,s:s%,s:s%,s:s,s:o}", "offset", (json_int_t)off, "messageId", f.message_id,
+                     f.message_id_len, "deviceId", f.device, f.device_len, "outcome", st_outcome_name(f.outcome),
+                     "at", time_json(f.at_ms));
+}
+
+static const log_kind_t k_telemetry = {"telemetry.damaged", ST_CF_TELE, st_key_group, tele_record};
+static const log_kind_t k_feedback = {"feedback.damaged", ST_CF_FB, st_key_fb_group, fb_record};
+
 /* Returns false when nothing was found and the read should be parked. */
-static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
+static bool log_read(reader_t *r, rop_t *op, json_t *q)
 {
     st_ctx_t *ctx = r->ctx;
     bool bad = false;
     int64_t after = int_member(q, "after", -1, -1, INT64_MAX - 1, &bad);
     int64_t max = int_member(q, "max", TELE_DEFAULT_RECORDS, 1, TELE_MAX_RECORDS, &bad);
     int64_t wait = int_member(q, "wait", 0, 0, TELE_MAX_WAIT, &bad);
-    if (bad) {
-        answer(r, op, 400, st_error_json("InvalidQuery", "after must be an offset >= -1, max 1-%d, wait 0-%d seconds",
-                                         TELE_MAX_RECORDS, TELE_MAX_WAIT));
+    json_t *jlog = json_object_get(q, "log");
+    const char *lname = jlog ? json_string_value(jlog) : "telemetry";
+    const log_kind_t *lk = !lname ? NULL : strcmp(lname, "telemetry") == 0 ? &k_telemetry
+                                         : strcmp(lname, "feedback") == 0  ? &k_feedback
+                                                                           : NULL;
+    if (bad || !lk) {
+        answer(r, op, 400, st_error_json("InvalidQuery", "after must be an offset >= -1, max 1-%d, wait 0-%d seconds, "
+                                         "log telemetry or feedback", TELE_MAX_RECORDS, TELE_MAX_WAIT));
         return true;
     }
+    bool fb = lk == &k_feedback;
+    _Atomic uint64_t *oldest_at = fb ? &ctx->stat_fb_oldest : &ctx->stat_tele_oldest;
     const char *group = json_string_value(json_object_get(q, "group"));
     if (group) {
         /* From the group's committed position; a group that never committed starts at the oldest
@@ -371,7 +413,7 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
             answer(r, op, 400, st_error_json("InvalidQuery", "a group name is 1-%d of A-Z a-z 0-9 . _ -", ST_GROUP_MAX));
             return true;
         }
-        if (st_db_get(&ctx->db, NULL, ST_CF_DEFAULT, key, st_key_group(key, group, strlen(group)), &v, &vl) != SG_OK) {
+        if (st_db_get(&ctx->db, NULL, ST_CF_DEFAULT, key, lk->group_key(key, group, strlen(group)), &v, &vl) != SG_OK) {
             answer(r, op, 500, st_error_json("Internal", "the group's position could not be read"));
             return true;
         }
@@ -380,19 +422,20 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
     }
     if (op->deadline == 0 && wait > 0)
         op->deadline = (uint64_t)(sg_mono_ms() + wait * 1000);
-    /* Taken before looking: if a commit lands after this, the net actor sees the offset moved
-     * when it parks the read and runs it again at once (see st_shard.c, on_workers). */
-    op->seen_next = atomic_load(&ctx->stat_tele_next);
+    /* Taken before looking: if a commit lands after this, the net actor sees a log moved when it
+     * parks the read and runs it again at once (see st_shard.c, on_workers). */
+    op->seen[0] = atomic_load(&ctx->stat_tele_next);
+    op->seen[1] = atomic_load(&ctx->stat_fb_next);
     json_t *recs = json_array();
     size_t bytes = 0;
     int64_t next = after;
     /* Records before the oldest retained one are gone (or going: a range delete is under way). */
-    uint64_t from = (uint64_t)(after + 1), oldest = atomic_load(&ctx->stat_tele_oldest);
+    uint64_t from = (uint64_t)(after + 1), oldest = atomic_load(oldest_at);
     if (from < oldest)
         from = oldest;
     uint8_t key[8];
     st_be64(key, from);
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(ctx->db.db, ctx->db.ro, ctx->db.cf[ST_CF_TELE]);
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(ctx->db.db, ctx->db.ro, ctx->db.cf[lk->cf]);
     for (rocksdb_iter_seek(it, (const char *)key, 8); rocksdb_iter_valid(it) && (int64_t)json_array_size(recs) < max;
          rocksdb_iter_next(it)) {
         size_t kl, vl;
@@ -400,16 +443,13 @@ static bool telemetry_read(reader_t *r, rop_t *op, json_t *q)
         const char *v = rocksdb_iter_value(it, &vl);
         if (kl != 8)
             continue;
-        st_tele_t t;
         int64_t off = (int64_t)st_get_be64((const uint8_t *)k);
-        if (st_tele_get(v, vl, &t) != SG_OK) {
-            SG_ERROR("store", "telemetry.damaged", "offset=%lld", (long long)off);
+        json_t *rec = lk->record(off, v, vl);
+        if (!rec) {
+            SG_ERROR("store", lk->damaged, "offset=%lld", (long long)off);
             next = off;
             continue;
         }
-        json_t *rec = json_pack("{s:I,s:s%,s:o,s:o,s:o}", "offset", (json_int_t)off, "deviceId", t.device, t.device_len,
-                                "enqueuedAt", time_json(t.enqueued_ms), "properties", props_json(t.props), "payload",
-                                b64_json(t.payload, t.payload_len));
         if (!fits_page(&bytes, rec)) {
             json_decref(rec);
             break;   /* the next read starts at this record */
@@ -478,7 +518,7 @@ static void park(reader_t *r, rop_t *op)
     zmsg_append(m, &op->peer);
     zmsg_append(m, &op->frame);
     zmsg_addmem(m, &op->deadline, sizeof op->deadline);
-    zmsg_addmem(m, &op->seen_next, sizeof op->seen_next);
+    zmsg_addmem(m, op->seen, sizeof op->seen);
     zmsg_send(&m, r->out);
 }
 
@@ -501,8 +541,8 @@ static void handle(reader_t *r, rop_t *op)
     case SG_ADM_DEVICE_GET: device_get(r, op); break;
     case SG_ADM_MSG_LIST: dev_list(r, op, ST_K_QUEUE, "messages", queued_json); break;
     case SG_ADM_DEADLETTER_LIST: dev_list(r, op, ST_K_DEAD, "deadLetters", dead_json); break;
-    case SG_ADM_TELEMETRY_READ:
-        if (!telemetry_read(r, op, q))
+    case SG_ADM_TELEMETRY_READ:   /* telemetry, or feedback with {"log": "feedback"} */
+        if (!log_read(r, op, q))
             park(r, op);
         break;
     case SG_ADM_SHARD_STATS: shard_stats(r, op); break;

@@ -1,7 +1,7 @@
 /* st_shard.c — a shard's net actor: owns the ROUTER socket that routers connect to, answers
  * liveness probes itself, sends writes to the writer and reads to the readers, parks long-poll
- * telemetry reads until data arrives or their wait ends, and sends every answer and push back
- * out through the router it came from (or any live router for pushes after a restart). */
+ * telemetry and feedback reads until data arrives or their wait ends, and sends every answer and
+ * push back out through the router it came from (or any live router for pushes after a restart). */
 #include "st_shard.h"
 #include <czmq.h>
 #include <errno.h>
@@ -402,15 +402,17 @@ static void on_workers(net_t *n, zmsg_t *m)
         zframe_t *rid = zmsg_first(m), *batch = zmsg_next(m);
         send_batch(n, rid, batch);
     } else if (tag && tag[0] == 'P' && zmsg_size(m) == 5) {
-        /* A read that found nothing. If telemetry was committed since it looked (its append
-         * signal may have come before this), it runs again now instead of waiting. */
+        /* A read that found nothing. If telemetry or feedback was committed since it looked (the
+         * append signal may have come before this), it runs again now instead of waiting. */
         zframe_t *seen = zmsg_last(m);
-        uint64_t seen_next = 0;
+        uint64_t seen_next[2] = {0, 0};
         if (zframe_size(seen) == sizeof seen_next)
-            memcpy(&seen_next, zframe_data(seen), sizeof seen_next);
+            memcpy(seen_next, zframe_data(seen), sizeof seen_next);
         zmsg_remove(m, seen);
         zframe_destroy(&seen);
-        if (seen_next != atomic_load(&n->ctx->stat_tele_next) && sg_zmq_send_nowait(n->to_readers, &m) == 0) {
+        bool moved = seen_next[0] != atomic_load(&n->ctx->stat_tele_next) ||
+                     seen_next[1] != atomic_load(&n->ctx->stat_fb_next);
+        if (moved && sg_zmq_send_nowait(n->to_readers, &m) == 0) {
             free(tag);
             return;
         }

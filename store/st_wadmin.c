@@ -412,25 +412,32 @@ void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     json_decref(body);
 }
 
-/* A consumer group's position in this partition: {"group", "offset"}, the last offset it has
- * read (-1: none). Written through the group commit like everything else, answered when durable. */
+/* A consumer group's position in this partition: {"group", "offset", "log"}, the last offset it
+ * has read (-1: none) in the telemetry log, or in the feedback log with "log": "feedback" (a key
+ * space of its own: st_keys.h). Written through the group commit like everything else, answered
+ * when durable. */
 void stw_adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len)
 {
     json_t *b = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
     const char *g = json_string_value(json_object_get(b, "group"));
-    json_t *off = json_object_get(b, "offset");
-    int64_t last = (int64_t)w->tele_next - 1;
-    if (!g || !sg_group_valid(g, strlen(g)) || !json_is_integer(off)) {
-        st_writer_answer_admin(w, op, 400, st_error_json("BadRequest", "a commit names a valid group and an integer offset"));
+    json_t *off = json_object_get(b, "offset"), *jlog = json_object_get(b, "log");
+    const char *log = jlog ? json_string_value(jlog) : "telemetry";
+    bool fb = log && strcmp(log, "feedback") == 0;
+    int64_t last = (int64_t)(fb ? w->counters.feedback_next : w->tele_next) - 1;
+    if (!g || !sg_group_valid(g, strlen(g)) || !json_is_integer(off) || !log ||
+        (!fb && strcmp(log, "telemetry") != 0)) {
+        st_writer_answer_admin(w, op, 400, st_error_json("BadRequest", "a commit names a valid group, an integer offset "
+                                                         "and the log: telemetry or feedback"));
     } else if (json_integer_value(off) < -1 || json_integer_value(off) > last) {
-        st_writer_answer_admin(w, op, 400, st_error_json("OffsetOutOfRange", "offset %lld is not in this partition: offsets "
-                                               "run to %lld (-1: nothing read)", (long long)json_integer_value(off),
+        st_writer_answer_admin(w, op, 400, st_error_json("OffsetOutOfRange", "offset %lld is not in this partition's %s: "
+                                               "offsets run to %lld (-1: nothing read)",
+                                               (long long)json_integer_value(off), fb ? "feedback" : "telemetry",
                                                (long long)last));
     } else {
         char key[1 + ST_GROUP_MAX];
         uint8_t v[8];
         st_be64(v, (uint64_t)(json_integer_value(off) + 1));
-        size_t klen = st_key_group(key, g, strlen(g));
+        size_t klen = fb ? st_key_fb_group(key, g, strlen(g)) : st_key_group(key, g, strlen(g));
         rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_DEFAULT], key, klen, (const char *)v, sizeof v);
         st_writer_answer_admin(w, op, 204, NULL);
     }

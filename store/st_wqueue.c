@@ -22,6 +22,7 @@ static void feedback(writer_t *w, wdev_t *d, const st_msg_t *m, uint8_t outcome,
     uint8_t key[8];
     st_be64(key, w->counters.feedback_next++);
     w->counters_dirty = true;
+    w->fb_appended = true;
     sg_wbuf_reset(&w->scratch);
     if (st_feedback_put(&w->scratch, m->message_id, m->message_id_len, d->id, d->id_len, outcome, now) != SG_OK)
         stw_fatal_io("feedback-encode");

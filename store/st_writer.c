@@ -367,9 +367,9 @@ static void send_answers(writer_t *w)
     zmsg_t *m;
     while ((m = zlist_pop(w->answers)))
         zmsg_send(&m, w->out);
-    if (w->tele_appended) {
-        zstr_send(w->out, "A");   /* wakes the telemetry long-polls */
-        w->tele_appended = false;
+    if (w->tele_appended || w->fb_appended) {
+        zstr_send(w->out, "A");   /* wakes the telemetry and feedback long-polls */
+        w->tele_appended = w->fb_appended = false;
     }
 }
 

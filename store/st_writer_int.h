@@ -99,6 +99,7 @@ struct st_writer {
     st_counters_t counters;
     bool counters_dirty;
     bool tele_appended;
+    bool fb_appended;           /* feedback in this batch: the append signal wakes feedback long-polls too */
     uint64_t tele_next;
     uint64_t sessions;
     uint64_t queued;

@@ -53,6 +53,9 @@ OPENAPI_ONLY = {"nullable", "discriminator", "readOnly", "writeOnly", "xml", "ex
 # (path template, method) -> set of statuses seen, over every test class of this file
 COVERED = {}
 
+# the consumer-group commits: the same body, one per log
+COMMITS = ("/v1/telemetry/groups/{group}/commit", "/v1/feedback/groups/{group}/commit")
+
 
 # --------------------------------------------------------------------------------------------
 # the document
@@ -444,7 +447,7 @@ class ApiTest(ApiCase):
         self.call("HEAD", "/readyz", token=None, expect=405)
 
     def test_unknown_paths_and_methods(self):
-        for path in ("/nope", "/v1", "/v1/devices/", "/v1/devices/x/nope", "/v1/feedback", "/v1/inquiries",
+        for path in ("/nope", "/v1", "/v1/devices/", "/v1/devices/x/nope", "/v1/feedback/x", "/v1/inquiries",
                      "/v1/notifications", "/v1/devices/x/methods/reboot", "/v1/devices/x/keys:rotate"):
             r = sgtest.http_request(self.gw.admin_port, "GET", path, token=self.gw.admin_token)
             self.assertEqual(r.status, 404, "%s: %r" % (path, r))
@@ -454,6 +457,7 @@ class ApiTest(ApiCase):
         for method, template in (("POST", "/healthz"), ("DELETE", "/v1/cluster"), ("PATCH", "/v1/devices/{id}"),
                                  ("PUT", "/v1/devices/{id}/messages"), ("GET", "/v1/devices:import"),
                                  ("OPTIONS", "/metrics"), ("GET", "/v1/telemetry/groups/{group}/commit"),
+                                 ("GET", "/v1/feedback/groups/{group}/commit"), ("POST", "/v1/feedback"),
                                  ("POST", "/v1/devices"), ("GET", "/v1/devices/{id}/keys:regenerate")):
             self.assertNotIn(method.lower(), self.spec.doc["paths"][template], "%s %s is documented" % (method, template))
             path = fill(template, {"id": "dev-1", "group": "g"})
@@ -467,7 +471,8 @@ class ApiTest(ApiCase):
         for method, template in (("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/cluster"),
                                  ("GET", "/v1/telemetry"), ("DELETE", "/v1/devices/{id}"),
                                  ("POST", "/v1/telemetry/groups/{group}/commit"), ("PUT", "/v1/devices/{id}"),
-                                 ("GET", "/v1/devices"), ("POST", "/v1/devices/{id}/keys:regenerate")):
+                                 ("GET", "/v1/devices"), ("POST", "/v1/devices/{id}/keys:regenerate"),
+                                 ("GET", "/v1/feedback"), ("POST", "/v1/feedback/groups/{group}/commit")):
             r = self.call(method, template, params={"id": "big-1", "group": "g"}, body=big, expect=413)
             self.assertEqual(self.error_of(r), "BodyTooLarge")
 
@@ -496,7 +501,7 @@ class ApiTest(ApiCase):
                     r = self.call(method, template, params=params, body=body, token=lacking[role], expect=403)
                     self.assertEqual(self.error_of(r), "Forbidden")
                 r = self.call(method, template, params=params, body=body, token=holder[role], body_valid=False
-                              if body == {} and template == "/v1/telemetry/groups/{group}/commit" else None)
+                              if body == {} and template in COMMITS else None)
                 self.assertNotIn(r.status, (401, 403), "%s %s with just the role %s: %r" % (method, template, role, r))
 
     # ------------------------------------------------------------ registry
@@ -797,6 +802,66 @@ class ApiTest(ApiCase):
         r = self.call("POST", t, {"group": "g" * 130}, body={"partition": 0, "offset": -1}, expect=404)
         self.assertEqual(self.error_of(r), "NotFound")
 
+    # ------------------------------------------------------------ feedback
+
+    def test_feedback(self):
+        dev = self.gw.create_device()
+        p = {"id": dev["id"]}
+        mid = self.call("POST", "/v1/devices/{id}/messages", p, body={"payload": "x", "ack": "full"},
+                        expect=201).json["messageId"]
+        self.call("DELETE", "/v1/devices/{id}/messages", p, expect=200)
+        # sacgate all has one shard by default: partition 0; its newest record is ours
+        last = self.call("GET", "/v1/cluster", expect=200).json["shards"][0]["feedbackLast"]
+        r = self.call("GET", "/v1/feedback", query={"partition": 0, "after": last - 1, "max": 1}, token="svc",
+                      expect=200)
+        self.assertEqual([(x["messageId"], x["deviceId"], x["outcome"], x["offset"]) for x in r.json["records"]],
+                         [(mid, dev["id"], "purged", last)])
+        self.assertEqual((r.json["next"], r.json["partition"]), (last, 0))
+        # nothing after the end, with a short wait
+        r = self.call("GET", "/v1/feedback", query={"after": last, "wait": 1}, expect=200)
+        self.assertEqual((r.json["records"], r.json["next"]), ([], last))
+        self.call("GET", "/v1/feedback", expect=200)
+        # a consumer group
+        group = sgtest.uid("fgrp")
+        r = self.call("GET", "/v1/feedback", query={"group": group, "partition": 0}, expect=200)
+        self.assertEqual(r.json["group"], group)
+        self.assertIn(mid, [x["messageId"] for x in r.json["records"]])
+        self.call("POST", "/v1/feedback/groups/{group}/commit", {"group": group},
+                  body={"partition": 0, "offset": last}, token="svc", expect=204)
+        r = self.call("GET", "/v1/feedback", query={"group": group}, expect=200)
+        self.assertTrue(all(x["offset"] > last for x in r.json["records"]), r.json)
+        self.call("POST", "/v1/feedback/groups/{group}/commit", {"group": group}, body={"partition": 0, "offset": -1},
+                  expect=204)
+
+    def test_feedback_errors(self):
+        for q in ({"partition": -1}, {"partition": "x"}, {"after": -2}, {"after": "1.5"}, {"max": 0}, {"max": 1001},
+                  {"wait": 61}, {"wait": ""}, {"group": "g", "after": 0}):
+            r = self.call("GET", "/v1/feedback", query=q, expect=400)
+            self.assertEqual(self.error_of(r), "InvalidQuery", q)
+        for g in ("bad!", "x" * 65):
+            r = self.call("GET", "/v1/feedback", query={"group": g}, expect=400)
+            self.assertEqual(self.error_of(r), "InvalidGroup", g)
+        r = self.call("GET", "/v1/feedback", query={"partition": 99}, expect=404)
+        self.assertEqual(self.error_of(r), "PartitionNotFound")
+        t = "/v1/feedback/groups/{group}/commit"
+        for body in (None, "", "{", "7"):
+            r = self.call("POST", t, {"group": "g1"}, body=body, expect=400)
+            self.assertEqual(self.error_of(r), "InvalidJson", body)
+        for body in ({}, {"partition": 0}, {"partition": "0", "offset": 0}, {"partition": -1, "offset": 0},
+                     {"partition": 0, "offset": -2}, {"partition": 0, "offset": 1.5}):
+            r = self.call("POST", t, {"group": "g1"}, body=body, expect=400, body_valid=False)
+            self.assertEqual(self.error_of(r), "InvalidCommit", body)
+        r = self.call("POST", t, {"group": "g1"}, body={"partition": 0, "offset": 1 << 40}, expect=400)
+        self.assertEqual(self.error_of(r), "OffsetOutOfRange")
+        r = self.call("POST", t, {"group": "g1"}, body={"partition": 99, "offset": 0}, expect=404)
+        self.assertEqual(self.error_of(r), "PartitionNotFound")
+        r = self.call("POST", t, {"group": "bad!"}, body={"partition": 0, "offset": -1}, expect=400)
+        self.assertEqual(self.error_of(r), "InvalidGroup")
+        r = self.call("POST", t, {"group": "g" * 129}, body={"partition": 0, "offset": -1}, expect=400)
+        self.assertEqual(self.error_of(r), "InvalidDeviceId")
+        r = self.call("POST", t, {"group": "g" * 130}, body={"partition": 0, "offset": -1}, expect=404)
+        self.assertEqual(self.error_of(r), "NotFound")
+
     # ------------------------------------------------------------ operations
 
     def test_cluster_and_metrics(self):
@@ -840,6 +905,11 @@ class AdminWithoutRouterTest(ApiCase):
         r = self.call("GET", "/v1/telemetry", port=port, expect=503)
         self.assertEqual(self.error_of(r), "RouterUnavailable")
         r = self.call("POST", "/v1/telemetry/groups/{group}/commit", {"group": "g"}, port=port,
+                      body={"partition": 0, "offset": -1}, expect=503)
+        self.assertEqual(self.error_of(r), "RouterUnavailable")
+        r = self.call("GET", "/v1/feedback", port=port, expect=503)
+        self.assertEqual(self.error_of(r), "RouterUnavailable")
+        r = self.call("POST", "/v1/feedback/groups/{group}/commit", {"group": "g"}, port=port,
                       body={"partition": 0, "offset": -1}, expect=503)
         self.assertEqual(self.error_of(r), "RouterUnavailable")
         r = self.call("POST", "/v1/devices:import", port=port, body='{"deviceId":"x"}\n', expect=503)
