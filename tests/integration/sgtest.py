@@ -1205,6 +1205,21 @@ class RawConn:
 # test case base and runner
 
 
+def restart_shard(test, partition):
+    """Restart the shard of partition (the whole process for sacgate all) and wait until the
+    gateway is ready again."""
+    gw = test.gw
+    if gw.topology == "all":
+        test.assertTrue(gw.stop(), "sacgate all did not exit on SIGTERM")
+        gw.start()
+    else:
+        name = next(s["name"] for s in gw.cluster_info()["shards"] if s["partition"] == partition)
+        gw.kill(name)
+        gw.start_member(name)
+        gw.wait_member_ready(name)
+    gw.wait_ready()
+
+
 class GatewayTest(unittest.TestCase):
     """Starts one gateway per test class (topology from SACGATE_TOPOLOGY unless TOPOLOGY is set).
 

@@ -232,16 +232,7 @@ class FeedbackTest(FeedbackCase):
 
     def restart(self, partition):
         """Restart the whole gateway (sacgate all) or the partition's shard (cluster)."""
-        gw = self.gw
-        if gw.topology == "all":
-            self.assertTrue(gw.stop(), "sacgate all did not exit on SIGTERM")
-            gw.start()
-        else:
-            name = next(s["name"] for s in gw.cluster_info()["shards"] if s["partition"] == partition)
-            gw.kill(name)
-            gw.start_member(name)
-            gw.wait_member_ready(name)
-        gw.wait_ready()
+        sgtest.restart_shard(self, partition)
 
     def test_consumer_group_commit_and_resume(self):
         gw = self.gw

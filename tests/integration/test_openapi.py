@@ -774,16 +774,20 @@ class ApiTest(ApiCase):
                   expect=204)
 
     def test_telemetry_errors(self):
+        self.log_errors("telemetry")
+
+    def log_errors(self, log):
+        """The errors of a log's read and group commit (telemetry and feedback answer alike)."""
         for q in ({"partition": -1}, {"partition": "x"}, {"after": -2}, {"after": "1.5"}, {"max": 0}, {"max": 1001},
                   {"wait": 61}, {"wait": ""}, {"group": "g", "after": 0}):
-            r = self.call("GET", "/v1/telemetry", query=q, expect=400)
+            r = self.call("GET", "/v1/%s" % log, query=q, expect=400)
             self.assertEqual(self.error_of(r), "InvalidQuery", q)
         for g in ("bad!", "x" * 65):
-            r = self.call("GET", "/v1/telemetry", query={"group": g}, expect=400)
+            r = self.call("GET", "/v1/%s" % log, query={"group": g}, expect=400)
             self.assertEqual(self.error_of(r), "InvalidGroup", g)
-        r = self.call("GET", "/v1/telemetry", query={"partition": 99}, expect=404)
+        r = self.call("GET", "/v1/%s" % log, query={"partition": 99}, expect=404)
         self.assertEqual(self.error_of(r), "PartitionNotFound")
-        t = "/v1/telemetry/groups/{group}/commit"
+        t = "/v1/%s/groups/{group}/commit" % log
         for body in (None, "", "{", "7"):
             r = self.call("POST", t, {"group": "g1"}, body=body, expect=400)
             self.assertEqual(self.error_of(r), "InvalidJson", body)
@@ -834,33 +838,7 @@ class ApiTest(ApiCase):
                   expect=204)
 
     def test_feedback_errors(self):
-        for q in ({"partition": -1}, {"partition": "x"}, {"after": -2}, {"after": "1.5"}, {"max": 0}, {"max": 1001},
-                  {"wait": 61}, {"wait": ""}, {"group": "g", "after": 0}):
-            r = self.call("GET", "/v1/feedback", query=q, expect=400)
-            self.assertEqual(self.error_of(r), "InvalidQuery", q)
-        for g in ("bad!", "x" * 65):
-            r = self.call("GET", "/v1/feedback", query={"group": g}, expect=400)
-            self.assertEqual(self.error_of(r), "InvalidGroup", g)
-        r = self.call("GET", "/v1/feedback", query={"partition": 99}, expect=404)
-        self.assertEqual(self.error_of(r), "PartitionNotFound")
-        t = "/v1/feedback/groups/{group}/commit"
-        for body in (None, "", "{", "7"):
-            r = self.call("POST", t, {"group": "g1"}, body=body, expect=400)
-            self.assertEqual(self.error_of(r), "InvalidJson", body)
-        for body in ({}, {"partition": 0}, {"partition": "0", "offset": 0}, {"partition": -1, "offset": 0},
-                     {"partition": 0, "offset": -2}, {"partition": 0, "offset": 1.5}):
-            r = self.call("POST", t, {"group": "g1"}, body=body, expect=400, body_valid=False)
-            self.assertEqual(self.error_of(r), "InvalidCommit", body)
-        r = self.call("POST", t, {"group": "g1"}, body={"partition": 0, "offset": 1 << 40}, expect=400)
-        self.assertEqual(self.error_of(r), "OffsetOutOfRange")
-        r = self.call("POST", t, {"group": "g1"}, body={"partition": 99, "offset": 0}, expect=404)
-        self.assertEqual(self.error_of(r), "PartitionNotFound")
-        r = self.call("POST", t, {"group": "bad!"}, body={"partition": 0, "offset": -1}, expect=400)
-        self.assertEqual(self.error_of(r), "InvalidGroup")
-        r = self.call("POST", t, {"group": "g" * 129}, body={"partition": 0, "offset": -1}, expect=400)
-        self.assertEqual(self.error_of(r), "InvalidDeviceId")
-        r = self.call("POST", t, {"group": "g" * 130}, body={"partition": 0, "offset": -1}, expect=404)
-        self.assertEqual(self.error_of(r), "NotFound")
+        self.log_errors("feedback")
 
     # ------------------------------------------------------------ operations
 

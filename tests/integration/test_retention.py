@@ -26,19 +26,7 @@ RETENTION = 4      # seconds: telemetry, feedback and dead letters
 INTERVAL = 1       # the retention thread's look
 
 
-def restart_shard(test, partition):
-    """Restart the shard of partition (the whole process for sacgate all) and wait until the
-    gateway is ready again."""
-    gw = test.gw
-    if gw.topology == "all":
-        test.assertTrue(gw.stop(), "sacgate all did not exit on SIGTERM")
-        gw.start()
-    else:
-        name = next(s["name"] for s in gw.cluster_info()["shards"] if s["partition"] == partition)
-        gw.kill(name)
-        gw.start_member(name)
-        gw.wait_member_ready(name)
-    gw.wait_ready()
+restart_shard = sgtest.restart_shard
 
 
 def shard_of(gw, partition):
