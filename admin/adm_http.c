@@ -381,7 +381,9 @@ static void finish_metrics(req_t *r)
                    "# TYPE sacgate_shard_sessions gauge\n# TYPE sacgate_shard_telemetry_records_total counter\n"
                    "# TYPE sacgate_shard_commits_total counter\n# TYPE sacgate_shard_committed_ops_total counter\n"
                    "# HELP sacgate_shard_disk_full 1 while the shard refuses new data for lack of space.\n"
-                   "# TYPE sacgate_shard_disk_full gauge\n# TYPE sacgate_shard_disk_free_bytes gauge\n");
+                   "# TYPE sacgate_shard_disk_full gauge\n# TYPE sacgate_shard_disk_free_bytes gauge\n"
+                   "# HELP sacgate_shard_device_loads_total Devices brought into the writer's cache, read ahead by "
+                   "a reader thread or by the writer itself.\n# TYPE sacgate_shard_device_loads_total counter\n");
         metric(&w, "# HELP sacgate_shard_telemetry_oldest_offset The oldest telemetry offset retention kept.\n"
                    "# TYPE sacgate_shard_telemetry_oldest_offset gauge\n"
                    "# HELP sacgate_shard_retention_dropped_total Records dropped by retention (age or size).\n"
@@ -416,6 +418,11 @@ static void finish_metrics(req_t *r)
                 metric(&w, "sacgate_shard_commits_total{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "batches")));
                 metric(&w, "sacgate_shard_committed_ops_total{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(st, "batchedOps")));
+                json_t *loads = json_object_get(st, "deviceLoads");
+                metric(&w, "sacgate_shard_device_loads_total{shard=\"%s\",on=\"reader\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(loads, "readAhead")));
+                metric(&w, "sacgate_shard_device_loads_total{shard=\"%s\",on=\"writer\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(loads, "writer")));
                 metric(&w, "sacgate_shard_disk_full{shard=\"%s\"} %d\n", sn, json_is_true(json_object_get(st, "diskFull")));
                 metric(&w, "sacgate_shard_disk_free_bytes{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(st, "diskFreeBytes")));

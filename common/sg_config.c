@@ -87,6 +87,9 @@ static const spec_t k_specs[] = {
     I("store.delivery_lock", "60", 1, 86400, "seconds a delivery may stay unacknowledged before it is handed out again"),
     I("store.peer_timeout", "30", 3, 3600, "seconds without a heartbeat after which a frontend loop's sessions are ended"),
     I("store.cache_devices", "200000", 1000, 100000000, "device entries kept in memory by the writer"),
+    I("store.read_ahead", "4096", 0, 1000000, "devices a reader thread may be loading for the writer at once: a "
+      "device's first frame waits for its records while the writer commits others (0: the writer reads them itself)"),
+    I("store.read_ahead_delay_ms", "0", 0, 60000, "fault injection for tests: each read-ahead waits this long first"),
     I("store.disk_min_free", "268435456", 16777216, 1099511627776, "bytes the data volume keeps free: below, the shard "
       "refuses new data (CONNACK 3, telemetry refused, HTTP 507) and serves reads until space returns; keep it above a "
       "memtable flush (store.write_buffer) plus what a compaction writes before it frees its input: RocksDB aborts on "

@@ -137,6 +137,51 @@ sg_rc st_db_get(st_db_t *db, const rocksdb_readoptions_t *ro, st_cf_t cf, const 
     return SG_OK;
 }
 
+sg_rc st_db_dev_records(st_db_t *db, const char *const *ids, size_t n, bool sorted,
+                        void (*each)(void *arg, size_t i, const char *const v[3], const size_t vl[3]), void *arg)
+{
+    /* A device's keys in key order are {id}\0M, R, S (st_keys.h), so sorted ids give sorted keys. */
+    static const char kinds[3] = {ST_K_META, ST_K_REGISTRY, ST_K_SESSION};
+    static const int slot[3] = {2, 0, 1};   /* where each kind goes in v[] */
+    size_t nk = 3 * n;
+    char *keys = malloc(nk * ST_KEY_MAX);
+    const char **kp = calloc(nk, sizeof *kp);
+    size_t *ks = calloc(nk, sizeof *ks);
+    rocksdb_pinnableslice_t **vals = calloc(nk, sizeof *vals);
+    char **errs = calloc(nk, sizeof *errs);
+    sg_rc rc = keys && kp && ks && vals && errs ? SG_OK : SG_E_NOMEM;
+    for (size_t i = 0; rc == SG_OK && i < nk; i++) {
+        kp[i] = keys + i * ST_KEY_MAX;
+        ks[i] = st_key_dev(keys + i * ST_KEY_MAX, ids[i / 3], strlen(ids[i / 3]), kinds[i % 3]);
+    }
+    if (rc == SG_OK && n > 0)
+        rocksdb_batched_multi_get_cf(db->db, db->ro, db->cf[ST_CF_DEV], nk, kp, ks, vals, errs, sorted);
+    for (size_t i = 0; rc == SG_OK && i < nk; i++)
+        if (errs[i]) {
+            SG_ERROR("store", "db.read_failed", "reason=\"%s\"", errs[i]);
+            rc = SG_E_IO;
+        }
+    for (size_t i = 0; rc == SG_OK && i < n; i++) {
+        const char *v[3] = {NULL, NULL, NULL};
+        size_t vl[3] = {0, 0, 0};
+        for (int k = 0; k < 3; k++)
+            if (vals[3 * i + (size_t)k])
+                v[slot[k]] = rocksdb_pinnableslice_value(vals[3 * i + (size_t)k], &vl[slot[k]]);
+        each(arg, i, v, vl);
+    }
+    for (size_t i = 0; errs && vals && i < nk; i++) {
+        free(errs[i]);
+        if (vals[i])
+            rocksdb_pinnableslice_destroy(vals[i]);
+    }
+    free(keys);
+    free(kp);
+    free(ks);
+    free(vals);
+    free(errs);
+    return rc;
+}
+
 sg_rc st_db_write(st_db_t *db, rocksdb_writebatch_t *b, bool sync)
 {
     char *err = NULL;

@@ -61,6 +61,14 @@ void st_db_close(st_db_t *db);
 SG_WUR sg_rc st_db_get(st_db_t *db, const rocksdb_readoptions_t *ro, st_cf_t cf, const void *key,
                        size_t klen, char **val, size_t *vlen);
 
+/* The three records of each of n devices (registry entry, session, queue counters; see
+ * st_keys.h) with one batched MultiGet: each(arg, i, v, vl) for device ids[i] with v[k] NULL
+ * where a record is absent (k: 0 registry, 1 session, 2 meta; the views last until each
+ * returns). sorted: ids are in ascending order (faster). SG_E_IO on a read error (each not
+ * called then). */
+SG_WUR sg_rc st_db_dev_records(st_db_t *db, const char *const *ids, size_t n, bool sorted,
+                               void (*each)(void *arg, size_t i, const char *const v[3], const size_t vl[3]), void *arg);
+
 /* Write a batch; sync selects wo_sync or wo_nosync. A failed write is fatal for a shard (its
  * memory no longer matches the disk): the caller logs and exits. */
 SG_WUR sg_rc st_db_write(st_db_t *db, rocksdb_writebatch_t *b, bool sync);

@@ -6,7 +6,9 @@
  *   writer/reader -> net:  ['R'][router][peer][frame]              answer or push ("" router = any)
  *                          ['P'][router][peer][frame][deadline][seen]  park a long-poll read (seen:
  *                                   stat_tele_next and stat_fb_next, two u64, as the read looked)
- *                          ['A']                                    telemetry or feedback was appended */
+ *                          ['A']                                    telemetry or feedback was appended
+ *   writer -> readers:     ['L'][id]...                             read these devices' records ahead
+ *   reader -> writer:      ['L'] then per device [id][found][registry][session][meta]  (st_wahead.c) */
 #ifndef ST_INTERNAL_H
 #define ST_INTERNAL_H
 
@@ -34,6 +36,8 @@ typedef struct {
     int max_delivery_count;
     int64_t delivery_lock_ms;
     int64_t cache_devices;
+    int64_t read_ahead;             /* devices being read ahead for the writer at most (0: off) */
+    int64_t read_ahead_delay_ms;    /* tests only: each read-ahead sleeps this long first */
     int64_t peer_timeout_ms;
     int64_t tele_retention_ms;      /* telemetry older than this is dropped */
     int64_t tele_max_bytes;         /* ...and beyond this much on disk (0: no limit) */
@@ -47,6 +51,7 @@ typedef struct {
     char ep_writer[128];    /* net PUSH -> writer PULL */
     char ep_readers[128];   /* net PUSH -> readers PULL */
     char ep_out[128];       /* writer/readers PUSH -> net PULL */
+    char ep_ahead[128];     /* writer PUSH -> readers PULL: devices to read ahead (st_wahead.c) */
     _Atomic bool writer_ready;
     /* published by the writer */
     _Atomic uint64_t stat_devices;
@@ -62,6 +67,8 @@ typedef struct {
     _Atomic uint64_t stat_queued;
     _Atomic uint64_t stat_batches;
     _Atomic uint64_t stat_batch_ops;
+    _Atomic uint64_t stat_loads_ahead;    /* devices a reader loaded for the writer */
+    _Atomic uint64_t stat_loads_inline;   /* devices the writer read itself */
     _Atomic int64_t stat_disk_free;
     _Atomic bool stat_disk_full;
 } st_ctx_t;
@@ -71,6 +78,9 @@ typedef struct {
 void st_writer_actor(zsock_t *pipe, void *args);
 void st_reader_actor(zsock_t *pipe, void *args);
 void st_retain_actor(zsock_t *pipe, void *args);   /* st_retain.c */
+/* A reader's half of the read-ahead (st_wahead.c): read the devices the writer asked for in req
+ * (['L'][id]...) and send their records to the writer. */
+void st_ahead_serve(st_ctx_t *c, zmsg_t *req, zsock_t *to_writer);
 
 /* The oldest retained telemetry offset and feedback sequence of the previous start, into
  * stat_tele_oldest and stat_fb_oldest (before the writer starts: it numbers on from them). */

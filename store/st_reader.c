@@ -29,6 +29,8 @@ typedef struct {
     st_ctx_t *ctx;
     zsock_t *in;
     zsock_t *out;
+    zsock_t *ahead;       /* PULL: devices the writer wants read ahead (NULL: store.read_ahead 0) */
+    zsock_t *to_writer;   /* PUSH: their records */
 } reader_t;
 
 typedef struct {
@@ -490,6 +492,8 @@ static void shard_stats(reader_t *r, rop_t *op)
                                   "dropped", (json_int_t)atomic_load(&c->stat_retired_fb), "deadLetters", "seconds",
                                   (json_int_t)(c->dead_retention_ms / 1000), "dropped",
                                   (json_int_t)atomic_load(&c->stat_retired_dead)));
+    json_object_set_new(st, "deviceLoads", json_pack("{s:I,s:I}", "readAhead", (json_int_t)atomic_load(&c->stat_loads_ahead),
+                                                     "writer", (json_int_t)atomic_load(&c->stat_loads_inline)));
     json_object_set_new(st, "feedbackOldest", json_integer((json_int_t)atomic_load(&c->stat_fb_oldest)));
     json_object_set_new(st, "feedbackLast", json_integer((json_int_t)atomic_load(&c->stat_fb_next) - 1));
     st_db_stats_t d;
@@ -567,12 +571,36 @@ void st_reader_actor(zsock_t *pipe, void *args)
         return;
     }
     zsock_set_sndhwm(r.out, 0);
+    if (r.ctx->read_ahead > 0) {
+        r.ahead = zsock_new_pull(NULL);
+        r.to_writer = zsock_new_push(NULL);
+        if (r.to_writer)
+            zsock_set_sndhwm(r.to_writer, 0);   /* answers to what the writer asked: bounded by store.read_ahead */
+        if (!r.ahead || !r.to_writer || zsock_connect(r.ahead, "%s", r.ctx->ep_ahead) != 0 ||
+            zsock_connect(r.to_writer, "%s", r.ctx->ep_writer) != 0) {
+            zsock_destroy(&r.ahead);
+            zsock_destroy(&r.to_writer);
+            zsock_destroy(&r.in);
+            zsock_destroy(&r.out);
+            zsock_signal(pipe, 1);
+            return;
+        }
+    }
     zsock_signal(pipe, 0);
-    zpoller_t *poller = zpoller_new(pipe, r.in, NULL);
+    /* Read-aheads first: the writer has frames waiting on them. */
+    zpoller_t *poller = r.ahead ? zpoller_new(pipe, r.ahead, r.in, NULL) : zpoller_new(pipe, r.in, NULL);
     for (;;) {
         void *which = zpoller_wait(poller, -1);
         if (which == pipe || !which)
             break;
+        if (which == r.ahead) {
+            zmsg_t *req = zmsg_recv(r.ahead);
+            if (!req)
+                break;
+            st_ahead_serve(r.ctx, req, r.to_writer);
+            zmsg_destroy(&req);
+            continue;
+        }
         zmsg_t *m = zmsg_recv(r.in);
         if (!m)
             break;
@@ -594,6 +622,8 @@ void st_reader_actor(zsock_t *pipe, void *args)
         zmsg_destroy(&m);
     }
     zpoller_destroy(&poller);
+    zsock_destroy(&r.ahead);
+    zsock_destroy(&r.to_writer);
     zsock_destroy(&r.in);
     zsock_destroy(&r.out);
 }

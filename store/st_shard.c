@@ -582,6 +582,8 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->max_delivery_count = (int)sg_config_int(cfg, "store.max_delivery_count");
     c->delivery_lock_ms = sg_config_int(cfg, "store.delivery_lock") * 1000;
     c->cache_devices = sg_config_int(cfg, "store.cache_devices");
+    c->read_ahead = sg_config_int(cfg, "store.read_ahead");
+    c->read_ahead_delay_ms = sg_config_int(cfg, "store.read_ahead_delay_ms");
     c->peer_timeout_ms = sg_config_int(cfg, "store.peer_timeout") * 1000;
     c->tele_retention_ms = sg_config_int(cfg, "store.telemetry_retention") * 1000;
     c->tele_max_bytes = sg_config_int(cfg, "store.telemetry_max_bytes");
@@ -608,6 +610,7 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     snprintf(c->ep_writer, sizeof c->ep_writer, "inproc://st-%s-%p-w", name, (void *)c);
     snprintf(c->ep_readers, sizeof c->ep_readers, "inproc://st-%s-%p-r", name, (void *)c);
     snprintf(c->ep_out, sizeof c->ep_out, "inproc://st-%s-%p-o", name, (void *)c);
+    snprintf(c->ep_ahead, sizeof c->ep_ahead, "inproc://st-%s-%p-l", name, (void *)c);
     if (mkdir(data_dir, 0700) != 0 && errno != EEXIST)
         SG_WARN("store", "data_dir.create_failed", "path=%s reason=\"%s\"", data_dir, strerror(errno));
     /* Before the database opens: a volume that filled while the shard was down gets its reserve

@@ -159,6 +159,8 @@ wdev_t *stw_dev_get(writer_t *w, const char *id, size_t id_len)
         return d;
     if (!(d = dev_new(w, id, id_len)))
         return NULL;
+    stw_ahead_touched(w, key);
+    atomic_fetch_add(&w->ctx->stat_loads_inline, 1);
     if (dev_load(w, d) != SG_OK) {
         void *p = d;
         stw_dev_free(&p);
@@ -168,57 +170,36 @@ wdev_t *stw_dev_get(writer_t *w, const char *id, size_t id_len)
     return d;
 }
 
+/* A device's state from its records as st_db_dev_records gives them, into the cache. */
+wdev_t *stw_dev_install(writer_t *w, const char *id, size_t id_len, const char *const v[3], const size_t vl[3])
+{
+    char key[SG_DEVICE_ID_MAX + 1];
+    memcpy(key, id, id_len);
+    key[id_len] = 0;
+    wdev_t *d = dev_new(w, id, id_len);
+    if (!d)
+        stw_fatal_io("oom");
+    dev_fill(w, d, v[0], vl[0], v[1], vl[1], v[2], vl[2]);
+    zhashx_insert(w->devs, key, d);
+    return d;
+}
+
+typedef struct {
+    writer_t *w;
+    char *const *ids;
+} load_t;
+
+static void load_one(void *arg, size_t i, const char *const v[3], const size_t vl[3])
+{
+    load_t *l = arg;
+    if (!zhashx_lookup(l->w->devs, l->ids[i]))
+        stw_dev_install(l->w, l->ids[i], strlen(l->ids[i]), v, vl);
+}
+
 sg_rc stw_dev_load_sorted(writer_t *w, char *const *ids, size_t n)
 {
-    /* Each device's three records, in key order ({id}\0M, R, S): one batched MultiGet reads
-     * them with one pass over each table block instead of three point reads a device. */
-    static const char kinds[3] = {ST_K_META, ST_K_REGISTRY, ST_K_SESSION};
-    size_t nk = 3 * n;
-    char *keys = malloc(nk * ST_KEY_MAX);
-    const char **kp = calloc(nk, sizeof *kp);
-    size_t *ks = calloc(nk, sizeof *ks);
-    rocksdb_pinnableslice_t **vals = calloc(nk, sizeof *vals);
-    char **errs = calloc(nk, sizeof *errs);
-    sg_rc rc = keys && kp && ks && vals && errs ? SG_OK : SG_E_NOMEM;
-    for (size_t i = 0; rc == SG_OK && i < nk; i++) {
-        kp[i] = keys + i * ST_KEY_MAX;
-        ks[i] = st_key_dev(keys + i * ST_KEY_MAX, ids[i / 3], strlen(ids[i / 3]), kinds[i % 3]);
-    }
-    st_db_t *db = &w->ctx->db;
-    if (rc == SG_OK)
-        rocksdb_batched_multi_get_cf(db->db, db->ro, db->cf[ST_CF_DEV], nk, kp, ks, vals, errs, true);
-    for (size_t i = 0; rc == SG_OK && i < nk; i++)
-        if (errs[i]) {
-            SG_ERROR("store", "db.read_failed", "reason=\"%s\"", errs[i]);
-            rc = SG_E_IO;
-        }
-    for (size_t i = 0; rc == SG_OK && i < n; i++) {
-        const char *v[3] = {NULL, NULL, NULL};
-        size_t vl[3] = {0, 0, 0};
-        for (int k = 0; k < 3; k++)
-            if (vals[3 * i + (size_t)k])
-                v[k] = rocksdb_pinnableslice_value(vals[3 * i + (size_t)k], &vl[k]);
-        if (zhashx_lookup(w->devs, ids[i]))
-            continue;
-        wdev_t *d = dev_new(w, ids[i], strlen(ids[i]));
-        if (!d) {
-            rc = SG_E_NOMEM;
-            break;
-        }
-        dev_fill(w, d, v[1], vl[1], v[2], vl[2], v[0], vl[0]);
-        zhashx_insert(w->devs, ids[i], d);
-    }
-    for (size_t i = 0; errs && vals && i < nk; i++) {
-        free(errs[i]);
-        if (vals[i])
-            rocksdb_pinnableslice_destroy(vals[i]);
-    }
-    free(keys);
-    free(kp);
-    free(ks);
-    free(vals);
-    free(errs);
-    return rc;
+    load_t l = {w, ids};
+    return st_db_dev_records(&w->ctx->db, (const char *const *)ids, n, true, load_one, &l);
 }
 
 wdev_t *st_writer_dev(writer_t *w, const char *id, size_t len)

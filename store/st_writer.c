@@ -213,6 +213,11 @@ static void apply(writer_t *w, op_t *op, int64_t now)
         SG_WARN("store", "op.no_device", "type=%s", sg_wire_type_name(op->h.type));
         return;
     }
+    char key[SG_DEVICE_ID_MAX + 1];
+    memcpy(key, op->h.device, op->h.device_len);
+    key[op->h.device_len] = 0;
+    if (stw_ahead_park(w, op, key))
+        return;   /* applied when a reader has loaded the device (st_wahead.c) */
     wdev_t *d = stw_dev_get(w, op->h.device, op->h.device_len);
     if (!d)
         stw_fatal_io("device-load");
@@ -230,15 +235,24 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     }
 }
 
-/* The next operation waiting, if any (never blocks: the poller says when there are some). */
-static bool recv_op(writer_t *w, op_t *op)
+/* The next operation waiting, if any (never blocks: the poller says when there are some). A
+ * reader's read-ahead answer on the way is applied (*applied: how many frames that ran). */
+static bool recv_op(writer_t *w, op_t *op, int64_t now, int *applied)
 {
     zmsg_t *m = sg_zmq_recv_nowait(w->in);
     if (!m)
         return false;
+    zframe_t *first = zmsg_first(m);
+    if (first && zframe_streq(first, "L")) {
+        zframe_t *tag = zmsg_pop(m);
+        zframe_destroy(&tag);
+        *applied += stw_ahead_loaded(w, m, now);
+        zmsg_destroy(&m);
+        return recv_op(w, op, now, applied);
+    }
     if (zmsg_size(m) != 3) {
         zmsg_destroy(&m);
-        return recv_op(w, op);
+        return recv_op(w, op, now, applied);
     }
     op->router = zmsg_pop(m);
     op->peer = zmsg_pop(m);
@@ -249,7 +263,7 @@ static bool recv_op(writer_t *w, op_t *op)
         zframe_destroy(&op->router);
         zframe_destroy(&op->peer);
         zframe_destroy(&op->frame);
-        return recv_op(w, op);
+        return recv_op(w, op, now, applied);
     }
     return true;
 }
@@ -272,8 +286,7 @@ static bool needs_fresh_batch(const op_t *op)
            (aop == SG_ADM_DEVICE_DELETE || aop == SG_ADM_MSG_PURGE);
 }
 
-/* Apply one operation to memory and the open batch (or refuse it: the volume is full). */
-static void take(writer_t *w, op_t *op, int64_t now)
+void stw_take(writer_t *w, op_t *op, int64_t now)
 {
     size_t batch_bytes = 0;
     note_router(w, op, now);
@@ -299,17 +312,18 @@ static int take_waiting(writer_t *w, op_t *first, int64_t now)
         w->has_held = false;
         first = &held;
     }
-    for (bool have = first != NULL; have || (n < w->ctx->max_batch && recv_op(w, &op)); have = false) {
+    for (bool have = first != NULL; have || (n < w->ctx->max_batch && recv_op(w, &op, now, &n)); have = false) {
         op_t *cur = have ? first : &op;
         if (n > 0 && needs_fresh_batch(cur) && rocksdb_writebatch_count(w->batch) > 0) {
             w->held = *cur;   /* taken over, not freed */
             w->has_held = true;
             break;
         }
-        take(w, cur, now);
+        stw_take(w, cur, now);
         op_free(cur);
         n++;
     }
+    stw_ahead_send(w);   /* the devices parked meanwhile: read while this batch commits */
     return n;
 }
 
@@ -414,7 +428,8 @@ static void cycle(writer_t *w, op_t *first)
 {
     int64_t now = sg_now_ms();
     stw_expire_due(w, now);
-    int n = take_waiting(w, first, now);
+    int n = stw_ahead_overdue(w, now);
+    n += take_waiting(w, first, now);
     commit(w, n);
     publish_stats(w);
     send_answers(w);
@@ -452,6 +467,7 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->routers_heard = zhashx_new();
     w->names = zhashx_new();
     zhashx_set_destructor(w->names, (zhashx_destructor_fn *)zstr_free);
+    SG_GUARD(stw_ahead_init(w));
     w->batch = rocksdb_writebatch_create();
     w->carry = rocksdb_writebatch_create();
     sg_wbuf_init(&w->scratch, SG_WIRE_MAX_FRAME);
@@ -527,6 +543,7 @@ static void writer_fini(writer_t *w)
     zhashx_destroy(&w->devs);
     zhashx_destroy(&w->finished);
     zhashx_destroy(&w->peers);
+    stw_ahead_fini(w);
     if (w->batch)
         rocksdb_writebatch_destroy(w->batch);
     if (w->carry)
@@ -563,7 +580,8 @@ void st_writer_actor(zsock_t *pipe, void *args)
         if (zpoller_terminated(poller))
             break;
         op_t op;
-        if (which == w.in && recv_op(&w, &op))
+        int applied = 0;
+        if (which == w.in && recv_op(&w, &op, sg_now_ms(), &applied))
             cycle(&w, &op);
         else
             cycle(&w, NULL);   /* timer: expiry sweep and delayed work */

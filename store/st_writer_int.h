@@ -82,6 +82,8 @@ struct st_op {
     sg_wire_hdr_t h;
 };
 
+typedef struct st_ahead ahead_t;   /* st_wahead.c */
+
 typedef struct st_writer writer_t;
 struct st_writer {
     st_ctx_t *ctx;
@@ -113,6 +115,11 @@ struct st_writer {
     bool has_held;
     zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
     int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
+    zsock_t *ahead;             /* PUSH to the readers: devices to read ahead (NULL: store.read_ahead 0) */
+    zhashx_t *pending;          /* id -> ahead_t: devices being read ahead and the frames waiting */
+    char **asks;                /* ids to ask the readers for at the end of this take */
+    size_t n_asks, cap_asks;
+    int64_t ahead_checked_ms;
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
 };
@@ -148,6 +155,9 @@ void *stw_grow(void *arr, size_t *cap, size_t elem, size_t first);
 void stw_answer_raw(writer_t *w, const char *router, const char *peer, size_t peer_len, const sg_wbuf_t *frame);
 void stw_answer(writer_t *w, const op_t *op, const sg_wbuf_t *frame);
 
+/* Apply one operation to memory and the open batch (or refuse it: the volume is full). */
+void stw_take(writer_t *w, op_t *op, int64_t now);
+
 /* ---- st_wdev.c: the device cache ---- */
 /* zhashx destructor of w->devs. */
 void stw_dev_free(void **item);
@@ -158,6 +168,8 @@ wdev_t *stw_dev_get(writer_t *w, const char *id, size_t id_len);
 /* Load the n devices ids (sorted, valid ids, not cached yet) with one batched read: start-up's
  * way to bring back every live session. */
 SG_WUR sg_rc stw_dev_load_sorted(writer_t *w, char *const *ids, size_t n);
+/* Into the cache from its records as st_db_dev_records gives them (not cached yet). */
+wdev_t *stw_dev_install(writer_t *w, const char *id, size_t id_len, const char *const v[3], const size_t vl[3]);
 void stw_dev_evict(writer_t *w);
 void stw_save_session(writer_t *w, wdev_t *d);
 void stw_save_meta(writer_t *w, wdev_t *d);
@@ -189,6 +201,22 @@ void stw_expire_due(writer_t *w, int64_t now);
 /* ---- st_wadmin.c: HTTP writes ---- */
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len);
+
+/* ---- st_wahead.c: devices read ahead on the reader threads ---- */
+SG_WUR sg_rc stw_ahead_init(writer_t *w);
+void stw_ahead_fini(writer_t *w);
+/* op is a frontend's frame for device key that is being read ahead, or is not cached and now
+ * will be: the op waits (taken over) and true. False: apply it now. */
+bool stw_ahead_park(writer_t *w, op_t *op, const char *key);
+/* Ask the readers for the devices parked since the last call. */
+void stw_ahead_send(writer_t *w);
+/* A reader's answer (the frames after ['L']): devices into the cache, their waiting frames
+ * applied; how many. */
+int stw_ahead_loaded(writer_t *w, zmsg_t *m, int64_t now);
+/* The writer read device key itself (st_wdev.c): a read-ahead still out for it is stale. */
+void stw_ahead_touched(writer_t *w, const char *key);
+/* Reads out for too long (a reader gone) are done on the writer; how many frames that applied. */
+int stw_ahead_overdue(writer_t *w, int64_t now);
 
 /* ---- st_wpeer.c: frontend loop liveness ---- */
 /* zhashx destructor of w->peers. */
