@@ -370,6 +370,12 @@ static void finish_metrics(req_t *r)
                (long long)json_integer_value(json_object_get(ring, "batchesOut")));
         size_t i;
         json_t *f;
+        metric(&w, "# HELP sacgate_router_refused_frames_total Frames refused because the sender's role (its CURVE "
+                   "key) may not send that type.\n# TYPE sacgate_router_refused_frames_total counter\n");
+        json_array_foreach(json_object_get(ring, "forbidden"), i, f)
+            metric(&w, "sacgate_router_refused_frames_total{router=\"%s\",role=\"%s\",type=\"%s\"} %lld\n", rn,
+                   json_string_value(json_object_get(f, "role")), json_string_value(json_object_get(f, "type")),
+                   (long long)json_integer_value(json_object_get(f, "count")));
         metric(&w, "# HELP sacgate_frontend_connections Open device connections per frontend.\n"
                    "# TYPE sacgate_frontend_connections gauge\n");
         json_array_foreach(json_object_get(ring, "frontends"), i, f)

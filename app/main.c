@@ -96,7 +96,7 @@ static const command_t k_commands[] = {
     {"router", "the consistent-hash router between frontends, admins and shards", {"cluster", "router", "health", "log", NULL}},
     {"frontend", "the MQTT/TLS device frontend", {"cluster", "frontend", "health", "log", NULL}},
     {"admin", "the HTTP API (docs/openapi.yaml)", {"cluster", "admin", "log", NULL}},
-    {"init", "write the dev CA, server certificate, admin token and cluster CURVE certificate into --data-dir",
+    {"init", "write the dev CA, server certificate, admin token and a CURVE key pair per tier into --data-dir",
      {"", NULL}},
     {"token", "print a device SAS token signed with its key", {"", NULL}},
 };
@@ -647,7 +647,8 @@ static int cmd_init(sg_config_t *cfg, zhashx_t *rest)
         return fail("init needs --data-dir DIR");
     if (init_dir(dir, zhashx_lookup(rest, "--names")) != 0)
         return 1;
-    printf("wrote %s/ca.crt, server.crt, server.key, admin.token, tokens, curve/cluster.cert\n", dir);
+    printf("wrote %s/ca.crt, server.crt, server.key, admin.token, tokens, curve/{frontend,router,store,admin}.cert "
+           "(+ _secret), curve/public/\n", dir);
     return 0;
 }
 
@@ -715,12 +716,13 @@ int main(int argc, char **argv)
             /* Links between processes are CURVE-encrypted and authenticated unless the operator
              * explicitly accepts plaintext (e.g. on a network nobody else can reach). */
             const char *cert = sg_config_str(cfg, "cluster.curve_cert");
+            sg_role_t role = sg_role_parse(cmd, strlen(cmd));   /* the tier commands are the roles */
             if (*cert)
-                rc = sg_curve_init(cert) == SG_OK ? 0 : 1;
+                rc = sg_curve_init(cert, sg_config_str(cfg, "cluster.curve_public"), role) == SG_OK ? 0 : 1;
             else if (!sg_config_bool(cfg, "cluster.insecure"))
-                rc = fail("links between tiers need CURVE: set cluster.curve_cert to the cluster certificate "
-                          "(`sacgate init --data-dir DIR` writes DIR/curve/cluster.cert), or cluster.insecure=true "
-                          "to accept plaintext tcp://");
+                rc = fail("links between tiers need CURVE: set cluster.curve_cert to this tier's certificate "
+                          "(`sacgate init --data-dir DIR` writes DIR/curve/{role}.cert for every tier), or "
+                          "cluster.insecure=true to accept plaintext tcp://");
             else
                 SG_WARN("sacgate", "links.plaintext", "reason=\"cluster.insecure=true: inter-tier links are not encrypted\"");
         }

@@ -33,8 +33,10 @@ static const spec_t k_specs[] = {
     I("cluster.vnodes", "1024", 1, 65536, "virtual nodes per shard on the hash ring"),
     I("cluster.request_timeout", "10", 1, 600, "seconds a tier waits for a shard's answer"),
     I("cluster.hwm", "100000", 100, 10000000, "ZeroMQ high-water mark (messages) of every inter-tier socket"),
-    S("cluster.curve_cert", "", "CURVE certificate of the cluster (its secret in the same path + _secret); "
-                                "`sacgate init` writes DIR/curve/cluster.cert"),
+    S("cluster.curve_cert", "", "this tier's CURVE certificate, {role} standing for the tier (its secret in the "
+                                "same path + _secret); `sacgate init` writes DIR/curve/{role}.cert for every tier"),
+    S("cluster.curve_public", "", "directory of every tier's public CURVE certificate (the keys this process "
+                                  "trusts); empty: the `public` directory beside cluster.curve_cert"),
     B("cluster.insecure", "false", "allow plaintext tcp:// links between tiers when no curve_cert is set"),
 
     S("frontend.name", "fe-0", "name of this frontend instance (unique in the cluster)"),

@@ -24,6 +24,8 @@
 #define SG_WIRE_MAX_PROPS 256
 #define SG_WIRE_MAX_PEER 96
 
+/* Who may send each type upstream is one line per type in common/sg_role.c (a type not listed
+ * there is refused from everyone). */
 typedef enum {
     SG_MSG_AUTH = 1,        /* fe->st: CONNECT credentials; corr = connection handle */
     SG_MSG_AUTH_RES,        /* st->fe: status = SG_AUTH_*, epoch = new session epoch */
@@ -77,7 +79,8 @@ enum {
 enum { SG_CRED_SAS = 1, SG_CRED_X509 = 2, SG_CRED_PSK = 3 };
 
 /* ERROR status */
-enum { SG_WIRE_ERR_NO_SHARD = 1, SG_WIRE_ERR_BUSY = 2, SG_WIRE_ERR_MALFORMED = 3 };
+enum { SG_WIRE_ERR_NO_SHARD = 1, SG_WIRE_ERR_BUSY = 2, SG_WIRE_ERR_MALFORMED = 3,
+       SG_WIRE_ERR_FORBIDDEN = 4 /* the sender's role may not send this type (common/sg_role.c) */ };
 
 /* KICK reasons */
 enum { SG_KICK_TAKEOVER = 1, SG_KICK_REVOKED = 2, SG_KICK_STALE = 3 };

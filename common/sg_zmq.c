@@ -1,5 +1,6 @@
 /* sg_zmq.c — see sg_zmq.h. czmq's zmsg_send blocks at the high-water mark; this does not. */
 #include "sg_zmq.h"
+#include <stdio.h>
 #include <string.h>
 #include <errno.h>
 
@@ -18,8 +19,12 @@ int sg_zmq_send_nowait(zsock_t *sock, zmsg_t **msg)
     return 0;
 }
 
-zmsg_t *sg_zmq_recv_nowait(zsock_t *sock)
+zmsg_t *sg_zmq_recv_nowait(zsock_t *sock) { return sg_zmq_recv_nowait_from(sock, NULL, 0); }
+
+zmsg_t *sg_zmq_recv_nowait_from(zsock_t *sock, char *user_id, size_t cap)
 {
+    if (user_id && cap)
+        *user_id = 0;
     void *raw = zsock_resolve(sock);
     zmsg_t *m = NULL;
     for (;;) {
@@ -36,6 +41,10 @@ zmsg_t *sg_zmq_recv_nowait(zsock_t *sock)
             return NULL;
         }
         zframe_t *f = zframe_new(zmq_msg_data(&part), zmq_msg_size(&part));
+        /* A ROUTER's routing-id part carries no metadata: take it from a part that does. */
+        const char *uid = user_id && cap && !*user_id ? zmq_msg_gets(&part, "User-Id") : NULL;
+        if (uid)
+            snprintf(user_id, cap, "%s", uid);
         bool more = zmq_msg_more(&part);
         zmq_msg_close(&part);
         if (!f || zmsg_append(m, &f) != 0) {

@@ -15,6 +15,9 @@ int sg_zmq_send_nowait(zsock_t *sock, zmsg_t **msg);
  * per message costs a poll(2) and a getpid(2) for every socket in the poller (libzmq looks at
  * each one's commands), a receive that finds a message costs no system call at all. */
 zmsg_t *sg_zmq_recv_nowait(zsock_t *sock);
+/* The same, and the connection's "User-Id" (set by the ZAP handler: the sender's role, see
+ * sg_curve.h) copied into user_id (cap bytes; "" when there is none). */
+zmsg_t *sg_zmq_recv_nowait_from(zsock_t *sock, char *user_id, size_t cap);
 
 /* zhashx_lookup by a routing id that is not NUL-terminated (a frame's bytes); NULL when absent or
  * when len is 0 or over max. */

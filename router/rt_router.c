@@ -2,7 +2,10 @@
  * Envelopes: front ROUTER receives [peer][frame]; each shard has its own DEALER (identity = this
  * router's name) that carries [peer][frame] both ways. The router decodes only the header, to
  * validate and route; bodies pass through untouched. Every socket has a high-water mark; a frame
- * that cannot be queued is answered with ERROR/BUSY rather than dropped silently. */
+ * that cannot be queued is answered with ERROR/BUSY rather than dropped silently.
+ * Each peer's role comes with its messages (the CURVE key it connected with, sg_curve.h); a frame
+ * its role may not send (sg_role.c: a frontend's key opens the device frames only) is answered
+ * with ERROR/FORBIDDEN, counted per role and type for /metrics, and logged at most once a second. */
 #include "rt_router.h"
 #include <czmq.h>
 #include <errno.h>
@@ -14,6 +17,7 @@
 #include "rt_ring.h"
 #include "sg_curve.h"
 #include "sg_log.h"
+#include "sg_role.h"
 #include "sg_time.h"
 #include "sg_wire.h"
 #include "sg_zmq.h"
@@ -51,6 +55,9 @@ struct rt_router {
     uint64_t boot;       /* this start of the router: frontends see a restart in its PONGs */
     uint64_t *incarnations;   /* of every shard, for the PONGs (n_shards) */
     zlist_t *dirty;      /* peer_t with frames in their batch (flush_all) */
+    uint64_t forbidden[SG_ROLE_MAX][SG_MSG_TYPE_MAX];   /* frames refused for the sender's role */
+    int64_t forbidden_logged;   /* when the last refusal was logged */
+    uint64_t forbidden_quiet;   /* refusals since, not logged */
 };
 
 typedef struct {
@@ -106,6 +113,7 @@ typedef struct {
     rt_router_t *r;
     zsock_t *front;
     zframe_t *from;     /* the envelope's peer */
+    sg_role_t role;     /* its role */
     size_t shard;
     int err;
     const peer_t *to;
@@ -321,6 +329,38 @@ static void send_error(rt_router_t *r, zsock_t *front, const uint8_t *peer, size
     sg_wbuf_fini(&w);
 }
 
+/* A frame the sender's role may not send: ERROR FORBIDDEN to it, counted, logged at most once a
+ * second (a compromised pod could send them as fast as it likes). */
+static void forbid(rt_router_t *r, zsock_t *front, const uint8_t *peer, size_t peer_len, sg_role_t role,
+                   const sg_wire_hdr_t *h)
+{
+    r->forbidden[role][h->type]++;
+    r->forbidden_quiet++;
+    int64_t now = sg_mono_ms();
+    if (now - r->forbidden_logged >= 1000) {
+        SG_WARN("router", "frame.forbidden", "peer=%.*s role=%s type=%s refused=%llu reason=\"this peer's CURVE key "
+                "is the %s's, which may not send %s (refusals since the last such line are counted)\"",
+                (int)peer_len, (const char *)peer, sg_role_name(role), sg_wire_type_name(h->type),
+                (unsigned long long)r->forbidden_quiet, sg_role_name(role), sg_wire_type_name(h->type));
+        r->forbidden_logged = now;
+        r->forbidden_quiet = 0;
+    }
+    send_error(r, front, peer, peer_len, h, SG_WIRE_ERR_FORBIDDEN);
+}
+
+/* [{role, type, count}] of the refusals so far, for /metrics. */
+static json_t *forbidden_json(const rt_router_t *r)
+{
+    json_t *arr = json_array();
+    for (int role = 0; role < SG_ROLE_MAX; role++)
+        for (int t = 0; t < SG_MSG_TYPE_MAX; t++)
+            if (r->forbidden[role][t])
+                json_array_append_new(arr, json_pack("{s:s,s:s,s:I}", "role", sg_role_name((sg_role_t)role), "type",
+                                                     sg_wire_type_name((uint8_t)t), "count",
+                                                     (json_int_t)r->forbidden[role][t]));
+    return arr;
+}
+
 static void send_ring(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_wire_hdr_t *in)
 {
     int64_t now = sg_mono_ms();
@@ -334,11 +374,11 @@ static void send_ring(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_w
                                                 "endpoint", s->endpoint, "reachable", up, "relayed",
                                                 (json_int_t)s->sent, "refused", (json_int_t)s->refused));
     }
-    json_t *body = json_pack("{s:s,s:i,s:o,s:o,s:b,s:I,s:I,s:I,s:I,s:I}", "router", r->name, "vnodes",
+    json_t *body = json_pack("{s:s,s:i,s:o,s:o,s:b,s:I,s:I,s:I,s:I,s:I,s:o}", "router", r->name, "vnodes",
                              (int)rt_ring_vnodes(r->ring), "shards", shards, "frontends", frontends_json(r), "ready", all_up, "relayedIn",
                              (json_int_t)r->relayed_in, "relayedOut", (json_int_t)r->relayed_out, "unroutable",
                              (json_int_t)r->unroutable, "batchesIn", (json_int_t)r->batches_in, "batchesOut",
-                             (json_int_t)r->batches_out);
+                             (json_int_t)r->batches_out, "forbidden", forbidden_json(r));
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_RING_RES, NULL);
@@ -434,14 +474,19 @@ static void forward_alive(rt_router_t *r, zsock_t *front, const uint8_t *peer, s
     sg_wbuf_fini(&w);
 }
 
-/* One frame from a frontend loop or admin (alone or out of its BATCH). */
-static void front_frame(rt_router_t *r, zsock_t *front, zframe_t *from, const uint8_t *f, size_t len)
+/* One frame from a frontend loop or admin of this role (alone or out of its BATCH). */
+static void front_frame(rt_router_t *r, zsock_t *front, zframe_t *from, sg_role_t role, const uint8_t *f,
+                        size_t len)
 {
     const uint8_t *peer = zframe_data(from);
     size_t peer_len = zframe_size(from);
     sg_wire_hdr_t h;
     if (sg_wire_decode(f, len, &h) != SG_OK || h.type == SG_MSG_BATCH) {
         SG_WARN("router", "frame.malformed", "peer=%.*s bytes=%zu", (int)peer_len, (const char *)peer, len);
+        return;
+    }
+    if (!sg_role_may_send(role, h.type)) {
+        forbid(r, front, peer, peer_len, role, &h);
         return;
     }
     r->relayed_in++;
@@ -476,10 +521,10 @@ static void front_item(void *ctx, const uint8_t *peer, size_t peer_len, const ui
     walk_t *k = ctx;
     (void)peer;   /* the envelope names the sender */
     (void)peer_len;
-    front_frame(k->r, k->front, k->from, f, len);
+    front_frame(k->r, k->front, k->from, k->role, f, len);
 }
 
-static void on_front(rt_router_t *r, zsock_t *front, zmsg_t *m)
+static void on_front(rt_router_t *r, zsock_t *front, zmsg_t *m, sg_role_t role)
 {
     if (zmsg_size(m) != 2) {
         zmsg_destroy(&m);
@@ -487,14 +532,17 @@ static void on_front(rt_router_t *r, zsock_t *front, zmsg_t *m)
     }
     zframe_t *peer = zmsg_first(m), *frame = zmsg_next(m);
     sg_wire_hdr_t h;
-    if (sg_wire_decode(zframe_data(frame), zframe_size(frame), &h) == SG_OK && h.type == SG_MSG_BATCH) {
+    bool batch = sg_wire_decode(zframe_data(frame), zframe_size(frame), &h) == SG_OK && h.type == SG_MSG_BATCH;
+    if (batch && !sg_role_may_send(role, h.type)) {
+        forbid(r, front, zframe_data(peer), zframe_size(peer), role, &h);
+    } else if (batch) {
         r->batches_in++;
-        walk_t k = {.r = r, .front = front, .from = peer};
+        walk_t k = {.r = r, .front = front, .from = peer, .role = role};
         if (sg_wire_batch_each(&h, front_item, &k) != SG_OK)
             SG_WARN("router", "frame.malformed", "peer=%.*s bytes=%zu reason=\"a damaged batch\"",
                     (int)zframe_size(peer), (const char *)zframe_data(peer), zframe_size(frame));
     } else {
-        front_frame(r, front, peer, zframe_data(frame), zframe_size(frame));
+        front_frame(r, front, peer, role, zframe_data(frame), zframe_size(frame));
     }
     zmsg_destroy(&m);
 }
@@ -698,8 +746,9 @@ static void router_actor(zsock_t *pipe, void *args)
             /* Everything the socket holds, up to a bound (the others get their turn). */
             zmsg_t *m;
             if (which == front) {
-                for (int k = 0; k < RT_DRAIN_MAX && (m = sg_zmq_recv_nowait(front)); k++)
-                    on_front(r, front, m);
+                char uid[32];   /* the sender's role (sg_curve's ZAP handler) */
+                for (int k = 0; k < RT_DRAIN_MAX && (m = sg_zmq_recv_nowait_from(front, uid, sizeof uid)); k++)
+                    on_front(r, front, m, sg_curve_peer_role(uid));
             } else if (which) {
                 for (size_t i = 0; i < r->n_shards; i++)
                     if (which == r->shards[i].sock)

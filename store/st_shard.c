@@ -1,7 +1,9 @@
 /* st_shard.c — a shard's net actor: owns the ROUTER socket that routers connect to, answers
  * liveness probes itself, sends writes to the writer and reads to the readers, parks long-poll
  * telemetry and feedback reads until data arrives or their wait ends, and sends every answer and
- * push back out through the router it came from (or any live router for pushes after a restart). */
+ * push back out through the router it came from (or any live router for pushes after a restart).
+ * Defence in depth behind the routers' own check: the ZAP handler admits only routers' keys here,
+ * and every frame (every item of a BATCH) must be one a router may send (sg_role.c). */
 #include "st_shard.h"
 #include <czmq.h>
 #include <errno.h>
@@ -11,6 +13,7 @@
 #include <sys/stat.h>
 #include "sg_log.h"
 #include "sg_curve.h"
+#include "sg_role.h"
 #include "sg_time.h"
 #include "sg_wire.h"
 #include "st_internal.h"
@@ -42,6 +45,7 @@ typedef struct {
     zlist_t *dirty;     /* rlink_t with frames in their batch (flush_links) */
     zlist_t *parked;    /* parked_t* */
     zlist_t *held;      /* zmsg_t*: session bookkeeping waiting for room in the writer's queue */
+    int64_t forbidden_logged;   /* when a refused frame was last logged */
 } net_t;
 
 /* What goes back to one router: answers and pushes of a pass in one BATCH when it takes them. */
@@ -174,9 +178,10 @@ typedef struct {
     net_t *n;
     zframe_t *rid;          /* the router it came from */
     const char *via;        /* the router to send through ("": any) */
+    sg_role_t role;         /* the sender's role */
 } walk_t;
 
-static void on_router(net_t *n, zmsg_t *m);
+static void on_router(net_t *n, zmsg_t *m, sg_role_t role);
 
 /* Each item of a router's BATCH as if it had come alone: [router][its peer][its frame]. */
 static void router_item(void *ctx, const uint8_t *peer, size_t peer_len, const uint8_t *f, size_t len)
@@ -186,11 +191,27 @@ static void router_item(void *ctx, const uint8_t *peer, size_t peer_len, const u
     zmsg_addmem(one, zframe_data(k->rid), zframe_size(k->rid));
     zmsg_addmem(one, peer, peer_len);
     zmsg_addmem(one, f, len);
-    on_router(k->n, one);
+    on_router(k->n, one, k->role);
 }
 
-/* [router][peer][frame] from the ROUTER socket. */
-static void on_router(net_t *n, zmsg_t *m)
+/* A frame the sender's role may not send here: ERROR FORBIDDEN, logged at most once a second. */
+static void forbid(net_t *n, zframe_t *rid, zframe_t *peer, sg_role_t role, const sg_wire_hdr_t *h)
+{
+    int64_t now = sg_mono_ms();
+    if (now - n->forbidden_logged >= 1000) {
+        SG_WARN("store", "net.forbidden", "shard=%s role=%s type=%s reason=\"only a router's key may send frames here, "
+                "and only those a router relays\"", n->ctx->name, sg_role_name(role), sg_wire_type_name(h->type));
+        n->forbidden_logged = now;
+    }
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 512);
+    if (sg_wire_put_error(&w, h, SG_WIRE_ERR_FORBIDDEN) == SG_OK)
+        send_frame(n, rid, peer, &w);
+    sg_wbuf_fini(&w);
+}
+
+/* [router][peer][frame] from the ROUTER socket, sent by a peer of this role. */
+static void on_router(net_t *n, zmsg_t *m, sg_role_t role)
 {
     if (zmsg_size(m) != 3) {
         SG_WARN("store", "net.bad_envelope", "frames=%zu", zmsg_size(m));
@@ -206,6 +227,11 @@ static void on_router(net_t *n, zmsg_t *m)
         zmsg_destroy(&m);
         return;
     }
+    if (!sg_role_may_send(role, h.type)) {
+        forbid(n, rid, peer, role, &h);
+        zmsg_destroy(&m);
+        return;
+    }
     rlink_t *link = router_seen(n, rid);
     switch (h.type) {
     case SG_MSG_PING:
@@ -215,7 +241,7 @@ static void on_router(net_t *n, zmsg_t *m)
         zmsg_destroy(&m);
         return;
     case SG_MSG_BATCH: {
-        walk_t k = {.n = n, .rid = rid};
+        walk_t k = {.n = n, .rid = rid, .role = role};
         if (sg_wire_batch_each(&h, router_item, &k) != SG_OK)
             SG_WARN("store", "net.malformed_frame", "bytes=%zu reason=\"a damaged batch\"", zframe_size(frame));
         zmsg_destroy(&m);
@@ -525,9 +551,10 @@ static void net_actor(zsock_t *pipe, void *args)
                 break;
             /* Everything the socket holds, up to a bound (see sg_zmq_recv_nowait). */
             zmsg_t *m;
+            char uid[32];   /* the sender's role (sg_curve's ZAP handler) */
             if (which == n.router)
-                for (int k = 0; k < NET_DRAIN_MAX && (m = sg_zmq_recv_nowait(n.router)); k++)
-                    on_router(&n, m);
+                for (int k = 0; k < NET_DRAIN_MAX && (m = sg_zmq_recv_nowait_from(n.router, uid, sizeof uid)); k++)
+                    on_router(&n, m, sg_curve_peer_role(uid));
             else if (which == n.from_workers)
                 for (int k = 0; k < NET_DRAIN_MAX && (m = sg_zmq_recv_nowait(n.from_workers)); k++)
                     on_workers(&n, m);

@@ -89,8 +89,10 @@ up() {
   done
   hp() { echo "--set health.bind=127.0.0.1 --health-port ${health[$1]}"; }
   local routers="tcp://127.0.0.1:$router_port"
-  # Every link between the processes is CURVE-encrypted with the cluster certificate init wrote.
-  local curve="--set cluster.curve_cert=$dir/curve/cluster.cert"
+  # Every link between the processes is CURVE-encrypted; each tier loads only its own key pair of
+  # those init wrote ({role} is the tier: DIR/curve/store.cert, router.cert, ...) and trusts the
+  # public certificates in DIR/curve/public.
+  local curve="--set cluster.curve_cert=$dir/curve/{role}.cert"
   {
     echo "MQTT_PORTS=\"$mqtt_ports\""
     echo "WS_PORTS=\"\""

@@ -6,8 +6,9 @@ usage: check_k8s.py RENDERED.yaml
 Checks that every object sacgate needs is there and that the manifests agree with the ZPL file
 in the ConfigMap: cluster.shards lists exactly the StatefulSet's ordinals, ports match the
 Services and probes, file paths point into the mounted volumes. The inter-tier links must use
-CURVE: cluster.curve_cert set (cluster.insecure not true) and every tier mounting the Secret
-sacgate-curve as a directory at dirname(cluster.curve_cert). Every container needs liveness
+CURVE: cluster.curve_cert set (cluster.insecure not true), every tier mounting its own Secret
+sacgate-curve-TIER as a directory at dirname(cluster.curve_cert) ({role} = TIER) and the Secret
+sacgate-curve-public at cluster.curve_public. Every container needs liveness
 and readiness probes, a tagged image, resources and a locked-down securityContext.
 
 With SACGATE_BIN set to a built `sacgate`, each tier is also started for 2 s with the rendered
@@ -32,9 +33,19 @@ import yaml
 NAMESPACE = "sacgate"
 CONF_KEY = "sacgate.conf"
 TIERS = ("store", "router", "frontend", "admin")
-CURVE_SECRET = "sacgate-curve"
-# Keys of the Secret sacgate-curve (README.md): the files `sacgate init` writes into DIR/curve.
-CURVE_KEYS = ("cluster.cert", "cluster.cert_secret")
+# Each tier's own key pair is the Secret sacgate-curve-TIER (README.md), whose keys are the files
+# `sacgate init` writes into DIR/curve for it; every tier's public certificate is in
+# sacgate-curve-public (DIR/curve/public).
+CURVE_PUBLIC_SECRET = "sacgate-curve-public"
+
+
+def curve_secret(tier):
+    return "sacgate-curve-" + tier
+
+
+def curve_keys(tier):
+    return (tier + ".cert", tier + ".cert_secret")
+
 TRUE = ("1", "true", "yes", "on")   # what sacgate's boolean keys accept as true
 
 errors = []
@@ -469,25 +480,35 @@ def check(docs):
 
 
 def check_curve(workloads, conf):
-    """Inter-tier links: CURVE on, and every tier mounts the certificate that curve_cert names."""
+    """Inter-tier links: CURVE on, every tier mounts its own key pair where curve_cert names it
+    ({role} = the tier) and the public certificates where curve_public names them."""
     if conf.get("cluster.insecure", "false").lower() in TRUE:
         fail(f"{CONF_KEY}: cluster.insecure is {conf['cluster.insecure']!r}: the inter-tier links would be "
              "plaintext; set cluster.curve_cert and remove cluster.insecure")
     cert = conf.get("cluster.curve_cert", "")
     if not cert:
         fail(f"{CONF_KEY}: cluster.curve_cert is not set: no tier starts without the CURVE certificate "
-             f"(\"/etc/sacgate/curve/cluster.cert\" from the Secret {CURVE_SECRET})")
+             "(\"/etc/sacgate/curve/{role}.cert\" from the Secret sacgate-curve-{role})")
         return
     if not cert.startswith("/"):
         fail(f"{CONF_KEY}: cluster.curve_cert {cert!r} is not an absolute path")
         return
-    cert_dir, cert_file = os.path.split(cert)
+    public = conf.get("cluster.curve_public", "")
+    if not public.startswith("/"):
+        fail(f"{CONF_KEY}: cluster.curve_public {public!r} is not an absolute path (the mount of the Secret "
+             f"{CURVE_PUBLIC_SECRET})")
     for t in TIERS:
         w = workloads.get(t)
         if not w:
             continue
+        CURVE_SECRET = curve_secret(t)
+        cert_dir, cert_file = os.path.split(cert.replace("{role}", t))
         c = (containers(w) or [{}])[0]
         where = f"{w['kind']} {t}"
+        ppath, psub, _ = mount_of(w, c, lambda v: get(v, "secret", "secretName") == CURVE_PUBLIC_SECRET)
+        if public.startswith("/") and (ppath is None or psub or ppath.rstrip("/") != public.rstrip("/")):
+            fail(f"{where} does not mount the Secret {CURVE_PUBLIC_SECRET} as a directory at {public} "
+                 "(cluster.curve_public): it would not know its peers' keys")
         mpath, subpath, v = mount_of(w, c, lambda v: get(v, "secret", "secretName") == CURVE_SECRET)
         if mpath is None:
             fail(f"{where} does not mount the Secret {CURVE_SECRET} (cluster.curve_cert is {cert}): its pods would not start")
@@ -505,7 +526,7 @@ def check_curve(workloads, conf):
             fail(f"{where}: the mount of Secret {CURVE_SECRET} at {mpath} is not readOnly")
         # Files in the mount: the Secret's keys, or the paths its items map them to.
         items = get(v, "secret", "items")
-        files = [i.get("path") for i in items] if items else list(CURVE_KEYS)
+        files = [i.get("path") for i in items] if items else list(curve_keys(t))
         for f in (cert_file, cert_file + "_secret"):
             if f not in files:
                 fail(f"{where}: Secret {CURVE_SECRET} mounted at {mpath} has no file {f} "
@@ -564,7 +585,8 @@ def run_tiers(binary, objs, conf_text):
                 env[name] = str(max(1, math.ceil(millis / 1000)))
             else:
                 fail(f"{t}: cannot emulate env {name} {e.get('valueFrom')} (teach check_k8s.py)")
-        argv = [binary] + args + ["--set", "health.port=0", "--set", f"cluster.curve_cert={pki}/curve/cluster.cert"] + local[t]
+        argv = [binary] + args + ["--set", "health.port=0", "--set", f"cluster.curve_cert={pki}/curve/{{role}}.cert",
+                                "--set", f"cluster.curve_public={pki}/curve/public"] + local[t]
         procs[t] = (subprocess.Popen(argv, env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True), argv, env)
     deadline = time.monotonic() + 2.0

@@ -119,23 +119,32 @@ case_ rocksdb-log-on-data "SACGATE_STORE_LOG_DIR '/var/lib/sacgate/log' is not t
 case_ no-rocksdb-log-dir "SACGATE_STORE_LOG_DIR is not set" \
   store.yaml "            - name: SACGATE_STORE_LOG_DIR" "            - name: SACGATE_STORE_LOG_DIRS"
 # CURVE between the tiers: the certificate in the configuration, the Secret in every tier.
-case_ no-curve-mount "Deployment router does not mount the Secret sacgate-curve" \
+case_ no-curve-mount "Deployment router does not mount the Secret sacgate-curve-router" \
   router.yaml "            - name: curve
               mountPath: /etc/sacgate/curve
               readOnly: true
 " ""
-case_ curve-mount-path "Secret sacgate-curve is mounted at '/etc/sacgate/certs'" \
-  store.yaml "              mountPath: /etc/sacgate/curve" "              mountPath: /etc/sacgate/certs"
-case_ curve-subpath "Secret sacgate-curve is mounted with subPath" \
-  admin.yaml "              mountPath: /etc/sacgate/curve" "              mountPath: /etc/sacgate/curve/cluster.cert
-              subPath: cluster.cert"
-case_ curve-unreadable "Secret sacgate-curve's files are owned by root" \
+case_ curve-mount-path "Secret sacgate-curve-store is mounted at '/etc/sacgate/certs'" \
+  store.yaml "              mountPath: /etc/sacgate/curve
+" "              mountPath: /etc/sacgate/certs
+"
+case_ curve-subpath "Secret sacgate-curve-admin is mounted with subPath" \
+  admin.yaml "              mountPath: /etc/sacgate/curve
+" "              mountPath: /etc/sacgate/curve/admin.cert
+              subPath: admin.cert
+"
+case_ curve-unreadable "Secret sacgate-curve-router's files are owned by root" \
   router.yaml "        fsGroup: 10001" ""
 case_ no-curve-cert "cluster.curve_cert is not set" \
-  sacgate.conf '    curve_cert = "/etc/sacgate/curve/cluster.cert"
+  sacgate.conf '    curve_cert = "/etc/sacgate/curve/{role}.cert"
 ' ''
+case_ no-curve-public "Deployment frontend does not mount the Secret sacgate-curve-public" \
+  frontend.yaml "            - name: curve-public
+              mountPath: /etc/sacgate/curve-public
+              readOnly: true
+" ""
 case_ curve-insecure "cluster.insecure is 'true'" \
-  sacgate.conf '    curve_cert = "/etc/sacgate/curve/cluster.cert"' '    curve_cert = "/etc/sacgate/curve/cluster.cert"
+  sacgate.conf '    curve_cert = "/etc/sacgate/curve/{role}.cert"' '    curve_cert = "/etc/sacgate/curve/{role}.cert"
     insecure = true'
 if [ -n "$bin" ] && [ -x "$bin" ]; then
   # Only the real binary knows every configuration key.

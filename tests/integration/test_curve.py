@@ -1,21 +1,65 @@
 #!/usr/bin/python3
-"""CURVE on the links between tiers (cluster topology): a process that does not hold the cluster
-certificate's secret gets no service from the router, whether it brings another key or none; with
-the cluster's certificate the same process works. And a tier refuses to start with neither a
-certificate nor an explicit cluster.insecure=true."""
+"""CURVE on the links between tiers (cluster topology), a key pair per tier. A process that does
+not hold a key the cluster trusts gets no service from the router, whether it brings another key
+or none; with its tier's key the same process works. A tier refuses to start with neither a
+certificate nor an explicit cluster.insecure=true, or with another tier's certificate.
 
+Frame authorization: a client holding the *frontend's* secret key (pyzmq, speaking the wire
+format of common/sg_wire.h) connects to the router and sends operator frames (a device delete,
+a ring request, a BATCH carrying a delete): each is refused with ERROR/FORBIDDEN, the device is
+still there and sacgate_router_refused_frames_total counts them; the same frames under the
+admin's key work. A key nobody knows is refused at the handshake, and a frontend's key cannot
+reach a shard at all (only routers' keys may), while a router's key there gets its PONG and a
+frame a router may not send (RING) is refused by the shard too."""
+
+import json
 import os
+import re
+import struct
 import subprocess
 import sys
 import tempfile
+
+import zmq
+import zmq.auth
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
 from sgtest import BIN, GatewayTest, MqttDevice, free_port
 
+# common/sg_wire.h
+VERSION = 1
+ADMIN, ADMIN_RES, RING, RING_RES, PING, PONG, ERROR, BATCH = 10, 11, 14, 15, 16, 17, 18, 21
+BY_DEVICE = 0xFFFFFFFF
+ERR_FORBIDDEN = 4
+ADM_DEVICE_GET, ADM_DEVICE_DELETE = 2, 3
+
+
+def frame(ftype, device=b"", corr=1, body=b"", flags=0):
+    return struct.pack("!BBBHIQQB", VERSION, ftype, flags, 0, BY_DEVICE, corr, 0, len(device)) + device + body
+
+
+def admin_frame(op, device, corr, doc=b"{}"):
+    return frame(ADMIN, device.encode(), corr, struct.pack("!HI", op, len(doc)) + doc)
+
+
+def batch(*frames):
+    return frame(BATCH, body=b"".join(struct.pack("!BI", 0, len(f)) + f for f in frames))
+
+
+def header(raw):
+    _v, ftype, _flags, status, _shard, corr, _epoch, dlen = struct.unpack("!BBBHIQQB", raw[:26])
+    return ftype, status, corr, raw[26 + dlen:]
+
 
 class CurveTest(GatewayTest):
     TOPOLOGY = "cluster"
+
+    def setUp(self):
+        super().setUp()
+        self.curve = os.path.join(self.gw.dir, "curve")
+        self.ctx = zmq.Context()
+        self.addCleanup(lambda: self.ctx.destroy(linger=0))
 
     def extra_frontend(self, name, curve_args):
         """Start one more frontend on the cluster's router with the given CURVE arguments."""
@@ -37,18 +81,62 @@ class CurveTest(GatewayTest):
         self._clients.append(m)
         return m.connect(timeout=20)
 
-    def test_frontend_with_the_cluster_certificate_works(self):
+    # ---- a raw ZeroMQ peer with some tier's key ----
+
+    def peer(self, keys, server, endpoint, name):
+        """A DEALER holding keys (public, secret) connected to endpoint, whose server key is the
+        public certificate of tier `server` (or, bytes, that key)."""
+        server_pub = server if isinstance(server, bytes) else \
+            zmq.auth.load_certificate(os.path.join(self.curve, "public", server + ".cert"))[0]
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IDENTITY, name.encode())
+        s.curve_publickey, s.curve_secretkey = keys
+        s.curve_serverkey = server_pub
+        s.connect(endpoint)
+        return s
+
+    def tier_keys(self, role):
+        return zmq.auth.load_certificate(os.path.join(self.curve, role + ".cert_secret"))
+
+    def router_peer(self, role_or_keys, name):
+        keys = self.tier_keys(role_or_keys) if isinstance(role_or_keys, str) else role_or_keys
+        return self.peer(keys, "router", "tcp://127.0.0.1:%s" % self.gw.ports_env["ROUTER_PORT"], name)
+
+    def shard_peer(self, role, name):
+        port = self.gw.ports_env["SHARD_PORTS"].split()[0]
+        return self.peer(self.tier_keys(role), "store", "tcp://127.0.0.1:%s" % port, name)
+
+    def ask(self, sock, raw, timeout_ms=10000):
+        """Send one frame (a router peer: [frame]; a shard peer: [peer][frame]) and return the first
+        answer's (type, status, corr, body), or None when nothing comes within timeout_ms."""
+        sock.send_multipart(raw if isinstance(raw, list) else [raw])
+        if not sock.poll(timeout_ms):
+            return None
+        return header(sock.recv_multipart()[-1])
+
+    def refused_metric(self, role, ftype):
+        text = self.gw.get("/metrics").text
+        m = re.search(r'sacgate_router_refused_frames_total\{router="[^"]*",role="%s",type="%s"\} (\d+)' %
+                      (role, ftype), text)
+        return int(m.group(1)) if m else 0
+
+    # ---- tests ----
+
+    def test_frontend_with_its_tier_key_works(self):
         dev = self.gw.create_device()
-        port = self.extra_frontend("fe-good", ["--set", "cluster.curve_cert=%s/curve/cluster.cert" % self.gw.dir])
+        port = self.extra_frontend("fe-good", ["--set", "cluster.curve_cert=%s/{role}.cert" % self.curve])
         self.assertEqual(self.connack_through(port, dev), 0)
 
-    def test_frontend_with_another_key_gets_nothing(self):
+    def test_frontend_with_another_clusters_key_gets_nothing(self):
         other = tempfile.mkdtemp(prefix="sgit-otherkey-")
         self.addCleanup(lambda: subprocess.run(["rm", "-rf", other]))
         r = subprocess.run([BIN, "init", "--data-dir", other], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         dev = self.gw.create_device()
-        port = self.extra_frontend("fe-otherkey", ["--set", "cluster.curve_cert=%s/curve/cluster.cert" % other])
+        # its own frontend key, and this cluster's router key to find the router by
+        port = self.extra_frontend("fe-otherkey", ["--set", "cluster.curve_cert=%s/curve/{role}.cert" % other,
+                                                   "--set", "cluster.curve_public=%s/public" % self.curve])
         # The router's ZAP handler refuses the handshake: no shard decides, CONNACK 3.
         self.assertEqual(self.connack_through(port, dev), 3)
 
@@ -62,6 +150,96 @@ class CurveTest(GatewayTest):
                            capture_output=True, text=True, timeout=20)
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("cluster.curve_cert", r.stderr)
+
+    def test_tier_with_another_tiers_certificate_refuses_to_start(self):
+        r = subprocess.run([BIN, "router", "--bind", "tcp://127.0.0.1:*", "--shards", "store-0=tcp://127.0.0.1:9",
+                            "--set", "cluster.curve_cert=%s/frontend.cert" % self.curve],
+                           capture_output=True, text=True, timeout=20)
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn("event=cert.wrong_role", r.stderr)
+
+    def test_each_tier_has_its_own_key(self):
+        keys = {role: zmq.auth.load_certificate(os.path.join(self.curve, role + ".cert_secret"))
+                for role in ("frontend", "router", "store", "admin")}
+        self.assertEqual(len({pub for pub, _ in keys.values()}), 4)
+        for role, (pub, sec) in keys.items():
+            self.assertIsNotNone(sec)
+            self.assertEqual(oct(os.stat(os.path.join(self.curve, role + ".cert_secret")).st_mode & 0o777), "0o600")
+            # the public directory holds the public half only
+            ppub, psec = zmq.auth.load_certificate(os.path.join(self.curve, "public", role + ".cert"))
+            self.assertEqual(ppub, pub)
+            self.assertIsNone(psec)
+
+    def test_frontend_key_cannot_send_admin_frames(self):
+        dev = self.gw.create_device()
+        did = dev["id"]
+        before = self.refused_metric("frontend", "ADMIN")
+        fe = self.router_peer("frontend", "evil-fe/0")
+        # a device delete, alone: refused, and the device stays
+        ftype, status, corr, body = self.ask(fe, admin_frame(ADM_DEVICE_DELETE, did, 7))
+        self.assertEqual((ftype, status, corr), (ERROR, ERR_FORBIDDEN, 7))
+        self.assertEqual(body[0], ADMIN)  # names the refused frame's type
+        # a device read (the registry entry with its keys): refused
+        self.assertEqual(self.ask(fe, admin_frame(ADM_DEVICE_GET, did, 8))[:3], (ERROR, ERR_FORBIDDEN, 8))
+        # the ring: refused
+        self.assertEqual(self.ask(fe, frame(RING, corr=9))[:3], (ERROR, ERR_FORBIDDEN, 9))
+        # a delete inside a BATCH (which a frontend may send): the item is refused
+        self.assertEqual(self.ask(fe, batch(admin_frame(ADM_DEVICE_DELETE, did, 10)))[:3], (ERROR, ERR_FORBIDDEN, 10))
+        self.assertEqual(self.gw.device(did).status, 200)
+        self.assertEqual(self.refused_metric("frontend", "ADMIN"), before + 3)
+        self.assertGreaterEqual(self.refused_metric("frontend", "RING"), 1)
+        self.assertTrue(self.gw.grep_log(r"event=frame.forbidden .*role=frontend"))
+        # the frontend's own frames still pass: its heartbeat gets the router's PONG
+        self.assertEqual(self.ask(fe, frame(PING, corr=11))[0], PONG)
+
+        # the same frames under the admin's key work
+        adm = self.router_peer("admin", "good-admin/0")
+        ftype, status, corr, body = self.ask(adm, frame(RING, corr=20))
+        self.assertEqual((ftype, status, corr), (RING_RES, 200, 20))
+        self.assertIn("forbidden", json.loads(body[4:]))
+        ftype, status, corr, _ = self.ask(adm, admin_frame(ADM_DEVICE_DELETE, did, 21))
+        self.assertEqual((ftype, corr), (ADMIN_RES, 21))
+        self.assertLess(status, 300)
+        self.assertEqual(self.gw.device(did).status, 404)
+        # ...but an admin's key may not pose as a frontend (a device's heartbeat)
+        self.assertEqual(self.ask(adm, frame(PING, corr=22))[:3], (ERROR, ERR_FORBIDDEN, 22))
+
+    def test_unknown_key_is_refused_at_the_handshake(self):
+        mark = self.gw.log_mark()
+        stranger = self.router_peer(zmq.curve_keypair(), "stranger/0")
+        self.assertIsNone(self.ask(stranger, frame(RING, corr=1), timeout_ms=3000))
+        self.gw.wait_log(r"comp=curve event=peer.refused .*role=none tier=router", mark)
+
+    def test_shard_admits_only_routers(self):
+        mark = self.gw.log_mark()
+        # a frontend's key straight at a shard: refused at the handshake, no answer
+        fe = self.shard_peer("frontend", "evil-fe-direct")
+        self.assertIsNone(self.ask(fe, [b"", frame(PING, corr=1)], timeout_ms=3000))
+        self.gw.wait_log(r"comp=curve event=peer.refused .*role=frontend tier=store", mark)
+        # a router's key gets its PONG; a frame routers never send (RING) is refused there too
+        rt = self.shard_peer("router", "router-test")
+        self.assertEqual(self.ask(rt, [b"", frame(PING, corr=2)])[0], PONG)
+        self.assertEqual(self.ask(rt, [b"x", frame(RING, corr=3)])[:3], (ERROR, ERR_FORBIDDEN, 3))
+
+    def test_shared_key_of_old_still_works(self):
+        """A router given a certificate without a role (the cluster.cert of before per-tier keys)
+        runs as it did: holders of that key may send anything, a per-tier key is refused."""
+        legacy = tempfile.mkdtemp(prefix="sgit-legacy-")
+        self.addCleanup(lambda: subprocess.run(["rm", "-rf", legacy]))
+        pub, sec = zmq.auth.create_certificates(legacy, "cluster")   # czmq's format, no role
+        port = free_port()
+        log = open(os.path.join(self.gw.dir, "legacy-router.log"), "ab")
+        p = subprocess.Popen([BIN, "router", "--name", "router-legacy", "--bind", "tcp://127.0.0.1:%d" % port,
+                              "--shards", "store-0=tcp://127.0.0.1:9", "--set", "health.port=0",
+                              "--set", "cluster.curve_cert=" + sec[:-len("_secret")]],
+                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.addCleanup(lambda: (p.kill(), p.wait()))
+        self.gw.wait_log(r"comp=curve event=shared_key", timeout=20)
+        server = zmq.auth.load_certificate(pub)[0]
+        old = self.peer(zmq.auth.load_certificate(sec), server, "tcp://127.0.0.1:%d" % port, "old-fe/0")
+        self.assertEqual(self.ask(old, frame(RING, corr=5))[:3], (RING_RES, 200, 5))
+        new = self.peer(self.tier_keys("frontend"), server, "tcp://127.0.0.1:%d" % port, "new-fe/0")
+        self.assertIsNone(self.ask(new, frame(PING, corr=6), timeout_ms=3000))
 
 
 if __name__ == "__main__":
