@@ -25,6 +25,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ struct adm_http {
     adm_deadline_t *deadline;
     size_t max_body;
     int64_t timeout_ms;
+    int64_t notify_timeout_ms;      /* POST /v1/notifications waits for every shard's fan-out */
     int port;
     char *tls_cert, *tls_key;       /* PEM, kept for the daemon's lifetime (libmicrohttpd does not copy) */
     size_t tls_key_len;
@@ -165,8 +167,9 @@ static zframe_t *ring_frame(void)
     return f;
 }
 
-/* Send frames and suspend the connection until every part is answered. */
-static void submit(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finish_fn finish)
+/* Send frames and suspend the connection until every part is answered; with retry_busy, a part
+ * a shard refuses as busy (nothing applied) is sent again until the deadline. */
+static void submit_with(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finish_fn finish, bool retry_busy)
 {
     for (int i = 0; i < n; i++)
         if (!frames[i]) {
@@ -180,7 +183,9 @@ static void submit(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finis
     r->submitted = true;
     /* Suspend before the bridge can answer, so its resume never comes first. */
     MHD_suspend_connection(r->conn);
-    if (adm_bridge_submit(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r) != SG_OK) {
+    sg_rc rc = retry_busy ? adm_bridge_submit_retrying(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r)
+                          : adm_bridge_submit(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r);
+    if (rc != SG_OK) {
         for (int k = 0; k < n; k++)
             zframe_destroy(&frames[k]);
         r->n = 0;
@@ -188,6 +193,11 @@ static void submit(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finis
         error(r, 503, "Unavailable", "the cluster link is down");
         on_done(r);
     }
+}
+
+static void submit(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finish_fn finish)
+{
+    submit_with(r, frames, n, timeout_ms, finish, false);
 }
 
 /* The single part's answer as it is, with Retry-After on 429. */
@@ -730,6 +740,124 @@ static void h_device_list(req_t *r, const char *id)
     submit(r, frames, shards, r->adm->timeout_ms, finish_device_list);
 }
 
+/* ---------- notifications (docs/notifications.md) ---------- */
+
+/* Every shard's part of POST /v1/notifications: 202 with the sums once every shard has queued
+ * its copies; otherwise the first failure as it is, with the notificationId when the failure
+ * is the cluster's (a shard that did not answer in time may still finish its fan-out:
+ * GET /v1/notifications/{id} tells). r->id holds the notification's id. */
+static void finish_notify(req_t *r)
+{
+    json_int_t targets = 0, rejected = 0;
+    for (int i = 0; i < r->n; i++) {
+        json_t *p = json_loadb(r->parts[i].json ? r->parts[i].json : "", r->parts[i].len, 0, NULL);
+        if (r->parts[i].status != 200 || !p) {
+            int status = r->parts[i].status && p ? r->parts[i].status : 502;
+            if (!p)
+                p = json_pack("{s:s,s:s}", "error", "Internal", "message", "malformed answer from a shard");
+            if (status >= 500)
+                json_object_set_new(p, "notificationId", json_string(r->id));
+            set_answer(r, status, p);
+            return;
+        }
+        targets += json_integer_value(json_object_get(p, "targets"));
+        rejected += json_integer_value(json_object_get(p, "rejected"));
+        json_decref(p);
+    }
+    set_answer(r, 202, json_pack("{s:s,s:I,s:I}", "notificationId", r->id, "targets", targets, "rejected", rejected));
+}
+
+static void h_notify(req_t *r, const char *id)
+{
+    (void)id;
+    json_t *b = body_json(r);
+    if (!b)
+        return;
+    int shards = adm_bridge_shards(r->adm->bridge);
+    if (shards == 0 || shards > MAX_PARTS) {
+        json_decref(b);
+        error(r, 503, "RouterUnavailable", "the cluster's shards are not known yet; retry");
+        return;
+    }
+    uint8_t u[16];
+    if (RAND_bytes(u, sizeof u) != 1) {
+        json_decref(b);
+        error(r, 500, "Internal", "no random source");
+        return;
+    }
+    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
+    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
+    snprintf(r->id, sizeof r->id, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+    json_t *q = json_pack("{s:s,s:o}", "notificationId", r->id, "body", b);
+    char *text = q ? json_dumps(q, JSON_COMPACT) : NULL;
+    json_decref(q);
+    zframe_t *frames[MAX_PARTS];
+    for (int i = 0; i < shards; i++)
+        frames[i] = text ? admin_frame(NULL, (uint32_t)i, SG_ADM_NOTIFY, text) : NULL;
+    free(text);
+    /* Every shard records it and answers when its fan-out is done; a shard refusing it as busy
+     * has applied nothing and is asked again. */
+    submit_with(r, frames, shards, r->adm->notify_timeout_ms, finish_notify, true);
+}
+
+/* GET /v1/notifications/{id}: the shards' progress summed. */
+static void finish_notify_get(req_t *r)
+{
+    json_int_t targets = 0, rejected = 0, created = 0, expires = 0;
+    int found = 0, done = 0;
+    for (int i = 0; i < r->n; i++) {
+        if (r->parts[i].status == 404)
+            continue;
+        json_t *p = part_json(&r->parts[i]);
+        if (!p) {
+            adm_part_t first = r->parts[0];   /* swapped: on_completed frees every part */
+            r->parts[0] = r->parts[i];
+            r->parts[i] = first;
+            finish_passthrough(r);
+            return;
+        }
+        found++;
+        done += json_is_true(json_object_get(p, "done"));
+        targets += json_integer_value(json_object_get(p, "targets"));
+        rejected += json_integer_value(json_object_get(p, "rejected"));
+        created = json_integer_value(json_object_get(p, "createdAt"));
+        expires = json_integer_value(json_object_get(p, "expiresAt"));
+        json_decref(p);
+    }
+    if (!found) {
+        error(r, 404, "NotificationNotFound", "no shard knows this notification");
+        return;
+    }
+    char c[25], e[25];
+    sg_rfc3339(created, c);
+    sg_rfc3339(expires, e);
+    set_answer(r, 200, json_pack("{s:s,s:I,s:I,s:i,s:i,s:b,s:s,s:s}", "notificationId", r->id, "targets", targets,
+                                 "rejected", rejected, "shards", r->n, "shardsDone", done, "complete",
+                                 found == r->n && done == r->n, "createdAt", c, "expiresAt", e));
+}
+
+static void h_notify_get(req_t *r, const char *id)
+{
+    if (strlen(id) > 36 || strspn(id, "0123456789abcdef-") != strlen(id)) {   /* never one of ours */
+        error(r, 404, "NotificationNotFound", "no notification has this id");
+        return;
+    }
+    int shards = adm_bridge_shards(r->adm->bridge);
+    if (shards == 0 || shards > MAX_PARTS) {
+        error(r, 503, "RouterUnavailable", "the cluster's shards are not known yet; retry");
+        return;
+    }
+    json_t *q = json_pack("{s:s}", "notificationId", id);
+    char *text = q ? json_dumps(q, JSON_COMPACT) : NULL;
+    json_decref(q);
+    zframe_t *frames[MAX_PARTS];
+    for (int i = 0; i < shards; i++)
+        frames[i] = text ? admin_frame(NULL, (uint32_t)i, SG_ADM_NOTIFY_GET, text) : NULL;
+    free(text);
+    submit(r, frames, shards, r->adm->timeout_ms, finish_notify_get);
+}
+
 /* Starts at the request's headers (see on_request); lines are taken as the body arrives. */
 static void h_import(req_t *r, const char *id)
 {
@@ -764,6 +892,8 @@ static const route_t k_routes[] = {
     {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_list},
     {"DELETE", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_purge},
     {"GET", "/v1/devices/*/deadletters", ADM_ROLE_SERVICE, BODY_NONE, h_dead_list},
+    {"POST", "/v1/notifications", ADM_ROLE_SERVICE, BODY_JSON, h_notify},
+    {"GET", "/v1/notifications/*", ADM_ROLE_SERVICE, BODY_NONE, h_notify_get},
 };
 
 /* Match url against pattern; the '*' segment is copied to id. */
@@ -875,7 +1005,7 @@ static bool admit(req_t *r)
         too_large(r, r->adm->max_body);
         return false;
     }
-    if (strchr(route->pattern, '*') && !sg_device_id_valid(r->id, strlen(r->id))) {
+    if (strchr(route->pattern, '*') && route->fn != h_notify_get && !sg_device_id_valid(r->id, strlen(r->id))) {
         error(r, 400, "InvalidDeviceId", "device ids are 1-128 characters of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '");
         return false;
     }
@@ -1053,6 +1183,7 @@ adm_http_t *adm_http_new(const sg_config_t *cfg, const char *name, const char *r
     }
     a->max_body = (size_t)sg_config_int(cfg, "admin.max_body");
     a->timeout_ms = sg_config_int(cfg, "cluster.request_timeout") * 1000;
+    a->notify_timeout_ms = sg_config_int(cfg, "admin.notification_timeout") * 1000;
     a->bridge = adm_bridge_new(routers, name, (int)sg_config_int(cfg, "cluster.hwm"));
     if (!a->bridge) {
         adm_http_destroy(&a);

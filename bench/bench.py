@@ -757,6 +757,102 @@ def revocation(target, p, outdir, problems, base):
     return figures, {"_report": report}
 
 
+def telemetry_probe(port, cafile, device_id, key, stop, out):
+    """One device publishing QoS 1 telemetry back to back until stop is set: (monotonic send
+    time, PUBACK latency in ms) of each message appended to out."""
+    sock = hold_device(port, cafile, device_id, key, 600)
+    sock.setblocking(True)
+    sock.settimeout(60)
+    topic = ("devices/%s/messages/events/" % device_id).encode()
+    pid = 0
+    try:
+        while not stop.is_set():
+            pid = pid % 65535 + 1
+            body = struct.pack("!H", len(topic)) + topic + struct.pack("!H", pid) + b"x" * 100
+            t0 = time.monotonic()
+            sock.sendall(bytes([0x32, len(body) & 0x7F | 0x80, len(body) >> 7]) + body)
+            ack = b""
+            while len(ack) < 4:
+                chunk = sock.recv(4 - len(ack))
+                if not chunk:
+                    raise BenchError("%s: closed while waiting for PUBACK" % device_id)
+                ack += chunk
+            if ack[0] != 0x40 or struct.unpack("!H", ack[2:4])[0] != pid:
+                raise BenchError("%s: expected PUBACK %d, got %r" % (device_id, pid, ack))
+            out.append((t0, (time.monotonic() - t0) * 1000))
+            time.sleep(0.01)
+    finally:
+        sock.close()
+
+
+def notification_fanout(target, p, outdir, problems, base):
+    """N devices registered with one tag (POST /v1/devices:import), then one notification to all
+    of them (POST /v1/notifications) while one device publishes QoS 1 telemetry back to back
+    (10 ms apart): the time to the 202 (which comes once every shard has every copy queued and
+    durable), the copies counted, and the telemetry PUBACK latency before and during the fan-out."""
+    if target.kind != "sacgate":
+        raise BenchError("notification-fanout needs a sacgate target (Mosquitto has no registry)")
+    n = p.devices or default_devices("notification-fanout", p)
+    ports, admin_port, token, cafile = target_endpoints(target)
+    tag = "nf-%s" % secrets.token_hex(3)
+    adm = AdminClient(admin_port, token)
+    t0 = time.monotonic()
+    for start in range(0, n, 50000):
+        body = "".join(json.dumps({"deviceId": "%s-%07d" % (tag, i), "tags": {"fleet": tag}}) + "\n"
+                       for i in range(start, min(n, start + 50000)))
+        status, answer = adm.request("POST", "/v1/devices:import", body=body.encode(),
+                                     headers={"Content-Type": "application/x-ndjson"}, timeout=600)
+        if status != 200 or json.loads(answer).get("failed"):
+            raise BenchError("import failed: %d %s" % (status, answer[:300]))
+    log("notification-fanout: %d devices imported in %.1f s" % (n, time.monotonic() - t0))
+    probe = "%s-probe" % tag
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    status, answer = adm.request("PUT", "/v1/devices/" + probe, body=json.dumps(
+        {"auth": {"type": "sas", "primaryKey": key, "secondaryKey": key}}).encode(), timeout=60)
+    if status != 201:
+        raise BenchError("probe device: %d %s" % (status, answer[:200]))
+    stop, lat = threading.Event(), []
+    th = threading.Thread(target=telemetry_probe, args=(ports[0], cafile, probe, key, stop, lat), daemon=True)
+    th.start()
+    time.sleep(5)   # the baseline
+    sent = time.monotonic()
+    status, answer = adm.request("POST", "/v1/notifications", body=json.dumps(
+        {"tags": {"fleet": tag}, "payload": "bench", "ttlSeconds": 3600}).encode(), timeout=900)
+    done = time.monotonic()
+    time.sleep(2)
+    stop.set()
+    th.join(60)
+    if status != 202:
+        raise BenchError("notification: %d %s" % (status, answer[:300]))
+    res = json.loads(answer)
+    check(res["targets"] == n, "%s: %d of %d devices got the notification" % (target.name, res["targets"], n),
+          problems)
+    before = [ms_ for t, ms_ in lat if t < sent]
+    during = [ms_ for t, ms_ in lat if sent <= t <= done]
+    r3 = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    figures = {
+        "devices": n,
+        "targets": res["targets"],
+        "rejected": res["rejected"],
+        "postTo202Seconds": round(done - sent, 3),
+        "copiesPerSecond": round(res["targets"] / max(1e-3, done - sent)),
+        "telemetryBeforeCount": len(before),
+        "telemetryBeforeP50Ms": r3(percentile(before, 50)),
+        "telemetryBeforeP99Ms": r3(percentile(before, 99)),
+        "telemetryDuringCount": len(during),
+        "telemetryDuringP50Ms": r3(percentile(during, 50)),
+        "telemetryDuringP99Ms": r3(percentile(during, 99)),
+        "telemetryDuringMaxMs": r3(max(during) if during else None),
+    }
+    report = os.path.join(outdir, "%s-%s.json" % (base, target.name))
+    with open(report, "w") as f:
+        json.dump({"figures": figures}, f, indent=0)
+    print("notification-fanout %s: %d copies durable %.2f s after the POST; telemetry PUBACK p99 %s ms before, %s ms "
+          "during" % (target.name, res["targets"], done - sent, figures["telemetryBeforeP99Ms"],
+                      figures["telemetryDuringP99Ms"]), flush=True)
+    return figures, {"_report": report}
+
+
 SCENARIOS = {
     "idle-tls": (idle_tls, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "telemetry-qos1": (telemetry_qos1, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
@@ -765,6 +861,7 @@ SCENARIOS = {
     "scale": (scale, ["sacgate-cluster"]),
     "shard-restart": (shard_restart, ["sacgate-cluster"]),
     "revocation": (revocation, ["sacgate-all", "sacgate-cluster"]),
+    "notification-fanout": (notification_fanout, ["sacgate-all", "sacgate-cluster"]),
 }
 
 # The figure each scenario compares against Mosquitto, and whether higher is better.
@@ -777,13 +874,15 @@ RATIO_OF = {
     "scale": [],
     "shard-restart": [],
     "revocation": [],   # Mosquitto has no registry to revoke from
+    "notification-fanout": [],
 }
 
 
 def default_devices(scenario, p):
     """Sessions a scenario holds when --devices is not given (the cluster gets frontends for them)."""
     return {"scale": 1000 if p.smoke else 250000, "shard-restart": 1500 if p.smoke else 250000,
-            "revocation": 50 if p.smoke else 1000}.get(scenario, 0)
+            "revocation": 50 if p.smoke else 1000,
+            "notification-fanout": 1000 if p.smoke else 100000}.get(scenario, 0)
 
 
 def make_target(name, workdir, p, scenario):

@@ -107,6 +107,8 @@ static const spec_t k_specs[] = {
     I("store.feedback_max_bytes", "0", 0, 1125899906842624, "bytes of feedback table files kept per shard (0: no limit "
       "but the age)"),
     I("store.deadletter_retention", "86400", 1, 604800, "seconds dead-lettered messages are kept (at most 7 days)"),
+    I("store.notify_slice", "1000", 1, 100000, "registry entries a notification fan-out looks at per commit "
+      "(the shard's other work goes on between two slices)"),
     I("store.retention_interval", "10", 1, 3600, "seconds between two looks of the retention thread"),
     I("store.memory", "536870912", 16777216, 1099511627776, "RocksDB's memory budget per shard: half block cache, "
       "half the memtables of all column families together"),
@@ -116,6 +118,8 @@ static const spec_t k_specs[] = {
     I("admin.port", "8080", 0, 65535, "HTTP port (0 = pick a free port)"),
     S("admin.tokens", "/etc/sacgate/tokens", "file of API tokens: one 'name roles sha256hex' per line"),
     I("admin.max_body", "262144", 1024, 67108864, "largest request body (bytes)"),
+    I("admin.notification_timeout", "60", 1, 3600, "seconds POST /v1/notifications waits for every shard to queue "
+      "its copies (the fan-out goes on after a timeout)"),
     I("admin.threads", "2", 1, 64, "HTTP worker threads (libmicrohttpd's thread pool; each serves its own connections)"),
     I("admin.max_connections", "1024", 16, 100000, "open HTTP connections in all; beyond, new ones wait in the listen backlog"),
     I("admin.max_connections_per_ip", "64", 0, 100000, "open HTTP connections per client address, beyond which new "

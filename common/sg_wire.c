@@ -383,7 +383,8 @@ sg_rc sg_wire_get_u64(const sg_wire_hdr_t *h, uint64_t *v)
 bool sg_adm_op_writes(uint16_t op)
 {
     return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE ||
-           op == SG_ADM_DEVICE_IMPORT || op == SG_ADM_GROUP_COMMIT || op == SG_ADM_KEYS_REGENERATE;
+           op == SG_ADM_DEVICE_IMPORT || op == SG_ADM_GROUP_COMMIT || op == SG_ADM_KEYS_REGENERATE ||
+           op == SG_ADM_NOTIFY;
 }
 
 bool sg_group_valid(const char *g, size_t len)

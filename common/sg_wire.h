@@ -285,6 +285,8 @@ typedef enum {
     SG_ADM_DEADLETTER_LIST, /* a device's dead letters */
     SG_ADM_DEVICE_LIST,     /* one shard's registry entries in id order {"after","limit","tag"} (a read) */
     SG_ADM_KEYS_REGENERATE, /* new SAS keys for a device {"key"} (a write: see st_shard.c, on_router) */
+    SG_ADM_NOTIFY,          /* a notification to fan out in one shard {"notificationId","body"} (store/st_wnotify.c) */
+    SG_ADM_NOTIFY_GET,      /* a notification's progress in one shard {"notificationId"} (a read) */
     SG_ADM_OP_MAX
 } sg_adm_op_t;
 

@@ -16,7 +16,11 @@
  * group's committed telemetry position (be64 of offset + 1: 0 is "nothing read yet");
  * "F{group}" -> the same for the group's feedback position (a key space of its own: a telemetry
  * group and a feedback group of one name are independent); "retained" -> the oldest retained
- * telemetry offset and feedback sequence (two be64). */
+ * telemetry offset and feedback sequence (two be64); "N{notificationId}" -> a notification's
+ * progress in this shard (JSON: targets, rejected, cursor, done; kept after it is done, for
+ * GET /v1/notifications/{id}); "n{notificationId}" -> what it sends, while its fan-out is
+ * unfinished (its tags as JSON, a NUL, then the queue record every target gets): a restarted
+ * shard resumes every fan-out it finds there (st_wnotify.c). */
 #ifndef ST_KEYS_H
 #define ST_KEYS_H
 
@@ -78,6 +82,17 @@ static inline size_t st_key_exp(char *out, int64_t expires_ms, const char *id, s
 #define ST_FB_GROUP_PREFIX "F"
 #define ST_GROUP_MAX SG_GROUP_MAX
 #define ST_RETAINED_KEY "retained"
+#define ST_NOTIFY_PREFIX "N"
+#define ST_NOTIFY_DEF_PREFIX "n"
+#define ST_NOTIFY_ID_MAX 36
+
+/* N{nid} (prefix ST_NOTIFY_PREFIX) or n{nid} (ST_NOTIFY_DEF_PREFIX). out holds 1 + ST_NOTIFY_ID_MAX bytes. */
+static inline size_t st_key_notify(char *out, char prefix, const char *nid, size_t len)
+{
+    out[0] = prefix;
+    memcpy(out + 1, nid, len);
+    return len + 1;
+}
 
 /* G{group}: a consumer group's telemetry position. out holds 1 + ST_GROUP_MAX bytes. */
 static inline size_t st_key_group(char *out, const char *group, size_t len)

@@ -526,6 +526,33 @@ static void park(reader_t *r, rop_t *op)
     zmsg_send(&m, r->out);
 }
 
+/* GET /v1/notifications/{id}, this shard's part: its progress record (st_wnotify.c), 404 when
+ * the shard never recorded the notification. */
+static void notify_get(reader_t *r, rop_t *op, json_t *q)
+{
+    json_t *jn = json_object_get(q, "notificationId");
+    const char *nid = json_string_value(jn);
+    if (!nid || json_string_length(jn) == 0 || json_string_length(jn) > ST_NOTIFY_ID_MAX) {
+        answer(r, op, 400, st_error_json("BadRequest", "malformed notification query"));
+        return;
+    }
+    char key[1 + ST_NOTIFY_ID_MAX], *v = NULL;
+    size_t vl = 0;
+    if (st_db_get(&r->ctx->db, NULL, ST_CF_DEFAULT, key, st_key_notify(key, ST_NOTIFY_PREFIX[0], nid, strlen(nid)), &v,
+                  &vl) != SG_OK) {
+        answer(r, op, 500, st_error_json("Internal", "storage read failed"));
+        return;
+    }
+    json_t *p = v ? json_loadb(v, vl, 0, NULL) : NULL;
+    rocksdb_free(v);
+    if (!p) {
+        answer(r, op, 404, st_error_json("NotificationNotFound", "notification '%s' is not known here", nid));
+        return;
+    }
+    json_object_del(p, "cursor");
+    answer(r, op, 200, p);
+}
+
 static void handle(reader_t *r, rop_t *op)
 {
     uint16_t aop;
@@ -551,6 +578,7 @@ static void handle(reader_t *r, rop_t *op)
         break;
     case SG_ADM_SHARD_STATS: shard_stats(r, op); break;
     case SG_ADM_DEVICE_LIST: device_list(r, op, q); break;
+    case SG_ADM_NOTIFY_GET: notify_get(r, op, q); break;
     default: answer(r, op, 400, st_error_json("BadRequest", "operation %u is not a read", aop)); break;
     }
     json_decref(q);

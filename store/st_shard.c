@@ -618,6 +618,7 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->fb_max_bytes = sg_config_int(cfg, "store.feedback_max_bytes");
     c->dead_retention_ms = sg_config_int(cfg, "store.deadletter_retention") * 1000;
     c->retention_interval_ms = sg_config_int(cfg, "store.retention_interval") * 1000;
+    c->notify_slice = (int)sg_config_int(cfg, "store.notify_slice");
     /* This start of the shard: routers tell frontends when it changes, so that publishes the
      * previous start took in and never acknowledged are sent again by their devices. */
     if (RAND_bytes((unsigned char *)&c->incarnation, sizeof c->incarnation) != 1 || c->incarnation == 0)

@@ -199,7 +199,7 @@ static void adm_device_delete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     st_writer_answer_admin(w, op, 204, NULL);
 }
 
-static void uuid4(char out[37])
+void stw_uuid4(char out[37])
 {
     uint8_t b[16];
     if (RAND_bytes(b, sizeof b) != 1)
@@ -221,43 +221,39 @@ static int ack_parse(const char *s)
 
 #define MAX_USER_PROPS 64
 
-static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now)
+/* Refuse op with status and an InvalidMessage (or MessageTooLarge) error; false for the caller
+ * to return. */
+static bool msg_refuse(writer_t *w, op_t *op, int status, json_t *err, uint8_t *decoded)
+{
+    free(decoded);
+    st_writer_answer_admin(w, op, status, err);
+    return false;
+}
+
+bool stw_msg_build(writer_t *w, op_t *op, const json_t *body, const char *mid, const char *sys_key,
+                   const char *sys_val, int64_t now, sg_wbuf_t *out, st_msg_t *m)
 {
     st_ctx_t *ctx = w->ctx;
-    if (!d->exists) {
-        st_writer_answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
-        return;
-    }
-    if (!d->reg.enabled) {
-        st_writer_answer_admin(w, op, 403, st_error_json("DeviceDisabled", "device '%s' is disabled", d->id));
-        return;
-    }
-    if (!json_is_object(body)) {
-        st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "the body must be a JSON object"));
-        return;
-    }
+    if (!json_is_object(body))
+        return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "the body must be a JSON object"), NULL);
     const char *k;
     json_t *v;
-    json_object_foreach(body, k, v) {
+    json_object_foreach((json_t *)body, k, v) {
         if (strcmp(k, "payload") && strcmp(k, "payloadEncoding") && strcmp(k, "properties") &&
-            strcmp(k, "ttlSeconds") && strcmp(k, "ack")) {
-            st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "unknown member '%s'", k));
-            return;
-        }
+            strcmp(k, "ttlSeconds") && strcmp(k, "ack"))
+            return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "unknown member '%s'", k), NULL);
     }
     json_t *jp = json_object_get(body, "payload");
     const char *enc = "utf8";
     if (json_object_get(body, "payloadEncoding")) {
         enc = json_string_value(json_object_get(body, "payloadEncoding"));
-        if (!enc || (strcmp(enc, "utf8") && strcmp(enc, "base64"))) {
-            st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "payloadEncoding must be \"utf8\" or \"base64\""));
-            return;
-        }
+        if (!enc || (strcmp(enc, "utf8") && strcmp(enc, "base64")))
+            return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "payloadEncoding must be \"utf8\" or \"base64\""),
+                              NULL);
     }
-    if (jp && !json_is_string(jp)) {
-        st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "payload must be a string (utf8 text or base64)"));
-        return;
-    }
+    if (jp && !json_is_string(jp))
+        return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "payload must be a string (utf8 text or base64)"),
+                          NULL);
     const char *ptext = jp ? json_string_value(jp) : "";
     size_t plen = jp ? json_string_length(jp) : 0;
     uint8_t *payload = (uint8_t *)ptext;
@@ -265,51 +261,37 @@ static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t 
     if (strcmp(enc, "base64") == 0) {
         decoded = malloc(plen / 4 * 3 + 3);
         size_t n;
-        if (!decoded || sg_b64_decode(ptext, plen, decoded, &n) != SG_OK) {
-            free(decoded);
-            st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "payload is not valid base64"));
-            return;
-        }
+        if (!decoded || sg_b64_decode(ptext, plen, decoded, &n) != SG_OK)
+            return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "payload is not valid base64"), decoded);
         payload = decoded;
         plen = n;
     }
     int64_t ttl = ctx->default_ttl;
     json_t *jt = json_object_get(body, "ttlSeconds");
-    if (jt && (!json_is_integer(jt) || json_integer_value(jt) < 1 || json_integer_value(jt) > ctx->max_ttl)) {
-        free(decoded);
-        st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "ttlSeconds must be an integer from 1 to %lld",
-                                               (long long)ctx->max_ttl));
-        return;
-    }
+    if (jt && (!json_is_integer(jt) || json_integer_value(jt) < 1 || json_integer_value(jt) > ctx->max_ttl))
+        return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "ttlSeconds must be an integer from 1 to %lld",
+                                                    (long long)ctx->max_ttl), decoded);
     if (jt)
         ttl = json_integer_value(jt);
     int ack = ST_ACK_NONE;
     if (json_object_get(body, "ack")) {
         const char *a = json_string_value(json_object_get(body, "ack"));
         ack = a ? ack_parse(a) : -1;
-        if (ack < 0) {
-            free(decoded);
-            st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "ack must be none, positive, negative or full"));
-            return;
-        }
+        if (ack < 0)
+            return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "ack must be none, positive, negative or full"),
+                              decoded);
     }
     json_t *props = json_object_get(body, "properties");
-    if (props && (!json_is_object(props) || json_object_size(props) > MAX_USER_PROPS)) {
-        free(decoded);
-        st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "properties must be an object of at most %d string values",
-                                               MAX_USER_PROPS));
-        return;
-    }
+    if (props && (!json_is_object(props) || json_object_size(props) > MAX_USER_PROPS))
+        return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "properties must be an object of at most %d string "
+                                                    "values", MAX_USER_PROPS), decoded);
     size_t props_bytes = 0;
     json_object_foreach(props, k, v) {
         if (!json_is_string(v) || !*k || strncmp(k, "$.", 2) == 0 || strncasecmp(k, "iothub-", 7) == 0 ||
-            strlen(k) > 256 || json_string_length(v) > 4096) {
-            free(decoded);
-            st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage",
+            strlen(k) > 256 || json_string_length(v) > 4096)
+            return msg_refuse(w, op, 400, st_error_json("InvalidMessage",
                 "property '%s' is not allowed: values are strings (<= 4096 bytes), keys 1-256 bytes and not "
-                "starting with '$.' or 'iothub-'", k));
-            return;
-        }
+                "starting with '$.' or 'iothub-'", k), decoded);
         props_bytes += strlen(k) + json_string_length(v);
     }
     /* The properties travel URL-encoded in the devicebound topic, which MQTT caps at 65535 bytes
@@ -326,23 +308,72 @@ static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t 
         sg_wbuf_init(&bag, 65535 - 1024);
         sg_rc brc = sg_propbag_encode(&bag, pv, np);
         sg_wbuf_fini(&bag);
-        if (brc != SG_OK) {
-            free(decoded);
-            st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "the properties do not fit in an MQTT topic "
-                                                   "(at most 64 KiB once URL-encoded, with the system properties)"));
-            return;
-        }
+        if (brc != SG_OK)
+            return msg_refuse(w, op, 400, st_error_json("InvalidMessage", "the properties do not fit in an MQTT topic "
+                                                        "(at most 64 KiB once URL-encoded, with the system properties)"),
+                              decoded);
     }
-    if ((int64_t)(plen + props_bytes) > ctx->max_message_bytes) {
-        free(decoded);
-        st_writer_answer_admin(w, op, 413, st_error_json("MessageTooLarge", "message is %zu bytes; the limit is %lld",
-                                               plen + props_bytes, (long long)ctx->max_message_bytes));
+    if ((int64_t)(plen + props_bytes) > ctx->max_message_bytes)
+        return msg_refuse(w, op, 413, st_error_json("MessageTooLarge", "message is %zu bytes; the limit is %lld",
+                                                    plen + props_bytes, (long long)ctx->max_message_bytes), decoded);
+    *m = (st_msg_t){.message_id = mid, .message_id_len = strlen(mid), .enqueued_ms = now,
+                    .expires_ms = now + ttl * 1000, .ack = (uint8_t)ack, .payload_len = plen};
+    sg_wbuf_reset(out);
+    sg_rc rc = st_msg_put_head(out, m, (uint16_t)(json_object_size(props) + (sys_key ? 1 : 0)));
+    if (rc == SG_OK && sys_key)
+        rc = sg_wire_put_prop(out, sys_key, strlen(sys_key), sys_val, strlen(sys_val));
+    json_object_foreach(props, k, v) {
+        if (rc == SG_OK)
+            rc = sg_wire_put_prop(out, k, strlen(k), json_string_value(v), json_string_length(v));
+    }
+    if (rc == SG_OK)
+        rc = st_msg_put_tail(out, payload, plen);
+    free(decoded);
+    if (rc != SG_OK)
+        stw_fatal_io("message-encode");
+    return true;
+}
+
+bool stw_queue_room(writer_t *w, const wdev_t *d, size_t plen, int64_t *limit, int64_t *blimit)
+{
+    *limit = d->reg.max_messages > 0 ? d->reg.max_messages : w->ctx->max_queued_messages;
+    *blimit = d->reg.max_bytes > 0 ? d->reg.max_bytes : w->ctx->max_queued_bytes;
+    return (int64_t)d->meta.count < *limit && (int64_t)(d->meta.bytes + plen) <= *blimit;
+}
+
+void stw_queue_put(writer_t *w, wdev_t *d, const st_msg_t *m, const sg_wbuf_t *rec)
+{
+    st_ctx_t *ctx = w->ctx;
+    uint64_t seq = d->meta.next_seq++;
+    char key[ST_KEY_MAX];
+    size_t klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_QUEUE, seq);
+    rocksdb_writebatch_put_cf(w->batch, ctx->db.cf[ST_CF_DEV], key, klen, (const char *)rec->data, rec->len);
+    klen = st_key_exp(key, m->expires_ms, d->id, d->id_len, seq);
+    rocksdb_writebatch_put_cf(w->batch, ctx->db.cf[ST_CF_EXP], key, klen, "", 0);
+    d->meta.count++;
+    d->meta.bytes += m->payload_len;
+    w->queued++;
+    stw_save_meta(w, d);
+    stw_want_delivery(w, d);
+}
+
+static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now)
+{
+    if (!d->exists) {
+        st_writer_answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
         return;
     }
-    int64_t limit = d->reg.max_messages > 0 ? d->reg.max_messages : ctx->max_queued_messages;
-    int64_t blimit = d->reg.max_bytes > 0 ? d->reg.max_bytes : ctx->max_queued_bytes;
-    if ((int64_t)d->meta.count >= limit || (int64_t)(d->meta.bytes + plen) > blimit) {
-        free(decoded);
+    if (!d->reg.enabled) {
+        st_writer_answer_admin(w, op, 403, st_error_json("DeviceDisabled", "device '%s' is disabled", d->id));
+        return;
+    }
+    char mid[37];
+    stw_uuid4(mid);
+    st_msg_t m;
+    if (!stw_msg_build(w, op, body, mid, NULL, NULL, now, &w->scratch, &m))
+        return;
+    int64_t limit, blimit;
+    if (!stw_queue_room(w, d, m.payload_len, &limit, &blimit)) {
         json_t *e = st_error_json("DeviceQueueFull", "device '%s' has %u messages (%llu bytes) queued; limits are %lld "
                                   "messages and %lld bytes", d->id, d->meta.count, (unsigned long long)d->meta.bytes,
                                   (long long)limit, (long long)blimit);
@@ -352,39 +383,11 @@ static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t 
         st_writer_answer_admin(w, op, 429, e);
         return;
     }
-
-    char mid[37];
-    uuid4(mid);
-    uint64_t seq = d->meta.next_seq++;
-    st_msg_t m = {.message_id = mid, .message_id_len = 36, .enqueued_ms = now, .expires_ms = now + ttl * 1000,
-                  .ack = (uint8_t)ack};
-    sg_wbuf_reset(&w->scratch);
-    sg_rc rc = st_msg_put_head(&w->scratch, &m, (uint16_t)json_object_size(props));
-    json_object_foreach(props, k, v) {
-        if (rc == SG_OK)
-            rc = sg_wire_put_prop(&w->scratch, k, strlen(k), json_string_value(v), json_string_length(v));
-    }
-    if (rc == SG_OK)
-        rc = st_msg_put_tail(&w->scratch, payload, plen);
-    free(decoded);
-    if (rc != SG_OK)
-        stw_fatal_io("message-encode");
-    char key[ST_KEY_MAX];
-    size_t klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_QUEUE, seq);
-    rocksdb_writebatch_put_cf(w->batch, ctx->db.cf[ST_CF_DEV], key, klen, (const char *)w->scratch.data, w->scratch.len);
-    klen = st_key_exp(key, m.expires_ms, d->id, d->id_len, seq);
-    rocksdb_writebatch_put_cf(w->batch, ctx->db.cf[ST_CF_EXP], key, klen, "", 0);
-    d->meta.count++;
-    d->meta.bytes += plen;
-    w->queued++;
-    stw_save_meta(w, d);
-    stw_want_delivery(w, d);
-
+    stw_queue_put(w, d, &m, &w->scratch);
     char exp[25];
     sg_rfc3339(m.expires_ms, exp);
     st_writer_answer_admin(w, op, 201, json_pack("{s:s,s:s}", "messageId", mid, "expiresAt", exp));
 }
-
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
     uint16_t aop;

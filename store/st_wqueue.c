@@ -12,7 +12,7 @@
 #define SWEEP_EVERY_MS 1000
 #define SWEEP_MAX 1000
 
-static void feedback(writer_t *w, wdev_t *d, const st_msg_t *m, uint8_t outcome, int64_t now)
+void stw_feedback(writer_t *w, wdev_t *d, const st_msg_t *m, uint8_t outcome, int64_t now)
 {
     bool positive = outcome == ST_OUT_DELIVERED;
     bool wanted = m->ack == ST_ACK_FULL || (positive && m->ack == ST_ACK_POSITIVE) ||
@@ -69,7 +69,7 @@ void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_
     if (w->queued > 0)
         w->queued--;
     stw_save_meta(w, d);
-    feedback(w, d, &m, outcome, now);
+    stw_feedback(w, d, &m, outcome, now);
 }
 
 /* Finish message seq of d with outcome if it is still queued. */

@@ -136,7 +136,7 @@ static bool brings_data(const op_t *op)
         return true;
     return op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
            (aop == SG_ADM_DEVICE_PUT || aop == SG_ADM_MSG_ENQUEUE || aop == SG_ADM_DEVICE_IMPORT ||
-            aop == SG_ADM_KEYS_REGENERATE);
+            aop == SG_ADM_KEYS_REGENERATE || aop == SG_ADM_NOTIFY);
 }
 
 /* The volume has no room for op: answer it as refused, change nothing. */
@@ -207,6 +207,10 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
         aop == SG_ADM_GROUP_COMMIT) {
         stw_adm_group_commit(w, op, json, len);
+        return;
+    }
+    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK && aop == SG_ADM_NOTIFY) {
+        stw_notify_start(w, op, json, len, now);
         return;
     }
     if (op->h.device_len == 0) {
@@ -430,6 +434,7 @@ static void cycle(writer_t *w, op_t *first)
     stw_expire_due(w, now);
     int n = stw_ahead_overdue(w, now);
     n += take_waiting(w, first, now);
+    stw_notify_step(w, now);   /* one slice of a fan-out between the operations */
     commit(w, n);
     publish_stats(w);
     send_answers(w);
@@ -521,6 +526,7 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     /* Routers probe every second; pushes sent before one has reconnected would wait a whole
      * delivery lock. */
     w->resume_at = sg_now_ms() + 2500;
+    SG_GUARD(stw_notify_load(w));
     atomic_store(&ctx->stat_devices, w->counters.devices);
     atomic_store(&ctx->stat_tele_next, w->tele_next);
     atomic_store(&ctx->stat_fb_next, w->counters.feedback_next);
@@ -549,6 +555,7 @@ static void writer_fini(writer_t *w)
     if (w->carry)
         rocksdb_writebatch_destroy(w->carry);
     free(w->expired);
+    stw_notify_free(w);
     sg_wbuf_fini(&w->scratch);
     sg_wbuf_fini(&w->scratch2);
     zsock_destroy(&w->in);
@@ -568,7 +575,8 @@ void st_writer_actor(zsock_t *pipe, void *args)
     zsock_signal(pipe, 0);
     zpoller_t *poller = zpoller_new(pipe, w.in, NULL);
     for (;;) {
-        void *which = zpoller_wait(poller, 100);
+        /* An unfinished fan-out goes on at once (a slice a cycle) unless operations wait. */
+        void *which = zpoller_wait(poller, stw_notify_busy(&w) ? 0 : 100);
         if (which == pipe) {
             char *cmd = zstr_recv(pipe);
             bool term = !cmd || streq(cmd, "$TERM");

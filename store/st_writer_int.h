@@ -122,6 +122,7 @@ struct st_writer {
     int64_t ahead_checked_ms;
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
+    struct st_wnotify *notify;  /* unfinished notification fan-outs (st_wnotify.c) */
 };
 
 /* A session ended because its frontend loop went silent: told again (KICK) if the loop speaks. */
@@ -197,10 +198,36 @@ void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_
 void stw_finish_seq(writer_t *w, wdev_t *d, uint64_t seq, uint8_t outcome, int64_t now);
 void stw_deliver(writer_t *w, wdev_t *d, int64_t now);
 void stw_expire_due(writer_t *w, int64_t now);
+/* The feedback record of message m of d with outcome, if its ack mode asks for one. */
+void stw_feedback(writer_t *w, wdev_t *d, const st_msg_t *m, uint8_t outcome, int64_t now);
 
 /* ---- st_wadmin.c: HTTP writes ---- */
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len);
+void stw_uuid4(char out[37]);
+/* A cloud-to-device message as POST /v1/devices/{id}/messages takes it (payload, payloadEncoding,
+ * properties, ttlSeconds, ack), checked and encoded as its queue record into out under message
+ * id mid, with one system property sys_key=sys_val first when sys_key is not NULL; *m gets its
+ * fields (message_id points at mid). A bad body answers op (400, 413) and returns false. */
+bool stw_msg_build(writer_t *w, op_t *op, const json_t *body, const char *mid, const char *sys_key,
+                   const char *sys_val, int64_t now, sg_wbuf_t *out, st_msg_t *m);
+/* Whether d's queue takes one more message of plen payload bytes; *limit and *blimit get its
+ * limits (messages, bytes). */
+bool stw_queue_room(writer_t *w, const wdev_t *d, size_t plen, int64_t *limit, int64_t *blimit);
+/* Put the encoded message rec (fields m) at the tail of d's queue in the open batch. */
+void stw_queue_put(writer_t *w, wdev_t *d, const st_msg_t *m, const sg_wbuf_t *rec);
+
+/* ---- st_wnotify.c: notifications fanned out to the devices with given tags ---- */
+typedef struct st_wnotify st_wnotify_t;
+/* The fan-outs a previous start left unfinished, resumed from their durable cursors. */
+SG_WUR sg_rc stw_notify_load(writer_t *w);
+void stw_notify_free(writer_t *w);
+/* POST /v1/notifications, this shard's part: record it, answered when its fan-out is done. */
+void stw_notify_start(writer_t *w, op_t *op, const char *json, size_t len, int64_t now);
+/* One slice of the oldest unfinished fan-out into the open batch. */
+void stw_notify_step(writer_t *w, int64_t now);
+/* Whether a fan-out is unfinished (the writer then does not wait for operations). */
+bool stw_notify_busy(const writer_t *w);
 
 /* ---- st_wahead.c: devices read ahead on the reader threads ---- */
 SG_WUR sg_rc stw_ahead_init(writer_t *w);

@@ -448,7 +448,7 @@ class ApiTest(ApiCase):
 
     def test_unknown_paths_and_methods(self):
         for path in ("/nope", "/v1", "/v1/devices/", "/v1/devices/x/nope", "/v1/feedback/x", "/v1/inquiries",
-                     "/v1/notifications", "/v1/devices/x/methods/reboot", "/v1/devices/x/keys:rotate"):
+                     "/v1/notifications/x/y", "/v1/devices/x/methods/reboot", "/v1/devices/x/keys:rotate"):
             r = sgtest.http_request(self.gw.admin_port, "GET", path, token=self.gw.admin_token)
             self.assertEqual(r.status, 404, "%s: %r" % (path, r))
             self.spec.check_generic("NotFound", r)
@@ -458,7 +458,8 @@ class ApiTest(ApiCase):
                                  ("PUT", "/v1/devices/{id}/messages"), ("GET", "/v1/devices:import"),
                                  ("OPTIONS", "/metrics"), ("GET", "/v1/telemetry/groups/{group}/commit"),
                                  ("GET", "/v1/feedback/groups/{group}/commit"), ("POST", "/v1/feedback"),
-                                 ("POST", "/v1/devices"), ("GET", "/v1/devices/{id}/keys:regenerate")):
+                                 ("POST", "/v1/devices"), ("GET", "/v1/devices/{id}/keys:regenerate"),
+                                 ("GET", "/v1/notifications"), ("DELETE", "/v1/notifications/{id}")):
             self.assertNotIn(method.lower(), self.spec.doc["paths"][template], "%s %s is documented" % (method, template))
             path = fill(template, {"id": "dev-1", "group": "g"})
             r = sgtest.http_request(self.gw.admin_port, method, path, body="{}" if method != "GET" else None,
@@ -730,6 +731,34 @@ class ApiTest(ApiCase):
             self.assertEqual(self.error_of(r), "DeviceNotFound")
             r = self.call(method, template, {"id": "no good"}, body=body, expect=400)
             self.assertEqual(self.error_of(r), "InvalidDeviceId")
+
+    def test_notifications(self):
+        tags = {"fleet": sgtest.uid("oa")}
+        dev = self.gw.create_device(tags=tags)
+        r = self.call("POST", "/v1/notifications", body={"tags": tags, "payload": "x", "ack": "full"}, token="svc",
+                      expect=202)
+        self.assertEqual((r.json["targets"], r.json["rejected"]), (1, 0))
+        nid = r.json["notificationId"]
+        r = self.call("GET", "/v1/notifications/{id}", {"id": nid}, token="svc", expect=200)
+        self.assertTrue(r.json["complete"])
+        self.assertEqual(self.call("GET", "/v1/devices/{id}/messages", {"id": dev["id"]}, expect=200)
+                         .json["messages"][0]["properties"], {"$.nid": nid})
+        for body in (None, "[]"):
+            r = self.call("POST", "/v1/notifications", body=body, token="svc", expect=400)
+            self.assertEqual(self.error_of(r), "InvalidJson")
+        for body in ({"payload": "x"}, {"tags": {}}, {"tags": {"k": 1}}):
+            r = self.call("POST", "/v1/notifications", body=body, token="svc", expect=400)
+            self.assertEqual(self.error_of(r), "InvalidNotification")
+        r = self.call("POST", "/v1/notifications", body={"tags": tags, "ttlSeconds": 0}, token="svc", expect=400)
+        self.assertEqual(self.error_of(r), "InvalidMessage")
+        r = self.call("POST", "/v1/notifications", body={"tags": tags, "payload": "m" * 70000}, token="svc",
+                      expect=413)
+        self.assertEqual(self.error_of(r), "MessageTooLarge")
+        r = self.call("POST", "/v1/notifications", body="x" * (300 * 1024), token="svc", expect=413)
+        self.assertEqual(self.error_of(r), "BodyTooLarge")
+        for nid in ("00000000-0000-4000-8000-000000000000", "not-a-uuid"):
+            r = self.call("GET", "/v1/notifications/{id}", {"id": nid}, token="svc", expect=404)
+            self.assertEqual(self.error_of(r), "NotificationNotFound")
 
     def test_revoked_dead_letters(self):
         dev = self.gw.create_device()
