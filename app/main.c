@@ -419,7 +419,7 @@ static void print_banner(const char *dir, int mqtt_port, int admin_port, const c
         snprintf(token, sizeof token, "(could not make a token)");
     printf("sacgate all: ready (%d shard%s)\n"
            "  MQTT over TLS    localhost:%d\n"
-           "  MQTT over WSS    not in this build yet (--ws-port %d is reserved for it)\n"
+           "  MQTT over WSS    wss://localhost:%d/$iothub/websocket  (subprotocol mqtt)\n"
            "  admin HTTP       %s   (token in %s/admin.token)\n"
            "  dev CA           %s/ca.crt\n"
            "  data             %s\n\n"
@@ -625,7 +625,7 @@ static int cmd_all(sg_config_t *cfg)
         goto out;
     }
     print_banner(dir, fe_frontend_mqtt_port(fe), adm_http_port(adm), sg_config_str(cfg, "admin.bind"), demo_key, n,
-                 (int)sg_config_int(cfg, "frontend.ws_port"), adm_http_tls(adm));
+                 fe_frontend_ws_port(fe), adm_http_tls(adm));
     wait_for_stop(fe);
     rc = 0;
 out:

@@ -125,14 +125,16 @@ class SacgateAll(Target):
         os.makedirs(self.dir)
         env = dict(os.environ, **GATEWAY_ENV)
         self.log = open(os.path.join(self.dir, "sacgate.log"), "w")
-        self.proc = subprocess.Popen([SACGATE, "all", "--data-dir", self.dir, "--mqtt-port", "0", "--admin-port", "0",
+        self.proc = subprocess.Popen([SACGATE, "all", "--data-dir", self.dir, "--mqtt-port", "0", "--ws-port", "0", "--admin-port", "0",
                                       "--log-level", "warn"], stdout=subprocess.PIPE, stderr=self.log, env=env,
                                      text=True)
-        self.mqtt = self.admin = None
+        self.mqtt = self.admin = self.ws = None
         end = time.time() + 60
         for line in self.proc.stdout:
             if "MQTT over TLS" in line:
                 self.mqtt = int(line.rsplit(":", 1)[1])
+            if "MQTT over WSS" in line:
+                self.ws = int(line.split("wss://localhost:")[1].split("/")[0])
             if "admin HTTP" in line:
                 self.admin = int(line.split("http://127.0.0.1:")[1].split()[0])
             if self.mqtt and self.admin or time.time() > end:
@@ -564,19 +566,52 @@ def target_endpoints(target):
     return [target.mqtt], target.admin, token, os.path.join(target.dir, "ca.crt")
 
 
-def hold_device(port, cafile, device_id, key, keepalive):
-    """A TLS connection with an accepted CONNECT (blocking set-up), returned non-blocking."""
+def ws_upgrade(sock):
+    """The WebSocket upgrade on a TLS socket (the ws port); the 101 answer read."""
+    sock.sendall(b"GET /$iothub/websocket HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
+                 + base64.b64encode(secrets.token_bytes(16)) + b"\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n")
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise BenchError("the connection closed during the WebSocket upgrade")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101 "):
+        raise BenchError("WebSocket upgrade refused: %r" % head[:200])
+
+
+def ws_frame(payload):
+    """A masked binary frame (payloads under 64 KiB)."""
+    key = secrets.token_bytes(4)
+    n = len(payload)
+    head = bytes([0x82, 0x80 | n]) if n < 126 else bytes([0x82, 0x80 | 126]) + struct.pack("!H", n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def hold_device(port, cafile, device_id, key, keepalive, ws=False):
+    """A TLS connection with an accepted CONNECT (blocking set-up), returned non-blocking.
+    ws: MQTT over WebSocket on the ws port (the CONNECT in one frame, the CONNACK in another)."""
     ctx = ssl.create_default_context(cafile=cafile)
     raw = socket.create_connection(("127.0.0.1", port), timeout=30)
     try:
         sock = ctx.wrap_socket(raw, server_hostname="localhost")
-        sock.sendall(mqtt_connect_packet(device_id, sas_token(device_id, key), keepalive))
+        connect = mqtt_connect_packet(device_id, sas_token(device_id, key), keepalive)
+        if ws:
+            ws_upgrade(sock)
+            connect = ws_frame(connect)
+        sock.sendall(connect)
         ack = b""
-        while len(ack) < 4:
-            chunk = sock.recv(4 - len(ack))
+        want = 6 if ws else 4
+        while len(ack) < want:
+            chunk = sock.recv(want - len(ack))
             if not chunk:
                 raise BenchError("%s: the connection closed before CONNACK" % device_id)
             ack += chunk
+        if ws:
+            if ack[:2] != b"\x82\x04":
+                raise BenchError("%s: not a 4-byte binary frame: %r" % (device_id, ack))
+            ack = ack[2:]
         if ack[0] != 0x20 or ack[3] != 0:
             raise BenchError("%s: CONNACK %r" % (device_id, ack))
     except Exception:
@@ -599,6 +634,60 @@ def connack_code(port, cafile, device_id, key):
                     return None
                 ack += chunk
             return ack[3]
+
+
+def import_devices(adm, prefix, n):
+    """n SAS devices registered through the import API: [(id, primary key)]."""
+    devices = [("%s-%06d" % (prefix, i), base64.b64encode(secrets.token_bytes(32)).decode()) for i in range(n)]
+    body = "".join(json.dumps({"deviceId": d, "auth": {"type": "sas", "primaryKey": k}}) + "\n" for d, k in devices)
+    status, answer = adm.request("POST", "/v1/devices:import", body=body.encode(),
+                                 headers={"Content-Type": "application/x-ndjson"}, timeout=600)
+    if status != 200 or json.loads(answer).get("failed"):
+        raise BenchError("import failed: %d %s" % (status, answer[:300]))
+    return devices
+
+
+def rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def idle_ws(target, p, outdir, problems, base):
+    """Server memory per idle session over WebSocket against plain MQTT/TLS, in the same process:
+    n devices connect on the MQTT port and are held (RSS added), closed, then n other devices
+    connect on the ws port (upgrade, CONNECT in a frame) and are held on top of the first ones
+    (closing them first would let the second batch reuse their freed heap). RSS is read after the
+    frontend's heap trim (every 5 s after accepts)."""
+    if not isinstance(target, SacgateAll):
+        raise BenchError("idle-ws measures one sacgate all process")
+    n = p.devices or (200 if p.smoke else 2000)
+    _, admin_port, token, cafile = target_endpoints(target)
+    adm = AdminClient(admin_port, token)
+    figures = {"sessions": n}
+    held = []
+    for kind, port, ws in (("tls", target.mqtt, False), ("ws", target.ws, True)):
+        devices = import_devices(adm, "idle%s-%s" % (kind, secrets.token_hex(3)), n)
+        time.sleep(6)   # the import's memory settles
+        before = rss_bytes(target.proc.pid)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            socks = list(pool.map(lambda d: hold_device(port, cafile, d[0], d[1], 1200, ws=ws), devices))
+        time.sleep(p.hold if p.hold is not None else 12)   # past a heap trim
+        after = rss_bytes(target.proc.pid)
+        held += socks
+        figures["%sServerBytesPerSession" % kind] = round((after - before) / n)
+        log("idle-ws: %d %s sessions added %.1f KB each" % (n, kind, (after - before) / n / 1024))
+    for s in held:
+        s.close()
+    report = os.path.join(outdir, "%s-%s.json" % (base, target.name))
+    with open(report, "w") as f:
+        json.dump({"figures": figures}, f, indent=0)
+    print("idle-ws %s: %d sessions, server RSS per idle session %.1f KB over MQTT/TLS, %.1f KB over WebSocket"
+          % (target.name, n, figures["tlsServerBytesPerSession"] / 1024, figures["wsServerBytesPerSession"] / 1024),
+          flush=True)
+    return figures, {"_report": report}
 
 
 def revocation(target, p, outdir, problems, base):
@@ -862,6 +951,7 @@ SCENARIOS = {
     "shard-restart": (shard_restart, ["sacgate-cluster"]),
     "revocation": (revocation, ["sacgate-all", "sacgate-cluster"]),
     "notification-fanout": (notification_fanout, ["sacgate-all", "sacgate-cluster"]),
+    "idle-ws": (idle_ws, ["sacgate-all"]),
 }
 
 # The figure each scenario compares against Mosquitto, and whether higher is better.
@@ -875,6 +965,7 @@ RATIO_OF = {
     "shard-restart": [],
     "revocation": [],   # Mosquitto has no registry to revoke from
     "notification-fanout": [],
+    "idle-ws": [],
 }
 
 

@@ -14,6 +14,7 @@
 #include "fe_internal.h"
 #include "fe_iplimit.h"
 #include "fe_tls.h"
+#include "fe_ws.h"
 #include "sg_log.h"
 #include "sg_time.h"
 
@@ -73,7 +74,7 @@ void fe_conn_schedule(fe_conn_t *c)
     sg_timer_set(c->w->loop, &c->timer, at);
 }
 
-void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr)
+void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr, bool ws)
 {
     char ip[INET6_ADDRSTRLEN];
     fe_ipent_t *ipent;
@@ -124,8 +125,8 @@ void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr)
     c->shard = FE_SHARD_UNKNOWN;
     atomic_fetch_add(&w->n_conns, 1);
     atomic_fetch_add(&w->accepted, 1);
-    if (sg_loop_add(w->loop, &c->io, EPOLLIN) != SG_OK) {
-        fe_conn_close(c, "epoll-failed");
+    if ((ws && !fe_ws_conn_start(c)) || sg_loop_add(w->loop, &c->io, EPOLLIN) != SG_OK) {
+        fe_conn_close(c, ws && !c->ws ? "out-of-memory" : "epoll-failed");
         return;
     }
     fe_conn_schedule(c);
@@ -134,6 +135,7 @@ void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr)
 static void conn_free(void *arg)
 {
     fe_conn_t *c = arg;
+    fe_ws_destroy(&c->ws);   /* here, not in fe_conn_close: the close can come from inside its input */
     free(c);
 }
 
@@ -329,10 +331,36 @@ static bool out_append(fe_conn_t *c, const uint8_t *p, size_t n)
     return true;
 }
 
+bool fe_conn_queue(fe_conn_t *c, const uint8_t *p, size_t n)
+{
+    if (c->state == FE_CLOSED)
+        return false;
+    if (!out_append(c, p, n)) {
+        SG_INFO("frontend", "conn.slow_consumer", "device=%s unsent=%u", c->device ? c->device : "-", c->out_len);
+        fe_conn_close(c, "output-buffer-full");
+        return false;
+    }
+    return true;
+}
+
+void fe_conn_flush(fe_conn_t *c)
+{
+    if (c->state == FE_CLOSED)
+        return;
+    if (c->out_len > 0)
+        flush_out(c);
+    else
+        update_mask(c);
+}
+
 void fe_conn_send(fe_conn_t *c, const uint8_t *p, size_t n)
 {
     if (c->state == FE_CLOSED || n == 0)
         return;
+    if (c->ws) {
+        fe_ws_conn_send(c, p, n);   /* one binary frame */
+        return;
+    }
     if (c->out_len == 0) {
         ERR_clear_error();
         int k = SSL_write(c->ssl, p, (int)n);
@@ -455,6 +483,8 @@ static void conn_feed(fe_conn_t *c, const uint8_t *data, size_t n)
     }
 }
 
+void fe_conn_feed(fe_conn_t *c, const uint8_t *data, size_t n) { conn_feed(c, data, n); }
+
 void fe_conn_resume(fe_conn_t *c, uint8_t why)
 {
     /* Not held back for this reason: nothing changes (every acknowledgement resumes the window,
@@ -486,7 +516,10 @@ static void conn_read(fe_conn_t *c)
             ssl_wait(c, n, "read");
             return;
         }
-        conn_feed(c, c->w->rx, (size_t)n);
+        if (c->ws)
+            fe_ws_conn_input(c, c->w->rx, (size_t)n);   /* frames around the MQTT bytes */
+        else
+            conn_feed(c, c->w->rx, (size_t)n);
     }
 }
 

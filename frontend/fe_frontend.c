@@ -28,12 +28,15 @@
 struct fe_frontend {
     fe_settings_t set;
     int port_claim;      /* the abstract socket naming this port's frontend.share_port group, or -1 */
+    int ws_port_claim;   /* the same for the ws port */
     fe_tls_t *tls;
     int cert_reload_s;   /* seconds between looks at the certificate files (0: SIGHUP only) */
     int n;
     int *fds;
+    int *ws_fds;         /* one MQTT-over-WebSocket listener per thread on the ws port */
     fe_worker_t **workers;
     int port;
+    int ws_port;
     _Atomic uint32_t open;   /* connections of every thread */
     pthread_t trimmer;   /* the housekeeping thread */
     bool trimmer_started;
@@ -197,13 +200,32 @@ static int bound_port(int fd)
         return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
+/* One SO_REUSEPORT listener per thread on host:port (fds[0..n-1]), with the port's share_port
+ * claim: the port bound (the kernel's choice for port 0), or -1 (logged). */
+static int open_port(const sg_config_t *cfg, const char *host, int port, int n, int *fds, int *claim)
+{
+    const char *group = sg_config_str(cfg, "frontend.share_port");
+    if (claim_port(host, port, group, claim) != 0)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        fds[i] = listen_on(host, port);
+        if (fds[i] < 0)
+            return -1;
+        if (port == 0) {
+            port = bound_port(fds[0]);   /* the others join the port the first one got */
+            if (*group)
+                *claim = claim_hold(port, group);
+        }
+    }
+    return port;
+}
 
 fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const char *routers)
 {
     fe_frontend_t *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
-    f->port_claim = -1;
+    f->port_claim = f->ws_port_claim = -1;
     int threads = (int)sg_config_int(cfg, "frontend.threads");
     if (threads <= 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -227,35 +249,32 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     f->cert_reload_s = (int)sg_config_int(cfg, "frontend.cert_reload");
     f->tls = fe_tls_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"));
     f->fds = calloc((size_t)threads, sizeof *f->fds);
+    f->ws_fds = calloc((size_t)threads, sizeof *f->ws_fds);
     f->workers = calloc((size_t)threads, sizeof *f->workers);
-    if (!f->tls || !f->fds || !f->workers) {
+    if (!f->tls || !f->fds || !f->ws_fds || !f->workers) {
         fe_frontend_destroy(&f);
         return NULL;
     }
     for (int i = 0; i < threads; i++)
-        f->fds[i] = -1;
+        f->fds[i] = f->ws_fds[i] = -1;
     const char *host = sg_config_str(cfg, "frontend.bind");
     int port = (int)sg_config_int(cfg, "frontend.mqtt_port");
     f->set.iplimit = fe_iplimit_new((uint32_t)sg_config_int(cfg, "frontend.max_connections_per_ip"),
                                     (uint32_t)sg_config_int(cfg, "frontend.connect_rate_per_ip"));
-    if (!f->set.iplimit || claim_port(host, port, sg_config_str(cfg, "frontend.share_port"), &f->port_claim) != 0) {
+    int ws_port = (int)sg_config_int(cfg, "frontend.ws_port");
+    if (!f->set.iplimit || (port = open_port(cfg, host, port, threads, f->fds, &f->port_claim)) < 0) {
         fe_frontend_destroy(&f);
         return NULL;
     }
-    for (int i = 0; i < threads; i++) {
-        f->fds[i] = listen_on(host, port);
-        if (f->fds[i] < 0) {
-            fe_frontend_destroy(&f);
-            return NULL;
-        }
-        if (port == 0) {
-            port = bound_port(f->fds[0]);   /* the others join the port the first one got */
-            const char *group = sg_config_str(cfg, "frontend.share_port");
-            if (*group)
-                f->port_claim = claim_hold(port, group);
-        }
+    /* MQTT over WebSocket over TLS: the same context, limits and deadlines (fe_ws.h) */
+    if ((ws_port = open_port(cfg, host, ws_port, threads, f->ws_fds, &f->ws_port_claim)) < 0) {
+        SG_ERROR("frontend", "listen.ws_failed", "reason=\"could not listen on frontend.ws_port (ports below 1024 "
+                 "need root or CAP_NET_BIND_SERVICE); set frontend.ws_port (--ws-port) to a free port, 0 for any\"");
+        fe_frontend_destroy(&f);
+        return NULL;
     }
     f->port = port;
+    f->ws_port = ws_port;
     /* Routing ids carry a boot id so shards can tell this incarnation from an earlier one. */
     uint8_t boot[6];
     char boot_hex[13];
@@ -268,7 +287,7 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     for (int i = 0; i < threads; i++) {
         char peer[SG_WIRE_MAX_PEER + 1];
         snprintf(peer, sizeof peer, "%s/%d/%s", name, i, boot_hex);
-        f->workers[i] = fe_worker_new(i, &f->set, f->tls, f->fds[i], peer, routers, hwm, &f->open);
+        f->workers[i] = fe_worker_new(i, &f->set, f->tls, f->fds[i], f->ws_fds[i], peer, routers, hwm, &f->open);
         if (!f->workers[i]) {
             SG_ERROR("frontend", "worker.failed", "thread=%d", i);
             fe_frontend_destroy(&f);
@@ -278,8 +297,8 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     pthread_mutex_init(&f->stop_lock, NULL);
     pthread_cond_init(&f->stop_cond, NULL);
     f->trimmer_started = pthread_create(&f->trimmer, NULL, trim_main, f) == 0;
-    SG_INFO("frontend", "ready", "frontend=%s port=%d threads=%d routers=%s max_connections=%u", name, port, threads,
-            routers, max_conns);
+    SG_INFO("frontend", "ready", "frontend=%s port=%d ws_port=%d threads=%d routers=%s max_connections=%u", name, port,
+            ws_port, threads, routers, max_conns);
     return f;
 }
 
@@ -302,17 +321,25 @@ void fe_frontend_destroy(fe_frontend_t **self_p)
     for (int i = 0; f->fds && i < f->n; i++)
         if (f->fds[i] >= 0)
             close(f->fds[i]);
+    for (int i = 0; f->ws_fds && i < f->n; i++)
+        if (f->ws_fds[i] >= 0)
+            close(f->ws_fds[i]);
     free(f->workers);
     free(f->fds);
+    free(f->ws_fds);
     fe_tls_destroy(&f->tls);
     fe_iplimit_destroy(&f->set.iplimit);
     if (f->port_claim >= 0)
         close(f->port_claim);
+    if (f->ws_port_claim >= 0)
+        close(f->ws_port_claim);
     free(f);
     *self_p = NULL;
 }
 
 int fe_frontend_mqtt_port(const fe_frontend_t *self) { return self->port; }
+
+int fe_frontend_ws_port(const fe_frontend_t *self) { return self->ws_port; }
 
 bool fe_frontend_reload_tls(fe_frontend_t *self, const char *why)
 {

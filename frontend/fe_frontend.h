@@ -14,11 +14,13 @@
 typedef struct fe_frontend fe_frontend_t;
 
 /* Start frontend `name` relaying to the comma-separated router endpoints `routers`.
- * Listens on frontend.bind:frontend.mqtt_port. NULL with a log line on failure. */
+ * Listens on frontend.bind:frontend.mqtt_port and frontend.bind:frontend.ws_port. NULL with a log line on failure. */
 fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const char *routers);
 void fe_frontend_destroy(fe_frontend_t **self_p);
 /* The MQTT/TLS port actually bound. */
 int fe_frontend_mqtt_port(const fe_frontend_t *self);
+/* The MQTT-over-WebSocket-over-TLS port actually bound (frontend.ws_port; fe_ws.h). */
+int fe_frontend_ws_port(const fe_frontend_t *self);
 /* Read frontend.cert and frontend.key again (SIGHUP) and use them for new connections; open
  * connections keep the certificate they were made with. A file that cannot be used leaves the
  * current certificate in place, logged as an error, and gives false. Any thread. */

@@ -107,6 +107,7 @@ struct fe_conn {
                            * NULL while there are none */
     fe_sent_t *sent;      /* QoS 1 deliveries written to the device and not PUBACKed; NULL while none */
     struct fe_ipent *ipent;   /* its client address's count (fe_iplimit.h), NULL when untracked */
+    struct fe_ws *ws;         /* MQTT over WebSocket (fe_ws.h): accepted on the ws port; NULL otherwise */
     uint64_t epoch;
     uint32_t slot, gen;
     uint32_t accepted_at;     /* loop seconds */
@@ -140,6 +141,7 @@ struct fe_worker {
     sg_loop_t *loop;
     pthread_t thread;
     sg_io_t listen_io;
+    sg_io_t ws_listen_io;  /* the ws port's listener (fd -1: none) */
     sg_io_t stop_io;       /* eventfd written to stop the thread */
     sg_io_t link_io;       /* the DEALER's ZMQ_FD */
     zsock_t *link;
@@ -192,11 +194,17 @@ static inline bool fe_conn_connect_pending(const fe_conn_t *c)
 }
 
 /* fe_conn.c */
-/* A new TCP connection from addr: refused (closed) over the process or per-address limits. */
-void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr);
+/* A new TCP connection from addr (on the ws port: MQTT over WebSocket): refused (closed) over the
+ * process or per-address limits. */
+void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr, bool ws);
 void fe_conn_close(fe_conn_t *c, const char *reason);
 /* Queue bytes for the device; closes the connection when its output cap is exceeded. */
 void fe_conn_send(fe_conn_t *c, const uint8_t *p, size_t n);
+/* For the WebSocket layer (fe_ws.c): MQTT bytes from the device; bytes queued as they are (false:
+ * over the output cap, the connection is closed); write what is queued. */
+void fe_conn_feed(fe_conn_t *c, const uint8_t *data, size_t n);
+bool fe_conn_queue(fe_conn_t *c, const uint8_t *p, size_t n);
+void fe_conn_flush(fe_conn_t *c);
 /* Send then close once everything is written (CONNACK refusals). */
 void fe_conn_send_and_close(fe_conn_t *c, const uint8_t *p, size_t n, const char *reason);
 /* Complete QoS 0 delivery pid at the shard once the bytes sent so far are on the socket. */

@@ -279,10 +279,8 @@ static void on_stop(sg_loop_t *loop, sg_io_t *io, uint32_t events)
     w->stop = true;
 }
 
-static void on_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
+static void accept_from(sg_loop_t *loop, fe_worker_t *w, sg_io_t *io, bool ws)
 {
-    fe_worker_t *w = (fe_worker_t *)((char *)io - offsetof(fe_worker_t, listen_io));
-    (void)events;
     for (int i = 0; i < ACCEPTS_PER_WAKE; i++) {
         struct sockaddr_storage from;
         socklen_t from_len = sizeof from;
@@ -297,8 +295,20 @@ static void on_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
             }
             return;
         }
-        fe_conn_accept(w, fd, (struct sockaddr *)&from);
+        fe_conn_accept(w, fd, (struct sockaddr *)&from, ws);
     }
+}
+
+static void on_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
+{
+    (void)events;
+    accept_from(loop, (fe_worker_t *)((char *)io - offsetof(fe_worker_t, listen_io)), io, false);
+}
+
+static void on_ws_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
+{
+    (void)events;
+    accept_from(loop, (fe_worker_t *)((char *)io - offsetof(fe_worker_t, ws_listen_io)), io, true);
 }
 
 /* Tell the router this loop is alive and how many devices it holds (GET /v1/cluster); its PONG
@@ -343,13 +353,16 @@ static void *worker_main(void *arg)
         drain_link(w);
         if (w->accept_paused_until && sg_loop_now(w->loop) >= w->accept_paused_until) {
             w->accept_paused_until = 0;
-            if (sg_loop_mod(w->loop, &w->listen_io, EPOLLIN) != SG_OK)
+            if (sg_loop_mod(w->loop, &w->listen_io, EPOLLIN) != SG_OK ||
+                (w->ws_listen_io.fd >= 0 && sg_loop_mod(w->loop, &w->ws_listen_io, EPOLLIN) != SG_OK))
                 SG_ERROR("frontend", "accept.resume_failed", "thread=%d", w->index);
         }
     }
     /* Accept nothing more; close every connection so shards hear SESSION_END before the
      * process goes. */
     sg_loop_del(w->loop, &w->listen_io);
+    if (w->ws_listen_io.fd >= 0)
+        sg_loop_del(w->loop, &w->ws_listen_io);
     for (uint32_t i = 0; i < w->set->max_connections; i++)
         if (w->slots[i])
             fe_conn_close(w->slots[i], "shutdown");
@@ -362,7 +375,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, fe_tls_t *tls, int listen_fd, const char *peer_id,
+fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, fe_tls_t *tls, int listen_fd, int ws_fd, const char *peer_id,
                            const char *routers, int hwm, _Atomic uint32_t *open)
 {
     fe_worker_t *w = calloc(1, sizeof *w);
@@ -373,6 +386,7 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, fe_tls_t *tls, i
     w->open = open;
     w->tls = tls;
     w->listen_io = (sg_io_t){.fd = listen_fd, .fn = on_accept};
+    w->ws_listen_io = (sg_io_t){.fd = ws_fd, .fn = on_ws_accept};
     w->stop_io = (sg_io_t){.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .fn = on_stop};
     w->link_io = (sg_io_t){.fd = -1, .fn = on_link};
     snprintf(w->peer_id, sizeof w->peer_id, "%s", peer_id);
@@ -417,6 +431,7 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, fe_tls_t *tls, i
     w->link_raw = zsock_resolve(w->link);
     w->link_io.fd = zsock_fd(w->link);
     if (!connected || sg_loop_add(w->loop, &w->listen_io, EPOLLIN) != SG_OK ||
+        (ws_fd >= 0 && sg_loop_add(w->loop, &w->ws_listen_io, EPOLLIN) != SG_OK) ||
         sg_loop_add(w->loop, &w->stop_io, EPOLLIN) != SG_OK || sg_loop_add(w->loop, &w->link_io, EPOLLIN) != SG_OK) {
         fe_worker_destroy(&w);
         return NULL;

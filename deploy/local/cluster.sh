@@ -62,9 +62,9 @@ up() {
   done
   "$bin" init --data-dir "$dir" >/dev/null
   # one port per shard, the router, one per frontend, the admin; then a /readyz port for every
-  # member but the admin (which serves /readyz on its own port)
-  read -r -a ports <<<"$(free_ports $((2 * (shards + 1 + frontends) + 1)))"
-  local i=0 shard_list="" shard_ports="" mqtt_ports=""
+  # member but the admin (which serves /readyz on its own port); then a WebSocket port per frontend
+  read -r -a ports <<<"$(free_ports $((2 * (shards + 1 + frontends) + 1 + frontends)))"
+  local i=0 shard_list="" shard_ports="" mqtt_ports="" ws_ports=""
   for ((s = 0; s < shards; s++)); do
     shard_list+="${shard_list:+,}store-$s=tcp://127.0.0.1:${ports[i]}"
     shard_ports+="${shard_ports:+ }${ports[i]}"
@@ -87,6 +87,10 @@ up() {
     health_list+="${health_list:+ }$n=${ports[i]}"
     i=$((i + 1))
   done
+  for ((f = 0; f < frontends; f++)); do
+    ws_ports+="${ws_ports:+ }${ports[i]}"
+    i=$((i + 1))
+  done
   hp() { echo "--set health.bind=127.0.0.1 --health-port ${health[$1]}"; }
   local routers="tcp://127.0.0.1:$router_port"
   # Every link between the processes is CURVE-encrypted; each tier loads only its own key pair of
@@ -95,7 +99,7 @@ up() {
   local curve="--set cluster.curve_cert=$dir/curve/{role}.cert"
   {
     echo "MQTT_PORTS=\"$mqtt_ports\""
-    echo "WS_PORTS=\"\""
+    echo "WS_PORTS=\"$ws_ports\""
     echo "ADMIN_PORT=$admin_port"
     echo "ROUTER_PORT=$router_port"
     echo "SHARD_PORTS=\"$shard_ports\""
@@ -112,9 +116,10 @@ up() {
   done
   save_and_start router-0 "$dir" router $curve --name router-0 --bind "tcp://127.0.0.1:$router_port" \
     --shards "$shard_list" --log-level "$level" $(hp router-0)
-  local f=0
+  local f=0 ws
+  read -r -a ws <<<"$ws_ports"
   for p in $mqtt_ports; do
-    save_and_start "fe-$f" "$dir" frontend $curve --name "fe-$f" --bind 127.0.0.1 --mqtt-port "$p" \
+    save_and_start "fe-$f" "$dir" frontend $curve --name "fe-$f" --bind 127.0.0.1 --mqtt-port "$p" --ws-port "${ws[f]}" \
       --cert "$dir/server.crt" --key "$dir/server.key" --routers "$routers" --log-level "$level" $(hp "fe-$f")
     f=$((f + 1))
   done
@@ -134,13 +139,13 @@ up() {
       sleep 0.2
     done
   done
-  for p in $mqtt_ports; do
+  for p in $mqtt_ports $ws_ports; do
     until (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do
       [ $SECONDS -lt $deadline ] || die "frontend on port $p did not listen in time"
       sleep 0.2
     done
   done
-  echo "cluster up in $dir: MQTT ports $mqtt_ports, admin http://127.0.0.1:$admin_port (token $dir/admin.token)"
+  echo "cluster up in $dir: MQTT ports $mqtt_ports, WebSocket ports $ws_ports, admin http://127.0.0.1:$admin_port (token $dir/admin.token)"
 }
 
 down() {

@@ -581,9 +581,11 @@ class AllInOne(Gateway):
             with open(self.stdout_path, "rb") as f:
                 banner = f.read().decode("utf-8", "replace")
             m_mqtt = re.search(r"localhost:(\d+)", banner)
+            m_ws = re.search(r"wss://localhost:(\d+)", banner)
             m_adm = re.search(r"http://127\.0\.0\.1:(\d+)", banner)
             if m_mqtt and m_adm and os.path.exists(os.path.join(self.dir, "admin.token")):
                 self.mqtt_ports = [int(m_mqtt.group(1))]
+                self.ws_ports = [int(m_ws.group(1))] if m_ws else []
                 self.admin_port = int(m_adm.group(1))
                 break
             if self.proc.poll() is not None:
@@ -660,6 +662,7 @@ class Cluster(Gateway):
                 env[k] = v.strip('"')
         self.ports_env = env
         self.mqtt_ports = [int(p) for p in env["MQTT_PORTS"].split()]
+        self.ws_ports = [int(p) for p in env.get("WS_PORTS", "").split()]
         self.admin_port = int(env["ADMIN_PORT"])
         self.health_ports = {k: int(v) for k, _, v in
                              (x.partition("=") for x in env.get("HEALTH", "").split())}
@@ -756,17 +759,90 @@ def start_gateway(topology=None, **kw):
 
 
 # --------------------------------------------------------------------------------------------
+# node clients (tests/integration/node)
+
+
+NODE_DIR = os.path.join(HERE, "node")
+
+
+def ensure_node_modules():
+    """npm ci once per checkout (the lock file pins every package)."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        print("sgtest: node/npm is missing")   # ctest reports the test as skipped
+        sys.exit(0)
+    if os.path.isdir(os.path.join(NODE_DIR, "node_modules", "azure-iot-device-mqtt")):
+        return
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True,
+                       timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError("npm ci failed: %s%s" % (r.stdout[-2000:], r.stderr[-2000:]))
+
+
+class NodeClient:
+    """node tests/integration/node/SCRIPT ARGS...: a real Node client (the Azure IoT device SDK,
+    MQTT.js) printing one JSON event line per step, collected as they come."""
+
+    def __init__(self, script, *args):
+        args = ["node", os.path.join(NODE_DIR, script)] + [str(a) for a in args]
+        self.proc = subprocess.Popen(args, cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events = []
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            with self.cond:
+                self.events.append(ev)
+                self.cond.notify_all()
+
+    def wait_event(self, kind, n=1, timeout=60):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                got = [e for e in self.events if e["event"] == kind]
+                if len(got) >= n:
+                    return got
+                errors = [e for e in self.events if e["event"] == "error"]
+                if errors:
+                    raise AssertionError("SDK device failed: %r (stderr: %s)" % (errors, self.stderr()))
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
+                    raise AssertionError("no %d %r events within %d s: %r (stderr: %s)" %
+                                         (n, kind, timeout, self.events, self.stderr()))
+                self.cond.wait(min(left, 0.5))
+
+    def wait_exit(self, timeout=60):
+        return self.proc.wait(timeout)
+
+    def stderr(self):
+        if self.proc.poll() is None:
+            return "(running)"
+        return self.proc.stderr.read()[-2000:]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --------------------------------------------------------------------------------------------
 # paho device client
 
 
 class MqttDevice:
-    """A paho-mqtt 3.1.1 client over TLS with everything a test wants to wait for.
+    """A paho-mqtt 3.1.1 client over TLS with everything a test wants to wait for (websocket=True:
+    MQTT over WebSocket over TLS on the gateway's ws port, path /$iothub/websocket).
 
     No automatic reconnect: once the server closes the connection, `closed` is set and stays.
     """
 
     def __init__(self, gw, device_id, key=None, password=None, port=None, client_id=None,
-                 username=None, keepalive=60, clean_session=True, ttl=3600):
+                 username=None, keepalive=60, clean_session=True, ttl=3600, websocket=False):
         self.gw = gw
         self.device_id = device_id
         self.client_id = device_id if client_id is None else client_id
@@ -774,7 +850,7 @@ class MqttDevice:
         if password is None and key is not None:
             password = sas_token(device_id, key, ttl=ttl)
         self.password = password
-        self.port = port or gw.mqtt_ports[0]
+        self.port = port or (gw.ws_ports[0] if websocket else gw.mqtt_ports[0])
         self.keepalive = keepalive
         self.connack = threading.Event()
         self.connack_rc = None
@@ -786,7 +862,10 @@ class MqttDevice:
         self.subacks = {}           # mid -> granted qos tuple
         self.unsubacks = set()      # mids of UNSUBACKs
         self.client = mqtt.Client(client_id=self.client_id, clean_session=clean_session,
-                                  protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+                                  protocol=mqtt.MQTTv311, reconnect_on_failure=False,
+                                  transport="websockets" if websocket else "tcp")
+        if websocket:
+            self.client.ws_set_options(path="/$iothub/websocket")
         self.client.tls_set(ca_certs=gw.ca)
         if self.username is not None:
             self.client.username_pw_set(self.username, self.password)

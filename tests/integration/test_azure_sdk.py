@@ -4,91 +4,25 @@ the npm registry, pinned in node/package-lock.json) against sacgate: it connects
 connection string, sends telemetry with system properties, receives commands queued before and
 after it connected, and completes them. Both topologies."""
 
-import json
-import os
-import shutil
-import subprocess
 import sys
-import threading
-import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
 from sgtest import GatewayTest, new_key, wait_until
 
-NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
 
-
-def ensure_node_modules():
-    """npm ci once per checkout (the lock file pins every package)."""
-    if not shutil.which("node") or not shutil.which("npm"):
-        print("sgtest: node/npm is missing")   # ctest reports the test as skipped
-        sys.exit(0)
-    if os.path.isdir(os.path.join(NODE_DIR, "node_modules", "azure-iot-device-mqtt")):
-        return
-    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True,
-                       timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError("npm ci failed: %s%s" % (r.stdout[-2000:], r.stderr[-2000:]))
-
-
-class SdkDevice:
-    """node azure_device.js, its JSON event lines collected as they come."""
-
-    def __init__(self, gw, device_id, key, events, commands):
-        args = ["node", os.path.join(NODE_DIR, "azure_device.js"), "localhost:%d" % gw.mqtt_ports[0], device_id, key,
-                gw.ca, str(events), str(commands)]
-        self.proc = subprocess.Popen(args, cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.events = []
-        self.cond = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            with self.cond:
-                self.events.append(ev)
-                self.cond.notify_all()
-
-    def wait_event(self, kind, n=1, timeout=60):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                got = [e for e in self.events if e["event"] == kind]
-                if len(got) >= n:
-                    return got
-                errors = [e for e in self.events if e["event"] == "error"]
-                if errors:
-                    raise AssertionError("SDK device failed: %r (stderr: %s)" % (errors, self.stderr()))
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
-                    raise AssertionError("no %d %r events within %d s: %r (stderr: %s)" %
-                                         (n, kind, timeout, self.events, self.stderr()))
-                self.cond.wait(min(left, 0.5))
-
-    def wait_exit(self, timeout=60):
-        return self.proc.wait(timeout)
-
-    def stderr(self):
-        if self.proc.poll() is None:
-            return "(running)"
-        return self.proc.stderr.read()[-2000:]
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def SdkDevice(gw, device_id, key, events, commands, transport="mqtt"):
+    """node azure_device.js: the SDK's Mqtt transport on the MQTT port, or MqttWs on the ws port."""
+    port = gw.ws_ports[0] if transport == "mqttws" else gw.mqtt_ports[0]
+    return sgtest.NodeClient("azure_device.js", "localhost:%d" % port, device_id, key, gw.ca, events, commands,
+                             transport)
 
 
 class AzureSdkTest(GatewayTest):
 
     @classmethod
     def setUpClass(cls):
-        ensure_node_modules()
+        sgtest.ensure_node_modules()
         super().setUpClass()
 
     def sdk(self, device_id, key, events, commands):

@@ -17,7 +17,7 @@ COMMANDS = {
             "--log-level"],
     "store": ["--name", "--bind", "--data-dir", "--sync", "--shards", "--health-port", "--log-level"],
     "router": ["--name", "--bind", "--shards", "--health-port", "--log-level"],
-    "frontend": ["--name", "--bind", "--mqtt-port", "--cert", "--key", "--threads", "--routers", "--health-port"],
+    "frontend": ["--name", "--bind", "--mqtt-port", "--ws-port", "--cert", "--key", "--threads", "--routers", "--health-port"],
     "admin": ["--bind", "--admin-port", "--tokens", "--routers", "--log-level"],
     "init": ["--data-dir", "--names"],
     "token": ["--device", "--key", "--host", "--ttl"],

@@ -67,7 +67,7 @@ class CurveTest(GatewayTest):
         d = self.gw.dir
         log = open(os.path.join(d, name + ".log"), "ab")
         args = [BIN, "frontend", "--name", name, "--bind", "127.0.0.1", "--mqtt-port", str(port),
-                "--cert", os.path.join(d, "server.crt"), "--key", os.path.join(d, "server.key"),
+                "--ws-port", "0", "--cert", os.path.join(d, "server.crt"), "--key", os.path.join(d, "server.key"),
                 "--routers", "tcp://127.0.0.1:%s" % self.gw.ports_env["ROUTER_PORT"],
                 "--set", "frontend.connect_timeout=4"] + curve_args
         p = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)

@@ -1,17 +1,30 @@
 // azure_device.js — one device driven by the unmodified Azure IoT Hub device SDK
 // (azure-iot-device + azure-iot-device-mqtt) against sacgate. Prints one JSON line per event
 // so the Python test can follow it:
-//   node azure_device.js HOST:PORT DEVICE_ID KEY CA_FILE EVENTS COMMANDS
+//   node azure_device.js HOST:PORT DEVICE_ID KEY CA_FILE EVENTS COMMANDS [mqtt|mqttws]
+// (mqttws: the SDK's MQTT over WebSocket transport, MqttWs, to wss://HOST:PORT/$iothub/websocket)
 // sends EVENTS telemetry messages, then waits for COMMANDS cloud-to-device messages, completes
 // each, and exits 0; exits 1 on any error and 2 after 60 s.
 'use strict';
 const fs = require('fs');
 const { Client, Message } = require('azure-iot-device');
-const { Mqtt } = require('azure-iot-device-mqtt');
+const { Mqtt, MqttWs } = require('azure-iot-device-mqtt');
 
-const [host, deviceId, key, ca, events, commands] = process.argv.slice(2);
+const [host, deviceId, key, ca, events, commands, transport] = process.argv.slice(2);
 const say = (o) => console.log(JSON.stringify(o));
-const client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`, Mqtt);
+
+// MqttWs builds wss://{HostName}:443/$iothub/websocket; the tests' gateways listen on a port the
+// kernel picked, given in HostName, so only that ":443" is dropped from the SDK's own URI.
+class MqttWsOnPort extends MqttWs {
+  _getBaseTransportConfig(credentials) {
+    const config = super._getBaseTransportConfig(credentials);
+    config.uri = config.uri.replace(`${host}:443/`, `${host}/`);
+    return config;
+  }
+}
+
+const client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`,
+                                           transport === 'mqttws' ? MqttWsOnPort : Mqtt);
 client.setOptions({ ca: fs.readFileSync(ca, 'utf8') });
 
 let received = 0;
