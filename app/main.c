@@ -708,6 +708,8 @@ int main(int argc, char **argv)
         if (tier) {
             raise_nofile();
             block_signals();
+            /* Before the first socket: ZeroMQ fixes its I/O threads when its context starts. */
+            zsys_set_io_threads((size_t)sg_config_int(cfg, "cluster.io_threads"));
             zsys_init();
             zsys_handler_set(NULL);   /* signals are ours (sigwait), not czmq's */
             zsys_set_linger(0);

@@ -33,6 +33,8 @@ static const spec_t k_specs[] = {
     I("cluster.vnodes", "1024", 1, 65536, "virtual nodes per shard on the hash ring"),
     I("cluster.request_timeout", "10", 1, 600, "seconds a tier waits for a shard's answer"),
     I("cluster.hwm", "100000", 100, 10000000, "ZeroMQ high-water mark (messages) of every inter-tier socket"),
+    I("cluster.io_threads", "1", 1, 64, "ZeroMQ I/O threads of this process: they move every inter-tier message and "
+      "run its CURVE encryption, so a router relaying for many frontends wants about one per core it may use"),
     S("cluster.curve_cert", "", "this tier's CURVE certificate, {role} standing for the tier (its secret in the "
                                 "same path + _secret); `sacgate init` writes DIR/curve/{role}.cert for every tier"),
     S("cluster.curve_public", "", "directory of every tier's public CURVE certificate (the keys this process "
