@@ -285,7 +285,7 @@ static void finish_cluster(req_t *r)
             json_object_set(o, "devices", json_object_get(st, "devices"));
             json_object_set(o, "sessions", json_object_get(st, "sessions"));
             static const char *const keys[] = {"telemetryOldest", "telemetryLast", "feedbackOldest", "feedbackLast",
-                                               "retention", "rocksdb"};
+                                               "retention", "rocksdb", "batches", "batchedOps", "deviceLoads"};
             for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
                 json_object_set(o, keys[k], json_object_get(st, keys[k]));
             json_object_set(o, "diskFull", json_object_get(st, "diskFull"));

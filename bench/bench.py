@@ -321,13 +321,28 @@ def idle_tls(target, p, outdir, problems, base):
     }, s
 
 
+def commits(target):
+    """(group commits, operations in them) summed over a sacgate target's shards; None for others."""
+    if not isinstance(target, (SacgateAll, SacgateCluster)):
+        return None
+    _, admin_port, token, _ = target_endpoints(target)
+    status, body = AdminClient(admin_port, token).request("GET", "/v1/cluster")
+    if status != 200:
+        return None
+    shards = json.loads(body).get("shards") or []
+    return (sum(s.get("batches") or 0 for s in shards), sum(s.get("batchedOps") or 0 for s in shards))
+
+
 def telemetry_qos1(target, p, outdir, problems, base):
     devices = p.devices or (5 if p.smoke else 20)
     messages = p.messages or (200 if p.smoke else 5000)
     args = provision_args(target, devices) + ["--prefix", "tele", "--devices", str(devices), "--rate", "0",
                                               "--messages", str(messages), "--window", "16", "--qos", "1",
                                               "--size", "100", "--backend", "--duration", "300"]
+    c0 = commits(target)
     s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=900)
+    c1 = commits(target)
+    ops_per_commit = round((c1[1] - c0[1]) / max(1, c1[0] - c0[0]), 1) if c0 and c1 else None
     c = s["counters"]
     srv = s["resources"].get("server") or {}
     check(c["acked"] == devices * messages, "%s: %d of %d messages acknowledged" % (target.name, c["acked"],
@@ -348,6 +363,7 @@ def telemetry_qos1(target, p, outdir, problems, base):
         "publishToReadableP99Ms": ms(hist(s, "telemetry"), "p99"),
         "serverCpuSecondsPer1000": round(srv.get("cpuSeconds", 0) * 1000 / max(1, c["acked"]), 4) if srv else None,
         "simCpuSecondsPer1000": round(s["resources"]["simulator"]["cpuSeconds"] * 1000 / max(1, c["acked"]), 4),
+        "opsPerCommit": ops_per_commit,   # shards' group commits during the run (every operation, reads aside)
     }, s
 
 

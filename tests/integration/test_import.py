@@ -317,7 +317,7 @@ class ImportWrongRingTest(ImportClient, GatewayTest):
 
     def start(self, args, name):
         log = open(os.path.join(self.gw.dir, name + ".log"), "ab")
-        p = subprocess.Popen([BIN] + args + ["--set", "cluster.curve_cert=%s/curve/cluster.cert" % self.gw.dir],
+        p = subprocess.Popen([BIN] + args + ["--set", "cluster.curve_cert=%s/curve/{role}.cert" % self.gw.dir],
                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.addCleanup(lambda: (p.poll() is None and p.terminate(), p.wait(15)))
         return p

@@ -26,7 +26,7 @@ class RoutersTest(GatewayTest):
         log = open(os.path.join(d, "router-1.log"), "ab")
         p = subprocess.Popen([BIN, "router", "--name", "router-1", "--bind", "tcp://127.0.0.1:%d" % port,
                               "--shards", self.gw.ports_env["SHARDS"],
-                              "--set", "cluster.curve_cert=%s/curve/cluster.cert" % d],
+                              "--set", "cluster.curve_cert=%s/curve/{role}.cert" % d],
                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.addCleanup(lambda: (p.poll() is None and p.terminate(), p.wait(15)))
         wait_until(lambda: sgtest._tcp_open(port) or p.poll() is not None, 20, "router-1 to listen")
