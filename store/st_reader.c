@@ -132,6 +132,7 @@ static void device_get(reader_t *r, rop_t *op)
             json_object_set_new(conn, "frontend", frontend_name(s.peer));
             json_object_set_new(conn, "since", time_json(s.since_ms));
             json_object_set_new(conn, "subscribed", json_boolean(s.subscribed));
+            json_object_set_new(conn, "methods", json_boolean(s.methods));
         }
         json_object_set_new(pub, "connection", conn);
         json_object_set_new(pub, "queueDepth", json_integer(m.count));

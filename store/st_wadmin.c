@@ -221,7 +221,7 @@ static int ack_parse(const char *s)
 
 #define MAX_USER_PROPS 64
 
-static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now)
+void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now, bool fallback)
 {
     st_ctx_t *ctx = w->ctx;
     if (!d->exists) {
@@ -382,7 +382,10 @@ static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t 
 
     char exp[25];
     sg_rfc3339(m.expires_ms, exp);
-    st_writer_answer_admin(w, op, 201, json_pack("{s:s,s:s}", "messageId", mid, "expiresAt", exp));
+    if (fallback)
+        st_writer_answer_admin(w, op, 202, json_pack("{s:b,s:s,s:s}", "queued", true, "messageId", mid, "expiresAt", exp));
+    else
+        st_writer_answer_admin(w, op, 201, json_pack("{s:s,s:s}", "messageId", mid, "expiresAt", exp));
 }
 
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
@@ -405,7 +408,8 @@ void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     case SG_ADM_DEVICE_PUT: adm_device_put(w, op, d, body, now); break;
     case SG_ADM_DEVICE_DELETE: adm_device_delete(w, op, d, now); break;
     case SG_ADM_MSG_PURGE: adm_msg_purge(w, op, d, now); break;
-    case SG_ADM_MSG_ENQUEUE: adm_enqueue(w, op, d, body, now); break;
+    case SG_ADM_MSG_ENQUEUE: stw_adm_enqueue(w, op, d, body, now, false); break;
+    case SG_ADM_METHOD_INVOKE: stw_op_method_invoke(w, op, d, body, now); break;
     case SG_ADM_KEYS_REGENERATE: adm_keys_regenerate(w, op, d, len ? body : NULL); break;
     default: st_writer_answer_admin(w, op, 400, st_error_json("BadRequest", "operation %u is not a write", aop)); break;
     }

@@ -39,6 +39,7 @@ typedef struct {
     bool live;
     bool subscribed;
     bool sub_qos0;
+    bool methods;             /* subscribed to direct methods (st_wmethod.c) */
     uint8_t method;
     uint8_t sas_key;          /* the SAS key it authenticated with: ST_REGEN_PRIMARY or _SECONDARY; 0 when
                                * not known (not kept on disk: a session loaded after a restart) */
@@ -83,6 +84,7 @@ struct st_op {
 };
 
 typedef struct st_writer writer_t;
+typedef struct st_mcall mcall_t;
 struct st_writer {
     st_ctx_t *ctx;
     zsock_t *in;                /* PULL from net */
@@ -115,6 +117,8 @@ struct st_writer {
     int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
+    zhashx_t *calls;            /* "{device}/{rid}" -> mcall_t: pending direct method calls (st_wmethod.c) */
+    int64_t calls_next;         /* earliest deadline among them (0: none) */
 };
 
 /* A session ended because its frontend loop went silent: told again (KICK) if the loop speaks. */
@@ -177,7 +181,7 @@ void stw_track_router(writer_t *w, wdev_t *d, const op_t *op);
 void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d);
-void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d);
+void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 
 /* ---- st_wqueue.c: the command queue's way out ---- */
@@ -189,6 +193,19 @@ void stw_expire_due(writer_t *w, int64_t now);
 /* ---- st_wadmin.c: HTTP writes ---- */
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len);
+/* POST /v1/devices/{id}/messages with body; fallback: a method call that found the device
+ * unreachable (answered 202 {"queued": true, ...} instead of 201). */
+void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now, bool fallback);
+
+/* ---- st_wmethod.c: direct method calls ---- */
+void stw_methods_init(writer_t *w);
+void stw_methods_fini(writer_t *w);
+void stw_op_method_invoke(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now);
+void stw_op_method_res(writer_t *w, op_t *op, wdev_t *d);
+/* d's session took the method subscription (or resumed with it): calls waiting for it go out. */
+void stw_methods_online(writer_t *w, wdev_t *d, int64_t now);
+/* Answer the calls past their deadlines. Each cycle. */
+void stw_methods_tick(writer_t *w, int64_t now);
 
 /* ---- st_wpeer.c: frontend loop liveness ---- */
 /* zhashx destructor of w->peers. */
