@@ -386,7 +386,11 @@ static void finish_metrics(req_t *r)
         metric(&w, "# HELP sacgate_shard_telemetry_oldest_offset The oldest telemetry offset retention kept.\n"
                    "# TYPE sacgate_shard_telemetry_oldest_offset gauge\n"
                    "# HELP sacgate_shard_retention_dropped_total Records dropped by retention (age or size).\n"
-                   "# TYPE sacgate_shard_retention_dropped_total counter\n");
+                   "# TYPE sacgate_shard_retention_dropped_total counter\n"
+                   "# HELP sacgate_shard_method_calls_pending Direct method calls the shard holds (waiting for the device).\n"
+                   "# TYPE sacgate_shard_method_calls_pending gauge\n"
+                   "# HELP sacgate_shard_method_calls_total Direct method calls ended, by outcome.\n"
+                   "# TYPE sacgate_shard_method_calls_total counter\n");
         for (size_t k = 0; k < sizeof k_rocksdb_metrics / sizeof k_rocksdb_metrics[0]; k++)
             metric(&w, "# HELP sacgate_shard_rocksdb_%s %s\n# TYPE sacgate_shard_rocksdb_%s %s\n",
                    k_rocksdb_metrics[k].name, k_rocksdb_metrics[k].help, k_rocksdb_metrics[k].name,
@@ -408,6 +412,14 @@ static void finish_metrics(req_t *r)
                 for (size_t k = 0; k < 3; k++)
                     metric(&w, "sacgate_shard_retention_dropped_total{shard=\"%s\",log=\"%s\"} %lld\n", sn, logs[k][1],
                            (long long)json_integer_value(json_object_get(json_object_get(ret, logs[k][0]), "dropped")));
+                json_t *mc = json_object_get(st, "methodCalls");
+                metric(&w, "sacgate_shard_method_calls_pending{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(mc, "pending")));
+                static const char *const outcomes[][2] = {{"answered", "answered"}, {"timedOut", "timed_out"},
+                                                          {"notOnline", "not_online"}, {"other", "other"}};
+                for (size_t k = 0; k < 4; k++)
+                    metric(&w, "sacgate_shard_method_calls_total{shard=\"%s\",outcome=\"%s\"} %lld\n", sn,
+                           outcomes[k][1], (long long)json_integer_value(json_object_get(mc, outcomes[k][0])));
                 json_t *rdb = json_object_get(st, "rocksdb");
                 for (size_t k = 0; k < sizeof k_rocksdb_metrics / sizeof k_rocksdb_metrics[0]; k++) {
                     json_t *v = json_object_get(rdb, k_rocksdb_metrics[k].field);
@@ -750,11 +762,14 @@ static void h_method(req_t *r, const char *id)
     if (!b)
         return;
     const char *k, *why = NULL;
+    char unknown[160];
     json_t *v;
     json_object_foreach(b, k, v) {
         if (strcmp(k, "payload") && strcmp(k, "responseTimeoutSeconds") && strcmp(k, "connectTimeoutSeconds") &&
             !(fb && strcmp(k, "ttlSeconds") == 0)) {
-            why = strcmp(k, "ttlSeconds") == 0 ? "'ttlSeconds' needs ?fallback=queue" : "unknown member";
+            snprintf(unknown, sizeof unknown, strcmp(k, "ttlSeconds") == 0 ? "'ttlSeconds' needs ?fallback=queue"
+                                                                            : "unknown member '%.100s'", k);
+            why = unknown;
             break;
         }
     }
@@ -767,10 +782,7 @@ static void h_method(req_t *r, const char *id)
     else if (!why && fb && ct && json_integer_value(ct) != 0)
         why = "with ?fallback=queue a call does not wait for a connection: 'connectTimeoutSeconds' must be 0";
     if (why) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "%s%s%s", why, strcmp(why, "unknown member") == 0 ? " " : "",
-                 strcmp(why, "unknown member") == 0 ? k : "");
-        error(r, 400, "InvalidMethodRequest", msg);
+        error(r, 400, "InvalidMethodRequest", why);
         json_decref(b);
         return;
     }

@@ -428,17 +428,17 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         return violation(c, "QoS 2 is not supported");
     if (p.retain)
         return violation(c, "RETAIN is not supported");
-    if (fe_methods_is_response(p.topic))
-        return fe_methods_response(c, &p);
-    const char *bag;
-    size_t bag_len;
-    if (!topic_is_telemetry(c, p.topic, &bag, &bag_len)) {
+    /* a method response: its own checks (fe_methods.c), but it spends from the same rate bucket */
+    bool method_res = fe_methods_is_response(p.topic);
+    const char *bag = NULL;
+    size_t bag_len = 0;
+    if (!method_res && !topic_is_telemetry(c, p.topic, &bag, &bag_len)) {
         char what[200], topic[128];
         sg_log_clean(topic, sizeof topic, p.topic.p, p.topic.len);
         snprintf(what, sizeof what, "topic '%s' is not this device's telemetry topic", topic);
         return violation(c, what);
     }
-    if (p.payload.len > c->w->set->max_telemetry)
+    if (!method_res && p.payload.len > c->w->set->max_telemetry)
         return violation(c, "telemetry payload over the size limit");
     if (!take_token(c)) {
         fe_conn_pause(c, FE_P_RATE);
@@ -447,6 +447,8 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         fe_conn_schedule(c);
         return FE_PKT_RETRY;
     }
+    if (method_res)
+        return fe_methods_response(c, &p);
     sg_rc trc = telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len);
     if (trc != SG_OK)
         return violation(c, telemetry_error(trc));

@@ -491,6 +491,12 @@ static void shard_stats(reader_t *r, rop_t *op)
                                   "dropped", (json_int_t)atomic_load(&c->stat_retired_fb), "deadLetters", "seconds",
                                   (json_int_t)(c->dead_retention_ms / 1000), "dropped",
                                   (json_int_t)atomic_load(&c->stat_retired_dead)));
+    json_object_set_new(st, "methodCalls",
+                        json_pack("{s:I,s:I,s:I,s:I,s:I}", "pending", (json_int_t)atomic_load(&c->stat_mcalls_pending),
+                                  "answered", (json_int_t)atomic_load(&c->stat_mcalls_done[0]), "timedOut",
+                                  (json_int_t)atomic_load(&c->stat_mcalls_done[1]), "notOnline",
+                                  (json_int_t)atomic_load(&c->stat_mcalls_done[2]), "other",
+                                  (json_int_t)atomic_load(&c->stat_mcalls_done[3])));
     json_object_set_new(st, "feedbackOldest", json_integer((json_int_t)atomic_load(&c->stat_fb_oldest)));
     json_object_set_new(st, "feedbackLast", json_integer((json_int_t)atomic_load(&c->stat_fb_next) - 1));
     st_db_stats_t d;

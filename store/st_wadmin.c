@@ -70,6 +70,8 @@ sg_rc st_writer_device_put(writer_t *w, wdev_t *d, const json_t *body, int64_t n
         stw_send_kick(w, d, SG_KICK_REVOKED);
         stw_session_end(w, d);
     }
+    if (!d->reg.enabled)
+        stw_methods_end(w, d, 403, st_error_json("DeviceDisabled", "device '%s' was disabled", d->id));
     return SG_OK;
 }
 
@@ -174,6 +176,7 @@ static void adm_device_delete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     char key[ST_KEY_MAX];
     size_t klen;
     finish_all(w, d, ST_OUT_REVOKED, now);   /* everything still queued is dead-lettered as revoked */
+    stw_methods_end(w, d, 404, st_error_json("DeviceNotFound", "device '%s' was deleted", d->id));
     if (d->sess.live) {
         stw_send_kick(w, d, SG_KICK_REVOKED);
         stw_session_end(w, d);
@@ -221,17 +224,24 @@ static int ack_parse(const char *s)
 
 #define MAX_USER_PROPS 64
 
-void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now, bool fallback)
+bool stw_adm_device_enabled(writer_t *w, op_t *op, wdev_t *d)
 {
-    st_ctx_t *ctx = w->ctx;
     if (!d->exists) {
         st_writer_answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
-        return;
+        return false;
     }
     if (!d->reg.enabled) {
         st_writer_answer_admin(w, op, 403, st_error_json("DeviceDisabled", "device '%s' is disabled", d->id));
-        return;
+        return false;
     }
+    return true;
+}
+
+void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now, bool fallback)
+{
+    st_ctx_t *ctx = w->ctx;
+    if (!stw_adm_device_enabled(w, op, d))
+        return;
     if (!json_is_object(body)) {
         st_writer_answer_admin(w, op, 400, st_error_json("InvalidMessage", "the body must be a JSON object"));
         return;

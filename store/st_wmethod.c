@@ -75,6 +75,8 @@ static void next_deadline(writer_t *w, int64_t at)
 /* Answer the admin that made call c (ADMIN_RES with its correlation id) and forget the call. */
 static void call_answer(writer_t *w, mcall_t *c, int status, json_t *body)
 {
+    int outcome = status == 200 ? 0 : status == 504 ? 1 : status == 404 && c->epoch == 0 ? 2 : 3;
+    atomic_fetch_add(&w->ctx->stat_mcalls_done[outcome], 1);
     sg_wire_hdr_t req = sg_wire_hdr(SG_MSG_ADMIN, c->device);
     req.corr = c->corr;
     if (st_admin_answer(&w->scratch2, &req, status, body) != SG_OK)
@@ -83,6 +85,7 @@ static void call_answer(writer_t *w, mcall_t *c, int status, json_t *body)
     char key[KEY_CAP];
     call_key(key, sizeof key, c->device, strlen(c->device), c->rid, strlen(c->rid));
     zhashx_delete(w->calls, key);
+    atomic_store(&w->ctx->stat_mcalls_pending, zhashx_size(w->calls));
 }
 
 /* Push call c to d's live session. */
@@ -126,20 +129,15 @@ void stw_op_method_invoke(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_
         st_writer_answer_admin(w, op, 400, st_error_json("InvalidMethodRequest", "malformed method invocation"));
         return;
     }
-    if (!d->exists) {
-        st_writer_answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
+    if (!stw_adm_device_enabled(w, op, d))
         return;
-    }
-    if (!d->reg.enabled) {
-        st_writer_answer_admin(w, op, 403, st_error_json("DeviceDisabled", "device '%s' is disabled", d->id));
-        return;
-    }
     if (!can_answer(d) && fallback) {
         /* Not reachable now: the same request as a queued cloud-to-device message (202). */
         stw_adm_enqueue(w, op, d, fallback, now, true);
         return;
     }
     if (!can_answer(d) && conn == 0) {
+        atomic_fetch_add(&w->ctx->stat_mcalls_done[2], 1);
         st_writer_answer_admin(w, op, 404, st_error_json("DeviceNotOnline", "device '%s' is not connected with a "
                                                          "subscription to $iothub/methods/POST/#", d->id));
         return;
@@ -178,6 +176,7 @@ void stw_op_method_invoke(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_
     c->response_ms = (int64_t)resp * 1000;
     c->connect_deadline = now + (int64_t)conn * 1000;
     zhashx_insert(w->calls, key, c);
+    atomic_store(&w->ctx->stat_mcalls_pending, zhashx_size(w->calls));
     SG_DEBUG("store", "method.call", "device=%s name=%s rid=%s online=%d", d->id, c->name, c->rid, can_answer(d));
     if (can_answer(d))
         call_deliver(w, d, c, now);
@@ -229,6 +228,24 @@ void stw_methods_online(writer_t *w, wdev_t *d, int64_t now)
     for (mcall_t *c = zhashx_first(w->calls); c; c = zhashx_next(w->calls))
         if (c->epoch != d->sess.epoch && strcmp(c->device, d->id) == 0)
             call_deliver(w, d, c, now);
+}
+
+void stw_methods_end(writer_t *w, wdev_t *d, int status, json_t *body)
+{
+    if (zhashx_size(w->calls) == 0) {
+        json_decref(body);
+        return;
+    }
+    zlist_t *mine = zlist_new();
+    if (!mine)
+        stw_fatal_io("oom");
+    for (mcall_t *c = zhashx_first(w->calls); c; c = zhashx_next(w->calls))
+        if (strcmp(c->device, d->id) == 0)
+            zlist_append(mine, c);
+    for (mcall_t *c; (c = zlist_pop(mine));)
+        call_answer(w, c, status, json_deep_copy(body));
+    zlist_destroy(&mine);
+    json_decref(body);
 }
 
 /* Calls past their deadline are answered: 404 DeviceNotOnline when never delivered, else 504. */

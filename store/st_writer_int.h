@@ -193,6 +193,8 @@ void stw_expire_due(writer_t *w, int64_t now);
 /* ---- st_wadmin.c: HTTP writes ---- */
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len);
+/* A registered, enabled device; otherwise op is answered 404 DeviceNotFound or 403 DeviceDisabled. */
+bool stw_adm_device_enabled(writer_t *w, op_t *op, wdev_t *d);
 /* POST /v1/devices/{id}/messages with body; fallback: a method call that found the device
  * unreachable (answered 202 {"queued": true, ...} instead of 201). */
 void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now, bool fallback);
@@ -204,6 +206,9 @@ void stw_op_method_invoke(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_
 void stw_op_method_res(writer_t *w, op_t *op, wdev_t *d);
 /* d's session took the method subscription (or resumed with it): calls waiting for it go out. */
 void stw_methods_online(writer_t *w, wdev_t *d, int64_t now);
+/* The device was deleted or disabled: each of its pending calls is answered with status and a
+ * copy of body (whose reference is taken). */
+void stw_methods_end(writer_t *w, wdev_t *d, int status, json_t *body);
 /* Answer the calls past their deadlines. Each cycle. */
 void stw_methods_tick(writer_t *w, int64_t now);
 

@@ -66,6 +66,12 @@ class MethodTest(GatewayTest):
         self.assertEqual(len(rids), 3, rids)
         # the device's telemetry still works beside its methods
         c.send(b"after methods")
+        # counted per shard in /metrics
+        m = self.gw.get("/metrics").text
+        answered = sum(int(line.rsplit(" ", 1)[1]) for line in m.splitlines()
+                       if line.startswith("sacgate_shard_method_calls_total{") and 'outcome="answered"' in line)
+        self.assertGreaterEqual(answered, 4, m)
+        self.assertIn("sacgate_shard_method_calls_pending{", m)
 
     def test_large_payloads(self):
         dev = self.gw.create_device()
@@ -135,7 +141,8 @@ class MethodTest(GatewayTest):
         c = self.connected(dev).serve_methods(lambda n, p, rid: None)
         result = self.call_async(dev["id"], "fatal", {"responseTimeoutSeconds": 6})
         c.wait_method_calls(1)
-        c.client.socket().close()   # vanishes without DISCONNECT
+        c.client.loop_stop()   # vanishes without DISCONNECT
+        c.client.socket().close()
         r = result()
         self.assertError(r, 504, "GatewayTimeout")
 
@@ -153,6 +160,34 @@ class MethodTest(GatewayTest):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json["payload"], {"name": "move", "got": [1, 2]})
         self.assertEqual(second.method_calls[0][1], rid)
+
+    def test_device_deleted_or_disabled_while_a_call_waits(self):
+        # a call waiting for the device to connect, and one waiting for its answer
+        waiting = self.gw.create_device()
+        w = self.call_async(waiting["id"], "m", {"connectTimeoutSeconds": 60})
+        answering = self.gw.create_device()
+        c = self.connected(answering).serve_methods(lambda n, p, rid: None)
+        a = self.call_async(answering["id"], "m", {"responseTimeoutSeconds": 60})
+        c.wait_method_calls(1)
+        time.sleep(0.5)   # the first call is in its shard too
+        t0 = time.monotonic()
+        self.assertEqual(self.gw.http("DELETE", "/v1/devices/%s" % waiting["id"]).status, 204)
+        self.assertError(w(), 404, "DeviceNotFound")
+        self.gw.update_device(answering, status="disabled")
+        self.assertError(a(), 403, "DeviceDisabled")
+        self.assertLess(time.monotonic() - t0, 30, "the calls waited for their deadlines")
+
+    def test_subscription_kept_by_a_resumed_session(self):
+        dev = self.gw.create_device()
+        self.connected(dev, clean_session=False).serve_methods(echo).close()
+        # back without subscribing again: the non-clean session still has its subscription
+        c = self.connected(dev, port=self.last_port(), clean_session=False).serve_methods(echo, subscribe=False)
+        r = self.call(dev["id"], "resumed", {"payload": 5})
+        self.assertEqual(r.json, {"status": 201, "payload": {"name": "resumed", "got": 5}}, r)
+        c.close()
+        # a clean session starts without it
+        self.connected(dev, clean_session=True).serve_methods(echo, subscribe=False)
+        self.assertError(self.call(dev["id"], "m", {}), 404, "DeviceNotOnline")
 
     # ---------------------------------------------------------------- bad answers and topics
 
@@ -240,6 +275,30 @@ class MethodTest(GatewayTest):
         self.assertEqual(r.json, {"status": 201, "payload": {"name": "setColor", "got": {"color": "blue"}}})
         self.assertEqual(len(self.gw.pending(did)), 0)
 
+
+
+class MethodLimitsTest(GatewayTest):
+    """frontend.max_method_response and the device's rate bucket, set low for every process."""
+
+    ENV = {"SACGATE_FRONTEND_MAX_METHOD_RESPONSE": "1000", "SACGATE_FRONTEND_TELEMETRY_RATE": "1",
+           "SACGATE_FRONTEND_TELEMETRY_BURST": "1"}
+
+    def test_answers_are_capped_and_rate_limited(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev).serve_methods(lambda n, p, rid: (200, b'"' + b"z" * (998 if n == "fits" else 999) + b'"'))
+        path = "/v1/devices/%s/methods/" % dev["id"]
+        r = self.gw.http("POST", path + "fits", {}, token="svc")
+        self.assertEqual((r.status, len(r.json["payload"])), (200, 998), r)
+        time.sleep(1.1)   # the bucket (1 token) refills
+        r = self.gw.http("POST", path + "over", {}, token="svc")
+        self.assertError(r, 502, "MethodResponseTooLarge")
+        # answers spend from the telemetry bucket: at 1 a second, the fourth of four answers sent
+        # at once is read (and acknowledged) at least two seconds after the first
+        t0 = time.monotonic()
+        mids = [c.publish("$iothub/methods/res/200/?$rid=%016x" % i, b"{}", qos=1) for i in range(4)]
+        c.wait_acked(mids)
+        self.assertGreaterEqual(max(c.acked[m] for m in mids) - t0, 2.0)
+        self.assertTrue(c.is_connected())
 
 if __name__ == "__main__":
     sgtest.main()
