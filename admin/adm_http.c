@@ -77,6 +77,7 @@ struct req {
     const char *url;
     const route_t *route;  /* set once admitted (admit) */
     char id[SG_DEVICE_ID_MAX + 2];   /* the route's '*' segment */
+    char name[SG_METHOD_NAME_MAX + 2];   /* a second '*' segment: the method name */
     bool has_body;         /* a Content-Length above 0 or a Transfer-Encoding was declared */
     sg_wbuf_t body;
     bool too_big;
@@ -403,7 +404,11 @@ static void finish_metrics(req_t *r)
         metric(&w, "# HELP sacgate_shard_telemetry_oldest_offset The oldest telemetry offset retention kept.\n"
                    "# TYPE sacgate_shard_telemetry_oldest_offset gauge\n"
                    "# HELP sacgate_shard_retention_dropped_total Records dropped by retention (age or size).\n"
-                   "# TYPE sacgate_shard_retention_dropped_total counter\n");
+                   "# TYPE sacgate_shard_retention_dropped_total counter\n"
+                   "# HELP sacgate_shard_method_calls_pending Direct method calls the shard holds (waiting for the device).\n"
+                   "# TYPE sacgate_shard_method_calls_pending gauge\n"
+                   "# HELP sacgate_shard_method_calls_total Direct method calls ended, by outcome.\n"
+                   "# TYPE sacgate_shard_method_calls_total counter\n");
         for (size_t k = 0; k < sizeof k_rocksdb_metrics / sizeof k_rocksdb_metrics[0]; k++)
             metric(&w, "# HELP sacgate_shard_rocksdb_%s %s\n# TYPE sacgate_shard_rocksdb_%s %s\n",
                    k_rocksdb_metrics[k].name, k_rocksdb_metrics[k].help, k_rocksdb_metrics[k].name,
@@ -425,6 +430,14 @@ static void finish_metrics(req_t *r)
                 for (size_t k = 0; k < 3; k++)
                     metric(&w, "sacgate_shard_retention_dropped_total{shard=\"%s\",log=\"%s\"} %lld\n", sn, logs[k][1],
                            (long long)json_integer_value(json_object_get(json_object_get(ret, logs[k][0]), "dropped")));
+                json_t *mc = json_object_get(st, "methodCalls");
+                metric(&w, "sacgate_shard_method_calls_pending{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(mc, "pending")));
+                static const char *const outcomes[][2] = {{"answered", "answered"}, {"timedOut", "timed_out"},
+                                                          {"notOnline", "not_online"}, {"other", "other"}};
+                for (size_t k = 0; k < 4; k++)
+                    metric(&w, "sacgate_shard_method_calls_total{shard=\"%s\",outcome=\"%s\"} %lld\n", sn,
+                           outcomes[k][1], (long long)json_integer_value(json_object_get(mc, outcomes[k][0])));
                 json_t *rdb = json_object_get(st, "rocksdb");
                 for (size_t k = 0; k < sizeof k_rocksdb_metrics / sizeof k_rocksdb_metrics[0]; k++) {
                     json_t *v = json_object_get(rdb, k_rocksdb_metrics[k].field);
@@ -873,6 +886,69 @@ static void h_import(req_t *r, const char *id)
         error(r, 500, "Internal", "out of memory");
 }
 
+/* POST /v1/devices/{id}/methods/{name}[?fallback=queue] {"payload", "responseTimeoutSeconds",
+ * "connectTimeoutSeconds", "ttlSeconds"}: a direct method, run by the device's shard (it knows the
+ * session: store/st_wmethod.c), which answers with the device's response or at a deadline; this
+ * request waits (suspended) for at most both timeouts plus admin.timeout. With fallback=queue, a
+ * device that cannot answer now gets the request as a queued cloud-to-device message instead
+ * (202). */
+static void h_method(req_t *r, const char *id)
+{
+    const char *fb = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "fallback");
+    if (fb && strcmp(fb, "queue") != 0) {
+        error(r, 400, "InvalidQuery", "query parameter 'fallback' may only be 'queue'");
+        return;
+    }
+    json_t *b = r->body.len == 0 ? json_object() : body_json(r);   /* no body: payload null, default timeouts */
+    if (!b)
+        return;
+    const char *k, *why = NULL;
+    char unknown[160];
+    json_t *v;
+    json_object_foreach(b, k, v) {
+        if (strcmp(k, "payload") && strcmp(k, "responseTimeoutSeconds") && strcmp(k, "connectTimeoutSeconds") &&
+            !(fb && strcmp(k, "ttlSeconds") == 0)) {
+            snprintf(unknown, sizeof unknown, strcmp(k, "ttlSeconds") == 0 ? "'ttlSeconds' needs ?fallback=queue"
+                                                                            : "unknown member '%.100s'", k);
+            why = unknown;
+            break;
+        }
+    }
+    json_t *rt = json_object_get(b, "responseTimeoutSeconds"), *ct = json_object_get(b, "connectTimeoutSeconds");
+    json_t *ttl = json_object_get(b, "ttlSeconds");
+    if (!why && rt && (!json_is_integer(rt) || json_integer_value(rt) < 5 || json_integer_value(rt) > 300))
+        why = "'responseTimeoutSeconds' must be an integer from 5 to 300";
+    else if (!why && ct && (!json_is_integer(ct) || json_integer_value(ct) < 0 || json_integer_value(ct) > 300))
+        why = "'connectTimeoutSeconds' must be an integer from 0 to 300";
+    else if (!why && fb && ct && json_integer_value(ct) != 0)
+        why = "with ?fallback=queue a call does not wait for a connection: 'connectTimeoutSeconds' must be 0";
+    if (why) {
+        error(r, 400, "InvalidMethodRequest", why);
+        json_decref(b);
+        return;
+    }
+    long long resp = rt ? json_integer_value(rt) : 30, conn = ct ? json_integer_value(ct) : 0;
+    json_t *q = json_pack("{s:s,s:O?,s:I,s:I}", "name", r->name, "payload", json_object_get(b, "payload"),
+                          "responseTimeoutSeconds", (json_int_t)resp, "connectTimeoutSeconds", (json_int_t)conn);
+    if (fb) {
+        /* the queued message: the method's payload as JSON text, named by a property; the store
+         * checks ttlSeconds as it does for POST /v1/devices/{id}/messages */
+        json_t *p = json_object_get(b, "payload");
+        char *text = p ? json_dumps(p, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("null");
+        json_t *m = json_pack("{s:s?,s:{s:s}}", "payload", text, "properties", "method", r->name);
+        if (ttl)
+            json_object_set(m, "ttlSeconds", ttl);
+        json_object_set_new(q, "fallback", m);
+        free(text);
+    }
+    json_decref(b);
+    char *text = q ? json_dumps(q, JSON_COMPACT) : NULL;
+    json_decref(q);
+    zframe_t *f = text ? admin_frame(id, SG_WIRE_SHARD_BY_DEVICE, SG_ADM_METHOD_INVOKE, text) : NULL;
+    free(text);
+    submit(r, &f, 1, (resp + conn) * 1000 + r->adm->timeout_ms, finish_passthrough);
+}
+
 static const route_t k_routes[] = {
     {"GET", "/healthz", 0, BODY_NONE, h_healthz},
     {"GET", "/readyz", 0, BODY_NONE, h_readyz},
@@ -894,10 +970,11 @@ static const route_t k_routes[] = {
     {"GET", "/v1/devices/*/deadletters", ADM_ROLE_SERVICE, BODY_NONE, h_dead_list},
     {"POST", "/v1/notifications", ADM_ROLE_SERVICE, BODY_JSON, h_notify},
     {"GET", "/v1/notifications/*", ADM_ROLE_SERVICE, BODY_NONE, h_notify_get},
+    {"POST", "/v1/devices/*/methods/*", ADM_ROLE_SERVICE, BODY_JSON, h_method},
 };
 
-/* Match url against pattern; the '*' segment is copied to id. */
-static bool match(const char *pattern, const char *url, char *id, size_t idcap)
+/* Match url against pattern; the first '*' segment is copied to id, a second one to name. */
+static bool match(const char *pattern, const char *url, char *id, size_t idcap, char *name, size_t namecap)
 {
     while (*pattern && *url) {
         if (*pattern == '*') {
@@ -906,6 +983,8 @@ static bool match(const char *pattern, const char *url, char *id, size_t idcap)
                 return false;
             memcpy(id, url, n);
             id[n] = 0;
+            id = name;   /* the next '*' */
+            idcap = namecap;
             url += n;
             pattern++;
             continue;
@@ -968,7 +1047,7 @@ static bool admit(req_t *r)
     const route_t *route = NULL;
     bool path_known = false;
     for (size_t i = 0; i < sizeof k_routes / sizeof k_routes[0]; i++) {
-        if (!match(k_routes[i].pattern, r->url, r->id, sizeof r->id))
+        if (!match(k_routes[i].pattern, r->url, r->id, sizeof r->id, r->name, sizeof r->name))
             continue;
         path_known = true;
         if (strcmp(k_routes[i].method, r->method) == 0) {
@@ -1007,6 +1086,11 @@ static bool admit(req_t *r)
     }
     if (strchr(route->pattern, '*') && route->fn != h_notify_get && !sg_device_id_valid(r->id, strlen(r->id))) {
         error(r, 400, "InvalidDeviceId", "device ids are 1-128 characters of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '");
+        return false;
+    }
+    const char *star = strchr(route->pattern, '*');
+    if (star && strchr(star + 1, '*') && !sg_method_name_valid(r->name, strlen(r->name), SG_METHOD_NAME_MAX)) {
+        error(r, 400, "InvalidMethodName", "method names are 1-128 characters of A-Z a-z 0-9 - . _ ~ : @ ! $ ' ( ) * , ; =");
         return false;
     }
     r->route = route;

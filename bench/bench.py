@@ -9,6 +9,7 @@ run (bench/results/<scenario>-<target>.html).
     bench/bench.py telemetry-qos1 --targets all,mosquitto
     bench/bench.py scale --devices 250000 --hold 600
     bench/bench.py revocation --devices 1000      # HTTP revoke -> closed socket, p50/p99
+    bench/bench.py method-rtt --devices 100 --messages 5000 --parallel 8   # direct method round trip
     bench/bench.py --smoke all-scenarios          # seconds each, a few hundred devices (ctest)
 
 Everything runs on loopback, every load is bounded in count and time and stops by itself.
@@ -703,6 +704,114 @@ def idle_ws(target, p, outdir, problems, base):
     print("idle-ws %s: %d sessions, server RSS per idle session %.1f KB over MQTT/TLS, %.1f KB over WebSocket"
           % (target.name, n, figures["tlsServerBytesPerSession"] / 1024, figures["wsServerBytesPerSession"] / 1024),
           flush=True)
+def call_in_parallel(parallel, count, admin_port, token, work):
+    """work(client, i) for i in 0..count-1 from `parallel` threads, each with its own keep-alive
+    AdminClient; returns the seconds it all took."""
+    todo, lock = iter(range(count)), threading.Lock()
+
+    def worker():
+        c = AdminClient(admin_port, token)
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            work(c, i)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(parallel)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    return time.monotonic() - t0
+
+
+def new_devices(prefix, n):
+    """n (id, primary key, secondary key) with fresh random keys."""
+    return [("%s-%06d" % (prefix, i), base64.b64encode(secrets.token_bytes(32)).decode(),
+             base64.b64encode(secrets.token_bytes(32)).decode()) for i in range(n)]
+
+
+def register_devices(adm, devices):
+    """Register (id, primary, secondary) SAS devices with one streamed import."""
+    body = "".join(json.dumps({"deviceId": d, "auth": {"type": "sas", "primaryKey": k1, "secondaryKey": k2}}) + "\n"
+                   for d, k1, k2 in devices)
+    status, answer = adm.request("POST", "/v1/devices:import", body=body.encode(),
+                                 headers={"Content-Type": "application/x-ndjson"}, timeout=600)
+    imported = json.loads(answer) if status == 200 else {}
+    if status != 200 or imported.get("failed"):
+        raise BenchError("import failed: %d %s" % (status, answer[:300]))
+
+
+def method_rtt(target, p, outdir, problems, base):
+    """Direct method round trip over HTTP: N paho-mqtt devices (spread over every frontend) answer
+    every call at once with its payload; `parallel` callers, each on its own keep-alive HTTP
+    connection, POST /v1/devices/{id}/methods/echo to devices in turn, and each call is timed
+    from sending the request to reading the 200 (admin -> router -> shard -> frontend -> device
+    and back). Reports calls per second and latency percentiles."""
+    if target.kind != "sacgate":
+        raise BenchError("method-rtt needs a sacgate target (Mosquitto has no HTTP method API)")
+    try:
+        import paho.mqtt.client as mqtt   # only this scenario needs it
+    except ImportError:
+        raise BenchError("method-rtt needs paho-mqtt (Debian's python3-paho-mqtt: run with /usr/bin/python3)")
+    n = p.devices or default_devices("method-rtt", p)
+    calls = p.messages or (200 if p.smoke else 5000)
+    parallel = p.parallel or 8
+    ports, admin_port, token, cafile = target_endpoints(target)
+    devices = new_devices("mth-%s" % secrets.token_hex(3), n)
+    register_devices(AdminClient(admin_port, token), devices)
+    clients, ready = [], threading.Semaphore(0)
+
+    def answer(client, userdata, msg):
+        rid = urllib.parse.parse_qs(msg.topic.partition("/?")[2]).get("$rid", [""])[0]
+        client.publish("$iothub/methods/res/200/?$rid=%s" % rid, msg.payload, 0)
+
+    for i, (d, k1, _) in enumerate(devices):
+        c = mqtt.Client(client_id=d, clean_session=True, protocol=mqtt.MQTTv311)
+        c.username_pw_set("localhost/%s/?api-version=2021-04-12" % d, sas_token(d, k1))
+        c.tls_set(ca_certs=cafile)
+        c.on_message = answer
+        c.on_subscribe = lambda client, userdata, mid, granted: ready.release()
+        c.on_connect = lambda client, userdata, flags, rc: client.subscribe("$iothub/methods/POST/#", 0)
+        c.connect("localhost", ports[i % len(ports)], 120)
+        c.loop_start()
+        clients.append(c)
+    for _ in range(n):
+        if not ready.acquire(timeout=60):
+            raise BenchError("not every device subscribed to methods within 60 s")
+    lat, statuses, lock = [], {}, threading.Lock()
+    payload = json.dumps({"payload": {"n": 1, "data": "x" * 64}, "responseTimeoutSeconds": 30}).encode()
+
+    def one_call(c, k):
+        path = "/v1/devices/%s/methods/echo" % urllib.parse.quote(devices[k % n][0], safe="")
+        t = time.monotonic()
+        status, _ = c.request("POST", path, body=payload, headers={"Content-Type": "application/json"})
+        dt = (time.monotonic() - t) * 1000
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                lat.append(dt)
+
+    elapsed = call_in_parallel(parallel, calls, admin_port, token, one_call)
+    for c in clients:
+        c.loop_stop()
+        c.disconnect()
+    check(statuses.get(200, 0) == calls, "%s: calls answered %r, expected %d x 200" % (target.name, statuses, calls),
+          problems)
+    figures = {"devices": n, "frontends": len(ports), "calls": calls, "parallelCalls": parallel,
+               "callsPerSecond": round(calls / elapsed) if elapsed > 0 else None,
+               "p50Ms": round(percentile(lat, 50), 3) if lat else None,
+               "p90Ms": round(percentile(lat, 90), 3) if lat else None,
+               "p99Ms": round(percentile(lat, 99), 3) if lat else None,
+               "maxMs": round(max(lat), 3) if lat else None, "statuses": {str(k): v for k, v in statuses.items()}}
+    print("method-rtt %s: %d calls, %s/s, round trip p50 %s ms, p90 %s ms, p99 %s ms, max %s ms (%d devices, %d "
+          "frontends, %d callers)" % (target.name, calls, figures["callsPerSecond"], figures["p50Ms"], figures["p90Ms"],
+                                      figures["p99Ms"], figures["maxMs"], n, len(ports), parallel), flush=True)
+    report = os.path.join(outdir, "%s-%s.json" % (base, target.name))
+    with open(report, "w") as f:
+        json.dump({"figures": figures, "roundTripMs": [round(v, 3) for v in lat]}, f, indent=0)
     return figures, {"_report": report}
 
 
@@ -717,16 +826,8 @@ def revocation(target, p, outdir, problems, base):
     parallel = p.parallel or 16
     ports, admin_port, token, cafile = target_endpoints(target)
     prefix = "rev-%s" % secrets.token_hex(3)
-    devices = [("%s-%06d" % (prefix, i), base64.b64encode(secrets.token_bytes(32)).decode(),
-                base64.b64encode(secrets.token_bytes(32)).decode()) for i in range(n)]
-    adm = AdminClient(admin_port, token)
-    body = "".join(json.dumps({"deviceId": d, "auth": {"type": "sas", "primaryKey": k1, "secondaryKey": k2}}) + "\n"
-                   for d, k1, k2 in devices)
-    status, answer = adm.request("POST", "/v1/devices:import", body=body.encode(),
-                                 headers={"Content-Type": "application/x-ndjson"}, timeout=600)
-    imported = json.loads(answer) if status == 200 else {}
-    if status != 200 or imported.get("failed"):
-        raise BenchError("import failed: %d %s" % (status, answer[:300]))
+    devices = new_devices(prefix, n)
+    register_devices(AdminClient(admin_port, token), devices)
 
     # connect: blocking set-ups on a few threads, each device to the next frontend in turn
     t0 = time.monotonic()
@@ -773,35 +874,21 @@ def revocation(target, p, outdir, problems, base):
     # revoke: `parallel` callers, each on its own keep-alive HTTP connection
     sent_at, answered_at, statuses = [None] * n, [None] * n, [None] * n
     kinds = ["disable" if i % 2 == 0 else "delete" for i in range(n)]
-    todo = iter(range(n))
-    todo_lock = threading.Lock()
 
-    def revoker():
-        c = AdminClient(admin_port, token)
-        while True:
-            with todo_lock:
-                i = next(todo, None)
-            if i is None:
-                return
-            d, k1, k2 = devices[i]
-            path = "/v1/devices/" + urllib.parse.quote(d, safe="")
-            if kinds[i] == "disable":
-                req = ("PUT", json.dumps({"status": "disabled", "auth": {"type": "sas", "primaryKey": k1,
-                                                                         "secondaryKey": k2}}).encode())
-            else:
-                req = ("DELETE", None)
-            sent_at[i] = time.monotonic()
-            statuses[i], _ = c.request(req[0], path, body=req[1],
-                                       headers={"Content-Type": "application/json"} if req[1] else None)
-            answered_at[i] = time.monotonic()
+    def revoke(c, i):
+        d, k1, k2 = devices[i]
+        path = "/v1/devices/" + urllib.parse.quote(d, safe="")
+        if kinds[i] == "disable":
+            req = ("PUT", json.dumps({"status": "disabled", "auth": {"type": "sas", "primaryKey": k1,
+                                                                     "secondaryKey": k2}}).encode())
+        else:
+            req = ("DELETE", None)
+        sent_at[i] = time.monotonic()
+        statuses[i], _ = c.request(req[0], path, body=req[1],
+                                   headers={"Content-Type": "application/json"} if req[1] else None)
+        answered_at[i] = time.monotonic()
 
-    t_rev = time.monotonic()
-    threads = [threading.Thread(target=revoker, daemon=True) for _ in range(parallel)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    revoke_s = time.monotonic() - t_rev
+    revoke_s = call_in_parallel(parallel, n, admin_port, token, revoke)
     end = time.monotonic() + 30
     while time.monotonic() < end and any(c is None for c in closed_at):
         time.sleep(0.1)
@@ -968,6 +1055,7 @@ SCENARIOS = {
     "revocation": (revocation, ["sacgate-all", "sacgate-cluster"]),
     "notification-fanout": (notification_fanout, ["sacgate-all", "sacgate-cluster"]),
     "idle-ws": (idle_ws, ["sacgate-all"]),
+    "method-rtt": (method_rtt, ["sacgate-all", "sacgate-cluster"]),
 }
 
 # The figure each scenario compares against Mosquitto, and whether higher is better.
@@ -982,13 +1070,14 @@ RATIO_OF = {
     "revocation": [],   # Mosquitto has no registry to revoke from
     "notification-fanout": [],
     "idle-ws": [],
+    "method-rtt": [],   # nor direct methods
 }
 
 
 def default_devices(scenario, p):
     """Sessions a scenario holds when --devices is not given (the cluster gets frontends for them)."""
     return {"scale": 1000 if p.smoke else 250000, "shard-restart": 1500 if p.smoke else 250000,
-            "revocation": 50 if p.smoke else 1000,
+            "revocation": 50 if p.smoke else 1000, "method-rtt": 10 if p.smoke else 100,
             "notification-fanout": 1000 if p.smoke else 100000}.get(scenario, 0)
 
 
@@ -1094,7 +1183,7 @@ def main():
                                       "scenario's)")
     ap.add_argument("--smoke", action="store_true", help="small and short: does every scenario work")
     ap.add_argument("--devices", type=int, help="devices (sessions) of the scenario")
-    ap.add_argument("--messages", type=int, help="telemetry-qos1: messages per device")
+    ap.add_argument("--messages", type=int, help="telemetry-qos1: messages per device; method-rtt: calls in all (default 5000)")
     ap.add_argument("--rate", type=float, help="c2d-latency: commands/s; scale: connects/s")
     ap.add_argument("--hold", type=float, help="seconds to hold the sessions (idle-tls, c2d-latency, scale)")
     ap.add_argument("--keepalive", type=int, help="scale: MQTT keep-alive (s)")
@@ -1106,7 +1195,7 @@ def main():
     ap.add_argument("--shards", type=int, help="sacgate-cluster: store shards (default 2; shard-restart: 1)")
     ap.add_argument("--registered", type=int, help="shard-restart: devices registered (default 1,000,000; the first "
                     "--devices of them connect)")
-    ap.add_argument("--parallel", type=int, help="revocation: HTTP calls in flight at once (default 16)")
+    ap.add_argument("--parallel", type=int, help="revocation: HTTP calls in flight at once (default 16); method-rtt: callers (default 8)")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
     ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
     ap.add_argument("--tag", help="name results <scenario>-<tag> (default for scale: the device count, e.g. 250k)")

@@ -68,6 +68,7 @@ static const spec_t k_specs[] = {
     I("frontend.inflight_window", "16", 1, 1024, "telemetry QoS 1 publishes awaiting durable acks before reading pauses"),
     I("frontend.ack_timeout", "30", 1, 3600, "seconds to wait for a durable ack before the connection is closed"),
     I("frontend.max_telemetry", "262144", 1, 2097152, "largest telemetry payload (bytes)"),
+    I("frontend.max_method_response", "131072", 0, 2097152, "largest direct method response body (bytes); a larger one is refused to the caller (502)"),
     I("frontend.telemetry_rate", "100", 1, 65535, "telemetry messages per second per device (token bucket refill)"),
     I("frontend.telemetry_burst", "100", 1, 65535, "telemetry messages a device may send at once (bucket size)"),
 

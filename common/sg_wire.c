@@ -26,6 +26,8 @@ static const char *const k_type_names[SG_MSG_TYPE_MAX] = {
     [SG_MSG_ALIVE] = "ALIVE",
     [SG_MSG_SHARD_STATE] = "SHARD_STATE",
     [SG_MSG_BATCH] = "BATCH",
+    [SG_MSG_METHOD] = "METHOD",
+    [SG_MSG_METHOD_RES] = "METHOD_RES",
 };
 
 const char *sg_wire_type_name(uint8_t type)
@@ -211,7 +213,9 @@ sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, uint8_t *m
     body_cursor(h, &c);
     SG_GUARD(sg_cur_u8(&c, channel));
     SG_GUARD(sg_cur_u8(&c, mode));
-    SG_ENSURE(*channel == SG_CHAN_C2D && *mode <= SG_SUB_QOS0, SG_E_MALFORMED);
+    SG_ENSURE((*channel == SG_CHAN_C2D && *mode <= SG_SUB_QOS0) ||
+                  (*channel == SG_CHAN_METHODS && (*mode == SG_SUB_OFF || *mode == SG_SUB_QOS0)),
+              SG_E_MALFORMED);
     return body_end(&c);
 }
 
@@ -241,6 +245,106 @@ sg_rc sg_wire_get_deliver(const sg_wire_hdr_t *h, sg_wire_deliver_t *d)
     d->enqueued_ms = (int64_t)enq;
     d->expires_ms = (int64_t)exp;
     d->message_id = (const char *)mid;
+    return body_end(&c);
+}
+
+bool sg_method_name_valid(const char *s, size_t len, size_t max)
+{
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              (ch && strchr("-._~:@!$'()*,;=", ch))))
+            return false;
+    }
+    return true;
+}
+
+/* "{status}/?$rid={rid}[&...]" after the prefix. The status is a decimal int32 (IoT Hub passes
+ * any integer through); the query may hold other keys, and "$" may come URL-encoded (%24). */
+bool sg_method_res_topic(const uint8_t *p, size_t n, int32_t *status, const char **rid, size_t *rid_len)
+{
+    size_t i = 0;
+    bool neg = false;
+    int64_t v = 0;
+    if (i < n && p[i] == '-')
+        neg = true, i++;
+    size_t digits = i;
+    while (i < n && p[i] >= '0' && p[i] <= '9' && i - digits < 10)
+        v = v * 10 + (p[i++] - '0');
+    if (i == digits || (neg ? -v : v) < INT32_MIN || (neg ? -v : v) > INT32_MAX)
+        return false;
+    *status = (int32_t)(neg ? -v : v);
+    if (n - i < 2 || p[i] != '/' || p[i + 1] != '?')
+        return false;
+    i += 2;
+    while (i < n) {
+        const uint8_t *amp = memchr(p + i, '&', n - i);
+        size_t end = amp ? (size_t)(amp - p) : n;
+        if (end - i > 5 && memcmp(p + i, "$rid=", 5) == 0) {
+            *rid = (const char *)p + i + 5;
+            *rid_len = end - i - 5;
+            return true;
+        }
+        if (end - i > 7 && memcmp(p + i, "%24rid=", 7) == 0) {
+            *rid = (const char *)p + i + 7;
+            *rid_len = end - i - 7;
+            return true;
+        }
+        i = end + 1;
+    }
+    return false;
+}
+
+static sg_rc get_method_str(sg_cur_t *c, size_t max, const char **s, size_t *len)
+{
+    const uint8_t *p;
+    SG_GUARD(sg_cur_str8(c, UINT8_MAX, &p, len));
+    SG_ENSURE(sg_method_name_valid((const char *)p, *len, max), SG_E_MALFORMED);
+    *s = (const char *)p;
+    return SG_OK;
+}
+
+sg_rc sg_wire_put_method(sg_wbuf_t *w, const sg_wire_method_t *m)
+{
+    SG_ENSURE(sg_method_name_valid(m->rid, m->rid_len, SG_METHOD_RID_MAX), SG_E_MALFORMED);
+    SG_ENSURE(sg_method_name_valid(m->name, m->name_len, SG_METHOD_NAME_MAX), SG_E_MALFORMED);
+    SG_GUARD(sg_wbuf_str8(w, m->rid, m->rid_len));
+    SG_GUARD(sg_wbuf_str8(w, m->name, m->name_len));
+    return sg_wbuf_str32(w, m->payload, m->payload_len);
+}
+
+sg_rc sg_wire_get_method(const sg_wire_hdr_t *h, sg_wire_method_t *m)
+{
+    sg_cur_t c;
+    body_cursor(h, &c);
+    m->status = 0;
+    SG_GUARD(get_method_str(&c, SG_METHOD_RID_MAX, &m->rid, &m->rid_len));
+    SG_GUARD(get_method_str(&c, SG_METHOD_NAME_MAX, &m->name, &m->name_len));
+    SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &m->payload, &m->payload_len));
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_method_res(sg_wbuf_t *w, const sg_wire_method_t *m)
+{
+    SG_ENSURE(sg_method_name_valid(m->rid, m->rid_len, SG_METHOD_RID_MAX), SG_E_MALFORMED);
+    SG_GUARD(sg_wbuf_u32(w, (uint32_t)m->status));
+    SG_GUARD(sg_wbuf_str8(w, m->rid, m->rid_len));
+    return sg_wbuf_str32(w, m->payload, m->payload_len);
+}
+
+sg_rc sg_wire_get_method_res(const sg_wire_hdr_t *h, sg_wire_method_t *m)
+{
+    sg_cur_t c;
+    uint32_t st;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u32(&c, &st));
+    m->status = (int32_t)st;
+    m->name = NULL;
+    m->name_len = 0;
+    SG_GUARD(get_method_str(&c, SG_METHOD_RID_MAX, &m->rid, &m->rid_len));
+    SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &m->payload, &m->payload_len));
     return body_end(&c);
 }
 
@@ -384,7 +488,8 @@ bool sg_adm_op_writes(uint16_t op)
 {
     return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE ||
            op == SG_ADM_DEVICE_IMPORT || op == SG_ADM_GROUP_COMMIT || op == SG_ADM_KEYS_REGENERATE ||
-           op == SG_ADM_NOTIFY;
+           op == SG_ADM_NOTIFY ||
+           op == SG_ADM_METHOD_INVOKE;   /* not a write to disk, but the writer holds the sessions */
 }
 
 bool sg_group_valid(const char *g, size_t len)

@@ -48,6 +48,8 @@ typedef enum {
     SG_MSG_ALIVE,           /* rt->st: the frontend loop named by the envelope sent a heartbeat */
     SG_MSG_SHARD_STATE,     /* rt->fe: shard `shard` answers as this incarnation (it restarted) */
     SG_MSG_BATCH,           /* any hop: many frames in one message (see sg_wire_batch_t) */
+    SG_MSG_METHOD,          /* st->fe: a direct method call for the session (corr = handle) */
+    SG_MSG_METHOD_RES,      /* fe->st: the device's answer to one (status = SG_METHOD_RES_*) */
     SG_MSG_TYPE_MAX
 } sg_msg_type_t;
 
@@ -58,6 +60,7 @@ typedef enum {
 #define SG_WIRE_F_SUBSCRIBED 0x08       /* AUTH_RES: ...with its devicebound subscription */
 #define SG_WIRE_F_SUBSCRIBED_QOS0 0x10  /* AUTH_RES: ...granted at QoS 0 */
 #define SG_WIRE_F_BATCH 0x20            /* PING, PONG: the sender takes BATCH frames */
+#define SG_WIRE_F_METHODS 0x40          /* AUTH_RES: the resumed session is subscribed to direct methods */
 
 /* AUTH_RES status */
 enum {
@@ -85,8 +88,14 @@ enum { SG_WIRE_ERR_NO_SHARD = 1, SG_WIRE_ERR_BUSY = 2, SG_WIRE_ERR_MALFORMED = 3
 /* KICK reasons */
 enum { SG_KICK_TAKEOVER = 1, SG_KICK_REVOKED = 2, SG_KICK_STALE = 3 };
 
-/* SUBSCRIBE channels and modes */
-enum { SG_CHAN_C2D = 1 };
+/* SUBSCRIBE channels and modes (SG_CHAN_METHODS: mode SG_SUB_OFF or SG_SUB_QOS0) */
+enum { SG_CHAN_C2D = 1, SG_CHAN_METHODS = 2 };
+
+/* METHOD_RES header status: what the frontend made of the device's answer */
+enum {
+    SG_METHOD_RES_OK = 0,
+    SG_METHOD_RES_TOO_BIG = 1,   /* over frontend.max_method_response: the payload is left out */
+};
 enum { SG_SUB_OFF = 0, SG_SUB_QOS1 = 1, SG_SUB_QOS0 = 2 };
 
 typedef struct {
@@ -179,6 +188,35 @@ typedef struct {
 /* Writes everything up to the props count; the caller then writes nprops pairs and the payload. */
 SG_WUR sg_rc sg_wire_put_deliver_head(sg_wbuf_t *w, const sg_wire_deliver_t *d, uint16_t nprops);
 SG_WUR sg_rc sg_wire_get_deliver(const sg_wire_hdr_t *h, sg_wire_deliver_t *d);
+
+/* METHOD (st->fe): str8 rid, str8 name, str32 payload (JSON text).
+ * METHOD_RES (fe->st): u32 status (the device's, as a signed 32-bit int), str8 rid, str32 payload
+ * (the device's body, not checked: the shard checks it is JSON). rid and name are 1 to
+ * SG_METHOD_NAME_MAX bytes of the method name alphabet (sg_method_name_valid). */
+#define SG_METHOD_NAME_MAX 128
+#define SG_METHOD_RID_MAX 64
+typedef struct {
+    const char *rid;
+    size_t rid_len;
+    const char *name;
+    size_t name_len;
+    int32_t status;            /* METHOD_RES only */
+    const uint8_t *payload;
+    size_t payload_len;
+} sg_wire_method_t;
+SG_WUR sg_rc sg_wire_put_method(sg_wbuf_t *w, const sg_wire_method_t *m);
+SG_WUR sg_rc sg_wire_get_method(const sg_wire_hdr_t *h, sg_wire_method_t *m);
+SG_WUR sg_rc sg_wire_put_method_res(sg_wbuf_t *w, const sg_wire_method_t *m);
+SG_WUR sg_rc sg_wire_get_method_res(const sg_wire_hdr_t *h, sg_wire_method_t *m);
+/* A method name or rid as it may appear in $iothub/methods/POST/{name}/?$rid={rid}: 1 to max
+ * bytes of A-Z a-z 0-9 and - . _ ~ : @ ! $ ' ( ) * , ; = (nothing that ends a topic level, starts
+ * a query or is a wildcard). */
+bool sg_method_name_valid(const char *s, size_t len, size_t max);
+/* The rest of a method response topic after "$iothub/methods/res/": "{status}/?$rid={rid}[&...]"
+ * (untrusted device bytes). status: a decimal int32 (IoT Hub passes any integer through); the
+ * query may hold other keys, and "$" may come URL-encoded (%24). *rid points into p and is not
+ * checked (sg_method_name_valid). False when the shape is wrong. */
+bool sg_method_res_topic(const uint8_t *p, size_t n, int32_t *status, const char **rid, size_t *rid_len);
 
 /* KICK: u8 reason */
 SG_WUR sg_rc sg_wire_put_u8(sg_wbuf_t *w, uint8_t v);
@@ -287,6 +325,8 @@ typedef enum {
     SG_ADM_KEYS_REGENERATE, /* new SAS keys for a device {"key"} (a write: see st_shard.c, on_router) */
     SG_ADM_NOTIFY,          /* a notification to fan out in one shard {"notificationId","body"} (store/st_wnotify.c) */
     SG_ADM_NOTIFY_GET,      /* a notification's progress in one shard {"notificationId"} (a read) */
+    SG_ADM_METHOD_INVOKE,   /* a direct method {"name","payload","responseTimeoutSeconds","connectTimeoutSeconds",
+                             * "fallback"?} (store/st_wmethod.c; the writer holds sessions) */
     SG_ADM_OP_MAX
 } sg_adm_op_t;
 

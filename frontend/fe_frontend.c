@@ -241,6 +241,7 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     f->set.window = (uint16_t)sg_config_int(cfg, "frontend.inflight_window");
     f->set.ack_timeout = (uint16_t)sg_config_int(cfg, "frontend.ack_timeout");
     f->set.max_telemetry = (uint32_t)sg_config_int(cfg, "frontend.max_telemetry");
+    f->set.max_method_response = (uint32_t)sg_config_int(cfg, "frontend.max_method_response");
     f->set.telemetry_rate = (uint16_t)sg_config_int(cfg, "frontend.telemetry_rate");
     f->set.telemetry_burst = (uint16_t)sg_config_int(cfg, "frontend.telemetry_burst");
     uint32_t max_conns = (uint32_t)sg_config_int(cfg, "frontend.max_connections");

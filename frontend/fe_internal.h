@@ -32,6 +32,7 @@ typedef struct {
     uint16_t window;
     uint16_t ack_timeout;
     uint32_t max_telemetry;
+    uint32_t max_method_response;   /* largest direct method response body (fe_methods.c) */
     uint32_t max_connections;   /* per process (frontend.max_connections); each thread's table holds as many */
     uint16_t telemetry_rate;    /* messages per second per device (token bucket refill) */
     uint16_t telemetry_burst;   /* bucket size */
@@ -61,6 +62,7 @@ typedef enum {
 #define FE_F_C2D_QOS0 0x10     /* the devicebound subscription was granted QoS 0 */
 #define FE_F_LINGER 0x20       /* refused: output sent and half-closed, draining until the peer closes */
 #define FE_F_RETRY 0x40        /* in the worker's retry list: a tier refused one of its publishes (BUSY) */
+#define FE_F_METHODS 0x80      /* subscribed to $iothub/methods/POST/# (fe_methods.c) */
 
 typedef struct {
     uint8_t qos;
@@ -177,6 +179,7 @@ struct fe_worker {
     _Atomic int64_t router_seen_ms;   /* sg_mono_ms of the last frame from the router (0: never) */
     _Atomic uint64_t accepted, online, auth_failed, telemetry_in, c2d_out, protocol_errors;
     _Atomic uint64_t refused_ip;   /* connections refused by the per-address limits */
+    _Atomic uint64_t methods_out, method_responses;   /* direct method requests sent, responses passed on */
 };
 
 /* Each loop sends its router a heartbeat this often; a loop whose router has not answered for
@@ -238,6 +241,20 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now);
  * that shard (every shard: FE_SHARD_UNKNOWN, after a router restart) is closed, so its device
  * sends them again after reconnecting (MQTT 3.1.1 resends only then). */
 void fe_session_shard_lost(fe_worker_t *w, uint16_t shard, const char *why);
+
+/* fe_methods.c: direct methods (SPEC §2), hooked into fe_session.c's dispatch */
+/* Is f the method channel's filter ($iothub/methods/POST/#)? */
+bool fe_methods_is_filter(sg_mqtt_str_t f);
+/* The method subscription went on or off: the device's shard is told (it decides whether a call
+ * can be delivered). */
+void fe_methods_subscribe(fe_conn_t *c, bool on);
+/* Is t under $iothub/methods/res/ (a method response; anything else there is foreign)? */
+bool fe_methods_is_response(sg_mqtt_str_t t);
+/* A PUBLISH on $iothub/methods/res/...: passed to the shard, or the connection closed for a
+ * malformed topic. Returns FE_PKT_*. */
+int fe_methods_response(fe_conn_t *c, const sg_mqtt_publish_t *p);
+/* SG_MSG_METHOD from the shard: the call goes to the device as a QoS 0 PUBLISH. */
+void fe_methods_frame(fe_conn_t *c, const sg_wire_hdr_t *h);
 
 /* fe_worker.c */
 /* Send a frame on the router link without blocking (into the pass's batch when the router takes

@@ -259,6 +259,8 @@ static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
             c->flags |= FE_F_C2D;
         if (h->flags & SG_WIRE_F_SUBSCRIBED_QOS0)
             c->flags |= FE_F_C2D_QOS0;
+        if (h->flags & SG_WIRE_F_METHODS)
+            c->flags |= FE_F_METHODS;   /* a resumed session keeps its method subscription */
         atomic_fetch_add(&c->w->online, 1);
         connack(c, (h->flags & SG_WIRE_F_SESSION_PRESENT) != 0, SG_MQTT_CONNACK_ACCEPTED);
         if (c->state == FE_CLOSED)
@@ -426,15 +428,17 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         return violation(c, "QoS 2 is not supported");
     if (p.retain)
         return violation(c, "RETAIN is not supported");
-    const char *bag;
-    size_t bag_len;
-    if (!topic_is_telemetry(c, p.topic, &bag, &bag_len)) {
+    /* a method response: its own checks (fe_methods.c), but it spends from the same rate bucket */
+    bool method_res = fe_methods_is_response(p.topic);
+    const char *bag = NULL;
+    size_t bag_len = 0;
+    if (!method_res && !topic_is_telemetry(c, p.topic, &bag, &bag_len)) {
         char what[200], topic[128];
         sg_log_clean(topic, sizeof topic, p.topic.p, p.topic.len);
         snprintf(what, sizeof what, "topic '%s' is not this device's telemetry topic", topic);
         return violation(c, what);
     }
-    if (p.payload.len > c->w->set->max_telemetry)
+    if (!method_res && p.payload.len > c->w->set->max_telemetry)
         return violation(c, "telemetry payload over the size limit");
     if (!take_token(c)) {
         fe_conn_pause(c, FE_P_RATE);
@@ -443,6 +447,8 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         fe_conn_schedule(c);
         return FE_PKT_RETRY;
     }
+    if (method_res)
+        return fe_methods_response(c, &p);
     sg_rc trc = telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len);
     if (trc != SG_OK)
         return violation(c, telemetry_error(trc));
@@ -707,7 +713,7 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     sg_mqtt_str_t f;
     uint8_t qos;
     size_t i = 0;
-    bool c2d = false;
+    bool c2d = false, methods = false;
     while (sg_mqtt_subscribe_next(&s, &f, &qos)) {
         if (filter_is(c, f, "devices/", "/messages/devicebound/#")) {
             /* QoS 2 is granted as 1; a QoS 0 subscriber gets QoS 0 deliveries (MQTT forbids more
@@ -718,8 +724,11 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
             else
                 c->flags |= FE_F_C2D_QOS0;
             c2d = true;
+        } else if (fe_methods_is_filter(f)) {
+            codes[i] = 0;   /* method requests go out at QoS 0 (IoT Hub grants the same) */
+            methods = true;
         } else {
-            /* Foreign filters, and the method and inquiry channels this build does not serve. */
+            /* Foreign filters, and the inquiry channel this build does not serve. */
             codes[i] = SG_MQTT_SUBACK_FAILURE;
             char filter[128];
             sg_log_clean(filter, sizeof filter, f.p, f.len);
@@ -733,6 +742,8 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         fe_conn_send(c, t->data, t->len);
     if (c2d && c->state != FE_CLOSED)
         c2d_subscription(c, true);   /* also when already on: the granted QoS may have changed */
+    if (methods && c->state != FE_CLOSED)
+        fe_methods_subscribe(c, true);   /* also when already on: the shard delivers waiting calls */
     return FE_PKT_DONE;
 }
 
@@ -742,15 +753,19 @@ static int on_unsubscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     if (sg_mqtt_decode_unsubscribe(pkt, &u) != SG_OK)
         return violation(c, "malformed UNSUBSCRIBE");
     sg_mqtt_str_t f;
-    bool c2d = false;
-    while (sg_mqtt_unsubscribe_next(&u, &f))
+    bool c2d = false, methods = false;
+    while (sg_mqtt_unsubscribe_next(&u, &f)) {
         c2d |= filter_is(c, f, "devices/", "/messages/devicebound/#");
+        methods |= fe_methods_is_filter(f);
+    }
     sg_wbuf_t *t = &c->w->tx;
     sg_wbuf_reset(t);
     if (sg_mqtt_encode_ack(t, SG_MQTT_UNSUBACK, u.packet_id) == SG_OK)
         fe_conn_send(c, t->data, t->len);
     if (c2d && c->state != FE_CLOSED && (c->flags & FE_F_C2D))
         c2d_subscription(c, false);
+    if (methods && c->state != FE_CLOSED && (c->flags & FE_F_METHODS))
+        fe_methods_subscribe(c, false);
     return FE_PKT_DONE;
 }
 
@@ -1018,6 +1033,7 @@ void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
         }
         break;
     case SG_MSG_DELIVER: on_deliver(c, h); break;
+    case SG_MSG_METHOD: fe_methods_frame(c, h); break;
     case SG_MSG_KICK:
         if (h->epoch == c->epoch && c->state == FE_ONLINE) {
             uint8_t reason = 0;

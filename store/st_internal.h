@@ -59,6 +59,8 @@ typedef struct {
     _Atomic uint64_t stat_sessions;
     _Atomic uint64_t stat_tele_next;
     _Atomic uint64_t stat_fb_next;
+    _Atomic uint64_t stat_mcalls_pending;   /* direct method calls held (st_wmethod.c) */
+    _Atomic uint64_t stat_mcalls_done[4];   /* ended: answered, gateway timeout, not online, other */
     /* published by the retention thread (loaded before the writer starts) */
     _Atomic uint64_t stat_tele_oldest;
     _Atomic uint64_t stat_fb_oldest;

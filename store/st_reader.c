@@ -134,6 +134,7 @@ static void device_get(reader_t *r, rop_t *op)
             json_object_set_new(conn, "frontend", frontend_name(s.peer));
             json_object_set_new(conn, "since", time_json(s.since_ms));
             json_object_set_new(conn, "subscribed", json_boolean(s.subscribed));
+            json_object_set_new(conn, "methods", json_boolean(s.methods));
         }
         json_object_set_new(pub, "connection", conn);
         json_object_set_new(pub, "queueDepth", json_integer(m.count));
@@ -494,6 +495,12 @@ static void shard_stats(reader_t *r, rop_t *op)
                                   (json_int_t)atomic_load(&c->stat_retired_dead)));
     json_object_set_new(st, "deviceLoads", json_pack("{s:I,s:I}", "readAhead", (json_int_t)atomic_load(&c->stat_loads_ahead),
                                                      "writer", (json_int_t)atomic_load(&c->stat_loads_inline)));
+    json_object_set_new(st, "methodCalls",
+                        json_pack("{s:I,s:I,s:I,s:I,s:I}", "pending", (json_int_t)atomic_load(&c->stat_mcalls_pending),
+                                  "answered", (json_int_t)atomic_load(&c->stat_mcalls_done[0]), "timedOut",
+                                  (json_int_t)atomic_load(&c->stat_mcalls_done[1]), "notOnline",
+                                  (json_int_t)atomic_load(&c->stat_mcalls_done[2]), "other",
+                                  (json_int_t)atomic_load(&c->stat_mcalls_done[3])));
     json_object_set_new(st, "feedbackOldest", json_integer((json_int_t)atomic_load(&c->stat_fb_oldest)));
     json_object_set_new(st, "feedbackLast", json_integer((json_int_t)atomic_load(&c->stat_fb_next) - 1));
     st_db_stats_t d;

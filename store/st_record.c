@@ -18,7 +18,8 @@ sg_rc st_session_put(sg_wbuf_t *w, const st_session_t *s)
 {
     SG_GUARD(sg_wbuf_u8(w, REC_V1));
     SG_GUARD(sg_wbuf_u64(w, s->epoch));
-    SG_GUARD(sg_wbuf_u8(w, (uint8_t)((s->live ? 1 : 0) | (s->subscribed ? 2 : 0) | (s->sub_qos0 ? 4 : 0))));
+    SG_GUARD(sg_wbuf_u8(w, (uint8_t)((s->live ? 1 : 0) | (s->subscribed ? 2 : 0) | (s->sub_qos0 ? 4 : 0) |
+                                       (s->methods ? 8 : 0))));
     SG_GUARD(sg_wbuf_u8(w, s->method));
     SG_GUARD(sg_wbuf_u64(w, s->handle));
     SG_GUARD(sg_wbuf_u64(w, (uint64_t)s->since_ms));
@@ -48,6 +49,7 @@ sg_rc st_session_get(const void *p, size_t n, st_session_t *s)
     s->live = flags & 1;
     s->subscribed = (flags & 2) != 0;
     s->sub_qos0 = (flags & 4) != 0;
+    s->methods = (flags & 8) != 0;
     s->since_ms = (int64_t)since;
     memcpy(s->peer, peer, peer_len);
     s->peer[peer_len] = 0;

@@ -16,6 +16,7 @@ typedef struct {
     bool live;
     bool subscribed;          /* devicebound subscription */
     bool sub_qos0;            /* ...granted at QoS 0 */
+    bool methods;             /* subscribed to direct methods ($iothub/methods/POST/#) */
     uint8_t method;           /* SG_CRED_* it authenticated with */
     uint64_t handle;          /* the connection inside that frontend */
     int64_t since_ms;

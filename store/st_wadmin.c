@@ -70,6 +70,8 @@ sg_rc st_writer_device_put(writer_t *w, wdev_t *d, const json_t *body, int64_t n
         stw_send_kick(w, d, SG_KICK_REVOKED);
         stw_session_end(w, d);
     }
+    if (!d->reg.enabled)
+        stw_methods_end(w, d, 403, st_error_json("DeviceDisabled", "device '%s' was disabled", d->id));
     return SG_OK;
 }
 
@@ -174,6 +176,7 @@ static void adm_device_delete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     char key[ST_KEY_MAX];
     size_t klen;
     finish_all(w, d, ST_OUT_REVOKED, now);   /* everything still queued is dead-lettered as revoked */
+    stw_methods_end(w, d, 404, st_error_json("DeviceNotFound", "device '%s' was deleted", d->id));
     if (d->sess.live) {
         stw_send_kick(w, d, SG_KICK_REVOKED);
         stw_session_end(w, d);
@@ -357,16 +360,23 @@ void stw_queue_put(writer_t *w, wdev_t *d, const st_msg_t *m, const sg_wbuf_t *r
     stw_want_delivery(w, d);
 }
 
-static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now)
+bool stw_adm_device_enabled(writer_t *w, op_t *op, wdev_t *d)
 {
     if (!d->exists) {
         st_writer_answer_admin(w, op, 404, st_error_json("DeviceNotFound", "device '%s' is not registered", d->id));
-        return;
+        return false;
     }
     if (!d->reg.enabled) {
         st_writer_answer_admin(w, op, 403, st_error_json("DeviceDisabled", "device '%s' is disabled", d->id));
-        return;
+        return false;
     }
+    return true;
+}
+
+void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now, bool fallback)
+{
+    if (!stw_adm_device_enabled(w, op, d))
+        return;
     char mid[37];
     stw_uuid4(mid);
     st_msg_t m;
@@ -386,7 +396,10 @@ static void adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t 
     stw_queue_put(w, d, &m, &w->scratch);
     char exp[25];
     sg_rfc3339(m.expires_ms, exp);
-    st_writer_answer_admin(w, op, 201, json_pack("{s:s,s:s}", "messageId", mid, "expiresAt", exp));
+    if (fallback)
+        st_writer_answer_admin(w, op, 202, json_pack("{s:b,s:s,s:s}", "queued", true, "messageId", mid, "expiresAt", exp));
+    else
+        st_writer_answer_admin(w, op, 201, json_pack("{s:s,s:s}", "messageId", mid, "expiresAt", exp));
 }
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
@@ -408,7 +421,8 @@ void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     case SG_ADM_DEVICE_PUT: adm_device_put(w, op, d, body, now); break;
     case SG_ADM_DEVICE_DELETE: adm_device_delete(w, op, d, now); break;
     case SG_ADM_MSG_PURGE: adm_msg_purge(w, op, d, now); break;
-    case SG_ADM_MSG_ENQUEUE: adm_enqueue(w, op, d, body, now); break;
+    case SG_ADM_MSG_ENQUEUE: stw_adm_enqueue(w, op, d, body, now, false); break;
+    case SG_ADM_METHOD_INVOKE: stw_op_method_invoke(w, op, d, body, now); break;
     case SG_ADM_KEYS_REGENERATE: adm_keys_regenerate(w, op, d, len ? body : NULL); break;
     default: st_writer_answer_admin(w, op, 400, st_error_json("BadRequest", "operation %u is not a write", aop)); break;
     }

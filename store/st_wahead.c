@@ -85,7 +85,8 @@ static bool from_frontend(uint8_t type)
     case SG_MSG_SESSION_END:
     case SG_MSG_PEER_GONE:
     case SG_MSG_SUBSCRIBE:
-    case SG_MSG_COMPLETE: return true;
+    case SG_MSG_COMPLETE:
+    case SG_MSG_METHOD_RES: return true;
     default: return false;
     }
 }

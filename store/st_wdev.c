@@ -30,7 +30,7 @@ const char *stw_intern(writer_t *w, const char *s, size_t n)
 static void sess_from_record(writer_t *w, wsess_t *out, const st_session_t *r)
 {
     *out = (wsess_t){.epoch = r->epoch, .handle = r->handle, .since_ms = r->since_ms, .live = r->live,
-                     .subscribed = r->subscribed, .sub_qos0 = r->sub_qos0, .method = r->method,
+                     .subscribed = r->subscribed, .sub_qos0 = r->sub_qos0, .methods = r->methods, .method = r->method,
                      .peer = stw_intern(w, r->peer, strlen(r->peer)), .router = stw_intern(w, r->router, strlen(r->router))};
 }
 
@@ -240,7 +240,7 @@ static void put_dev_key(writer_t *w, wdev_t *d, char kind, const sg_wbuf_t *val)
 void stw_save_session(writer_t *w, wdev_t *d)
 {
     st_session_t rec = {.epoch = d->sess.epoch, .live = d->sess.live, .subscribed = d->sess.subscribed,
-                        .sub_qos0 = d->sess.sub_qos0, .method = d->sess.method, .handle = d->sess.handle,
+                        .sub_qos0 = d->sess.sub_qos0, .methods = d->sess.methods, .method = d->sess.method, .handle = d->sess.handle,
                         .since_ms = d->sess.since_ms};
     snprintf(rec.peer, sizeof rec.peer, "%s", d->sess.peer);
     snprintf(rec.router, sizeof rec.router, "%s", d->sess.router);

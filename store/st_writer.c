@@ -232,7 +232,8 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     case SG_MSG_TELEMETRY: stw_op_telemetry(w, op, d, now); break;
     case SG_MSG_SESSION_END:
     case SG_MSG_PEER_GONE: stw_op_session_end(w, op, d); break;
-    case SG_MSG_SUBSCRIBE: stw_op_subscribe(w, op, d); break;
+    case SG_MSG_SUBSCRIBE: stw_op_subscribe(w, op, d, now); break;
+    case SG_MSG_METHOD_RES: stw_op_method_res(w, op, d); break;
     case SG_MSG_COMPLETE: stw_op_complete(w, op, d, now); break;
     case SG_MSG_ADMIN: stw_op_admin(w, op, d, now); break;
     default: SG_WARN("store", "op.unexpected", "type=%s", sg_wire_type_name(op->h.type)); break;
@@ -435,6 +436,7 @@ static void cycle(writer_t *w, op_t *first)
     int n = stw_ahead_overdue(w, now);
     n += take_waiting(w, first, now);
     stw_notify_step(w, now);   /* one slice of a fan-out between the operations */
+    stw_methods_tick(w, now);
     commit(w, n);
     publish_stats(w);
     send_answers(w);
@@ -462,6 +464,7 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     zhashx_set_destructor(w->devs, stw_dev_free);
     w->finished = zhashx_new();
     w->peers = zhashx_new();
+    stw_methods_init(w);
     zhashx_set_destructor(w->peers, stw_wpeer_free);
     w->started_mono = sg_mono_ms();
     w->answers = zlist_new();
@@ -550,6 +553,7 @@ static void writer_fini(writer_t *w)
     zhashx_destroy(&w->finished);
     zhashx_destroy(&w->peers);
     stw_ahead_fini(w);
+    stw_methods_fini(w);
     if (w->batch)
         rocksdb_writebatch_destroy(w->batch);
     if (w->carry)

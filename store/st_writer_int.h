@@ -39,6 +39,7 @@ typedef struct {
     bool live;
     bool subscribed;
     bool sub_qos0;
+    bool methods;             /* subscribed to direct methods (st_wmethod.c) */
     uint8_t method;
     uint8_t sas_key;          /* the SAS key it authenticated with: ST_REGEN_PRIMARY or _SECONDARY; 0 when
                                * not known (not kept on disk: a session loaded after a restart) */
@@ -85,6 +86,7 @@ struct st_op {
 typedef struct st_ahead ahead_t;   /* st_wahead.c */
 
 typedef struct st_writer writer_t;
+typedef struct st_mcall mcall_t;
 struct st_writer {
     st_ctx_t *ctx;
     zsock_t *in;                /* PULL from net */
@@ -123,6 +125,8 @@ struct st_writer {
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
     struct st_wnotify *notify;  /* unfinished notification fan-outs (st_wnotify.c) */
+    zhashx_t *calls;            /* "{device}/{rid}" -> mcall_t: pending direct method calls (st_wmethod.c) */
+    int64_t calls_next;         /* earliest deadline among them (0: none) */
 };
 
 /* A session ended because its frontend loop went silent: told again (KICK) if the loop speaks. */
@@ -190,7 +194,7 @@ void stw_track_router(writer_t *w, wdev_t *d, const op_t *op);
 void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d);
-void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d);
+void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 
 /* ---- st_wqueue.c: the command queue's way out ---- */
@@ -244,6 +248,24 @@ int stw_ahead_loaded(writer_t *w, zmsg_t *m, int64_t now);
 void stw_ahead_touched(writer_t *w, const char *key);
 /* Reads out for too long (a reader gone) are done on the writer; how many frames that applied. */
 int stw_ahead_overdue(writer_t *w, int64_t now);
+/* A registered, enabled device; otherwise op is answered 404 DeviceNotFound or 403 DeviceDisabled. */
+bool stw_adm_device_enabled(writer_t *w, op_t *op, wdev_t *d);
+/* POST /v1/devices/{id}/messages with body; fallback: a method call that found the device
+ * unreachable (answered 202 {"queued": true, ...} instead of 201). */
+void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now, bool fallback);
+
+/* ---- st_wmethod.c: direct method calls ---- */
+void stw_methods_init(writer_t *w);
+void stw_methods_fini(writer_t *w);
+void stw_op_method_invoke(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now);
+void stw_op_method_res(writer_t *w, op_t *op, wdev_t *d);
+/* d's session took the method subscription (or resumed with it): calls waiting for it go out. */
+void stw_methods_online(writer_t *w, wdev_t *d, int64_t now);
+/* The device was deleted or disabled: each of its pending calls is answered with status and a
+ * copy of body (whose reference is taken). */
+void stw_methods_end(writer_t *w, wdev_t *d, int status, json_t *body);
+/* Answer the calls past their deadlines. Each cycle. */
+void stw_methods_tick(writer_t *w, int64_t now);
 
 /* ---- st_wpeer.c: frontend loop liveness ---- */
 /* zhashx destructor of w->peers. */

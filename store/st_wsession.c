@@ -97,6 +97,7 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         d->sess.live = true;
         d->sess.subscribed = present && d->sess.subscribed;
         d->sess.sub_qos0 = d->sess.subscribed && d->sess.sub_qos0;
+        d->sess.methods = present && d->sess.methods;
         d->sess.method = a.method;
         d->sess.sas_key = sas_key;   /* a regeneration of the other key leaves the session up */
         d->sess.handle = op->h.corr;
@@ -111,6 +112,7 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         res.generation = d->reg.generation;
         stw_want_delivery(w, d);
     }
+    bool methods = status == SG_AUTH_OK && d->sess.methods;
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_AUTH_RES, d->id);
     h.shard = w->ctx->partition;   /* the frontend learns which shard holds the session's publishes */
     h.corr = op->h.corr;
@@ -118,11 +120,14 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     h.epoch = status == SG_AUTH_OK ? d->sess.epoch : 0;
     if (status == SG_AUTH_OK)
         h.flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0) |
-                            (d->sess.subscribed && d->sess.sub_qos0 ? SG_WIRE_F_SUBSCRIBED_QOS0 : 0));
+                            (d->sess.subscribed && d->sess.sub_qos0 ? SG_WIRE_F_SUBSCRIBED_QOS0 : 0) |
+                            (d->sess.methods ? SG_WIRE_F_METHODS : 0));
     sg_wbuf_reset(&w->scratch);
     if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_auth_res(&w->scratch, &res) != SG_OK)
         stw_fatal_io("auth-encode");
     stw_answer(w, op, &w->scratch);
+    if (methods)
+        stw_methods_online(w, d, now);   /* after the AUTH_RES: the frontend knows the session by then */
 }
 
 static const char *auth_method_json(uint8_t method)
@@ -202,11 +207,20 @@ void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d)
         stw_session_end(w, d);
 }
 
-void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d)
+void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
     uint8_t chan, mode;
     if (sg_wire_get_subscribe(&op->h, &chan, &mode) != SG_OK || !session_matches(d, op))
         return;
+    if (chan == SG_CHAN_METHODS) {
+        bool on = mode != SG_SUB_OFF;
+        if (d->sess.methods != on) {
+            d->sess.methods = on;
+            stw_save_session(w, d);
+        }
+        stw_methods_online(w, d, now);
+        return;
+    }
     bool on = mode != SG_SUB_OFF, qos0 = mode == SG_SUB_QOS0;
     if (d->sess.subscribed == on && d->sess.sub_qos0 == qos0)
         return;

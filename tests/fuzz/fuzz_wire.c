@@ -87,6 +87,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool named;
     (void)!sg_wire_get_error(&h, &u8, &pid, &named);
     (void)!sg_wire_get_subscribe(&h, &chan, &mode);
+    /* the device's method answer topic is untrusted bytes too: read as one from the input */
+    int32_t mst;
+    const char *rid;
+    size_t rid_len;
+    if (sg_method_res_topic(data, size, &mst, &rid, &rid_len) &&
+        (rid < (const char *)data || rid + rid_len > (const char *)data + size))
+        abort();
+    sg_wire_method_t m;
+    if (sg_wire_get_method(&h, &m) == SG_OK &&
+        (!sg_method_name_valid(m.rid, m.rid_len, SG_METHOD_RID_MAX) ||
+         !sg_method_name_valid(m.name, m.name_len, SG_METHOD_NAME_MAX) || m.payload + m.payload_len > data + size))
+        abort();
+    if (sg_wire_get_method_res(&h, &m) == SG_OK &&
+        (!sg_method_name_valid(m.rid, m.rid_len, SG_METHOD_RID_MAX) || m.payload + m.payload_len > data + size))
+        abort();
     (void)!sg_wire_get_admin(&h, &op, &s, &n);
     (void)!sg_wire_get_json(&h, &s, &n);
     (void)!sg_wire_get_name(&h, &s, &n);

@@ -967,6 +967,35 @@ class MqttDevice:
         assert granted == (1,), "%r: SUBACK for devicebound/# granted %r, expected (1,)" % (self, granted)
         return granted
 
+    METHODS = "$iothub/methods/POST/#"
+
+    def serve_methods(self, handler, subscribe=True):
+        """Answer direct methods: handler(name, payload bytes, rid) returns (status, body bytes)
+        to publish on $iothub/methods/res/{status}/?$rid={rid}, or None to stay silent. Each
+        request is also recorded in self.method_calls as (name, rid, payload, qos). Subscribes
+        $iothub/methods/POST/# (and checks the grant is QoS 0) unless subscribe is False."""
+        self.method_calls = []
+
+        def on_request(client, userdata, msg):
+            name, _, query = msg.topic[len("$iothub/methods/POST/"):].partition("/?")
+            rid = urllib.parse.parse_qs(query).get("$rid", [""])[0]
+            with self.cond:
+                self.method_calls.append((name, rid, msg.payload, msg.qos))
+                self.cond.notify_all()
+            answer = handler(name, msg.payload, rid)
+            if answer is not None:
+                client.publish("$iothub/methods/res/%d/?$rid=%s" % (answer[0], rid), answer[1], 0)
+
+        self.client.message_callback_add(self.METHODS, on_request)
+        if subscribe:
+            granted = self.subscribe(self.METHODS, qos=0)
+            assert granted == (0,), "%r: SUBACK for %s granted %r, expected (0,)" % (self, self.METHODS, granted)
+        return self
+
+    def wait_method_calls(self, n, timeout=30):
+        return self._wait(lambda: self.method_calls if len(self.method_calls) >= n else None, timeout,
+                          "%d method requests" % n)
+
     def publish(self, topic, payload, qos=1):
         info = self.client.publish(topic, payload, qos)
         assert info.rc == mqtt.MQTT_ERR_SUCCESS, "%r: publish failed locally: rc %d" % (self, info.rc)

@@ -11,11 +11,12 @@ import sgtest  # noqa: E402
 from sgtest import GatewayTest, new_key, wait_until
 
 
-def SdkDevice(gw, device_id, key, events, commands, transport="mqtt"):
-    """node azure_device.js: the SDK's Mqtt transport on the MQTT port, or MqttWs on the ws port."""
+def SdkDevice(gw, device_id, key, events, commands, transport="mqtt", methods=0):
+    """node azure_device.js: the SDK's Mqtt transport on the MQTT port, or MqttWs on the ws port;
+    it answers `methods` direct method calls."""
     port = gw.ws_ports[0] if transport == "mqttws" else gw.mqtt_ports[0]
     return sgtest.NodeClient("azure_device.js", "localhost:%d" % port, device_id, key, gw.ca, events, commands,
-                             transport)
+                             transport, methods)
 
 
 class AzureSdkTest(GatewayTest):
@@ -25,8 +26,8 @@ class AzureSdkTest(GatewayTest):
         sgtest.ensure_node_modules()
         super().setUpClass()
 
-    def sdk(self, device_id, key, events, commands):
-        d = SdkDevice(self.gw, device_id, key, events, commands)
+    def sdk(self, device_id, key, events, commands, methods=0):
+        d = SdkDevice(self.gw, device_id, key, events, commands, methods=methods)
         self.addCleanup(d.close)
         return d
 
@@ -57,6 +58,26 @@ class AzureSdkTest(GatewayTest):
             self.assertEqual(p.get("$.ct"), "application/json", rec)
             self.assertEqual(p.get("$.ce"), "utf-8", rec)
             self.assertEqual(p.get("iothub-connection-device-id"), did, rec)
+
+    def test_direct_methods(self):
+        """The SDK's onDeviceMethod handlers answer calls made over HTTP (its subscription to
+        $iothub/methods/POST/# is granted, its rid and its response topic are understood)."""
+        dev = self.gw.create_device()
+        did = dev["id"]
+        d = self.sdk(did, dev["primary"], events=0, commands=0, methods=2)
+        d.wait_event("methods-registered")
+        wait_until(lambda: self.gw.device(did).json["connection"].get("methods"), 30,
+                   "the SDK's subscription to $iothub/methods/POST/#")
+        path = "/v1/devices/%s/methods/" % did
+        r = self.gw.http("POST", path + "echo", {"payload": {"n": 1, "s": "caf\u00e9"}, "responseTimeoutSeconds": 10},
+                         token="svc")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json, {"status": 200, "payload": {"method": "echo", "got": {"n": 1, "s": "caf\u00e9"}}})
+        r = self.gw.http("POST", path + "reboot", {"payload": [1, 2]}, token="svc")
+        self.assertEqual(r.json, {"status": 200, "payload": {"method": "reboot", "got": [1, 2]}})
+        calls = d.wait_event("method", 2)
+        self.assertEqual([c["name"] for c in calls], ["echo", "reboot"])
+        self.assertEqual(d.wait_exit(30), 0, d.stderr())
 
     def test_wrong_key_is_refused(self):
         dev = self.gw.create_device()

@@ -448,7 +448,8 @@ class ApiTest(ApiCase):
 
     def test_unknown_paths_and_methods(self):
         for path in ("/nope", "/v1", "/v1/devices/", "/v1/devices/x/nope", "/v1/feedback/x", "/v1/inquiries",
-                     "/v1/notifications/x/y", "/v1/devices/x/methods/reboot", "/v1/devices/x/keys:rotate"):
+                     "/v1/notifications/x/y", "/v1/devices/x/methods", "/v1/devices/x/methods/a/b",
+                     "/v1/devices/x/twin", "/v1/devices/x/keys:rotate"):
             r = sgtest.http_request(self.gw.admin_port, "GET", path, token=self.gw.admin_token)
             self.assertEqual(r.status, 404, "%s: %r" % (path, r))
             self.spec.check_generic("NotFound", r)
@@ -459,9 +460,10 @@ class ApiTest(ApiCase):
                                  ("OPTIONS", "/metrics"), ("GET", "/v1/telemetry/groups/{group}/commit"),
                                  ("GET", "/v1/feedback/groups/{group}/commit"), ("POST", "/v1/feedback"),
                                  ("POST", "/v1/devices"), ("GET", "/v1/devices/{id}/keys:regenerate"),
-                                 ("GET", "/v1/notifications"), ("DELETE", "/v1/notifications/{id}")):
+                                 ("GET", "/v1/notifications"), ("DELETE", "/v1/notifications/{id}"),
+                                 ("GET", "/v1/devices/{id}/methods/{name}")):
             self.assertNotIn(method.lower(), self.spec.doc["paths"][template], "%s %s is documented" % (method, template))
-            path = fill(template, {"id": "dev-1", "group": "g"})
+            path = fill(template, {"id": "dev-1", "group": "g", "name": "m"})
             r = sgtest.http_request(self.gw.admin_port, method, path, body="{}" if method != "GET" else None,
                                     token=self.gw.admin_token)
             self.assertEqual(r.status, 405, "%s %s: %r" % (method, path, r))
@@ -485,7 +487,7 @@ class ApiTest(ApiCase):
         holder = {"registry-read": "reader", "registry-write": "writer", "service": "svc", "admin": "admin",
                   "any": "reader"}
         lacking = {"registry-read": "writer", "registry-write": "reader", "service": "reader", "admin": "svc"}
-        params = {"id": sgtest.uid("role"), "group": "roles"}
+        params = {"id": sgtest.uid("role"), "group": "roles", "name": "m"}
         for template, method, op in self.spec.operations():
             role = op["x-sacgate-role"]
             if role == "none" or method == "HEAD":
@@ -685,6 +687,33 @@ class ApiTest(ApiCase):
         r = self.call("GET", "/v1/devices/{id}/deadletters", p, expect=200)
         self.assertEqual([d["reason"] for d in r.json["deadLetters"]], ["purged", "purged"])
         self.assertEqual(self.call("GET", "/v1/devices/{id}/messages", p, expect=200).json["messages"], [])
+
+    def test_methods(self):
+        """A direct method answered by a paho device, the offline answers, the fallback, errors."""
+        dev = self.gw.create_device()
+        p = {"id": dev["id"], "name": "reboot"}
+        t = "/v1/devices/{id}/methods/{name}"
+        r = self.call("POST", t, p, body={"payload": 1}, expect=404)
+        self.assertEqual(self.error_of(r), "DeviceNotOnline")
+        r = self.call("POST", t, p, query={"fallback": "queue"}, body={"payload": {"a": 1}, "ttlSeconds": 60}, expect=202)
+        self.assertIs(r.json["queued"], True)
+        c = sgtest.MqttDevice(self.gw, dev["id"], key=dev["primary"]).connect_ok()
+        try:
+            c.serve_methods(lambda name, payload, rid: (200, b'{"done": true}' if name == "reboot" else b"no json"))
+            wait_until(lambda: self.call("GET", "/v1/devices/{id}", p, expect=200).json["connection"].get("methods"), 10,
+                       "the method subscription")
+            r = self.call("POST", t, p, body={"payload": None, "responseTimeoutSeconds": 5}, expect=200)
+            self.assertEqual(r.json, {"status": 200, "payload": {"done": True}})
+            r = self.call("POST", t, {"id": dev["id"], "name": "x"}, expect=502)
+            self.assertEqual(self.error_of(r), "InvalidMethodResponse")
+        finally:
+            c.close()
+        for body, err in (({"responseTimeoutSeconds": 1}, "InvalidMethodRequest"), ({"x": 1}, "InvalidMethodRequest")):
+            self.assertEqual(self.error_of(self.call("POST", t, p, body=body, expect=400)), err)
+        r = self.call("POST", t, {"id": dev["id"], "name": "a#b"}, body={}, expect=400)
+        self.assertEqual(self.error_of(r), "InvalidMethodName")
+        r = self.call("POST", t, {"id": "nobody-" + dev["id"], "name": "m"}, body={}, expect=404)
+        self.assertEqual(self.error_of(r), "DeviceNotFound")
 
     def test_message_delivered_bytes(self):
         """What the device receives is exactly the bytes queued (base64 decoded, or UTF-8)."""
