@@ -428,10 +428,13 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         return violation(c, "RETAIN is not supported");
     const char *bag;
     size_t bag_len;
-    if (!topic_is_telemetry(c, p.topic, &bag, &bag_len)) {
+    fe_inquiry_topic_t inq;
+    bool inquiry = false;
+    if (!topic_is_telemetry(c, p.topic, &bag, &bag_len) &&
+        !(inquiry = fe_inquiry_topic(c->device, strlen(c->device), p.topic, &inq))) {
         char what[200], topic[128];
         sg_log_clean(topic, sizeof topic, p.topic.p, p.topic.len);
-        snprintf(what, sizeof what, "topic '%s' is not this device's telemetry topic", topic);
+        snprintf(what, sizeof what, "topic '%s' is not this device's telemetry or inquiry topic", topic);
         return violation(c, what);
     }
     if (p.payload.len > c->w->set->max_telemetry)
@@ -443,7 +446,8 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         fe_conn_schedule(c);
         return FE_PKT_RETRY;
     }
-    sg_rc trc = telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len);
+    sg_rc trc = inquiry ? fe_inquiry_frame(c, &p, &inq)
+                        : telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len);
     if (trc != SG_OK)
         return violation(c, telemetry_error(trc));
     int r = link_send(c);
@@ -718,8 +722,11 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
             else
                 c->flags |= FE_F_C2D_QOS0;
             c2d = true;
+        } else if (fe_inquiry_filter(c->device, strlen(c->device), f)) {
+            codes[i] = 0;   /* answers go at QoS 0 to the live session */
+            fe_inquiry_subscribed(c, true);
         } else {
-            /* Foreign filters, and the method and inquiry channels this build does not serve. */
+            /* Foreign filters, and the method channel this build does not serve. */
             codes[i] = SG_MQTT_SUBACK_FAILURE;
             char filter[128];
             sg_log_clean(filter, sizeof filter, f.p, f.len);
@@ -743,8 +750,11 @@ static int on_unsubscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         return violation(c, "malformed UNSUBSCRIBE");
     sg_mqtt_str_t f;
     bool c2d = false;
-    while (sg_mqtt_unsubscribe_next(&u, &f))
+    while (sg_mqtt_unsubscribe_next(&u, &f)) {
         c2d |= filter_is(c, f, "devices/", "/messages/devicebound/#");
+        if (fe_inquiry_filter(c->device, strlen(c->device), f))
+            fe_inquiry_subscribed(c, false);
+    }
     sg_wbuf_t *t = &c->w->tx;
     sg_wbuf_reset(t);
     if (sg_mqtt_encode_ack(t, SG_MQTT_UNSUBACK, u.packet_id) == SG_OK)
@@ -1008,7 +1018,9 @@ void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
     case SG_MSG_AUTH_RES:
     case SG_MSG_AUTH: on_auth_res(c, h); break;
     case SG_MSG_TELEMETRY_ACK:
+    case SG_MSG_INQUIRY:
     case SG_MSG_TELEMETRY: on_telemetry_ack(c, h); break;
+    case SG_MSG_INQUIRY_RES: fe_inquiry_answer(c, h); break;
     case SG_MSG_COMPLETE:
     case SG_MSG_SUBSCRIBE:
         /* The shard never saw this acknowledgement or subscription change: start over. */
