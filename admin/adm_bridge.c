@@ -23,6 +23,7 @@ typedef struct {
     adm_done_fn done;
     void *arg;
     bool retry_busy;
+    bool any;                 /* done at the first answer (adm_bridge_submit_any) */
 } sub_t;
 
 typedef struct {
@@ -92,6 +93,32 @@ static void sub_finish_one(sub_t *s)
         free(s->frames);
         free(s);
     }
+}
+
+/* An any-mode submission got its first answer: its other parts are forgotten. */
+static void forget_rest(bridge_t *br, sub_t *s)
+{
+    zlist_t *keys = zlist_new();
+    zlist_autofree(keys);
+    for (pending_t *p = zhashx_first(br->pending); p; p = zhashx_next(br->pending))
+        if (p->sub == s)
+            zlist_append(keys, (void *)zhashx_cursor(br->pending));
+    for (const char *key = zlist_first(keys); key; key = zlist_next(keys)) {
+        zhashx_delete(br->pending, key);
+        s->left--;
+    }
+    zlist_destroy(&keys);
+}
+
+/* Part p (under key) is answered. */
+static void part_answered(bridge_t *br, const char *key, pending_t *p, int status, const char *json, size_t len)
+{
+    sub_t *s = p->sub;
+    part_set(&s->parts[p->index], status, json, len);
+    zhashx_delete(br->pending, key);
+    if (s->any)
+        forget_rest(br, s);
+    sub_finish_one(s);
 }
 
 static void corr_key(uint64_t corr, char key[24]) { snprintf(key, 24, "%llx", (unsigned long long)corr); }
@@ -278,12 +305,8 @@ static void on_answer(bridge_t *br)
         zframe_destroy(&f);
         return;
     }
-    if (p) {
-        part_set(&p->sub->parts[p->index], status, json, len);
-        sub_t *s = p->sub;
-        zhashx_delete(br->pending, key);
-        sub_finish_one(s);
-    }
+    if (p)
+        part_answered(br, key, p, status, json, len);
     zframe_destroy(&f);
 }
 
@@ -291,16 +314,16 @@ static void expire(bridge_t *br)
 {
     int64_t now = sg_mono_ms();
     zlist_t *due = zlist_new();
+    zlist_autofree(due);   /* copies: an any-mode answer below may delete other keys */
     for (pending_t *p = zhashx_first(br->pending); p; p = zhashx_next(br->pending))
         if (p->deadline <= now)
             zlist_append(due, (void *)zhashx_cursor(br->pending));
     for (const char *key = zlist_first(due); key; key = zlist_next(due)) {
         pending_t *p = zhashx_lookup(br->pending, key);
+        if (!p)
+            continue;   /* forgotten with an any-mode submission answered meanwhile */
         const char *e = "{\"error\":\"Timeout\",\"message\":\"the cluster did not answer in time\"}";
-        part_set(&p->sub->parts[p->index], 504, e, strlen(e));
-        sub_t *s = p->sub;
-        zhashx_delete(br->pending, key);
-        sub_finish_one(s);
+        part_answered(br, key, p, 504, e, strlen(e));
     }
     zlist_destroy(&due);
 }
@@ -428,7 +451,7 @@ void adm_bridge_destroy(adm_bridge_t **self_p)
 }
 
 static sg_rc submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
-                    adm_done_fn done, void *arg, bool retry_busy)
+                    adm_done_fn done, void *arg, bool retry_busy, bool any)
 {
     sub_t *s = calloc(1, sizeof *s);
     zframe_t **copy = malloc((size_t)n * sizeof *copy);
@@ -445,6 +468,7 @@ static sg_rc submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, in
     s->done = done;
     s->arg = arg;
     s->retry_busy = retry_busy;
+    s->any = any;
     /* Never blocks; once stopped the caller answers 503 instead. The lock also hands the push
      * socket from one HTTP thread to the next with the memory barrier ZeroMQ asks for. */
     pthread_mutex_lock(&self->lock);
@@ -461,13 +485,19 @@ static sg_rc submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, in
 sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
                         adm_done_fn done, void *arg)
 {
-    return submit(self, frames, parts, n, timeout_ms, done, arg, false);
+    return submit(self, frames, parts, n, timeout_ms, done, arg, false, false);
+}
+
+sg_rc adm_bridge_submit_any(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
+                            adm_done_fn done, void *arg)
+{
+    return submit(self, frames, parts, n, timeout_ms, done, arg, false, true);
 }
 
 sg_rc adm_bridge_submit_retrying(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n,
                                  int64_t timeout_ms, adm_done_fn done, void *arg)
 {
-    return submit(self, frames, parts, n, timeout_ms, done, arg, true);
+    return submit(self, frames, parts, n, timeout_ms, done, arg, true, false);
 }
 
 int adm_bridge_shards(const adm_bridge_t *self) { return atomic_load(&self->shards); }

@@ -42,6 +42,12 @@ SG_WUR sg_rc adm_bridge_submit(adm_bridge_t *self, zframe_t **frames, adm_part_t
 SG_WUR sg_rc adm_bridge_submit_retrying(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n,
                                         int64_t timeout_ms, adm_done_fn done, void *arg);
 
+/* As adm_bridge_submit, but done at the first answer (or the first part's deadline): the other
+ * parts stay unanswered (status 0) and their answers, when they come, are dropped. For waits on
+ * several shards where any one of them is news (GET /v1/inquiries). */
+SG_WUR sg_rc adm_bridge_submit_any(adm_bridge_t *self, zframe_t **frames, adm_part_t *parts, int n, int64_t timeout_ms,
+                                   adm_done_fn done, void *arg);
+
 /* Number of shards the routers last reported (0 until the first answer). */
 int adm_bridge_shards(const adm_bridge_t *self);
 

@@ -95,6 +95,12 @@ struct req {
     const char *who;
     int64_t start;
     adm_import_t *import;  /* POST /v1/devices:import: its body is streamed, never buffered */
+    struct {               /* GET /v1/inquiries: claims gathered shard by shard */
+        json_t *list;
+        int64_t deadline;  /* sg_mono_ms the long-poll ends */
+        long long max;
+        int first, asked, shards;
+    } inq;
 };
 
 struct route {
@@ -168,9 +174,12 @@ static zframe_t *ring_frame(void)
     return f;
 }
 
-/* Send frames and suspend the connection until every part is answered; with retry_busy, a part
- * a shard refuses as busy (nothing applied) is sent again until the deadline. */
-static void submit_with(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finish_fn finish, bool retry_busy)
+/* How submit_with waits: for every part; for every part, sending again a part a shard refuses as
+ * busy (nothing applied) until the deadline; for the first answer only (adm_bridge_submit_any). */
+enum { WAIT_ALL = 0, WAIT_ALL_RETRYING = 1, WAIT_FIRST = 2 };
+
+/* Send frames and suspend the connection until they are answered as `how` says. */
+static void submit_with(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finish_fn finish, int how)
 {
     for (int i = 0; i < n; i++)
         if (!frames[i]) {
@@ -184,8 +193,9 @@ static void submit_with(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, 
     r->submitted = true;
     /* Suspend before the bridge can answer, so its resume never comes first. */
     MHD_suspend_connection(r->conn);
-    sg_rc rc = retry_busy ? adm_bridge_submit_retrying(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r)
-                          : adm_bridge_submit(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r);
+    sg_rc rc = how == WAIT_ALL_RETRYING ? adm_bridge_submit_retrying(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r)
+               : how == WAIT_FIRST     ? adm_bridge_submit_any(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r)
+                                       : adm_bridge_submit(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r);
     if (rc != SG_OK) {
         for (int k = 0; k < n; k++)
             zframe_destroy(&frames[k]);
@@ -198,7 +208,7 @@ static void submit_with(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, 
 
 static void submit(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finish_fn finish)
 {
-    submit_with(r, frames, n, timeout_ms, finish, false);
+    submit_with(r, frames, n, timeout_ms, finish, WAIT_ALL);
 }
 
 /* The single part's answer as it is, with Retry-After on 429. */
@@ -811,7 +821,7 @@ static void h_notify(req_t *r, const char *id)
     free(text);
     /* Every shard records it and answers when its fan-out is done; a shard refusing it as busy
      * has applied nothing and is asked again. */
-    submit_with(r, frames, shards, r->adm->notify_timeout_ms, finish_notify, true);
+    submit_with(r, frames, shards, r->adm->notify_timeout_ms, finish_notify, WAIT_ALL_RETRYING);
 }
 
 /* GET /v1/notifications/{id}: the shards' progress summed. */
@@ -869,6 +879,137 @@ static void h_notify_get(req_t *r, const char *id)
         frames[i] = text ? admin_frame(NULL, (uint32_t)i, SG_ADM_NOTIFY_GET, text) : NULL;
     free(text);
     submit(r, frames, shards, r->adm->timeout_ms, finish_notify_get);
+}
+
+/* ---------- inquiries (docs/inquiries.md) ---------- */
+
+/* From a finish: the parts answered so far are dropped and the request waits for the cluster
+ * again (on_request sees it is not done). */
+static void ask_again(req_t *r)
+{
+    for (int i = 0; i < r->n; i++) {
+        free(r->parts[i].json);
+        r->parts[i] = (adm_part_t){0};
+    }
+    r->n = 0;
+    atomic_store(&r->done, false);
+}
+
+static void finish_inquiry_claim(req_t *r);
+static void finish_inquiry_watch(req_t *r);
+
+/* Claim what is left of max from the next shard. */
+static void inquiry_claim_next(req_t *r)
+{
+    int shard = (r->inq.first + r->inq.asked) % r->inq.shards;
+    char q[64];
+    snprintf(q, sizeof q, "{\"max\":%lld}", r->inq.max - (long long)json_array_size(r->inq.list));
+    zframe_t *f = admin_frame(NULL, (uint32_t)shard, SG_ADM_INQUIRY_CLAIM, q);
+    submit(r, &f, 1, r->adm->timeout_ms, finish_inquiry_claim);
+}
+
+/* Shards are asked one after the other, so an answer never holds more than max inquiries (each
+ * claimed one is the caller's until its lease ends); with nothing anywhere and time left, every
+ * shard is watched and the first that has something starts another pass. */
+static void finish_inquiry_claim(req_t *r)
+{
+    adm_part_t *p = &r->parts[0];
+    json_t *part = part_json(p);
+    json_t *got = json_object_get(part, "inquiries");
+    if (!json_is_array(got) && json_array_size(r->inq.list) == 0) {
+        json_decref(part);
+        finish_passthrough(r);   /* a shard that cannot claim: its error as it is */
+        return;
+    }
+    json_array_extend(r->inq.list, got);
+    json_decref(part);
+    r->inq.asked++;
+    long long have = (long long)json_array_size(r->inq.list);
+    int64_t left = r->inq.deadline - sg_mono_ms();
+    if (have < r->inq.max && r->inq.asked < r->inq.shards) {
+        ask_again(r);
+        inquiry_claim_next(r);
+    } else if (have > 0 || left <= 0) {
+        set_answer(r, 200, json_pack("{s:O}", "inquiries", r->inq.list));
+    } else {
+        ask_again(r);
+        char q[48];
+        snprintf(q, sizeof q, "{\"wait\":%lld}", (long long)((left + 999) / 1000));
+        zframe_t *frames[MAX_PARTS];
+        for (int i = 0; i < r->inq.shards; i++)
+            frames[i] = admin_frame(NULL, (uint32_t)i, SG_ADM_INQUIRY_WATCH, q);
+        submit_with(r, frames, r->inq.shards, left + r->adm->timeout_ms, finish_inquiry_watch, WAIT_FIRST);
+    }
+}
+
+/* A shard has something claimable (or the wait is over): one more pass of claims. */
+static void finish_inquiry_watch(req_t *r)
+{
+    for (int i = 0; i < r->n; i++)
+        if (r->parts[i].status != 0 && r->parts[i].status != 200) {
+            adm_part_t first = r->parts[0];   /* swapped: on_completed frees every part */
+            r->parts[0] = r->parts[i];
+            r->parts[i] = first;
+            finish_passthrough(r);
+            return;
+        }
+    ask_again(r);
+    r->inq.asked = 0;
+    inquiry_claim_next(r);
+}
+
+static _Atomic unsigned g_inquiry_turn;
+
+/* GET /v1/inquiries?wait=&max=: claim up to max open inquiries, waiting up to wait s for one. */
+static void h_inquiries(req_t *r, const char *id)
+{
+    (void)id;
+    long long wait = 0, max = 10;
+    if (!query_int(r, "wait", 0, 60, &wait) || !query_int(r, "max", 1, 100, &max))
+        return;
+    int shards = adm_bridge_shards(r->adm->bridge);
+    if (shards == 0 || shards > MAX_PARTS) {
+        error(r, 503, "RouterUnavailable", "the cluster's shards are not known yet; retry");
+        return;
+    }
+    if (!(r->inq.list = json_array())) {
+        error(r, 500, "Internal", "out of memory");
+        return;
+    }
+    r->inq.deadline = sg_mono_ms() + wait * 1000;
+    r->inq.max = max;
+    r->inq.shards = shards;
+    r->inq.first = (int)(atomic_fetch_add(&g_inquiry_turn, 1) % (unsigned)shards);   /* no shard always first */
+    inquiry_claim_next(r);
+}
+
+/* POST /v1/inquiries/{partition}-{seq}/response {"status", "payload"}: to the inquiry's shard. */
+static void h_inquiry_answer(req_t *r, const char *id)
+{
+    unsigned long long part, seq;
+    int used = 0;
+    if (sscanf(id, "%llu-%llu%n", &part, &seq, &used) != 2 || (size_t)used != strlen(id) || !isdigit((unsigned char)id[0]) ||
+        part >= (unsigned long long)adm_bridge_shards(r->adm->bridge)) {
+        error(r, 404, "InquiryNotFound", "no open inquiry has this id: it never existed, was answered already, or "
+              "timed out");
+        return;
+    }
+    json_t *b = body_json(r);
+    if (!b)
+        return;
+    json_t *status = json_object_get(b, "status"), *payload = json_object_get(b, "payload");
+    if (!json_is_integer(status) || json_integer_value(status) < 100 || json_integer_value(status) > 599) {
+        error(r, 400, "InvalidAnswer", "an answer is {\"status\": 100-599, \"payload\": any JSON value}");
+    } else {
+        json_t *q = json_pack("{s:I,s:O,s:O}", "seq", (json_int_t)seq, "status", status, "payload",
+                              payload ? payload : json_null());
+        char *text = q ? json_dumps(q, JSON_COMPACT) : NULL;
+        json_decref(q);
+        zframe_t *f = text ? admin_frame(NULL, (uint32_t)part, SG_ADM_INQUIRY_ANSWER, text) : NULL;
+        free(text);
+        submit(r, &f, 1, r->adm->timeout_ms, finish_passthrough);
+    }
+    json_decref(b);
 }
 
 /* Starts at the request's headers (see on_request); lines are taken as the body arrives. */
@@ -971,6 +1112,8 @@ static const route_t k_routes[] = {
     {"POST", "/v1/notifications", ADM_ROLE_SERVICE, BODY_JSON, h_notify},
     {"GET", "/v1/notifications/*", ADM_ROLE_SERVICE, BODY_NONE, h_notify_get},
     {"POST", "/v1/devices/*/methods/*", ADM_ROLE_SERVICE, BODY_JSON, h_method},
+    {"GET", "/v1/inquiries", ADM_ROLE_SERVICE, BODY_NONE, h_inquiries},
+    {"POST", "/v1/inquiries/*/response", ADM_ROLE_SERVICE, BODY_JSON, h_inquiry_answer},
 };
 
 /* Match url against pattern; the first '*' segment is copied to id, a second one to name. */
@@ -1084,7 +1227,8 @@ static bool admit(req_t *r)
         too_large(r, r->adm->max_body);
         return false;
     }
-    if (strchr(route->pattern, '*') && route->fn != h_notify_get && !sg_device_id_valid(r->id, strlen(r->id))) {
+    if (strchr(route->pattern, '*') && route->fn != h_notify_get && route->fn != h_inquiry_answer &&
+        !sg_device_id_valid(r->id, strlen(r->id))) {
         error(r, 400, "InvalidDeviceId", "device ids are 1-128 characters of A-Z a-z 0-9 - . % _ * ? ! ( ) , : = @ $ '");
         return false;
     }
@@ -1167,6 +1311,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_YES;
         if (r->finish)
             r->finish(r);
+        if (!atomic_load(&r->done))
+            return MHD_YES;   /* the finish asked the cluster again (ask_again) */
         return respond(r);
     }
     if (!r->status)
@@ -1187,6 +1333,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     for (int i = 0; i < r->n; i++)
         free(r->parts[i].json);
+    json_decref(r->inq.list);
     adm_import_destroy(&r->import);
     sg_wbuf_fini(&r->body);
     free(r->text);

@@ -112,6 +112,12 @@ static const spec_t k_specs[] = {
     I("store.deadletter_retention", "86400", 1, 604800, "seconds dead-lettered messages are kept (at most 7 days)"),
     I("store.notify_slice", "1000", 1, 100000, "registry entries a notification fan-out looks at per commit "
       "(the shard's other work goes on between two slices)"),
+    I("store.inquiry_timeout", "60", 1, 3600, "seconds an inquiry waits for its answer before the device gets 504"),
+    I("store.inquiry_lease", "30", 1, 3600, "seconds a claimed inquiry stays with its claimant before GET "
+      "/v1/inquiries hands it out again"),
+    I("store.inquiry_max", "10000", 1, 10000000, "open inquiries a shard keeps (in memory and on disk); beyond, a new "
+      "one is answered 503"),
+    I("store.inquiry_max_bytes", "67108864", 1024, 1099511627776, "payload bytes of the open inquiries a shard keeps"),
     I("store.retention_interval", "10", 1, 3600, "seconds between two looks of the retention thread"),
     I("store.memory", "536870912", 16777216, 1099511627776, "RocksDB's memory budget per shard: half block cache, "
       "half the memtables of all column families together"),

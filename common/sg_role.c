@@ -26,6 +26,7 @@ static const uint8_t k_may_send[SG_MSG_TYPE_MAX] = {
     [SG_MSG_RING] = ADM,           /* answered by the router itself */
     [SG_MSG_PEER_GONE] = RT,
     [SG_MSG_ALIVE] = RT,
+    [SG_MSG_INQUIRY] = FE | RT,
 };
 
 static const char *const k_names[SG_ROLE_MAX] = {

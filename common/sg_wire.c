@@ -28,6 +28,8 @@ static const char *const k_type_names[SG_MSG_TYPE_MAX] = {
     [SG_MSG_BATCH] = "BATCH",
     [SG_MSG_METHOD] = "METHOD",
     [SG_MSG_METHOD_RES] = "METHOD_RES",
+    [SG_MSG_INQUIRY] = "INQUIRY",
+    [SG_MSG_INQUIRY_RES] = "INQUIRY_RES",
 };
 
 const char *sg_wire_type_name(uint8_t type)
@@ -400,8 +402,11 @@ sg_rc sg_wire_put_error(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t code)
     SG_GUARD(sg_wbuf_u8(w, in->type));
     /* A refused publish is named (0 for QoS 0), so its frontend can send that one again. */
     sg_wire_telemetry_t t;
+    sg_wire_inquiry_t q;
     if (in->type == SG_MSG_TELEMETRY && sg_wire_get_telemetry(in, &t) == SG_OK)
         SG_GUARD(sg_wbuf_u16(w, t.packet_id));
+    else if (in->type == SG_MSG_INQUIRY && sg_wire_get_inquiry(in, &q) == SG_OK)
+        SG_GUARD(sg_wbuf_u16(w, q.packet_id));
     return SG_OK;
 }
 
@@ -414,6 +419,67 @@ sg_rc sg_wire_get_error(const sg_wire_hdr_t *h, uint8_t *about, uint16_t *pid, b
     *named = sg_cur_left(&c) > 0;
     if (*named)
         SG_GUARD(sg_cur_u16(&c, pid));
+    return body_end(&c);
+}
+
+static bool in_set(const char *s, size_t len, size_t max, const char *extra)
+{
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              (s[i] && strchr(extra, s[i]))))
+            return false;
+    return true;
+}
+
+bool sg_inquiry_name_valid(const char *s, size_t len)
+{
+    return in_set(s, len, SG_INQUIRY_NAME_MAX, "._-") && !(len == 3 && memcmp(s, "res", 3) == 0);
+}
+
+bool sg_inquiry_rid_valid(const char *s, size_t len) { return in_set(s, len, SG_INQUIRY_RID_MAX, "._-~"); }
+
+sg_rc sg_wire_put_inquiry(sg_wbuf_t *w, const sg_wire_inquiry_t *q)
+{
+    SG_GUARD(sg_wbuf_u16(w, q->packet_id));
+    SG_GUARD(sg_wbuf_str8(w, q->name, q->name_len));
+    SG_GUARD(sg_wbuf_str8(w, q->rid, q->rid_len));
+    return sg_wbuf_str32(w, q->payload, q->payload_len);
+}
+
+sg_rc sg_wire_get_inquiry(const sg_wire_hdr_t *h, sg_wire_inquiry_t *q)
+{
+    sg_cur_t c;
+    const uint8_t *n, *r;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_u16(&c, &q->packet_id));
+    SG_GUARD(sg_cur_str8(&c, SG_INQUIRY_NAME_MAX, &n, &q->name_len));
+    SG_GUARD(sg_cur_str8(&c, SG_INQUIRY_RID_MAX, &r, &q->rid_len));
+    SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &q->payload, &q->payload_len));
+    q->name = (const char *)n;
+    q->rid = (const char *)r;
+    SG_ENSURE(sg_inquiry_name_valid(q->name, q->name_len) && sg_inquiry_rid_valid(q->rid, q->rid_len), SG_E_MALFORMED);
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_inquiry_res(sg_wbuf_t *w, const char *rid, size_t rid_len, const void *payload, size_t len)
+{
+    SG_GUARD(sg_wbuf_str8(w, rid, rid_len));
+    return sg_wbuf_str32(w, payload, len);
+}
+
+sg_rc sg_wire_get_inquiry_res(const sg_wire_hdr_t *h, const char **rid, size_t *rid_len, const uint8_t **payload,
+                              size_t *len)
+{
+    sg_cur_t c;
+    const uint8_t *r;
+    body_cursor(h, &c);
+    SG_ENSURE(h->status >= 100 && h->status <= 599, SG_E_MALFORMED);
+    SG_GUARD(sg_cur_str8(&c, SG_INQUIRY_RID_MAX, &r, rid_len));
+    SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, payload, len));
+    *rid = (const char *)r;
+    SG_ENSURE(sg_inquiry_rid_valid(*rid, *rid_len), SG_E_MALFORMED);
     return body_end(&c);
 }
 
@@ -488,7 +554,8 @@ bool sg_adm_op_writes(uint16_t op)
 {
     return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE ||
            op == SG_ADM_DEVICE_IMPORT || op == SG_ADM_GROUP_COMMIT || op == SG_ADM_KEYS_REGENERATE ||
-           op == SG_ADM_NOTIFY ||
+           op == SG_ADM_NOTIFY || op == SG_ADM_INQUIRY_CLAIM || op == SG_ADM_INQUIRY_WATCH ||
+           op == SG_ADM_INQUIRY_ANSWER ||
            op == SG_ADM_METHOD_INVOKE;   /* not a write to disk, but the writer holds the sessions */
 }
 

@@ -50,6 +50,8 @@ typedef enum {
     SG_MSG_BATCH,           /* any hop: many frames in one message (see sg_wire_batch_t) */
     SG_MSG_METHOD,          /* st->fe: a direct method call for the session (corr = handle) */
     SG_MSG_METHOD_RES,      /* fe->st: the device's answer to one (status = SG_METHOD_RES_*) */
+    SG_MSG_INQUIRY,         /* fe->st: the device asks the service (answered by TELEMETRY_ACK) */
+    SG_MSG_INQUIRY_RES,     /* st->fe: the answer (status = its status) for the session corr/epoch */
     SG_MSG_TYPE_MAX
 } sg_msg_type_t;
 
@@ -164,6 +166,31 @@ typedef struct {
 SG_WUR sg_rc sg_wire_put_telemetry_head(sg_wbuf_t *w, uint16_t packet_id, uint16_t nprops);
 SG_WUR sg_rc sg_wire_put_payload(sg_wbuf_t *w, const void *p, size_t n);
 SG_WUR sg_rc sg_wire_get_telemetry(const sg_wire_hdr_t *h, sg_wire_telemetry_t *t);
+
+/* INQUIRY: u16 packet id (0: QoS 0), str8 name, str8 rid, str32 payload. The name and rid are
+ * checked here as the frontend checks them in the topic (sg_inquiry_name_valid, _rid_valid). */
+#define SG_INQUIRY_NAME_MAX 64
+#define SG_INQUIRY_RID_MAX 64
+typedef struct {
+    uint16_t packet_id;
+    const char *name;
+    size_t name_len;
+    const char *rid;
+    size_t rid_len;
+    const uint8_t *payload;
+    size_t payload_len;
+} sg_wire_inquiry_t;
+SG_WUR sg_rc sg_wire_put_inquiry(sg_wbuf_t *w, const sg_wire_inquiry_t *q);
+SG_WUR sg_rc sg_wire_get_inquiry(const sg_wire_hdr_t *h, sg_wire_inquiry_t *q);
+/* Inquiry names: 1-64 of A-Z a-z 0-9 . _ - (and not "res", the answers' topic level). Request
+ * ids: 1-64 of A-Z a-z 0-9 . _ - ~ (URL-unreserved: they travel unescaped in topics). */
+bool sg_inquiry_name_valid(const char *s, size_t len);
+bool sg_inquiry_rid_valid(const char *s, size_t len);
+
+/* INQUIRY_RES: header status = the answer's status (100-599); str8 rid, str32 payload. */
+SG_WUR sg_rc sg_wire_put_inquiry_res(sg_wbuf_t *w, const char *rid, size_t rid_len, const void *payload, size_t len);
+SG_WUR sg_rc sg_wire_get_inquiry_res(const sg_wire_hdr_t *h, const char **rid, size_t *rid_len, const uint8_t **payload,
+                                     size_t *len);
 
 /* TELEMETRY_ACK, COMPLETE: u16 packet id */
 SG_WUR sg_rc sg_wire_put_pid(sg_wbuf_t *w, uint16_t packet_id);
@@ -327,6 +354,9 @@ typedef enum {
     SG_ADM_NOTIFY_GET,      /* a notification's progress in one shard {"notificationId"} (a read) */
     SG_ADM_METHOD_INVOKE,   /* a direct method {"name","payload","responseTimeoutSeconds","connectTimeoutSeconds",
                              * "fallback"?} (store/st_wmethod.c; the writer holds sessions) */
+    SG_ADM_INQUIRY_CLAIM,   /* claim up to "max" inquiries of one shard {"max"} (store/st_winquiry.c) */
+    SG_ADM_INQUIRY_WATCH,   /* answered once one shard has a claimable inquiry or after "wait" s {"wait"} */
+    SG_ADM_INQUIRY_ANSWER,  /* answer inquiry "seq" of one shard {"seq","status","payload"} */
     SG_ADM_OP_MAX
 } sg_adm_op_t;
 

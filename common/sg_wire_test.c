@@ -505,8 +505,108 @@ static void test_batch(void)
     sg_wire_batch_fini(&b);
 }
 
+/* INQUIRY and INQUIRY_RES round-trip; bad names, rids, statuses and lengths are refused. */
+static void test_inquiry(void)
+{
+    sg_wbuf_t w = frame(SG_MSG_INQUIRY, "dev");
+    sg_wire_inquiry_t q = {.packet_id = 7, .name = "getConfig", .name_len = 9, .rid = "42", .rid_len = 2,
+                           .payload = (const uint8_t *)"{}", .payload_len = 2},
+                      r;
+    CHECK_RC(sg_wire_put_inquiry(&w, &q), SG_OK);
+    sg_wire_hdr_t h;
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_inquiry(&h, &r), SG_OK);
+    CHECK(r.packet_id == 7 && r.name_len == 9 && memcmp(r.name, "getConfig", 9) == 0 && r.rid_len == 2 &&
+          memcmp(r.rid, "42", 2) == 0 && r.payload_len == 2 && memcmp(r.payload, "{}", 2) == 0);
+    /* every cut of the body is truncated */
+    for (size_t n = h.body_len; n-- > 0;) {
+        sg_wire_hdr_t cut = h;
+        cut.body_len = n;
+        CHECK(sg_wire_get_inquiry(&cut, &r) != SG_OK);
+    }
+    /* a trailing byte: another format */
+    CHECK_RC(sg_wbuf_u8(&w, 0), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_inquiry(&h, &r), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+
+    /* the error naming a refused inquiry carries its packet id */
+    w = frame(SG_MSG_INQUIRY, "dev");
+    CHECK_RC(sg_wire_put_inquiry(&w, &q), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    sg_wbuf_t e;
+    sg_wbuf_init(&e, 256);
+    CHECK_RC(sg_wire_put_error(&e, &h, SG_WIRE_ERR_BUSY), SG_OK);
+    sg_wire_hdr_t eh;
+    uint8_t about;
+    uint16_t pid;
+    bool named;
+    CHECK_RC(sg_wire_decode(e.data, e.len, &eh), SG_OK);
+    CHECK_RC(sg_wire_get_error(&eh, &about, &pid, &named), SG_OK);
+    CHECK(about == SG_MSG_INQUIRY && pid == 7 && named);
+    sg_wbuf_fini(&e);
+    sg_wbuf_fini(&w);
+
+    const char *bad_names[] = {"", "res", "a/b", "a b", "a+b", "a#", "\xc3\xa9", "a$"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++) {
+        w = frame(SG_MSG_INQUIRY, "dev");
+        sg_wire_inquiry_t b = q;
+        b.name = bad_names[i];
+        b.name_len = strlen(bad_names[i]);
+        CHECK_RC(sg_wire_put_inquiry(&w, &b), SG_OK);
+        CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+        CHECK_RC(sg_wire_get_inquiry(&h, &r), SG_E_MALFORMED);
+        sg_wbuf_fini(&w);
+    }
+    char name[SG_INQUIRY_NAME_MAX + 1];
+    memset(name, 'n', sizeof name);
+    CHECK(sg_inquiry_name_valid(name, SG_INQUIRY_NAME_MAX) && !sg_inquiry_name_valid(name, SG_INQUIRY_NAME_MAX + 1));
+    CHECK(sg_inquiry_name_valid("res2", 4) && sg_inquiry_name_valid("a.b_c-D9", 8) && !sg_inquiry_name_valid("a\0b", 3));
+    CHECK(sg_inquiry_rid_valid("a~b.c_d-1", 9) && !sg_inquiry_rid_valid("", 0) && !sg_inquiry_rid_valid("a&b", 3) &&
+          !sg_inquiry_rid_valid("a=b", 3) && !sg_inquiry_rid_valid("a/b", 3));
+    /* a name too long for the reader's cap */
+    w = frame(SG_MSG_INQUIRY, "dev");
+    sg_wire_inquiry_t b = q;
+    b.name = name;
+    b.name_len = SG_INQUIRY_NAME_MAX + 1;
+    CHECK_RC(sg_wire_put_inquiry(&w, &b), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_inquiry(&h, &r), SG_E_TOO_BIG);
+    sg_wbuf_fini(&w);
+
+    /* INQUIRY_RES: status in the header, 100-599 */
+    const char *rid;
+    const uint8_t *payload;
+    size_t rid_len, len;
+    w = frame(SG_MSG_INQUIRY_RES, "dev");
+    CHECK_RC(sg_wire_put_inquiry_res(&w, "r-1", 3, "{\"a\":1}", 7), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    h.status = 200;
+    CHECK_RC(sg_wire_get_inquiry_res(&h, &rid, &rid_len, &payload, &len), SG_OK);
+    CHECK(rid_len == 3 && memcmp(rid, "r-1", 3) == 0 && len == 7 && memcmp(payload, "{\"a\":1}", 7) == 0);
+    h.status = 99;
+    CHECK_RC(sg_wire_get_inquiry_res(&h, &rid, &rid_len, &payload, &len), SG_E_MALFORMED);
+    h.status = 600;
+    CHECK_RC(sg_wire_get_inquiry_res(&h, &rid, &rid_len, &payload, &len), SG_E_MALFORMED);
+    h.status = 504;
+    h.body_len--;
+    CHECK_RC(sg_wire_get_inquiry_res(&h, &rid, &rid_len, &payload, &len), SG_E_TRUNCATED);
+    sg_wbuf_fini(&w);
+    w = frame(SG_MSG_INQUIRY_RES, "dev");
+    CHECK_RC(sg_wire_put_inquiry_res(&w, "a/b", 3, "", 0), SG_OK);   /* a rid that would break the topic */
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    h.status = 200;
+    CHECK_RC(sg_wire_get_inquiry_res(&h, &rid, &rid_len, &payload, &len), SG_E_MALFORMED);
+    sg_wbuf_fini(&w);
+    CHECK(sg_adm_op_writes(SG_ADM_INQUIRY_CLAIM) && sg_adm_op_writes(SG_ADM_INQUIRY_WATCH) &&
+          sg_adm_op_writes(SG_ADM_INQUIRY_ANSWER));
+    CHECK_STR(sg_wire_type_name(SG_MSG_INQUIRY), "INQUIRY");
+    CHECK_STR(sg_wire_type_name(SG_MSG_INQUIRY_RES), "INQUIRY_RES");
+}
+
 int main(void)
 {
+    test_inquiry();
     test_batch();
     test_incarnations();
     test_header();

@@ -193,7 +193,7 @@ static bool ssl_wait(fe_conn_t *c, int ret, const char *what)
 {
     int err = SSL_get_error(c->ssl, ret);
     if (err == SSL_ERROR_WANT_READ) {
-        c->flags &= (uint8_t)~FE_F_SSL_WANTS_OUT;
+        c->flags &= (uint16_t)~FE_F_SSL_WANTS_OUT;
         return true;
     }
     if (err == SSL_ERROR_WANT_WRITE) {
@@ -271,7 +271,7 @@ static void flush_out(fe_conn_t *c)
     if (c->out_len == 0) {
         /* everything is written: a WANT_WRITE seen on the way is settled (otherwise EPOLLOUT
          * would stay armed and wake the loop for nothing, again and again) */
-        c->flags &= (uint8_t)~FE_F_SSL_WANTS_OUT;
+        c->flags &= (uint16_t)~FE_F_SSL_WANTS_OUT;
         free(c->out);
         c->out = NULL;
         c->out_cap = 0;
@@ -369,7 +369,7 @@ void fe_conn_send(fe_conn_t *c, const uint8_t *p, size_t n)
             n -= (size_t)k;
             if (n == 0) {
                 if (c->flags & FE_F_SSL_WANTS_OUT) {
-                    c->flags &= (uint8_t)~FE_F_SSL_WANTS_OUT;
+                    c->flags &= (uint16_t)~FE_F_SSL_WANTS_OUT;
                     update_mask(c);
                 }
                 return;
@@ -529,7 +529,7 @@ static void handshake(fe_conn_t *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->state = FE_WAIT_CONNECT;
-        c->flags &= (uint8_t)~FE_F_SSL_WANTS_OUT;
+        c->flags &= (uint16_t)~FE_F_SSL_WANTS_OUT;
         return;
     }
     ssl_wait(c, r, "handshake");

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "fe_flight.h"
+#include "fe_inquiry.h"
 #include "fe_tls.h"
 #include "sg_loop.h"
 #include "sg_buf.h"
@@ -63,6 +64,7 @@ typedef enum {
 #define FE_F_LINGER 0x20       /* refused: output sent and half-closed, draining until the peer closes */
 #define FE_F_RETRY 0x40        /* in the worker's retry list: a tier refused one of its publishes (BUSY) */
 #define FE_F_METHODS 0x80      /* subscribed to $iothub/methods/POST/# (fe_methods.c) */
+#define FE_F_INQUIRY_RES 0x100 /* subscribed to its inquiries' answers (fe_inquiry.c) */
 
 typedef struct {
     uint8_t qos;
@@ -123,7 +125,7 @@ struct fe_conn {
     uint16_t shard;           /* the device's shard (AUTH_RES), FE_SHARD_UNKNOWN before */
     uint8_t state;
     uint8_t paused;
-    uint8_t flags;
+    uint16_t flags;
 };
 
 struct fe_frontend_shared;
@@ -235,6 +237,13 @@ void fe_session_retry(fe_worker_t *w);
 void fe_session_written(fe_conn_t *c, uint16_t pid);
 /* Checks deadlines; returns false when it closed the connection. */
 bool fe_session_timer(fe_conn_t *c, uint32_t now);
+
+/* fe_inquiry.c (the topic parsers are in fe_inquiry.h) */
+/* The INQUIRY frame of publish p on topic t into w->frame (SG_E_FULL: too big for a frame). */
+SG_WUR sg_rc fe_inquiry_frame(fe_conn_t *c, const sg_mqtt_publish_t *p, const fe_inquiry_topic_t *t);
+void fe_inquiry_subscribed(fe_conn_t *c, bool on);
+/* INQUIRY_RES from the shard: the answer to the device. */
+void fe_inquiry_answer(fe_conn_t *c, const sg_wire_hdr_t *h);
 
 /* The shard answering for `shard` changed (it restarted): the publishes the old one took in and
  * never acknowledged are gone. Every connection of the loop waiting for acknowledgements from

@@ -37,7 +37,7 @@ void fe_methods_subscribe(fe_conn_t *c, bool on)
     if (on)
         c->flags |= FE_F_METHODS;
     else
-        c->flags &= (uint8_t)~FE_F_METHODS;
+        c->flags &= (uint16_t)~FE_F_METHODS;
     sg_wbuf_t *f = &c->w->frame;
     sg_wire_hdr_t h = conn_hdr(c, SG_MSG_SUBSCRIBE);
     sg_wbuf_reset(f);

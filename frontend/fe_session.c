@@ -432,10 +432,13 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     bool method_res = fe_methods_is_response(p.topic);
     const char *bag = NULL;
     size_t bag_len = 0;
-    if (!method_res && !topic_is_telemetry(c, p.topic, &bag, &bag_len)) {
+    fe_inquiry_topic_t inq;
+    bool inquiry = false;
+    if (!method_res && !topic_is_telemetry(c, p.topic, &bag, &bag_len) &&
+        !(inquiry = fe_inquiry_topic(c->device, strlen(c->device), p.topic, &inq))) {
         char what[200], topic[128];
         sg_log_clean(topic, sizeof topic, p.topic.p, p.topic.len);
-        snprintf(what, sizeof what, "topic '%s' is not this device's telemetry topic", topic);
+        snprintf(what, sizeof what, "topic '%s' is not this device's telemetry or inquiry topic", topic);
         return violation(c, what);
     }
     if (!method_res && p.payload.len > c->w->set->max_telemetry)
@@ -449,7 +452,8 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     }
     if (method_res)
         return fe_methods_response(c, &p);
-    sg_rc trc = telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len);
+    sg_rc trc = inquiry ? fe_inquiry_frame(c, &p, &inq)
+                        : telemetry_frame(c, p.qos, p.packet_id, bag, bag_len, p.payload.p, p.payload.len);
     if (trc != SG_OK)
         return violation(c, telemetry_error(trc));
     int r = link_send(c);
@@ -540,7 +544,7 @@ void fe_session_retry(fe_worker_t *w)
         if (waiting && c->state == FE_ONLINE)
             w->retry[keep++] = w->retry[i];
         else
-            c->flags &= (uint8_t)~FE_F_RETRY;
+            c->flags &= (uint16_t)~FE_F_RETRY;
     }
     w->n_retry = keep;
 }
@@ -698,7 +702,7 @@ static void c2d_subscription(fe_conn_t *c, bool on)
     if (on)
         c->flags |= FE_F_C2D;
     else
-        c->flags &= (uint8_t)~FE_F_C2D;
+        c->flags &= (uint16_t)~FE_F_C2D;
     send_simple(c, SG_MSG_SUBSCRIBE, put_subscribe_body, &mode);
 }
 
@@ -720,15 +724,18 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
              * than granted), which the gateway completes as soon as they are written. */
             codes[i] = qos ? 1 : 0;
             if (qos)
-                c->flags &= (uint8_t)~FE_F_C2D_QOS0;
+                c->flags &= (uint16_t)~FE_F_C2D_QOS0;
             else
                 c->flags |= FE_F_C2D_QOS0;
             c2d = true;
         } else if (fe_methods_is_filter(f)) {
             codes[i] = 0;   /* method requests go out at QoS 0 (IoT Hub grants the same) */
             methods = true;
+        } else if (fe_inquiry_filter(c->device, strlen(c->device), f)) {
+            codes[i] = 0;   /* answers go at QoS 0 to the live session */
+            fe_inquiry_subscribed(c, true);
         } else {
-            /* Foreign filters, and the inquiry channel this build does not serve. */
+            /* Foreign filters. */
             codes[i] = SG_MQTT_SUBACK_FAILURE;
             char filter[128];
             sg_log_clean(filter, sizeof filter, f.p, f.len);
@@ -757,6 +764,8 @@ static int on_unsubscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     while (sg_mqtt_unsubscribe_next(&u, &f)) {
         c2d |= filter_is(c, f, "devices/", "/messages/devicebound/#");
         methods |= fe_methods_is_filter(f);
+        if (fe_inquiry_filter(c->device, strlen(c->device), f))
+            fe_inquiry_subscribed(c, false);
     }
     sg_wbuf_t *t = &c->w->tx;
     sg_wbuf_reset(t);
@@ -1023,7 +1032,9 @@ void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
     case SG_MSG_AUTH_RES:
     case SG_MSG_AUTH: on_auth_res(c, h); break;
     case SG_MSG_TELEMETRY_ACK:
+    case SG_MSG_INQUIRY:
     case SG_MSG_TELEMETRY: on_telemetry_ack(c, h); break;
+    case SG_MSG_INQUIRY_RES: fe_inquiry_answer(c, h); break;
     case SG_MSG_COMPLETE:
     case SG_MSG_SUBSCRIBE:
         /* The shard never saw this acknowledgement or subscription change: start over. */

@@ -129,7 +129,7 @@ void fe_worker_unblock_conn(fe_worker_t *w, fe_conn_t *c)
             w->blocked[i] = w->blocked[--w->n_blocked];
             break;
         }
-    c->flags &= (uint8_t)~FE_F_BLOCKED;
+    c->flags &= (uint16_t)~FE_F_BLOCKED;
 }
 
 void fe_worker_release_slot(fe_worker_t *w, fe_conn_t *c)
@@ -145,7 +145,7 @@ static void unblock(fe_worker_t *w)
 {
     while (w->n_blocked > 0 && w->n_backlog == 0 && (zsock_events(w->link) & ZMQ_POLLOUT)) {
         fe_conn_t *c = w->blocked[--w->n_blocked];
-        c->flags &= (uint8_t)~FE_F_BLOCKED;
+        c->flags &= (uint16_t)~FE_F_BLOCKED;
         fe_conn_resume(c, FE_P_LINK);
     }
 }

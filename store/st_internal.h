@@ -46,6 +46,10 @@ typedef struct {
     int64_t dead_retention_ms;      /* dead letters */
     int64_t retention_interval_ms;  /* how often the retention thread looks */
     int notify_slice;               /* registry entries a notification fan-out looks at per commit */
+    int64_t inquiry_timeout_ms;     /* an unanswered inquiry gets 504 after this */
+    int64_t inquiry_lease_ms;       /* a claimed inquiry is claimable again after this */
+    int64_t inquiry_max;            /* open inquiries a shard keeps at most */
+    int64_t inquiry_max_bytes;      /* ...and payload bytes */
     rt_ring_t *ring;        /* cluster.shards on the ring every router builds: which devices are ours */
     uint64_t incarnation;   /* random, new at every start of the shard (PONG, routers, frontends) */
     st_space_t space;       /* the data volume's room (the writer's, after start) */

@@ -20,7 +20,9 @@
  * progress in this shard (JSON: targets, rejected, cursor, done; kept after it is done, for
  * GET /v1/notifications/{id}); "n{notificationId}" -> what it sends, while its fan-out is
  * unfinished (its tags as JSON, a NUL, then the queue record every target gets): a restarted
- * shard resumes every fan-out it finds there (st_wnotify.c). */
+ * shard resumes every fan-out it finds there (st_wnotify.c); "I{seq:be64}" -> an open inquiry
+ * (received, expires, device, name, rid, payload) and "inquiry_next" -> the next inquiry's seq
+ * (be64), so an id is never given twice (st_winquiry.c). */
 #ifndef ST_KEYS_H
 #define ST_KEYS_H
 
@@ -85,6 +87,8 @@ static inline size_t st_key_exp(char *out, int64_t expires_ms, const char *id, s
 #define ST_NOTIFY_PREFIX "N"
 #define ST_NOTIFY_DEF_PREFIX "n"
 #define ST_NOTIFY_ID_MAX 36
+#define ST_INQUIRY_PREFIX "I"
+#define ST_INQUIRY_NEXT_KEY "inquiry_next"
 
 /* N{nid} (prefix ST_NOTIFY_PREFIX) or n{nid} (ST_NOTIFY_DEF_PREFIX). out holds 1 + ST_NOTIFY_ID_MAX bytes. */
 static inline size_t st_key_notify(char *out, char prefix, const char *nid, size_t len)

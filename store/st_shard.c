@@ -619,6 +619,10 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->dead_retention_ms = sg_config_int(cfg, "store.deadletter_retention") * 1000;
     c->retention_interval_ms = sg_config_int(cfg, "store.retention_interval") * 1000;
     c->notify_slice = (int)sg_config_int(cfg, "store.notify_slice");
+    c->inquiry_timeout_ms = sg_config_int(cfg, "store.inquiry_timeout") * 1000;
+    c->inquiry_lease_ms = sg_config_int(cfg, "store.inquiry_lease") * 1000;
+    c->inquiry_max = sg_config_int(cfg, "store.inquiry_max");
+    c->inquiry_max_bytes = sg_config_int(cfg, "store.inquiry_max_bytes");
     /* This start of the shard: routers tell frontends when it changes, so that publishes the
      * previous start took in and never acknowledged are sent again by their devices. */
     if (RAND_bytes((unsigned char *)&c->incarnation, sizeof c->incarnation) != 1 || c->incarnation == 0)

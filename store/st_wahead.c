@@ -82,6 +82,7 @@ static bool from_frontend(uint8_t type)
     switch (type) {
     case SG_MSG_AUTH:
     case SG_MSG_TELEMETRY:
+    case SG_MSG_INQUIRY:
     case SG_MSG_SESSION_END:
     case SG_MSG_PEER_GONE:
     case SG_MSG_SUBSCRIBE:

@@ -132,7 +132,7 @@ static bool brings_data(const op_t *op)
     uint16_t aop;
     const char *json;
     size_t len;
-    if (op->h.type == SG_MSG_TELEMETRY || op->h.type == SG_MSG_AUTH)
+    if (op->h.type == SG_MSG_TELEMETRY || op->h.type == SG_MSG_AUTH || op->h.type == SG_MSG_INQUIRY)
         return true;
     return op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
            (aop == SG_ADM_DEVICE_PUT || aop == SG_ADM_MSG_ENQUEUE || aop == SG_ADM_DEVICE_IMPORT ||
@@ -144,9 +144,15 @@ static void refuse_full(writer_t *w, op_t *op)
 {
     sg_wire_hdr_t h;
     switch (op->h.type) {
+    case SG_MSG_INQUIRY:
     case SG_MSG_TELEMETRY: {
         sg_wire_telemetry_t t;
-        if (!(op->h.flags & SG_WIRE_F_QOS1) || sg_wire_get_telemetry(&op->h, &t) != SG_OK)
+        sg_wire_inquiry_t q;
+        if (op->h.type == SG_MSG_INQUIRY && sg_wire_get_inquiry(&op->h, &q) == SG_OK)
+            t.packet_id = q.packet_id;
+        else if (op->h.type == SG_MSG_INQUIRY || sg_wire_get_telemetry(&op->h, &t) != SG_OK)
+            return;
+        if (!(op->h.flags & SG_WIRE_F_QOS1))
             return;   /* QoS 0: nothing to answer, the message is not kept */
         h = sg_wire_hdr(SG_MSG_TELEMETRY_ACK, NULL);
         h.device = op->h.device;
@@ -213,6 +219,11 @@ static void apply(writer_t *w, op_t *op, int64_t now)
         stw_notify_start(w, op, json, len, now);
         return;
     }
+    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
+        (aop == SG_ADM_INQUIRY_CLAIM || aop == SG_ADM_INQUIRY_WATCH || aop == SG_ADM_INQUIRY_ANSWER)) {
+        stw_inquiry_admin(w, op, aop, json, len, now);
+        return;
+    }
     if (op->h.device_len == 0) {
         SG_WARN("store", "op.no_device", "type=%s", sg_wire_type_name(op->h.type));
         return;
@@ -230,6 +241,7 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     switch (op->h.type) {
     case SG_MSG_AUTH: stw_op_auth(w, op, d, now); break;
     case SG_MSG_TELEMETRY: stw_op_telemetry(w, op, d, now); break;
+    case SG_MSG_INQUIRY: stw_op_inquiry(w, op, d, now); break;
     case SG_MSG_SESSION_END:
     case SG_MSG_PEER_GONE: stw_op_session_end(w, op, d); break;
     case SG_MSG_SUBSCRIBE: stw_op_subscribe(w, op, d, now); break;
@@ -437,6 +449,7 @@ static void cycle(writer_t *w, op_t *first)
     n += take_waiting(w, first, now);
     stw_notify_step(w, now);   /* one slice of a fan-out between the operations */
     stw_methods_tick(w, now);
+    stw_inquiry_step(w, now);
     commit(w, n);
     publish_stats(w);
     send_answers(w);
@@ -530,6 +543,7 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
      * delivery lock. */
     w->resume_at = sg_now_ms() + 2500;
     SG_GUARD(stw_notify_load(w));
+    SG_GUARD(stw_inquiry_load(w));
     atomic_store(&ctx->stat_devices, w->counters.devices);
     atomic_store(&ctx->stat_tele_next, w->tele_next);
     atomic_store(&ctx->stat_fb_next, w->counters.feedback_next);
@@ -560,6 +574,7 @@ static void writer_fini(writer_t *w)
         rocksdb_writebatch_destroy(w->carry);
     free(w->expired);
     stw_notify_free(w);
+    stw_inquiry_free(w);
     sg_wbuf_fini(&w->scratch);
     sg_wbuf_fini(&w->scratch2);
     zsock_destroy(&w->in);

@@ -127,6 +127,7 @@ struct st_writer {
     struct st_wnotify *notify;  /* unfinished notification fan-outs (st_wnotify.c) */
     zhashx_t *calls;            /* "{device}/{rid}" -> mcall_t: pending direct method calls (st_wmethod.c) */
     int64_t calls_next;         /* earliest deadline among them (0: none) */
+    struct st_winquiry *inquiries;   /* open inquiries and waiting watches (st_winquiry.c) */
 };
 
 /* A session ended because its frontend loop went silent: told again (KICK) if the loop speaks. */
@@ -196,6 +197,8 @@ void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d);
 void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now);
+/* TELEMETRY_ACK (status SG_TELE_*, packet id pid) answering a device's publish op. */
+void stw_tele_ack(writer_t *w, const op_t *op, const wdev_t *d, uint16_t status, uint16_t pid);
 
 /* ---- st_wqueue.c: the command queue's way out ---- */
 void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_t rlen, uint8_t outcome, int64_t now);
@@ -232,6 +235,17 @@ void stw_notify_start(writer_t *w, op_t *op, const char *json, size_t len, int64
 void stw_notify_step(writer_t *w, int64_t now);
 /* Whether a fan-out is unfinished (the writer then does not wait for operations). */
 bool stw_notify_busy(const writer_t *w);
+
+/* ---- st_winquiry.c: inquiries from devices, claimed and answered over HTTP ---- */
+/* The open inquiries a previous start left. */
+SG_WUR sg_rc stw_inquiry_load(writer_t *w);
+void stw_inquiry_free(writer_t *w);
+/* INQUIRY from the device's session: durable, then PUBACKed (QoS 1). */
+void stw_op_inquiry(writer_t *w, op_t *op, wdev_t *d, int64_t now);
+/* SG_ADM_INQUIRY_CLAIM, _WATCH (may keep op: its frames are taken), _ANSWER. */
+void stw_inquiry_admin(writer_t *w, op_t *op, uint16_t aop, const char *json, size_t len, int64_t now);
+/* Each cycle: time out unanswered inquiries (504) and wake watches. */
+void stw_inquiry_step(writer_t *w, int64_t now);
 
 /* ---- st_wahead.c: devices read ahead on the reader threads ---- */
 SG_WUR sg_rc stw_ahead_init(writer_t *w);

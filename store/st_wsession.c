@@ -191,12 +191,17 @@ void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     }
     if (!(op->h.flags & SG_WIRE_F_QOS1) && status == 0)
         return;
+    stw_tele_ack(w, op, d, status, status == SG_TELE_MALFORMED ? 0 : t.packet_id);
+}
+
+void stw_tele_ack(writer_t *w, const op_t *op, const wdev_t *d, uint16_t status, uint16_t pid)
+{
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_TELEMETRY_ACK, d->id);
     h.corr = op->h.corr;
     h.epoch = op->h.epoch;
     h.status = status;
     sg_wbuf_reset(&w->scratch);
-    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, status == SG_TELE_MALFORMED ? 0 : t.packet_id) != SG_OK)
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, pid) != SG_OK)
         stw_fatal_io("ack-encode");
     stw_answer(w, op, &w->scratch);
 }

@@ -108,6 +108,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t inc;
     (void)!sg_wire_get_shard_pong(&h, &s, &n, &inc);
     (void)!sg_wire_get_u64(&h, &inc);
+    sg_wire_inquiry_t iq;
+    if (sg_wire_get_inquiry(&h, &iq) == SG_OK) {
+        if (iq.payload + iq.payload_len > data + size || !sg_inquiry_name_valid(iq.name, iq.name_len) ||
+            !sg_inquiry_rid_valid(iq.rid, iq.rid_len))
+            abort();
+        sg_wbuf_t w;   /* re-encodes to the same body */
+        sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
+        if (sg_wire_put_inquiry(&w, &iq) != SG_OK || w.len != h.body_len || memcmp(w.data, h.body, w.len) != 0)
+            abort();
+        sg_wbuf_fini(&w);
+    }
+    const uint8_t *ip;
+    if (sg_wire_get_inquiry_res(&h, &s, &n, &ip, &kl) == SG_OK &&
+        (ip + kl > data + size || h.status < 100 || h.status > 599 || !sg_inquiry_rid_valid(s, n)))
+        abort();
     sg_wire_router_pong_t rp;
     if (sg_wire_get_router_pong(&h, &rp) == SG_OK) {
         uint16_t seen = 0;

@@ -447,7 +447,7 @@ class ApiTest(ApiCase):
         self.call("HEAD", "/readyz", token=None, expect=405)
 
     def test_unknown_paths_and_methods(self):
-        for path in ("/nope", "/v1", "/v1/devices/", "/v1/devices/x/nope", "/v1/feedback/x", "/v1/inquiries",
+        for path in ("/nope", "/v1", "/v1/devices/", "/v1/devices/x/nope", "/v1/feedback/x", "/v1/inquiries/x",
                      "/v1/notifications/x/y", "/v1/devices/x/methods", "/v1/devices/x/methods/a/b",
                      "/v1/devices/x/twin", "/v1/devices/x/keys:rotate"):
             r = sgtest.http_request(self.gw.admin_port, "GET", path, token=self.gw.admin_token)
@@ -788,6 +788,31 @@ class ApiTest(ApiCase):
         for nid in ("00000000-0000-4000-8000-000000000000", "not-a-uuid"):
             r = self.call("GET", "/v1/notifications/{id}", {"id": nid}, token="svc", expect=404)
             self.assertEqual(self.error_of(r), "NotificationNotFound")
+
+    def test_inquiries(self):
+        d = self.gw.create_device()
+        with sgtest.MqttDevice(self.gw, d["id"], key=d["primary"]) as dev:
+            dev.connect_ok()
+            dev.wait_acked([dev.publish("devices/%s/inquiries/oa/?$rid=1" % d["id"], "{}", 1)])
+            mine = []
+            for _ in range(20):
+                r = self.call("GET", "/v1/inquiries", query={"wait": 1, "max": 100}, token="svc", expect=200)
+                mine += [q for q in r.json["inquiries"] if q["deviceId"] == d["id"]]
+                if mine:
+                    break
+            self.assertEqual(len(mine), 1)
+            p = {"id": mine[0]["inquiryId"]}
+            r = self.call("POST", "/v1/inquiries/{id}/response", p, body={"status": 200, "payload": [1]}, token="svc",
+                          expect=200)
+            self.assertEqual(r.json, {"delivered": True})
+            r = self.call("POST", "/v1/inquiries/{id}/response", p, body={"status": 200}, token="svc", expect=404)
+            self.assertEqual(self.error_of(r), "InquiryNotFound")
+        r = self.call("POST", "/v1/inquiries/{id}/response", p, body={"status": 1}, token="svc", expect=400)
+        self.assertEqual(self.error_of(r), "InvalidAnswer")
+        r = self.call("POST", "/v1/inquiries/{id}/response", p, body="[]", token="svc", expect=400)
+        self.assertEqual(self.error_of(r), "InvalidJson")
+        r = self.call("GET", "/v1/inquiries", query={"max": 0}, token="svc", expect=400)
+        self.assertEqual(self.error_of(r), "InvalidQuery")
 
     def test_revoked_dead_letters(self):
         dev = self.gw.create_device()
