@@ -704,6 +704,9 @@ def idle_ws(target, p, outdir, problems, base):
     print("idle-ws %s: %d sessions, server RSS per idle session %.1f KB over MQTT/TLS, %.1f KB over WebSocket"
           % (target.name, n, figures["tlsServerBytesPerSession"] / 1024, figures["wsServerBytesPerSession"] / 1024),
           flush=True)
+    return figures, {"_report": report}
+
+
 def call_in_parallel(parallel, count, admin_port, token, work):
     """work(client, i) for i in 0..count-1 from `parallel` threads, each with its own keep-alive
     AdminClient; returns the seconds it all took."""
