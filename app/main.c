@@ -17,6 +17,7 @@
 #include "adm_tokens.h"
 #include "app_health.h"
 #include "fe_frontend.h"
+#include "fe_tickets.h"
 #include "rt_router.h"
 #include "sg_codec.h"
 #include "sg_config.h"
@@ -96,7 +97,7 @@ static const command_t k_commands[] = {
     {"router", "the consistent-hash router between frontends, admins and shards", {"cluster", "router", "health", "log", NULL}},
     {"frontend", "the MQTT/TLS device frontend", {"cluster", "frontend", "health", "log", NULL}},
     {"admin", "the HTTP API (docs/openapi.yaml)", {"cluster", "admin", "log", NULL}},
-    {"init", "write the dev CA, server certificate, admin token and a CURVE key pair per tier into --data-dir",
+    {"init", "write the dev CA, server certificate, admin token, TLS ticket keys and a CURVE key pair per tier into --data-dir",
      {"", NULL}},
     {"token", "print a device SAS token signed with its key", {"", NULL}},
 };
@@ -319,6 +320,13 @@ static int init_dir(const char *dir, const char *names)
     if (rc == 0 && sg_curve_make(curve) != SG_OK)
         rc = -1;
     free(curve);
+    /* TLS session-ticket keys every frontend of the cluster shares (fe_tickets.h) */
+    char *tickets = path_in(dir, "ticket.keys");
+    if (rc == 0 && !exists(tickets) && fe_tickets_generate(tickets) != SG_OK) {
+        fprintf(stderr, "sacgate: cannot write %s: %s\n", tickets, strerror(errno));
+        rc = -1;
+    }
+    free(tickets);
     char *demo = path_in(dir, DEMO_DEVICE ".key");
     if (rc == 0 && !exists(demo)) {
         uint8_t raw[32];
@@ -578,6 +586,11 @@ static int cmd_all(sg_config_t *cfg)
     if (init_dir(dir, NULL) != 0)
         return 1;
     char *cert = path_in(dir, "server.crt"), *key = path_in(dir, "server.key"), *tokens = path_in(dir, "tokens");
+    char *tickets = path_in(dir, "ticket.keys");
+    if (!sg_config_is_set(cfg, "frontend.ticket_keys") &&
+        sg_config_set(cfg, "frontend.ticket_keys", tickets, err, sizeof err) != SG_OK)
+        return fail(err);
+    free(tickets);
     if (!sg_config_is_set(cfg, "frontend.cert") && sg_config_set(cfg, "frontend.cert", cert, err, sizeof err) != SG_OK)
         return fail(err);
     if (!sg_config_is_set(cfg, "frontend.key") && sg_config_set(cfg, "frontend.key", key, err, sizeof err) != SG_OK)
@@ -647,8 +660,8 @@ static int cmd_init(sg_config_t *cfg, zhashx_t *rest)
         return fail("init needs --data-dir DIR");
     if (init_dir(dir, zhashx_lookup(rest, "--names")) != 0)
         return 1;
-    printf("wrote %s/ca.crt, server.crt, server.key, admin.token, tokens, curve/{frontend,router,store,admin}.cert "
-           "(+ _secret), curve/public/\n", dir);
+    printf("wrote %s/ca.crt, server.crt, server.key, admin.token, tokens, ticket.keys, "
+           "curve/{frontend,router,store,admin}.cert (+ _secret), curve/public/\n", dir);
     return 0;
 }
 

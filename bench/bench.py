@@ -395,15 +395,33 @@ def c2d_latency(target, p, outdir, problems, base):
     }, s
 
 
+def storm_cpu_per_reconnect(s, st, back):
+    """Server CPU (µs) per reconnect of the storm: the 1 s samples of the server's CPU from the
+    storm to one sample after the last device was back, over the devices that reconnected."""
+    series = s.get("series") or {}
+    ts, pcts = series.get("t") or [], series.get("serverCpuPct") or []
+    if back is None or not ts or len(pcts) != len(ts):
+        return None
+    t0, t1 = st.get("atSeconds", 0), st.get("atSeconds", 0) + back + 1.5
+    cpu = 0.0
+    for i in range(1, len(ts)):
+        if t0 < ts[i] <= t1 and pcts[i] is not None:
+            cpu += pcts[i] / 100.0 * (ts[i] - ts[i - 1])
+    return round(cpu * 1e6 / max(1, st.get("devices", 0)))
+
+
 def connect_storm(target, p, outdir, problems, base):
     n = min(p.devices or (300 if p.smoke else 10000), target.max_sessions)
     args = provision_args(target, n) + ["--prefix", "storm", "--devices", str(n), "--rate", "0",
                                         "--max-connecting", "64", "--storm-after", "2", "--hold", "2",
                                         "--backoff-min", "500", "--backoff-max", "5000",
                                         "--duration", str(300 + n / 100)]
+    if p.tls_resume:
+        args += ["--tls-resume", "on"]   # every device offers the ticket of its first session
     s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=900 + n / 50)
     st = s.get("storm") or {}
     ses = s["sessions"]
+    c = s["counters"]
     check(st.get("allBackAfterSeconds") is not None,
           "%s: not every session came back after the storm (%s of %s)" % (target.name, st.get("back"),
                                                                           st.get("devices")), problems)
@@ -414,6 +432,9 @@ def connect_storm(target, p, outdir, problems, base):
         "stormDevices": st.get("devices"),
         "allBackAfterSeconds": back,
         "reconnectsPerSecond": round(st.get("devices", 0) / back) if back else None,
+        "tlsResume": bool(p.tls_resume),
+        "tlsResumed": c.get("tlsResumed", 0),
+        "serverCpuMicrosPerReconnect": storm_cpu_per_reconnect(s, st, back),
         "failedDuringRun": {k: v for k, v in ses["failed"].items() if v},
         "sessionsLost": n - ses["online"],
     }, s
@@ -1199,6 +1220,8 @@ def main():
     ap.add_argument("--registered", type=int, help="shard-restart: devices registered (default 1,000,000; the first "
                     "--devices of them connect)")
     ap.add_argument("--parallel", type=int, help="revocation: HTTP calls in flight at once (default 16); method-rtt: callers (default 8)")
+    ap.add_argument("--tls-resume", action="store_true", help="connect-storm: devices resume their TLS session "
+                    "with the ticket of their first connect (sacgate-sim --tls-resume)")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
     ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
     ap.add_argument("--tag", help="name results <scenario>-<tag> (default for scale: the device count, e.g. 250k)")

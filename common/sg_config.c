@@ -48,7 +48,12 @@ static const spec_t k_specs[] = {
     I("frontend.threads", "0", 0, 256, "event-loop threads (0 = one per CPU core)"),
     S("frontend.cert", "/etc/sacgate/tls/server.crt", "server certificate chain (PEM)"),
     S("frontend.key", "/etc/sacgate/tls/server.key", "server private key (PEM)"),
-    I("frontend.cert_reload", "5", 0, 3600, "seconds between checks of frontend.cert/key for new files (0 = only on SIGHUP)"),
+    I("frontend.cert_reload", "5", 0, 3600, "seconds between checks of frontend.cert/key (and frontend.ticket_keys) for "
+      "new files (0 = only on SIGHUP)"),
+    S("frontend.ticket_keys", "", "file of TLS session-ticket keys shared by every frontend (one `openssl rand -hex 80` "
+      "a line, oldest first, the last encrypts; `sacgate init` writes DIR/ticket.keys): devices resume their TLS "
+      "session on any frontend; empty = no tickets, every connect is a full handshake"),
+    I("frontend.ticket_lifetime", "7200", 60, 604800, "seconds a session ticket may be used to resume (at most 7 days)"),
     I("frontend.max_connections", "18000", 1, 1000000, "device connections per frontend process"),
     /* The caps keep every record inside one inter-tier frame (SG_WIRE_MAX_FRAME, 8 MiB) even as
      * base64 JSON with escaped properties: a larger setting would make records unreadable. */

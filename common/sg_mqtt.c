@@ -108,20 +108,35 @@ bool sg_mqtt_topic_has_wildcard(const uint8_t *p, size_t len)
     return len > 0 && (memchr(p, '+', len) != NULL || memchr(p, '#', len) != NULL);
 }
 
-/* A Topic Name, as in PUBLISH and the will (§4.7.3): non-empty, valid UTF-8, no wildcards. */
+/* §1.5.3 says topics SHOULD NOT hold the control characters U+0001..U+001F and U+007F..U+009F;
+ * sacgate refuses them (they would reach logs, JSON readers and terminals). On valid UTF-8 a byte
+ * scan is exact: C0 controls and DEL are single bytes, C1 controls are 0xC2 0x80..0x9F. */
+bool sg_mqtt_topic_has_control(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < 0x20 || p[i] == 0x7F || (p[i] == 0xC2 && i + 1 < len && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F))
+            return true;
+    }
+    return false;
+}
+
+/* A Topic Name, as in PUBLISH and the will (§4.7.3): non-empty, valid UTF-8, no control
+ * characters, no wildcards. */
 static sg_rc check_topic_name(sg_mqtt_str_t t)
 {
     SG_ENSURE(t.len > 0 && sg_mqtt_valid_utf8(t.p, t.len), SG_E_MALFORMED);
+    SG_ENSURE(!sg_mqtt_topic_has_control(t.p, t.len), SG_E_MALFORMED);
     SG_ENSURE(!sg_mqtt_topic_has_wildcard(t.p, t.len), SG_E_PROTOCOL);
     return SG_OK;
 }
 
-/* A Topic Filter (§4.7.1): non-empty, valid UTF-8, '+' fills a whole level and '#' fills the
+/* A Topic Filter (§4.7.1): non-empty, valid UTF-8, no control characters, '+' fills a whole level and '#' fills the
  * last one. Remembering the previous byte is all these rules need; the start of the filter acts
  * like the byte after a '/'. */
 static sg_rc check_topic_filter(sg_mqtt_str_t f)
 {
     SG_ENSURE(f.len > 0 && sg_mqtt_valid_utf8(f.p, f.len), SG_E_MALFORMED);
+    SG_ENSURE(!sg_mqtt_topic_has_control(f.p, f.len), SG_E_MALFORMED);
     sg_cur_t c;
     uint8_t prev = '/';
     sg_cur_init(&c, f.p, f.len);

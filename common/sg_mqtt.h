@@ -194,6 +194,9 @@ SG_WUR sg_rc sg_mqtt_encode_empty(sg_wbuf_t *w, sg_mqtt_type_t type);
 /* Topic helpers. sg_mqtt_valid_utf8: well-formed UTF-8 under MQTT's rules (shortest form only,
  * no U+0000, no surrogates U+D800..U+DFFF, nothing above U+10FFFF). */
 bool sg_mqtt_valid_utf8(const uint8_t *p, size_t len);
+/* A control character (U+0001..U+001F, U+007F..U+009F) in p, which must be valid UTF-8: topic
+ * names and filters that hold one are refused (SG_E_MALFORMED). */
+bool sg_mqtt_topic_has_control(const uint8_t *p, size_t len);
 bool sg_mqtt_topic_has_wildcard(const uint8_t *p, size_t len);
 const char *sg_mqtt_type_name(uint8_t type);
 

@@ -602,6 +602,15 @@ static void test_publish_malformed(void)
     CHECK_RC(decode_topic("\xE2\x82", 2), SG_E_MALFORMED);
     /* Bad UTF-8 wins over a wildcard: the topic is not even a string. */
     CHECK_RC(decode_topic("#\xFF", 2), SG_E_MALFORMED);
+    /* Control characters: C0, DEL, C1 (U+0085 is 0xC2 0x85); U+00A0 (0xC2 0xA0) and é are fine. */
+    CHECK_RC(decode_topic("a\x01", 2), SG_E_MALFORMED);
+    CHECK_RC(decode_topic("a\x1b[2J", 5), SG_E_MALFORMED);
+    CHECK_RC(decode_topic("a\nb", 3), SG_E_MALFORMED);
+    CHECK_RC(decode_topic("a\x7f", 2), SG_E_MALFORMED);
+    CHECK_RC(decode_topic("a\xC2\x85", 3), SG_E_MALFORMED);
+    CHECK_RC(decode_topic("a\xC2\x9F", 3), SG_E_MALFORMED);
+    CHECK_RC(decode_topic("a\xC2\xA0", 3), SG_OK);
+    CHECK_RC(decode_topic("\xC3\xA9~", 3), SG_OK);
 }
 
 static void test_publish_encode(void)
@@ -779,7 +788,7 @@ static void test_subscribe_malformed(void)
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         CHECK_RC(decode_filter(good[i]), SG_OK);
     static const char *bad[] = {"", "a/#/b", "a+", "#x", "a#", "++", "+a", "a/b#", "#/",
-                                "a/+b", "\xC0\x80", "\xED\xA0\x80"};
+                                "a/+b", "\xC0\x80", "\xED\xA0\x80", "a/\x01/#", "\t", "a/\x7f", "\xC2\x80/+"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (decode_filter(bad[i]) != SG_E_MALFORMED)
             fprintf(stderr, "filter \"%s\" accepted\n", bad[i]);

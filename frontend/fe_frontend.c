@@ -19,6 +19,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "fe_iplimit.h"
+#include "fe_tickets.h"
 #include "fe_tls.h"
 #include "fe_worker.h"
 #include "sg_codec.h"
@@ -30,6 +31,7 @@ struct fe_frontend {
     int port_claim;      /* the abstract socket naming this port's frontend.share_port group, or -1 */
     int ws_port_claim;   /* the same for the ws port */
     fe_tls_t *tls;
+    fe_tickets_t *tickets;   /* frontend.ticket_keys, or NULL: no resumption */
     int cert_reload_s;   /* seconds between looks at the certificate files (0: SIGHUP only) */
     int n;
     int *fds;
@@ -73,6 +75,8 @@ static void *trim_main(void *arg)
             next_cert = now + (int64_t)f->cert_reload_s * 1000;
             pthread_mutex_unlock(&f->stop_lock);
             fe_tls_check(f->tls);
+            if (f->tickets)
+                fe_tickets_check(f->tickets);
             pthread_mutex_lock(&f->stop_lock);
         }
         if (now < next_trim)
@@ -249,6 +253,17 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
 
     f->cert_reload_s = (int)sg_config_int(cfg, "frontend.cert_reload");
     f->tls = fe_tls_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"));
+    const char *ticket_keys = sg_config_str(cfg, "frontend.ticket_keys");
+    if (f->tls && ticket_keys[0]) {
+        f->tickets = fe_tickets_new(ticket_keys, (int)sg_config_int(cfg, "frontend.ticket_lifetime"));
+        if (!f->tickets) {
+            SG_ERROR("frontend", "start.failed", "reason=\"frontend.ticket_keys cannot be used (see the line before); "
+                     "fix the file or set frontend.ticket_keys to empty for no session resumption\"");
+            fe_frontend_destroy(&f);
+            return NULL;
+        }
+        fe_tls_use_tickets(f->tls, f->tickets);
+    }
     f->fds = calloc((size_t)threads, sizeof *f->fds);
     f->ws_fds = calloc((size_t)threads, sizeof *f->ws_fds);
     f->workers = calloc((size_t)threads, sizeof *f->workers);
@@ -329,6 +344,7 @@ void fe_frontend_destroy(fe_frontend_t **self_p)
     free(f->fds);
     free(f->ws_fds);
     fe_tls_destroy(&f->tls);
+    fe_tickets_destroy(&f->tickets);   /* after the workers: their connections' contexts point at it */
     fe_iplimit_destroy(&f->set.iplimit);
     if (f->port_claim >= 0)
         close(f->port_claim);
@@ -344,7 +360,10 @@ int fe_frontend_ws_port(const fe_frontend_t *self) { return self->ws_port; }
 
 bool fe_frontend_reload_tls(fe_frontend_t *self, const char *why)
 {
-    return fe_tls_reload(self->tls, why);
+    bool ok = fe_tls_reload(self->tls, why);
+    if (self->tickets && !fe_tickets_reload(self->tickets, why))
+        ok = false;
+    return ok;
 }
 
 uint64_t fe_frontend_connections(const fe_frontend_t *self)

@@ -21,8 +21,8 @@ void fe_frontend_destroy(fe_frontend_t **self_p);
 int fe_frontend_mqtt_port(const fe_frontend_t *self);
 /* The MQTT-over-WebSocket-over-TLS port actually bound (frontend.ws_port; fe_ws.h). */
 int fe_frontend_ws_port(const fe_frontend_t *self);
-/* Read frontend.cert and frontend.key again (SIGHUP) and use them for new connections; open
- * connections keep the certificate they were made with. A file that cannot be used leaves the
+/* Read frontend.cert and frontend.key (and frontend.ticket_keys) again (SIGHUP) and use them for
+ * new connections; open connections keep the certificate they were made with. A file that cannot be used leaves the
  * current certificate in place, logged as an error, and gives false. Any thread. */
 bool fe_frontend_reload_tls(fe_frontend_t *self, const char *why);
 /* Connections currently open (all threads). */

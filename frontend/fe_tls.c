@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
+#include "fe_tickets.h"
 #include "sg_log.h"
 
 /* What stat says about one path: when any of it changes, the file is another one. */
@@ -27,6 +28,7 @@ struct fe_tls {
     pthread_mutex_t reload_lock;   /* one reload at a time; guards the signatures */
     file_sig_t cert_sig, key_sig;   /* of the files last loaded or tried */
     char *cert_path, *key_path;
+    fe_tickets_t *tickets;   /* session-ticket keys every context gets, or NULL (fe_tls_use_tickets) */
 };
 
 const char *fe_tls_error(char *buf, size_t len)
@@ -167,6 +169,8 @@ static bool reload_locked(fe_tls_t *self, const char *why)
     self->cert_sig = file_sig(self->cert_path);
     self->key_sig = file_sig(self->key_path);
     SSL_CTX *fresh = fe_tls_ctx_new(self->cert_path, self->key_path);
+    if (fresh && self->tickets)
+        fe_tickets_attach(self->tickets, fresh);
     if (!fresh) {
         SG_ERROR("frontend", "tls.reload_failed", "trigger=%s cert=%s key=%s reason=\"the files cannot be used "
                  "(see the line before); new connections keep getting the previous certificate\"", why,
@@ -198,5 +202,15 @@ void fe_tls_check(fe_tls_t *self)
     file_sig_t c = file_sig(self->cert_path), k = file_sig(self->key_path);
     if (!sig_equal(&c, &self->cert_sig) || !sig_equal(&k, &self->key_sig))
         reload_locked(self, "file-changed");
+    pthread_mutex_unlock(&self->reload_lock);
+}
+
+void fe_tls_use_tickets(fe_tls_t *self, fe_tickets_t *tickets)
+{
+    pthread_mutex_lock(&self->reload_lock);
+    pthread_rwlock_wrlock(&self->lock);
+    self->tickets = tickets;
+    fe_tickets_attach(tickets, self->ctx);   /* before the first connection: no SSL uses ctx yet */
+    pthread_rwlock_unlock(&self->lock);
     pthread_mutex_unlock(&self->reload_lock);
 }

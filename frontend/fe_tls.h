@@ -1,7 +1,8 @@
 /* fe_tls.h — the frontend's OpenSSL server context: TLS 1.2 and 1.3 only, the server
- * certificate chain and key, no session tickets or session cache (nothing per session survives
- * the connection, and idle sessions stay near OpenSSL's floor of ~13.5 KB with
- * SSL_MODE_RELEASE_BUFFERS), server cipher preference with SHA-256 suites first.
+ * certificate chain and key, no session cache (nothing per session survives the connection, and
+ * idle sessions stay near OpenSSL's floor of ~13.5 KB with SSL_MODE_RELEASE_BUFFERS), session
+ * tickets only with shared ticket keys (fe_tls_use_tickets), server cipher preference with
+ * SHA-256 suites first.
  *
  * The context can be replaced while the frontend runs (a rotated certificate): fe_tls_t holds
  * the current one, every new connection takes it, and an SSL keeps a reference to the context
@@ -31,6 +32,12 @@ bool fe_tls_reload(fe_tls_t *self, const char *why);
  * inode, size or times of the path as it resolves now, so a Kubernetes Secret volume that swaps
  * a symlink is seen as well as a file written in place or renamed over. */
 void fe_tls_check(fe_tls_t *self);
+
+/* Stateless session resumption (fe_tickets.h): the current context and every one a reload builds
+ * issue and accept tickets under tickets' keys. Call before connections are accepted; tickets
+ * must outlive self. Without this call a context has no tickets and no session cache. */
+typedef struct fe_tickets fe_tickets_t;
+void fe_tls_use_tickets(fe_tls_t *self, fe_tickets_t *tickets);
 
 /* One server context from the files (what fe_tls_new and reloads build). NULL with a log line. */
 SSL_CTX *fe_tls_ctx_new(const char *cert_path, const char *key_path);

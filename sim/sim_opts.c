@@ -44,6 +44,8 @@ static const flag_t k_flags[] = {
     BOOL("--tls", tls, "on", "target", "TLS to the broker (on/off; sacgate has no plaintext listener)"),
     STR("--cafile", cafile, "", "target", "CA certificate(s) that verify the server (PEM)"),
     BOOL("--insecure", insecure, "off", "target", "do not verify the server certificate"),
+    BOOL("--tls-resume", tls_resume, "off", "target", "keep each device's TLS session ticket and resume with it when "
+         "the device reconnects (off: every connect is a full handshake)"),
     STR("--server-name", server_name, "localhost", "target", "TLS server name: SNI and the name verified in the "
         "certificate"),
     STR("--cert", cert, "", "target", "client certificate chain (PEM) every device presents"),

@@ -37,6 +37,7 @@ typedef struct {
     bool tls;
     char cafile[512];
     bool insecure;
+    bool tls_resume;                /* keep each device's session ticket; resume on reconnect */
     char server_name[256];
     char cert[512], key[512];
     char psk_hex[256];              /* one PSK for every device (hex), or "" */

@@ -49,7 +49,8 @@
     X(CMD_FAILED, "commandsFailed")        /* any other answer, or none */                      \
     X(HTTP_ERRORS, "error.http")                                                                 \
     X(IMPORTED, "devicesImported")                                                               \
-    X(IMPORT_FAILED, "devicesImportFailed")
+    X(IMPORT_FAILED, "devicesImportFailed")                                                      \
+    X(TLS_RESUMED, "tlsResumed")           /* connects whose TLS handshake resumed a ticket */
 
 #define SIM_GAUGES(X)                                                                            \
     X(ONLINE, "online")            /* sessions with CONNACK 0, now */                           \

@@ -52,6 +52,7 @@ typedef struct dev {
     sg_io_t io;
     sg_timer_t timer;
     SSL *ssl;
+    SSL_SESSION *sess;         /* --tls-resume: the newest ticket the server sent, or NULL */
     uint8_t *in;
     uint8_t *out;
     flight_t *flight;          /* --window entries while publishing QoS 1 */
@@ -273,6 +274,18 @@ static int verify_pinned(X509_STORE_CTX *ctx, void *arg)
     return ok;
 }
 
+/* --tls-resume: OpenSSL hands over each session (with its ticket) as it arrives; the device
+ * keeps the newest one (its reference) to offer on its next connect. */
+static int keep_session(SSL *ssl, SSL_SESSION *sess)
+{
+    sdev_t *d = SSL_get_app_data(ssl);
+    if (!d)
+        return 0;
+    SSL_SESSION_free(d->sess);
+    d->sess = sess;
+    return 1;
+}
+
 SSL_CTX *sim_tls_ctx(const sim_opts_t *o, char *err, size_t err_len)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -280,11 +293,18 @@ SSL_CTX *sim_tls_ctx(const sim_opts_t *o, char *err, size_t err_len)
         snprintf(err, err_len, "SSL_CTX_new failed");
         return NULL;
     }
-    /* Idle sessions hold no buffers; nothing is cached or resumed (each connect is a full
-     * handshake, as a fleet of devices after a gateway restart does). */
+    /* Idle sessions hold no buffers; nothing is cached or resumed unless --tls-resume (each
+     * connect is a full handshake, as a fleet of devices after a gateway restart does). */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    if (o->tls_resume) {
+        /* per device, not in OpenSSL's cache: a device resumes only its own session */
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(ctx, keep_session);
+    } else {
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    }
     SSL_CTX_set_min_proto_version(ctx, !strcmp(o->tls_version, "1.3") ? TLS1_3_VERSION : TLS1_2_VERSION);
     if (!strcmp(o->tls_version, "1.2"))
         SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
@@ -378,6 +398,10 @@ static void want_connect(sdev_t *d)
 static void dev_release(sdev_t *d)
 {
     if (d->ssl) {
+        /* OpenSSL marks the session of a connection freed without a close_notify as not
+         * resumable; a device that lost its connection still holds a good ticket */
+        if (T->o->tls_resume)
+            SSL_set_shutdown(d->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         SSL_free(d->ssl);
         d->ssl = NULL;
     }
@@ -712,6 +736,8 @@ static void tcp_connected(sdev_t *d)
     }
     SSL_set_app_data(d->ssl, d);
     SSL_set_connect_state(d->ssl);
+    if (d->sess && SSL_set_session(d->ssl, d->sess) != 1)
+        ERR_clear_error();   /* a full handshake then */
     if (T->o->server_name[0]) {
         SSL_set_tlsext_host_name(d->ssl, T->o->server_name);
         if (!T->o->insecure)
@@ -842,6 +868,8 @@ static void on_connack(sdev_t *d, const sg_mqtt_packet_t *pkt)
     if (!T->backend)
         sim_hist_record(&T->st->h[SIM_H_CONNECT], (uint64_t)(now - d->conn_start_us));
     dev_count(SIM_C_CONNECTS);
+    if (d->ssl && SSL_session_reused(d->ssl))
+        dev_count(SIM_C_TLS_RESUMED);
     if (d->flags & F_EVER_ONLINE)
         dev_count(SIM_C_RECONNECTS);
     else {
@@ -1298,8 +1326,10 @@ static bool thr_init(thr_t *t, const sim_thread_cfg_t *cfg, uint32_t n, bool bac
 
 static void thr_fini(thr_t *t)
 {
-    for (uint32_t j = 0; t->devs && j < t->n; j++)
+    for (uint32_t j = 0; t->devs && j < t->n; j++) {
         dev_release(&t->devs[j]);
+        SSL_SESSION_free(t->devs[j].sess);
+    }
     free(t->devs);
     free(t->waitq);
     free(t->rx);

@@ -3,7 +3,8 @@
 # 2 store shards, 1 router, 2 frontends, 1 admin by default. Used by the multi-process tests.
 #
 #   cluster.sh up DIR          start everything; writes DIR/ports.env and the dev CA, server
-#                              certificate and admin token (as `sacgate init` does)
+#                              certificate, admin token and TLS ticket keys (as `sacgate init`
+#                              does; every frontend shares DIR/ticket.keys)
 #   cluster.sh down DIR        stop everything (SIGTERM, then SIGKILL after 10 s)
 #   cluster.sh kill NAME DIR   SIGKILL one process (store-0, store-1, router-0, fe-0, fe-1, admin-0)
 #   cluster.sh start NAME DIR  start that process again with the same arguments
@@ -120,7 +121,8 @@ up() {
   read -r -a ws <<<"$ws_ports"
   for p in $mqtt_ports; do
     save_and_start "fe-$f" "$dir" frontend $curve --name "fe-$f" --bind 127.0.0.1 --mqtt-port "$p" --ws-port "${ws[f]}" \
-      --cert "$dir/server.crt" --key "$dir/server.key" --routers "$routers" --log-level "$level" $(hp "fe-$f")
+      --cert "$dir/server.crt" --key "$dir/server.key" --set "frontend.ticket_keys=$dir/ticket.keys" \
+      --routers "$routers" --log-level "$level" $(hp "fe-$f")
     f=$((f + 1))
   done
   save_and_start admin-0 "$dir" admin $curve --bind 127.0.0.1 --admin-port "$admin_port" \

@@ -445,6 +445,18 @@ def check(docs):
             for k in ("frontend.cert", "frontend.key"):
                 if not under(key(k), tls_mount):
                     fail(f"{CONF_KEY}: {k} {conf.get(k)!r} is not in the Secret mount {tls_mount}")
+        # session-ticket keys: one Secret for every frontend pod, mounted as a directory
+        tk = conf.get("frontend.ticket_keys")
+        if tk:
+            tk_mount, tk_sub, v = mount_of(fe, c, lambda v: get(v, "secret", "secretName") == "sacgate-ticket-keys")
+            if not tk_mount:
+                fail(f"{CONF_KEY}: frontend.ticket_keys is {tk!r} but Deployment frontend does not mount the Secret "
+                     "sacgate-ticket-keys: its pods would not start")
+            elif tk_sub:
+                fail("Deployment frontend: Secret sacgate-ticket-keys is mounted with a subPath, which never sees a "
+                     "rotated key file; mount it as a directory")
+            elif not under(tk, tk_mount):
+                fail(f"{CONF_KEY}: frontend.ticket_keys {tk!r} is not in the Secret mount {tk_mount}")
     if key("frontend.bind") not in ("0.0.0.0", "::"):
         fail(f"{CONF_KEY}: frontend.bind {conf.get('frontend.bind')!r} is not reachable from the Service")
 
@@ -558,7 +570,8 @@ def run_tiers(binary, objs, conf_text):
         "router": ["--set", "router.bind=tcp://127.0.0.1:*", "--set", f"cluster.shard_endpoint={nowhere}"],
         "frontend": ["--set", "frontend.bind=127.0.0.1", "--set", "frontend.mqtt_port=0",
                      "--set", "frontend.ws_port=0", "--set", f"frontend.cert={pki}/server.crt",
-                     "--set", f"frontend.key={pki}/server.key", "--set", f"cluster.routers={nowhere}"],
+                     "--set", f"frontend.key={pki}/server.key", "--set", f"frontend.ticket_keys={pki}/ticket.keys",
+                     "--set", f"cluster.routers={nowhere}"],
         "admin": ["--set", "admin.bind=127.0.0.1", "--set", "admin.port=0",
                   "--set", f"admin.tokens={pki}/tokens", "--set", f"cluster.routers={nowhere}"],
     }

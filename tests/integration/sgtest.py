@@ -512,6 +512,15 @@ class Gateway:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def rss_kb(pid):
+    """Resident set size of process pid in KB (/proc/PID/status VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def free_port():
     """A loopback port that was free a moment ago (for extra processes a test starts)."""
     s = socket.socket()
@@ -1176,11 +1185,29 @@ def pkt_disconnect():
     return packet(DISCONNECT, 0, b"")
 
 
+_CLIENT_CONTEXTS = {}
+
+
+def _client_context(cafile, tls_version=None):
+    """One client SSLContext per CA file and pinned TLS version: Python resumes a session only
+    through the context that made it."""
+    key = (cafile, tls_version)
+    ctx = _CLIENT_CONTEXTS.get(key)
+    if ctx is None:
+        ctx = ssl.create_default_context(cafile=cafile)
+        if tls_version:
+            ctx.minimum_version = ctx.maximum_version = tls_version
+        _CLIENT_CONTEXTS[key] = ctx
+    return ctx
+
+
 class RawConn:
     """A TLS socket to a frontend that speaks hand-encoded MQTT."""
 
-    def __init__(self, gw, port=None, tls=True, timeout=15, rcvbuf=None):
-        """rcvbuf: a small receive buffer (bytes) to play a device that reads slowly."""
+    def __init__(self, gw, port=None, tls=True, timeout=15, rcvbuf=None, session=None, tls_version=None):
+        """rcvbuf: a small receive buffer (bytes) to play a device that reads slowly.
+        session: an ssl.SSLSession from an earlier RawConn's .session() to resume;
+        tls_version: an ssl.TLSVersion to pin (TLS 1.2 or 1.3)."""
         self.gw = gw
         self.port = port or gw.mqtt_ports[0]
         if rcvbuf:
@@ -1191,9 +1218,9 @@ class RawConn:
         else:
             raw = socket.create_connection((LOOPBACK, self.port), timeout=timeout)
         if tls:
-            ctx = ssl.create_default_context(cafile=gw.ca)
+            ctx = _client_context(gw.ca, tls_version)
             try:
-                self.sock = ctx.wrap_socket(raw, server_hostname=HOST)
+                self.sock = ctx.wrap_socket(raw, server_hostname=HOST, session=session)
             except Exception:
                 raw.close()
                 raise
@@ -1295,6 +1322,15 @@ class RawConn:
             return None
         assert p[0] == CONNACK and len(p[2]) == 2, "expected CONNACK, got %r" % (p,)
         return p[2][1]
+
+    def session(self):
+        """The TLS session to resume later (TLS 1.3 tickets arrive after the handshake: read a
+        packet, e.g. the CONNACK, first)."""
+        return self.sock.session
+
+    def resumed(self):
+        """True when this connection's TLS handshake resumed a session (no full handshake)."""
+        return self.sock.session_reused
 
     def close(self):
         try:

@@ -28,14 +28,6 @@ import sgtest  # noqa: E402
 from sgtest import GatewayTest, wait_until  # noqa: E402
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def tls_socket(gw, source="127.0.0.1", timeout=10):
     """A TLS connection to the frontend from the given loopback address (None when refused)."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -89,7 +81,7 @@ class PacketLimitsTest(GatewayTest):
 
     def test_many_announced_packets_leave_memory_flat(self):
         pid = self.gw.proc.pid
-        before = rss_kb(pid)
+        before = sgtest.rss_kb(pid)
         socks = []
         for _ in range(300):
             s = tls_socket(self.gw)
@@ -97,7 +89,7 @@ class PacketLimitsTest(GatewayTest):
             s.sendall(bytes([0x10]) + sgtest.enc_varint(250000) + b"\x00\x04MQTT\x04\x02")
             socks.append(s)
         time.sleep(1.0)
-        grown = rss_kb(pid) - before
+        grown = sgtest.rss_kb(pid) - before
         sgtest.log("RSS grew by %d KB for 300 connections that announced a 250 KB CONNECT" % grown)
         self.assertTrue(all(closed_by_server(s, 10) for s in socks), "connections that announced 250 KB were kept")
         for s in socks:

@@ -77,6 +77,17 @@ class SimulatorTest(SimulatorBase):
         self.assertEqual(s["sessions"]["dropped"]["storm"], 100)
         self.assertEqual(s["sessions"]["reconnects"], 100)
         self.assertEqual(s["sessions"]["online"], 100)
+        self.assertEqual(s["counters"]["tlsResumed"], 0, "resumed without --tls-resume")
+
+    def test_storm_with_tls_resume(self):
+        """--tls-resume: every device of the storm reconnects with its ticket (the gateway's
+        frontend.ticket_keys), over TLS 1.2 and 1.3."""
+        for version in ("1.3", "1.2"):
+            s, _ = self.sim("--prefix", sgtest.uid("simr"), "--devices", 50, "--provision", "import", "--rate", 0,
+                            "--storm-after", 1, "--hold", 1, "--duration", 60, "--tls-resume", "on",
+                            "--tls-version", version)
+            self.assertEqual(s["storm"]["back"], 50, s["storm"])
+            self.assertEqual(s["counters"]["tlsResumed"], 50, "TLS %s: %r" % (version, s["counters"]))
 
     def test_slices_merge_into_the_whole(self):
         prefix = sgtest.uid("simm")
