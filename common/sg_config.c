@@ -65,6 +65,8 @@ static const spec_t k_specs[] = {
     I("frontend.ack_timeout", "30", 1, 3600, "seconds to wait for a durable ack before the connection is closed"),
     I("frontend.max_telemetry", "262144", 1, 2097152, "largest telemetry payload (bytes)"),
     I("frontend.telemetry_rate", "100", 1, 65535, "telemetry messages per second per device (token bucket refill)"),
+    B("frontend.psk_ke", "false", "also accept TLS 1.3 PSK devices without an (EC)DHE exchange (psk_ke: no forward "
+      "secrecy, less CPU and fewer bytes); psk_dhe_ke is always accepted"),
     I("frontend.telemetry_burst", "100", 1, 65535, "telemetry messages a device may send at once (bucket size)"),
 
     S("router.name", "router-0", "name of this router instance"),

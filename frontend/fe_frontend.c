@@ -225,7 +225,8 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     f->set.max_connections = max_conns;
 
     f->cert_reload_s = (int)sg_config_int(cfg, "frontend.cert_reload");
-    f->tls = fe_tls_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"));
+    f->tls = fe_tls_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"),
+                        sg_config_bool(cfg, "frontend.psk_ke"));
     f->fds = calloc((size_t)threads, sizeof *f->fds);
     f->workers = calloc((size_t)threads, sizeof *f->workers);
     if (!f->tls || !f->fds || !f->workers) {

@@ -136,7 +136,7 @@ static bool brings_data(const op_t *op)
         return true;
     return op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
            (aop == SG_ADM_DEVICE_PUT || aop == SG_ADM_MSG_ENQUEUE || aop == SG_ADM_DEVICE_IMPORT ||
-            aop == SG_ADM_KEYS_REGENERATE);
+            aop == SG_ADM_KEYS_REGENERATE || aop == SG_ADM_CA_PUT);
 }
 
 /* The volume has no room for op: answer it as refused, change nothing. */
@@ -209,6 +209,11 @@ static void apply(writer_t *w, op_t *op, int64_t now)
         stw_adm_group_commit(w, op, json, len);
         return;
     }
+    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
+        (aop == SG_ADM_CA_PUT || aop == SG_ADM_CA_GET || aop == SG_ADM_CA_DELETE)) {
+        stw_adm_ca(w, op, aop, json, len);
+        return;
+    }
     if (op->h.device_len == 0) {
         SG_WARN("store", "op.no_device", "type=%s", sg_wire_type_name(op->h.type));
         return;
@@ -216,10 +221,11 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     wdev_t *d = stw_dev_get(w, op->h.device, op->h.device_len);
     if (!d)
         stw_fatal_io("device-load");
-    if (op->h.type != SG_MSG_AUTH && op->h.type != SG_MSG_ADMIN)
+    if (op->h.type != SG_MSG_AUTH && op->h.type != SG_MSG_PSK && op->h.type != SG_MSG_ADMIN)
         stw_track_router(w, d, op);
     switch (op->h.type) {
     case SG_MSG_AUTH: stw_op_auth(w, op, d, now); break;
+    case SG_MSG_PSK: stw_op_psk(w, op, d); break;
     case SG_MSG_TELEMETRY: stw_op_telemetry(w, op, d, now); break;
     case SG_MSG_SESSION_END:
     case SG_MSG_PEER_GONE: stw_op_session_end(w, op, d); break;
@@ -456,6 +462,9 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->carry = rocksdb_writebatch_create();
     sg_wbuf_init(&w->scratch, SG_WIRE_MAX_FRAME);
     sg_wbuf_init(&w->scratch2, SG_WIRE_MAX_FRAME);
+    w->certs = st_cert_new();
+    SG_ENSURE(w->certs, SG_E_NOMEM);
+    SG_GUARD(st_cert_load(w->certs, &ctx->db));
     char *val;
     size_t vlen;
     SG_GUARD(st_db_get(&ctx->db, NULL, ST_CF_DEFAULT, "shard", 5, &val, &vlen));
@@ -534,6 +543,7 @@ static void writer_fini(writer_t *w)
     free(w->expired);
     sg_wbuf_fini(&w->scratch);
     sg_wbuf_fini(&w->scratch2);
+    st_cert_destroy(&w->certs);
     zsock_destroy(&w->in);
     zsock_destroy(&w->out);
 }

@@ -15,6 +15,7 @@
 #include "sg_buf.h"
 #include "sg_sas.h"
 #include "sg_wire.h"
+#include "st_cert.h"
 #include "st_internal.h"
 #include "st_record.h"
 #include "st_registry.h"
@@ -113,6 +114,7 @@ struct st_writer {
     bool has_held;
     zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
     int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
+    st_cert_t *certs;           /* certificate authorities registered on this shard */
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
 };
@@ -175,6 +177,7 @@ void stw_kick(writer_t *w, const char *router, const char *peer, const char *dev
 void stw_send_kick(writer_t *w, wdev_t *d, uint8_t reason);
 void stw_track_router(writer_t *w, wdev_t *d, const op_t *op);
 void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now);
+void stw_op_psk(writer_t *w, op_t *op, wdev_t *d);
 void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d);
 void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d);
@@ -189,6 +192,8 @@ void stw_expire_due(writer_t *w, int64_t now);
 /* ---- st_wadmin.c: HTTP writes ---- */
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len);
+/* SG_ADM_CA_PUT / _GET / _DELETE: this shard's certificate authorities (st_cert.h). */
+void stw_adm_ca(writer_t *w, op_t *op, uint16_t aop, const char *json, size_t len);
 
 /* ---- st_wpeer.c: frontend loop liveness ---- */
 /* zhashx destructor of w->peers. */

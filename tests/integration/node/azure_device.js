@@ -2,6 +2,7 @@
 // (azure-iot-device + azure-iot-device-mqtt) against sacgate. Prints one JSON line per event
 // so the Python test can follow it:
 //   node azure_device.js HOST:PORT DEVICE_ID KEY CA_FILE EVENTS COMMANDS
+// (KEY is a SAS key, or x509:CERT_FILE:KEY_FILE)
 // sends EVENTS telemetry messages, then waits for COMMANDS cloud-to-device messages, completes
 // each, and exits 0; exits 1 on any error and 2 after 60 s.
 'use strict';
@@ -11,8 +12,17 @@ const { Mqtt } = require('azure-iot-device-mqtt');
 
 const [host, deviceId, key, ca, events, commands] = process.argv.slice(2);
 const say = (o) => console.log(JSON.stringify(o));
-const client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`, Mqtt);
-client.setOptions({ ca: fs.readFileSync(ca, 'utf8') });
+// KEY "x509:CERT_FILE:KEY_FILE" makes it an X.509 device (x509=true, the certificate in the handshake).
+let client;
+if (key.startsWith('x509:')) {
+  const [, certFile, keyFile] = key.split(':');
+  client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};x509=true`, Mqtt);
+  client.setOptions({ ca: fs.readFileSync(ca, 'utf8'), cert: fs.readFileSync(certFile, 'utf8'),
+                      key: fs.readFileSync(keyFile, 'utf8') });
+} else {
+  client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`, Mqtt);
+  client.setOptions({ ca: fs.readFileSync(ca, 'utf8') });
+}
 
 let received = 0;
 client.on('message', (msg) => {
