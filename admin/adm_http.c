@@ -211,10 +211,10 @@ static void submit(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, finis
     submit_with(r, frames, n, timeout_ms, finish, WAIT_ALL);
 }
 
-/* The single part's answer as it is, with Retry-After on 429. */
-static void finish_passthrough(req_t *r)
+/* Part i's answer as it is, with Retry-After on 429. */
+static void finish_passthrough_part(req_t *r, int i)
 {
-    adm_part_t *p = &r->parts[0];
+    adm_part_t *p = &r->parts[i];
     r->status = p->status ? p->status : 502;
     free(r->text);
     r->text = p->len ? strndup(p->json, p->len) : NULL;
@@ -226,6 +226,21 @@ static void finish_passthrough(req_t *r)
         json_decref(b);
     }
 }
+
+/* The request q (its reference is taken) as operation op to each of shards 0..shards-1. */
+static void submit_shards(req_t *r, int shards, uint16_t op, json_t *q, finish_fn finish)
+{
+    char *text = json_dumps(q, JSON_COMPACT);
+    json_decref(q);
+    zframe_t *frames[MAX_PARTS];
+    for (int i = 0; i < shards; i++)
+        frames[i] = text ? admin_frame(NULL, (uint32_t)i, op, text) : NULL;
+    free(text);
+    submit(r, frames, shards, r->adm->timeout_ms, finish);
+}
+
+/* The single part's answer as it is. */
+static void finish_passthrough(req_t *r) { finish_passthrough_part(r, 0); }
 
 static void device_op(req_t *r, const char *id, uint16_t op, const char *json)
 {
@@ -242,6 +257,8 @@ static void h_healthz(req_t *r, const char *id)
 }
 
 static json_t *part_json(const adm_part_t *p) { return p->status == 200 ? json_loadb(p->json, p->len, 0, NULL) : NULL; }
+/* A part's JSON whatever its status (NULL when it has none). */
+static json_t *part_json_any(const adm_part_t *p) { return p->len ? json_loadb(p->json, p->len, 0, NULL) : NULL; }
 
 static void finish_readyz(req_t *r)
 {
@@ -753,14 +770,81 @@ static void h_device_list(req_t *r, const char *id)
     }
     if (jtag)
         json_object_set_new(q, "tag", jtag);   /* checked by the shards, which answer 400 InvalidQuery */
-    char *text = json_dumps(q, JSON_COMPACT);
-    json_decref(q);
-    zframe_t *frames[MAX_PARTS];
-    for (int i = 0; i < shards; i++)
-        frames[i] = text ? admin_frame(NULL, (uint32_t)i, SG_ADM_DEVICE_LIST, text) : NULL;
-    free(text);
     r->list_limit = limit;
-    submit(r, frames, shards, r->adm->timeout_ms, finish_device_list);
+    submit_shards(r, shards, SG_ADM_DEVICE_LIST, q, finish_device_list);
+}
+
+/* ---------- certificate authorities (x509-ca devices) ----------
+ * Every shard decides the CONNECTs of its own devices, so every shard keeps every CA: a put or
+ * delete goes to all of them and succeeds only when all answered; a read asks shard 0. */
+
+/* The answers of every shard to a CA put or delete: the first failure (its status and error
+ * name, and a message saying the change may be partial), or else the strongest success (201 over
+ * 200; 204 when some shard deleted it, 404 when none had it). */
+static void finish_ca_all(req_t *r)
+{
+    int best = -1;
+    for (int i = 0; i < r->n; i++) {
+        int st = r->parts[i].status;
+        if (st != 200 && st != 201 && st != 204 && st != 404) {
+            json_t *e = part_json_any(&r->parts[i]);
+            const char *name = json_string_value(json_object_get(e, "error"));
+            const char *msg = json_string_value(json_object_get(e, "message"));
+            char text[400];
+            snprintf(text, sizeof text, "shard %d: %s; the other shards may have taken the change: repeat the call once "
+                     "every shard is up", i, msg ? msg : "no answer");
+            error(r, st >= 400 ? st : 503, name ? name : "ShardUnavailable", text);
+            json_decref(e);
+            return;
+        }
+        if (best < 0 || st == 201 || st == 204)
+            best = i;
+    }
+    finish_passthrough_part(r, best < 0 ? 0 : best);
+}
+
+static void ca_all(req_t *r, const char *name, uint16_t op, json_t *q)
+{
+    int shards = adm_bridge_shards(r->adm->bridge);
+    if (shards == 0 || shards > MAX_PARTS) {
+        json_decref(q);
+        error(r, 503, "RouterUnavailable", "the cluster's shards are not known yet; retry");
+        return;
+    }
+    json_object_set_new(q, "name", json_string(name));
+    submit_shards(r, shards, op, q, finish_ca_all);
+}
+
+static void h_ca_put(req_t *r, const char *name)
+{
+    json_t *b = body_json(r);
+    if (!b)
+        return;
+    if (!json_is_string(json_object_get(b, "certificate"))) {
+        json_decref(b);
+        error(r, 400, "InvalidCertificate", "the body is {\"certificate\": \"-----BEGIN CERTIFICATE-----...\"} (PEM)");
+        return;
+    }
+    ca_all(r, name, SG_ADM_CA_PUT, b);
+}
+
+static void h_ca_delete(req_t *r, const char *name) { ca_all(r, name, SG_ADM_CA_DELETE, json_object()); }
+
+static void h_ca_get(req_t *r, const char *name)
+{
+    json_t *q = json_pack("{s:s}", "name", name);
+    char *text = q ? json_dumps(q, JSON_COMPACT) : NULL;
+    json_decref(q);
+    zframe_t *f = text ? admin_frame(NULL, 0, SG_ADM_CA_GET, text) : NULL;
+    free(text);
+    submit(r, &f, 1, r->adm->timeout_ms, finish_passthrough);
+}
+
+static void h_ca_list(req_t *r, const char *id)
+{
+    (void)id;
+    zframe_t *f = admin_frame(NULL, 0, SG_ADM_CA_GET, "{}");
+    submit(r, &f, 1, r->adm->timeout_ms, finish_passthrough);
 }
 
 /* ---------- notifications (docs/notifications.md) ---------- */
@@ -1114,6 +1198,10 @@ static const route_t k_routes[] = {
     {"POST", "/v1/devices/*/methods/*", ADM_ROLE_SERVICE, BODY_JSON, h_method},
     {"GET", "/v1/inquiries", ADM_ROLE_SERVICE, BODY_NONE, h_inquiries},
     {"POST", "/v1/inquiries/*/response", ADM_ROLE_SERVICE, BODY_JSON, h_inquiry_answer},
+    {"GET", "/v1/certificateAuthorities", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_ca_list},
+    {"PUT", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_ca_put},
+    {"GET", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_ca_get},
+    {"DELETE", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_WRITE, BODY_NONE, h_ca_delete},
 };
 
 /* Match url against pattern; the first '*' segment is copied to id, a second one to name. */

@@ -10,6 +10,7 @@ run (bench/results/<scenario>-<target>.html).
     bench/bench.py scale --devices 250000 --hold 600
     bench/bench.py revocation --devices 1000      # HTTP revoke -> closed socket, p50/p99
     bench/bench.py method-rtt --devices 100 --messages 5000 --parallel 8   # direct method round trip
+    bench/bench.py connect-credentials            # connects/s per credential kind: SAS, PSK 1.3/1.2, X.509
     bench/bench.py --smoke all-scenarios          # seconds each, a few hundred devices (ctest)
 
 Everything runs on loopback, every load is bounded in count and time and stops by itself.
@@ -332,6 +333,40 @@ def commits(target):
         return None
     shards = json.loads(body).get("shards") or []
     return (sum(s.get("batches") or 0 for s in shards), sum(s.get("batchedOps") or 0 for s in shards))
+
+
+# Credential kinds a device can connect with, as sacgate-sim arguments (the simulator registers
+# each kind's devices on import: PSK keys derived per device, one client certificate's thumbprint).
+def credential_kinds(workdir):
+    cert, key = os.path.join(workdir, "bench-device.crt"), os.path.join(workdir, "bench-device.key")
+    if not os.path.exists(cert):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-days", "2", "-subj", "/CN=bench-device", "-keyout", key, "-out", cert],
+                       check=True, capture_output=True)
+    return [("sas", []), ("psk-tls1.3", ["--psk-derive", "--tls-version", "1.3"]),
+            ("psk-tls1.2", ["--psk-derive", "--tls-version", "1.2"]), ("x509", ["--cert", cert, "--key", key])]
+
+
+def connect_credentials(target, p, outdir, problems, base):
+    """The idle-tls connect, once per credential kind: connects/s, connect p50/p99 and the
+    server's CPU per connect for SAS tokens, TLS 1.3 and 1.2 pre-shared keys and X.509
+    thumbprints."""
+    n = min(p.devices or (200 if p.smoke else 5000), target.max_sessions)
+    figures, s = {}, None
+    for kind, extra in credential_kinds(target.dir):
+        args = provision_args(target, n) + ["--prefix", "cred-" + kind.replace(".", ""), "--devices", str(n),
+                                            "--rate", "0", "--max-connecting", "64", "--keepalive", "60",
+                                            "--hold", "1", "--duration", str(120 + n / 200)] + extra
+        s = run_sim(target, args, "%s-%s-%s" % (base, target.name, kind), outdir, timeout=600 + n / 100)
+        ses, srv = s["sessions"], s["resources"].get("server") or {}
+        check(ses["everOnline"] == n, "%s %s: %d of %d sessions came online" % (target.name, kind, ses["everOnline"], n),
+              problems)
+        figures[kind + " connectsPerSecond"] = s["rates"]["connectsPerSecond"]
+        figures[kind + " connectP50Ms"] = ms(hist(s, "connect"), "p50")
+        figures[kind + " connectP99Ms"] = ms(hist(s, "connect"), "p99")
+        figures[kind + " serverCpuMicrosPerConnect"] = (round(srv.get("cpuSeconds", 0) * 1e6 / max(1, ses["connects"]))
+                                                        if srv else None)
+    return figures, s
 
 
 def telemetry_qos1(target, p, outdir, problems, base):
@@ -1080,6 +1115,7 @@ SCENARIOS = {
     "notification-fanout": (notification_fanout, ["sacgate-all", "sacgate-cluster"]),
     "idle-ws": (idle_ws, ["sacgate-all"]),
     "method-rtt": (method_rtt, ["sacgate-all", "sacgate-cluster"]),
+    "connect-credentials": (connect_credentials, ["sacgate-all", "sacgate-cluster"]),
 }
 
 # The figure each scenario compares against Mosquitto, and whether higher is better.
@@ -1095,6 +1131,7 @@ RATIO_OF = {
     "notification-fanout": [],
     "idle-ws": [],
     "method-rtt": [],   # nor direct methods
+    "connect-credentials": [],
 }
 
 

@@ -75,6 +75,8 @@ static const spec_t k_specs[] = {
     I("frontend.max_telemetry", "262144", 1, 2097152, "largest telemetry payload (bytes)"),
     I("frontend.max_method_response", "131072", 0, 2097152, "largest direct method response body (bytes); a larger one is refused to the caller (502)"),
     I("frontend.telemetry_rate", "100", 1, 65535, "telemetry messages per second per device (token bucket refill)"),
+    B("frontend.psk_ke", "false", "also accept TLS 1.3 PSK devices without an (EC)DHE exchange (psk_ke: no forward "
+      "secrecy, less CPU and fewer bytes); psk_dhe_ke is always accepted"),
     I("frontend.telemetry_burst", "100", 1, 65535, "telemetry messages a device may send at once (bucket size)"),
 
     S("router.name", "router-0", "name of this router instance"),

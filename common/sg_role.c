@@ -19,6 +19,7 @@ static const uint8_t k_may_send[SG_MSG_TYPE_MAX] = {
     [SG_MSG_SUBSCRIBE] = FE | RT,
     [SG_MSG_COMPLETE] = FE | RT,
     [SG_MSG_METHOD_RES] = FE | RT,   /* a device's answer to a direct method */
+    [SG_MSG_PSK] = FE | RT,          /* a TLS handshake's pre-shared key, looked up in the device's shard */
     [SG_MSG_HELLO] = FE | RT,      /* a frontend (re)booted; a router announcing itself */
     [SG_MSG_PING] = FE | RT,       /* a frontend loop's heartbeat; a router's probe */
     [SG_MSG_BATCH] = FE | RT,      /* each item is checked on its own */

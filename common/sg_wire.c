@@ -30,6 +30,8 @@ static const char *const k_type_names[SG_MSG_TYPE_MAX] = {
     [SG_MSG_METHOD_RES] = "METHOD_RES",
     [SG_MSG_INQUIRY] = "INQUIRY",
     [SG_MSG_INQUIRY_RES] = "INQUIRY_RES",
+    [SG_MSG_PSK] = "PSK",
+    [SG_MSG_PSK_RES] = "PSK_RES",
 };
 
 const char *sg_wire_type_name(uint8_t type)
@@ -116,8 +118,43 @@ sg_rc sg_wire_get_auth(const sg_wire_hdr_t *h, sg_wire_auth_t *a)
     body_cursor(h, &c);
     SG_GUARD(sg_cur_u8(&c, &a->method));
     SG_ENSURE(a->method >= SG_CRED_SAS && a->method <= SG_CRED_PSK, SG_E_MALFORMED);
-    SG_GUARD(sg_cur_str16(&c, 8192, &a->credential, &a->credential_len));
+    SG_GUARD(sg_cur_str16(&c, SG_WIRE_MAX_CREDENTIAL, &a->credential, &a->credential_len));
     return body_end(&c);
+}
+
+sg_rc sg_wire_put_psk(sg_wbuf_t *w, const uint8_t *key, size_t len)
+{
+    SG_ENSURE(len <= SG_WIRE_MAX_PSK, SG_E_TOO_BIG);
+    return sg_wbuf_str8(w, key, len);
+}
+
+sg_rc sg_wire_get_psk(const sg_wire_hdr_t *h, const uint8_t **key, size_t *len)
+{
+    sg_cur_t c;
+    body_cursor(h, &c);
+    SG_GUARD(sg_cur_str8(&c, SG_WIRE_MAX_PSK, key, len));
+    return body_end(&c);
+}
+
+sg_rc sg_wire_put_cert(sg_wbuf_t *w, const uint8_t *der, size_t len)
+{
+    SG_ENSURE(len > 0, SG_E_MALFORMED);
+    return sg_wbuf_str16(w, der, len);
+}
+
+sg_rc sg_wire_get_chain(const uint8_t *p, size_t len, const uint8_t *ders[SG_WIRE_MAX_CHAIN],
+                        size_t lens[SG_WIRE_MAX_CHAIN], size_t *n)
+{
+    sg_cur_t c;
+    sg_cur_init(&c, p, len);
+    *n = 0;
+    while (sg_cur_left(&c) > 0) {
+        SG_ENSURE(*n < SG_WIRE_MAX_CHAIN, SG_E_MALFORMED);
+        SG_GUARD(sg_cur_str16(&c, SG_WIRE_MAX_CREDENTIAL, &ders[*n], &lens[*n]));
+        SG_ENSURE(lens[*n] > 0, SG_E_MALFORMED);
+        (*n)++;
+    }
+    return *n > 0 ? SG_OK : SG_E_MALFORMED;
 }
 
 sg_rc sg_wire_put_auth_res(sg_wbuf_t *w, const sg_wire_auth_res_t *a)
@@ -555,7 +592,7 @@ bool sg_adm_op_writes(uint16_t op)
     return op == SG_ADM_DEVICE_PUT || op == SG_ADM_DEVICE_DELETE || op == SG_ADM_MSG_ENQUEUE || op == SG_ADM_MSG_PURGE ||
            op == SG_ADM_DEVICE_IMPORT || op == SG_ADM_GROUP_COMMIT || op == SG_ADM_KEYS_REGENERATE ||
            op == SG_ADM_NOTIFY || op == SG_ADM_INQUIRY_CLAIM || op == SG_ADM_INQUIRY_WATCH ||
-           op == SG_ADM_INQUIRY_ANSWER ||
+           op == SG_ADM_INQUIRY_ANSWER || op == SG_ADM_CA_PUT || op == SG_ADM_CA_GET || op == SG_ADM_CA_DELETE ||
            op == SG_ADM_METHOD_INVOKE;   /* not a write to disk, but the writer holds the sessions */
 }
 

@@ -52,6 +52,8 @@ typedef enum {
     SG_MSG_METHOD_RES,      /* fe->st: the device's answer to one (status = SG_METHOD_RES_*) */
     SG_MSG_INQUIRY,         /* fe->st: the device asks the service (answered by TELEMETRY_ACK) */
     SG_MSG_INQUIRY_RES,     /* st->fe: the answer (status = its status) for the session corr/epoch */
+    SG_MSG_PSK,             /* fe->st: the TLS PSK of device (the identity a handshake offers); corr = handle */
+    SG_MSG_PSK_RES,         /* st->fe: status = SG_PSK_*, body the key when SG_PSK_OK */
     SG_MSG_TYPE_MAX
 } sg_msg_type_t;
 
@@ -71,6 +73,14 @@ enum {
     SG_AUTH_DISABLED = 2,
     SG_AUTH_UNAVAILABLE = 3,       /* shard could not decide (storage error) */
 };
+
+/* PSK_RES status */
+enum {
+    SG_PSK_OK = 0,
+    SG_PSK_NONE = 1,        /* unknown device, or not a PSK device */
+    SG_PSK_DISABLED = 2,
+};
+#define SG_WIRE_MAX_PSK 64
 
 /* TELEMETRY_ACK status */
 enum {
@@ -131,11 +141,26 @@ sg_wire_hdr_t sg_wire_hdr(uint8_t type, const char *device);
 /* AUTH */
 typedef struct {
     uint8_t method;                   /* SG_CRED_* */
-    const uint8_t *credential;        /* SAS token, or certificate thumbprint, ... */
+    const uint8_t *credential;        /* SAS: the token; X509: a chain (below); PSK: SHA-256 of the key */
     size_t credential_len;
 } sg_wire_auth_t;
+/* A credential is at most this long (a SAS token is capped far lower; an X.509 chain of a few
+ * certificates fits). */
+#define SG_WIRE_MAX_CREDENTIAL 16384
 SG_WUR sg_rc sg_wire_put_auth(sg_wbuf_t *w, const sg_wire_auth_t *a);
 SG_WUR sg_rc sg_wire_get_auth(const sg_wire_hdr_t *h, sg_wire_auth_t *a);
+
+/* An X509 credential: the certificates the client sent in its handshake, leaf first, each as
+ * str16 DER; 1 to SG_WIRE_MAX_CHAIN of them and nothing after. */
+#define SG_WIRE_MAX_CHAIN 4
+SG_WUR sg_rc sg_wire_put_cert(sg_wbuf_t *w, const uint8_t *der, size_t len);
+/* Split a chain: ders[i]/lens[i] view into it, *n how many. SG_E_MALFORMED when it is not one. */
+SG_WUR sg_rc sg_wire_get_chain(const uint8_t *p, size_t len, const uint8_t *ders[SG_WIRE_MAX_CHAIN],
+                               size_t lens[SG_WIRE_MAX_CHAIN], size_t *n);
+
+/* PSK_RES: str8 key (empty unless SG_PSK_OK; at most SG_WIRE_MAX_PSK bytes) */
+SG_WUR sg_rc sg_wire_put_psk(sg_wbuf_t *w, const uint8_t *key, size_t len);
+SG_WUR sg_rc sg_wire_get_psk(const sg_wire_hdr_t *h, const uint8_t **key, size_t *len);
 
 /* AUTH_RES */
 typedef struct {
@@ -357,10 +382,14 @@ typedef enum {
     SG_ADM_INQUIRY_CLAIM,   /* claim up to "max" inquiries of one shard {"max"} (store/st_winquiry.c) */
     SG_ADM_INQUIRY_WATCH,   /* answered once one shard has a claimable inquiry or after "wait" s {"wait"} */
     SG_ADM_INQUIRY_ANSWER,  /* answer inquiry "seq" of one shard {"seq","status","payload"} */
+    SG_ADM_CA_PUT,          /* register a CA on this shard {"name","certificate":PEM} (store/st_ca.c) */
+    SG_ADM_CA_GET,          /* one CA {"name"}, or all of them without a name */
+    SG_ADM_CA_DELETE,       /* {"name"} */
     SG_ADM_OP_MAX
 } sg_adm_op_t;
 
-/* True when op changes state (goes to the shard's writer rather than a reader). */
+/* True when op goes to the shard's writer rather than a reader: it changes state, or (the CA
+ * operations) reads what only the writer holds in memory. */
 bool sg_adm_op_writes(uint16_t op);
 
 /* A telemetry consumer group's name: 1 to SG_GROUP_MAX of A-Z a-z 0-9 . _ - */

@@ -89,6 +89,45 @@ static void test_auth(void)
     CHECK_RC(sg_wire_get_auth(&h, &b), SG_E_MALFORMED);
     sg_wbuf_fini(&w);
 
+    /* an X.509 chain: str16 DER items, 1 to SG_WIRE_MAX_CHAIN of them, none empty */
+    {
+        sg_wbuf_t c;
+        sg_wbuf_init(&c, 1024);
+        const uint8_t *ders[SG_WIRE_MAX_CHAIN];
+        size_t lens[SG_WIRE_MAX_CHAIN], n;
+        CHECK_RC(sg_wire_get_chain(c.data, 0, ders, lens, &n), SG_E_MALFORMED);
+        CHECK_RC(sg_wire_put_cert(&c, (const uint8_t *)"leaf", 4), SG_OK);
+        CHECK_RC(sg_wire_put_cert(&c, (const uint8_t *)"ca", 2), SG_OK);
+        CHECK_RC(sg_wire_put_cert(&c, (const uint8_t *)"", 0), SG_E_MALFORMED);
+        CHECK_RC(sg_wire_get_chain(c.data, c.len, ders, lens, &n), SG_OK);
+        CHECK(n == 2 && lens[0] == 4 && memcmp(ders[0], "leaf", 4) == 0 && lens[1] == 2);
+        CHECK_RC(sg_wire_get_chain(c.data, c.len - 1, ders, lens, &n), SG_E_TRUNCATED);
+        CHECK_RC(sg_wbuf_u16(&c, 0), SG_OK);   /* an empty certificate */
+        CHECK_RC(sg_wire_get_chain(c.data, c.len, ders, lens, &n), SG_E_MALFORMED);
+        sg_wbuf_reset(&c);
+        for (int i = 0; i <= SG_WIRE_MAX_CHAIN; i++)
+            CHECK_RC(sg_wire_put_cert(&c, (const uint8_t *)"x", 1), SG_OK);
+        CHECK_RC(sg_wire_get_chain(c.data, c.len, ders, lens, &n), SG_E_MALFORMED);
+        sg_wbuf_fini(&c);
+    }
+
+    /* PSK_RES: a key of at most SG_WIRE_MAX_PSK bytes and nothing after */
+    {
+        uint8_t key[SG_WIRE_MAX_PSK + 1] = {1, 2, 3};
+        const uint8_t *k;
+        size_t kl;
+        w = frame(SG_MSG_PSK_RES, "d");
+        CHECK_RC(sg_wire_put_psk(&w, key, 3), SG_OK);
+        CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+        CHECK_RC(sg_wire_get_psk(&h, &k, &kl), SG_OK);
+        CHECK(kl == 3 && k[2] == 3);
+        CHECK_RC(sg_wire_put_psk(&w, key, sizeof key), SG_E_TOO_BIG);
+        CHECK_RC(sg_wbuf_u8(&w, 0), SG_OK);
+        CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+        CHECK_RC(sg_wire_get_psk(&h, &k, &kl), SG_E_MALFORMED);
+        sg_wbuf_fini(&w);
+    }
+
     w = frame(SG_MSG_AUTH_RES, "d");
     sg_wire_auth_res_t r = {.expires = 2000000000, .generation = 3}, r2;
     CHECK_RC(sg_wire_put_auth_res(&w, &r), SG_OK);

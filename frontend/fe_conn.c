@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "fe_internal.h"
+#include "fe_psk.h"
 #include "fe_iplimit.h"
 #include "fe_tls.h"
 #include "fe_ws.h"
@@ -42,7 +43,7 @@ static void update_mask(fe_conn_t *c)
     if (c->state == FE_CLOSED)
         return;
     uint32_t mask = 0;
-    if (!c->paused || c->state == FE_HANDSHAKE || (c->flags & FE_F_LINGER))
+    if ((!c->paused || c->state == FE_HANDSHAKE || (c->flags & FE_F_LINGER)) && !(c->paused & FE_P_KEY))
         mask |= EPOLLIN;
     if (c->out_len > 0 || (c->flags & FE_F_SSL_WANTS_OUT))
         mask |= EPOLLOUT;
@@ -111,6 +112,7 @@ void fe_conn_accept(fe_worker_t *w, int fd, const struct sockaddr *addr, bool ws
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     SSL_set_accept_state(ssl);
+    SSL_set_app_data(ssl, c);   /* for the PSK callbacks (fe_psk.c) */
     c->w = w;
     c->ssl = ssl;
     c->ipent = ipent;
@@ -200,6 +202,8 @@ static bool ssl_wait(fe_conn_t *c, int ret, const char *what)
         c->flags |= FE_F_SSL_WANTS_OUT;
         return true;
     }
+    if (err == SSL_ERROR_WANT_CLIENT_HELLO_CB)
+        return true;   /* a PSK look-up is out: fe_psk.c resumes the handshake */
     if (err == SSL_ERROR_ZERO_RETURN) {
         fe_conn_close(c, "peer-closed");
     } else if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
@@ -533,6 +537,18 @@ static void handshake(fe_conn_t *c)
         return;
     }
     ssl_wait(c, r, "handshake");
+}
+
+void fe_conn_handshake_resume(fe_conn_t *c)
+{
+    c->paused &= (uint8_t)~FE_P_KEY;
+    if (c->state != FE_HANDSHAKE)
+        return;
+    handshake(c);
+    if (c->state == FE_WAIT_CONNECT)
+        conn_read(c);   /* the CONNECT may have come with the client's last flight */
+    if (c->state != FE_CLOSED)
+        update_mask(c);
 }
 
 static void conn_on_io(sg_loop_t *loop, sg_io_t *io, uint32_t events)

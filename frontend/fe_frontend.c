@@ -252,7 +252,8 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     f->set.max_connections = max_conns;
 
     f->cert_reload_s = (int)sg_config_int(cfg, "frontend.cert_reload");
-    f->tls = fe_tls_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"));
+    f->tls = fe_tls_new(sg_config_str(cfg, "frontend.cert"), sg_config_str(cfg, "frontend.key"),
+                        sg_config_bool(cfg, "frontend.psk_ke"));
     const char *ticket_keys = sg_config_str(cfg, "frontend.ticket_keys");
     if (f->tls && ticket_keys[0]) {
         f->tickets = fe_tickets_new(ticket_keys, (int)sg_config_int(cfg, "frontend.ticket_lifetime"));

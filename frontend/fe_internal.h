@@ -54,6 +54,7 @@ typedef enum {
 #define FE_P_LINK 0x04     /* the router link is at its high-water mark */
 #define FE_P_FLUSH 0x08    /* closing once the output is written */
 #define FE_P_RATE 0x10     /* over its telemetry rate: resumes when the bucket refills */
+#define FE_P_KEY 0x20      /* the handshake waits for the device's PSK from its shard (fe_psk.c) */
 
 /* Other flags. */
 #define FE_F_C2D 0x01          /* subscribed to devicebound */

@@ -5,7 +5,9 @@
  * pushes (deliveries, kicks). Anything outside the dialect closes the connection. */
 #include <stdlib.h>
 #include <string.h>
+#include "fe_cred.h"
 #include "fe_flight.h"
+#include "fe_psk.h"
 #include "fe_internal.h"
 #include "sg_codec.h"
 #include "sg_log.h"
@@ -168,12 +170,24 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         connack(c, false, SG_MQTT_CONNACK_BAD_USER_OR_PASSWORD);
         return FE_PKT_DONE;
     }
-    if (!m.has_password || m.password.len == 0) {
-        SG_INFO("frontend", "connect.refused", "device=%s reason=\"no SAS token in the password\"", c->device);
+    /* Without a password the credential is what the TLS handshake carried: a pre-shared key
+     * (for the identity it was looked up for only) or a certificate. */
+    bool no_password = !m.has_password || m.password.len == 0;
+    uint8_t psk_hash[32];
+    const char *psk_id = no_password ? fe_psk_identity(c, psk_hash) : NULL;
+    if (psk_id && strcmp(psk_id, c->device) != 0) {
+        SG_INFO("frontend", "connect.refused", "device=%s reason=\"the TLS PSK identity is another device's\"", c->device);
         connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
         return FE_PKT_DONE;
     }
-    if (m.password.len > SG_SAS_MAX_TOKEN) {
+    bool x509 = no_password && !psk_id && fe_conn_has_client_cert(c);
+    if (!x509 && !psk_id && no_password) {
+        SG_INFO("frontend", "connect.refused", "device=%s reason=\"no SAS token in the password and no client "
+                "certificate in the TLS handshake\"", c->device);
+        connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
+        return FE_PKT_DONE;
+    }
+    if (!x509 && !psk_id && m.password.len > SG_SAS_MAX_TOKEN) {
         SG_INFO("frontend", "connect.refused", "device=%s reason=\"SAS token over %d bytes\"", c->device, SG_SAS_MAX_TOKEN);
         connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
         return FE_PKT_DONE;
@@ -213,8 +227,26 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     sg_wire_hdr_t h = conn_hdr(c, SG_MSG_AUTH);
     h.flags = m.clean_session ? SG_WIRE_F_CLEAN : 0;
     sg_wire_auth_t a = {.method = SG_CRED_SAS, .credential = m.password.p, .credential_len = m.password.len};
+    sg_wbuf_t chain;
+    sg_wbuf_init(&chain, SG_WIRE_MAX_CREDENTIAL);
+    if (x509) {
+        if (fe_conn_client_chain(c, &chain) != SG_OK) {
+            sg_wbuf_fini(&chain);
+            SG_INFO("frontend", "connect.refused", "device=%s reason=\"client certificate chain over %d certificates or "
+                    "%d bytes\"", c->device, SG_WIRE_MAX_CHAIN, SG_WIRE_MAX_CREDENTIAL);
+            connack(c, false, SG_MQTT_CONNACK_NOT_AUTHORIZED);
+            return FE_PKT_DONE;
+        }
+        a = (sg_wire_auth_t){.method = SG_CRED_X509, .credential = chain.data, .credential_len = chain.len};
+    } else if (psk_id) {
+        a = (sg_wire_auth_t){.method = SG_CRED_PSK, .credential = psk_hash, .credential_len = sizeof psk_hash};
+    }
     sg_wbuf_reset(f);
-    if (sg_wire_encode_hdr(f, &h) != SG_OK || sg_wire_put_auth(f, &a) != SG_OK) {
+    sg_rc erc = sg_wire_encode_hdr(f, &h);
+    if (erc == SG_OK)
+        erc = sg_wire_put_auth(f, &a);
+    sg_wbuf_fini(&chain);
+    if (erc != SG_OK) {
         connack(c, false, SG_MQTT_CONNACK_BAD_USER_OR_PASSWORD);
         return FE_PKT_DONE;
     }
@@ -1006,6 +1038,10 @@ static void end_orphan(fe_worker_t *w, const sg_wire_hdr_t *h)
 
 void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
 {
+    if (fe_psk_is_frame(h)) {   /* for a handshake: the connection has no device yet */
+        fe_psk_frame(w, h);
+        return;
+    }
     fe_conn_t *c = fe_conn_by_handle(w, h->corr);
     if (!c || !c->device || h->device_len != strlen(c->device) || memcmp(h->device, c->device, h->device_len) != 0) {
         SG_DEBUG("frontend", "frame.orphan", "type=%s", sg_wire_type_name(h->type));

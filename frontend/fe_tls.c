@@ -11,6 +11,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include "fe_tickets.h"
+#include "fe_psk.h"
 #include "sg_log.h"
 
 /* What stat says about one path: when any of it changes, the file is another one. */
@@ -29,6 +30,7 @@ struct fe_tls {
     file_sig_t cert_sig, key_sig;   /* of the files last loaded or tried */
     char *cert_path, *key_path;
     fe_tickets_t *tickets;   /* session-ticket keys every context gets, or NULL (fe_tls_use_tickets) */
+    bool psk_ke;
 };
 
 const char *fe_tls_error(char *buf, size_t len)
@@ -43,7 +45,17 @@ const char *fe_tls_error(char *buf, size_t len)
     return buf;
 }
 
-SSL_CTX *fe_tls_ctx_new(const char *cert_path, const char *key_path)
+/* Any certificate a client sends is taken here: whether it speaks for a device is the device's
+ * shard's decision at CONNECT (a thumbprint or a registered CA, store/st_cert.c), and TLS has
+ * checked that the client holds its key. A client without one (SAS and PSK devices) goes on. */
+static int accept_any_client_cert(int preverify_ok, X509_STORE_CTX *x)
+{
+    (void)preverify_ok;
+    (void)x;
+    return 1;
+}
+
+SSL_CTX *fe_tls_ctx_new(const char *cert_path, const char *key_path, bool psk_ke)
 {
     char err[256];
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -53,12 +65,23 @@ SSL_CTX *fe_tls_ctx_new(const char *cert_path, const char *key_path)
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, accept_any_client_cert);
+    /* A client's certificate chain is read before anyone knows who it is: bound it (a CONNECT
+     * passes on at most SG_WIRE_MAX_CREDENTIAL bytes of it anyway). */
+    SSL_CTX_set_max_cert_list(ctx, 24 * 1024);
+    /* OpenSSL refuses a session (a TLS 1.3 PSK is one) under SSL_VERIFY_PEER without a context. */
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sacgate", 7);
+    fe_psk_ctx_init(ctx, psk_ke);
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* SHA-256 suites first: TLS 1.3 external PSKs (SHA-256 in common clients) need them. */
     if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384") != 1 ||
-        SSL_CTX_set_cipher_list(ctx, "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        /* TLS 1.2 PSK suites first: only a client holding a PSK offers them, and one that does
+         * (mosquitto_pub --psk) may offer certificate suites beside them. */
+        SSL_CTX_set_cipher_list(ctx, "ECDHE-PSK-CHACHA20-POLY1305:ECDHE-PSK-AES128-CBC-SHA256:"
+                                     "PSK-AES128-GCM-SHA256:PSK-CHACHA20-POLY1305:PSK-AES256-GCM-SHA384:"
+                                     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                                      "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
                                      "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384") != 1) {
         SG_ERROR("frontend", "tls.ciphers", "reason=\"%s\"", fe_tls_error(err, sizeof err));
@@ -118,7 +141,7 @@ static void describe(SSL_CTX *ctx, char *out, size_t len)
     ERR_clear_error();
 }
 
-fe_tls_t *fe_tls_new(const char *cert_path, const char *key_path)
+fe_tls_t *fe_tls_new(const char *cert_path, const char *key_path, bool psk_ke)
 {
     fe_tls_t *t = calloc(1, sizeof *t);
     if (!t)
@@ -127,9 +150,10 @@ fe_tls_t *fe_tls_new(const char *cert_path, const char *key_path)
     pthread_mutex_init(&t->reload_lock, NULL);
     t->cert_path = strdup(cert_path);
     t->key_path = strdup(key_path);
+    t->psk_ke = psk_ke;
     t->cert_sig = file_sig(cert_path);
     t->key_sig = file_sig(key_path);
-    t->ctx = t->cert_path && t->key_path ? fe_tls_ctx_new(cert_path, key_path) : NULL;
+    t->ctx = t->cert_path && t->key_path ? fe_tls_ctx_new(cert_path, key_path, psk_ke) : NULL;
     if (!t->ctx) {
         fe_tls_destroy(&t);
         return NULL;
@@ -168,7 +192,7 @@ static bool reload_locked(fe_tls_t *self, const char *why)
     /* Signatures first: a file replaced while it is being read is read again next time. */
     self->cert_sig = file_sig(self->cert_path);
     self->key_sig = file_sig(self->key_path);
-    SSL_CTX *fresh = fe_tls_ctx_new(self->cert_path, self->key_path);
+    SSL_CTX *fresh = fe_tls_ctx_new(self->cert_path, self->key_path, self->psk_ke);
     if (fresh && self->tickets)
         fe_tickets_attach(self->tickets, fresh);
     if (!fresh) {

@@ -2,7 +2,8 @@
  * certificate chain and key, no session cache (nothing per session survives the connection, and
  * idle sessions stay near OpenSSL's floor of ~13.5 KB with SSL_MODE_RELEASE_BUFFERS), session
  * tickets only with shared ticket keys (fe_tls_use_tickets), server cipher preference with
- * SHA-256 suites first.
+ * SHA-256 suites first. A client certificate is asked for and never required: X.509 devices send
+ * one, which the device's shard judges at CONNECT; SAS devices send none.
  *
  * The context can be replaced while the frontend runs (a rotated certificate): fe_tls_t holds
  * the current one, every new connection takes it, and an SSL keeps a reference to the context
@@ -15,9 +16,10 @@
 
 typedef struct fe_tls fe_tls_t;
 
-/* A context from cert_path (PEM chain) and key_path (PEM key). NULL (and a log line naming the
+/* A context from cert_path (PEM chain) and key_path (PEM key); psk_ke: TLS 1.3 PSK without
+ * (EC)DHE is accepted too (frontend.psk_ke). NULL (and a log line naming the
  * file and OpenSSL's reason) when they cannot be used. The paths are kept for reloads. */
-fe_tls_t *fe_tls_new(const char *cert_path, const char *key_path);
+fe_tls_t *fe_tls_new(const char *cert_path, const char *key_path, bool psk_ke);
 void fe_tls_destroy(fe_tls_t **self_p);
 
 /* A server-side SSL made from the current context, or NULL (out of memory). Any thread. */
@@ -40,7 +42,7 @@ typedef struct fe_tickets fe_tickets_t;
 void fe_tls_use_tickets(fe_tls_t *self, fe_tickets_t *tickets);
 
 /* One server context from the files (what fe_tls_new and reloads build). NULL with a log line. */
-SSL_CTX *fe_tls_ctx_new(const char *cert_path, const char *key_path);
+SSL_CTX *fe_tls_ctx_new(const char *cert_path, const char *key_path, bool psk_ke);
 
 /* OpenSSL's first queued error as text (and clear the queue), for log lines. */
 const char *fe_tls_error(char *buf, size_t len);

@@ -508,7 +508,7 @@ static void front_frame(rt_router_t *r, zsock_t *front, zframe_t *from, sg_role_
             i = RT_RING_NONE;
         /* Telemetry and session traffic queue while a shard restarts (acks are only delayed);
          * a CONNECT or an operator's request gets an immediate "unavailable" instead. */
-        bool urgent = h.type == SG_MSG_AUTH || h.type == SG_MSG_ADMIN;
+        bool urgent = h.type == SG_MSG_AUTH || h.type == SG_MSG_PSK || h.type == SG_MSG_ADMIN;
         if (i >= r->n_shards || (urgent && !r->shards[i].up && r->shards[i].last_pong != 0))
             send_error(r, front, peer, peer_len, &h, SG_WIRE_ERR_NO_SHARD);
         else

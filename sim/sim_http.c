@@ -5,7 +5,10 @@
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 #include "sg_buf.h"
@@ -59,9 +62,33 @@ static struct curl_slist *auth_headers(const sim_opts_t *o, const char *ctype)
 typedef struct {
     const sim_opts_t *o;
     uint64_t next, end;        /* device numbers still to write */
+    const char *thumbprint;    /* --cert's SHA-256 (hex): devices registered as x509, or NULL */
     char line[1024];
     size_t line_len, line_off;
 } import_src_t;
+
+/* The registry entry's auth for the credential the devices will present: the PSK (--psk-derive:
+ * the same derivation the handshake uses; --psk-hex), the thumbprint of --cert (every device
+ * presents that one certificate), or SAS keys. 0 when none of those applies. */
+static int import_other_auth(import_src_t *s, const char *id)
+{
+    const sim_opts_t *o = s->o;
+    char hex[2 * SIM_KEY_LEN + 1];
+    if (o->psk_derive) {
+        uint8_t key[SIM_KEY_LEN];
+        sim_derive_key(o->key_seed, id, key);
+        sg_hex_encode(key, sizeof key, hex);
+        return snprintf(s->line, sizeof s->line, "{\"deviceId\":\"%s\",\"auth\":{\"type\":\"psk\",\"key\":\"%s\"}}\n",
+                        id, hex);
+    }
+    if (o->psk_hex[0])
+        return snprintf(s->line, sizeof s->line, "{\"deviceId\":\"%s\",\"auth\":{\"type\":\"psk\",\"key\":\"%s\"}}\n",
+                        id, o->psk_hex);
+    if (s->thumbprint)
+        return snprintf(s->line, sizeof s->line,
+                        "{\"deviceId\":\"%s\",\"auth\":{\"type\":\"x509\",\"thumbprints\":[\"%s\"]}}\n", id, s->thumbprint);
+    return 0;
+}
 
 static void import_line(import_src_t *s)
 {
@@ -69,6 +96,13 @@ static void import_line(import_src_t *s)
     uint8_t key[32];
     if (sim_device_name(id, sizeof id, s->o->prefix, s->next) != SG_OK)
         snprintf(id, sizeof id, "invalid");
+    int other = import_other_auth(s, id);
+    if (other > 0) {
+        s->line_len = (size_t)other < sizeof s->line ? (size_t)other : 0;
+        s->line_off = 0;
+        s->next++;
+        return;
+    }
     sim_derive_key(s->o->key_seed, id, key);
     sg_b64_encode(key, sizeof key, k1);
     sim_derive_secondary(s->o->key_seed, id, key);
@@ -101,17 +135,42 @@ static size_t import_read(char *buf, size_t size, size_t nitems, void *arg)
     return n;
 }
 
+/* Hex SHA-256 of the DER of the first certificate in a PEM file. */
+static sg_rc cert_thumbprint(const char *path, char out[65])
+{
+    FILE *f = fopen(path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    unsigned char *der = NULL;
+    int n = x ? i2d_X509(x, &der) : -1;
+    X509_free(x);
+    if (n <= 0)
+        return SG_E_INVALID;
+    uint8_t md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(der, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
+    OPENSSL_free(der);
+    sg_hex_encode(md, sizeof md, out);
+    return SG_OK;
+}
+
 sg_rc sim_provision_import(const sim_opts_t *o, sim_tstats_t *st, FILE *out, char *err, size_t err_len)
 {
     char url[512];
     snprintf(url, sizeof url, "%s/v1/devices:import", o->admin_url);
     int64_t t0 = sim_mono_us();
     uint64_t done = 0;
+    char thumb[65] = "";
+    if (o->cert[0] && cert_thumbprint(o->cert, thumb) != SG_OK) {
+        snprintf(err, err_len, "--cert %s: no PEM certificate to register the devices with", o->cert);
+        return SG_E_INVALID;
+    }
     for (uint64_t first = o->slice_first; first < o->slice_first + o->slice_n; first += IMPORT_CHUNK) {
         uint64_t end = first + IMPORT_CHUNK;
         if (end > o->slice_first + o->slice_n)
             end = o->slice_first + o->slice_n;
-        import_src_t src = {.o = o, .next = first, .end = end};
+        import_src_t src = {.o = o, .next = first, .end = end, .thumbprint = thumb[0] ? thumb : NULL};
         sink_t sink;
         sg_wbuf_init(&sink.body, 64u << 20);
         CURL *c = curl_easy_init();

@@ -110,6 +110,18 @@ sg_rc st_reg_from_json(const json_t *e, st_reg_t *out)
         const char *hex = json_string_value(json_object_get(auth, "key"));
         if (!hex || sg_hex_decode(hex, strlen(hex), out->key1, sizeof out->key1, &out->key1_len) != SG_OK)
             return SG_E_MALFORMED;
+    } else if (out->auth_type == ST_AUTH_X509) {
+        json_t *tp = json_object_get(auth, "thumbprints");
+        size_t i, n;
+        json_t *v;
+        json_array_foreach(tp, i, v) {
+            const char *hex = json_string_value(v);
+            if (i >= 2 || !hex || sg_hex_decode(hex, strlen(hex), out->thumbs[i], 32, &n) != SG_OK || n != 32)
+                return SG_E_MALFORMED;
+            out->n_thumbs = i + 1;
+        }
+        if (out->n_thumbs == 0)
+            return SG_E_MALFORMED;
     } else if (out->auth_type == 0) {
         return SG_E_MALFORMED;
     }

@@ -25,6 +25,8 @@ typedef struct {
     size_t key1_len;
     uint8_t key2[ST_KEY_MAX_BYTES];   /* SAS secondary key */
     size_t key2_len;
+    uint8_t thumbs[2][32];            /* x509: the SHA-256 thumbprints registered */
+    size_t n_thumbs;
     int64_t max_messages;             /* 0 = shard default */
     int64_t max_bytes;                /* 0 = shard default */
 } st_reg_t;

@@ -141,7 +141,7 @@ static void refuse_busy(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_h
  * matter: each names the session epoch or the frontend it is about). */
 static bool refusable(uint8_t type)
 {
-    return type == SG_MSG_TELEMETRY || type == SG_MSG_AUTH || type == SG_MSG_ADMIN || type == SG_MSG_SUBSCRIBE ||
+    return type == SG_MSG_TELEMETRY || type == SG_MSG_AUTH || type == SG_MSG_PSK || type == SG_MSG_ADMIN || type == SG_MSG_SUBSCRIBE ||
            type == SG_MSG_COMPLETE;
 }
 

@@ -460,3 +460,61 @@ void stw_adm_group_commit(writer_t *w, op_t *op, const char *json, size_t len)
     }
     json_decref(b);
 }
+
+/* A shard's certificate authorities: {"name", "certificate"} to register (201 new, 200
+ * replaced), {"name"} to read one or delete it, {} to list them. The admin endpoint sends puts
+ * and deletes to every shard (a device may live on any of them) and reads from one. Written
+ * through the group commit, in memory at once: a device connecting in this batch already sees
+ * the change, and its answer leaves only when the batch is durable, like the operator's. */
+void stw_adm_ca(writer_t *w, op_t *op, uint16_t aop, const char *json, size_t len)
+{
+    json_t *b = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
+    const char *name = json_string_value(json_object_get(b, "name"));
+    if (!b || (aop != SG_ADM_CA_GET && !name) || (name && !sg_device_id_valid(name, strlen(name)))) {
+        st_writer_answer_admin(w, op, 400, st_error_json("InvalidName", "a certificate authority's name is 1-128 "
+                                                         "characters of the device id alphabet"));
+        json_decref(b);
+        return;
+    }
+    char key[1 + SG_DEVICE_ID_MAX];
+    size_t klen = name ? st_cert_key(key, name, strlen(name)) : 0;
+    if (aop == SG_ADM_CA_GET) {
+        json_t *one = name ? st_cert_json(w->certs, name) : NULL;
+        if (!name)
+            st_writer_answer_admin(w, op, 200, json_pack("{s:o}", "certificateAuthorities", st_cert_list(w->certs)));
+        else if (one)
+            st_writer_answer_admin(w, op, 200, one);
+        else
+            st_writer_answer_admin(w, op, 404, st_error_json("CertificateAuthorityNotFound", "no certificate authority "
+                                                             "named '%s' is registered", name));
+    } else if (aop == SG_ADM_CA_DELETE) {
+        if (st_cert_del(w->certs, name)) {
+            rocksdb_writebatch_delete_cf(w->batch, w->ctx->db.cf[ST_CF_DEFAULT], key, klen);
+            SG_INFO("store", "ca.deleted", "name=%s", name);
+            st_writer_answer_admin(w, op, 204, NULL);
+        } else {
+            st_writer_answer_admin(w, op, 404, st_error_json("CertificateAuthorityNotFound", "no certificate authority "
+                                                             "named '%s' is registered", name));
+        }
+    } else {
+        const char *pem = json_string_value(json_object_get(b, "certificate"));
+        char msg[200];
+        bool replaced = false;
+        sg_rc rc = SG_E_INVALID;
+        if (!pem)
+            snprintf(msg, sizeof msg, "certificate (a PEM string) is required");
+        else if ((rc = st_cert_check_ca(pem, strlen(pem), msg, sizeof msg)) == SG_OK)
+            rc = st_cert_put(w->certs, name, pem, strlen(pem), &replaced);
+        if (rc == SG_OK) {
+            rocksdb_writebatch_put_cf(w->batch, w->ctx->db.cf[ST_CF_DEFAULT], key, klen, pem, strlen(pem));
+            SG_INFO("store", "ca.registered", "name=%s replaced=%d", name, replaced);
+            st_writer_answer_admin(w, op, replaced ? 200 : 201, st_cert_json(w->certs, name));
+        } else if (rc == SG_E_FULL) {
+            st_writer_answer_admin(w, op, 409, st_error_json("TooManyCertificateAuthorities", "at most %d certificate "
+                                                             "authorities can be registered", ST_CA_MAX));
+        } else {
+            st_writer_answer_admin(w, op, 400, st_error_json("InvalidCertificate", "%s", msg));
+        }
+    }
+    json_decref(b);
+}

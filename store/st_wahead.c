@@ -81,6 +81,7 @@ static bool from_frontend(uint8_t type)
 {
     switch (type) {
     case SG_MSG_AUTH:
+    case SG_MSG_PSK:
     case SG_MSG_TELEMETRY:
     case SG_MSG_INQUIRY:
     case SG_MSG_SESSION_END:

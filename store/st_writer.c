@@ -136,7 +136,7 @@ static bool brings_data(const op_t *op)
         return true;
     return op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
            (aop == SG_ADM_DEVICE_PUT || aop == SG_ADM_MSG_ENQUEUE || aop == SG_ADM_DEVICE_IMPORT ||
-            aop == SG_ADM_KEYS_REGENERATE || aop == SG_ADM_NOTIFY);
+            aop == SG_ADM_KEYS_REGENERATE || aop == SG_ADM_NOTIFY || aop == SG_ADM_CA_PUT);
 }
 
 /* The volume has no room for op: answer it as refused, change nothing. */
@@ -204,25 +204,20 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     uint16_t aop;
     const char *json;
     size_t len;
-    /* An import names its devices in its body, not in the header. */
-    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
-        aop == SG_ADM_DEVICE_IMPORT) {
-        st_import_apply(w, op, json, len, now);
-        return;
-    }
-    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
-        aop == SG_ADM_GROUP_COMMIT) {
-        stw_adm_group_commit(w, op, json, len);
-        return;
-    }
-    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK && aop == SG_ADM_NOTIFY) {
-        stw_notify_start(w, op, json, len, now);
-        return;
-    }
-    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK &&
-        (aop == SG_ADM_INQUIRY_CLAIM || aop == SG_ADM_INQUIRY_WATCH || aop == SG_ADM_INQUIRY_ANSWER)) {
-        stw_inquiry_admin(w, op, aop, json, len, now);
-        return;
+    /* Operations for no one device, or that name their devices in the body, not the header. */
+    if (op->h.type == SG_MSG_ADMIN && sg_wire_get_admin(&op->h, &aop, &json, &len) == SG_OK) {
+        switch (aop) {
+        case SG_ADM_DEVICE_IMPORT: st_import_apply(w, op, json, len, now); return;
+        case SG_ADM_GROUP_COMMIT: stw_adm_group_commit(w, op, json, len); return;
+        case SG_ADM_NOTIFY: stw_notify_start(w, op, json, len, now); return;
+        case SG_ADM_INQUIRY_CLAIM:
+        case SG_ADM_INQUIRY_WATCH:
+        case SG_ADM_INQUIRY_ANSWER: stw_inquiry_admin(w, op, aop, json, len, now); return;
+        case SG_ADM_CA_PUT:
+        case SG_ADM_CA_GET:
+        case SG_ADM_CA_DELETE: stw_adm_ca(w, op, aop, json, len); return;
+        default: break;   /* about the device in the header */
+        }
     }
     if (op->h.device_len == 0) {
         SG_WARN("store", "op.no_device", "type=%s", sg_wire_type_name(op->h.type));
@@ -236,10 +231,11 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     wdev_t *d = stw_dev_get(w, op->h.device, op->h.device_len);
     if (!d)
         stw_fatal_io("device-load");
-    if (op->h.type != SG_MSG_AUTH && op->h.type != SG_MSG_ADMIN)
+    if (op->h.type != SG_MSG_AUTH && op->h.type != SG_MSG_PSK && op->h.type != SG_MSG_ADMIN)
         stw_track_router(w, d, op);
     switch (op->h.type) {
     case SG_MSG_AUTH: stw_op_auth(w, op, d, now); break;
+    case SG_MSG_PSK: stw_op_psk(w, op, d); break;
     case SG_MSG_TELEMETRY: stw_op_telemetry(w, op, d, now); break;
     case SG_MSG_INQUIRY: stw_op_inquiry(w, op, d, now); break;
     case SG_MSG_SESSION_END:
@@ -493,6 +489,9 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->carry = rocksdb_writebatch_create();
     sg_wbuf_init(&w->scratch, SG_WIRE_MAX_FRAME);
     sg_wbuf_init(&w->scratch2, SG_WIRE_MAX_FRAME);
+    w->certs = st_cert_new();
+    SG_ENSURE(w->certs, SG_E_NOMEM);
+    SG_GUARD(st_cert_load(w->certs, &ctx->db));
     char *val;
     size_t vlen;
     SG_GUARD(st_db_get(&ctx->db, NULL, ST_CF_DEFAULT, "shard", 5, &val, &vlen));
@@ -577,6 +576,7 @@ static void writer_fini(writer_t *w)
     stw_inquiry_free(w);
     sg_wbuf_fini(&w->scratch);
     sg_wbuf_fini(&w->scratch2);
+    st_cert_destroy(&w->certs);
     zsock_destroy(&w->in);
     zsock_destroy(&w->out);
 }

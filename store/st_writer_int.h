@@ -15,6 +15,7 @@
 #include "sg_buf.h"
 #include "sg_sas.h"
 #include "sg_wire.h"
+#include "st_cert.h"
 #include "st_internal.h"
 #include "st_record.h"
 #include "st_registry.h"
@@ -122,6 +123,7 @@ struct st_writer {
     char **asks;                /* ids to ask the readers for at the end of this take */
     size_t n_asks, cap_asks;
     int64_t ahead_checked_ms;
+    st_cert_t *certs;           /* certificate authorities registered on this shard */
     sg_wbuf_t scratch;
     sg_wbuf_t scratch2;
     struct st_wnotify *notify;  /* unfinished notification fan-outs (st_wnotify.c) */
@@ -193,6 +195,7 @@ void stw_kick(writer_t *w, const char *router, const char *peer, const char *dev
 void stw_send_kick(writer_t *w, wdev_t *d, uint8_t reason);
 void stw_track_router(writer_t *w, wdev_t *d, const op_t *op);
 void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now);
+void stw_op_psk(writer_t *w, op_t *op, wdev_t *d);
 void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now);
 void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d);
 void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d, int64_t now);
@@ -280,6 +283,8 @@ void stw_methods_online(writer_t *w, wdev_t *d, int64_t now);
 void stw_methods_end(writer_t *w, wdev_t *d, int status, json_t *body);
 /* Answer the calls past their deadlines. Each cycle. */
 void stw_methods_tick(writer_t *w, int64_t now);
+/* SG_ADM_CA_PUT / _GET / _DELETE: this shard's certificate authorities (st_cert.h). */
+void stw_adm_ca(writer_t *w, op_t *op, uint16_t aop, const char *json, size_t len);
 
 /* ---- st_wpeer.c: frontend loop liveness ---- */
 /* zhashx destructor of w->peers. */

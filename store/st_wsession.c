@@ -1,11 +1,14 @@
 /* st_wsession.c — what frontends send about a device's session, applied by the writer:
- * AUTH (credentials checked against the registry, a new session epoch, a takeover kicks the
- * older session), telemetry (stamped and appended to the log), SUBSCRIBE, COMPLETE, session end. */
+ * AUTH (credentials checked against the registry: SAS tokens, X.509 chains through st_cert.c, the
+ * hash of the PSK a handshake used; a new session epoch, a takeover kicks the older session), PSK
+ * look-ups for handshakes, telemetry (stamped and appended to the log), SUBSCRIBE, COMPLETE, session end. */
 #include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include "sg_log.h"
 #include "sg_sas.h"
 #include "st_keys.h"
@@ -62,6 +65,24 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     } else if (!d->reg.enabled) {
         status = SG_AUTH_DISABLED;
         why = "disabled";
+    } else if (a.method == SG_CRED_X509 &&
+               (d->reg.auth_type == ST_AUTH_X509 || d->reg.auth_type == ST_AUTH_X509_CA)) {
+        /* x509 compares thumbprints, x509-ca verifies the chain against this shard's CAs */
+        size_t nt = d->reg.auth_type == ST_AUTH_X509 ? d->reg.n_thumbs : 0;
+        if (st_cert_verify(w->certs, a.credential, a.credential_len, d->id, (const uint8_t(*)[32])d->reg.thumbs, nt,
+                           now / 1000, &res.expires, &why) == SG_OK) {
+            status = SG_AUTH_OK;
+            why = "ok";
+        }
+    } else if (a.method == SG_CRED_PSK && d->reg.auth_type == ST_AUTH_PSK) {
+        /* The handshake used a key this shard gave out; it must still be the registered one. */
+        uint8_t md[32];
+        unsigned int mdlen = 0;
+        EVP_Digest(d->reg.key1, d->reg.key1_len, md, &mdlen, EVP_sha256(), NULL);
+        if (a.credential_len == 32 && CRYPTO_memcmp(md, a.credential, 32) == 0)
+            status = SG_AUTH_OK;
+        else
+            why = "psk-changed";
     } else if (a.method != SG_CRED_SAS || d->reg.auth_type != ST_AUTH_SAS) {
         why = "credential-kind-not-registered";
     } else {
@@ -128,6 +149,27 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     stw_answer(w, op, &w->scratch);
     if (methods)
         stw_methods_online(w, d, now);   /* after the AUTH_RES: the frontend knows the session by then */
+}
+
+/* A TLS handshake offers the device's id as its PSK identity: hand the frontend the key (over
+ * the CURVE-encrypted link in a cluster), which it holds only for that handshake. A device that
+ * is unknown, disabled or not a PSK device gets none and its handshake fails. */
+void stw_op_psk(writer_t *w, op_t *op, wdev_t *d)
+{
+    uint16_t status = SG_PSK_NONE;
+    if (d->exists && d->reg.auth_type == ST_AUTH_PSK)
+        status = d->reg.enabled ? SG_PSK_OK : SG_PSK_DISABLED;
+    if (status != SG_PSK_OK)
+        SG_INFO("store", "psk.refused", "device=%s reason=%s", d->id,
+                status == SG_PSK_DISABLED ? "disabled" : d->exists ? "not-a-psk-device" : "unknown-device");
+    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PSK_RES, d->id);
+    h.corr = op->h.corr;
+    h.status = status;
+    sg_wbuf_reset(&w->scratch);
+    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK ||
+        sg_wire_put_psk(&w->scratch, d->reg.key1, status == SG_PSK_OK ? d->reg.key1_len : 0) != SG_OK)
+        stw_fatal_io("psk-encode");
+    stw_answer(w, op, &w->scratch);
 }
 
 static const char *auth_method_json(uint8_t method)

@@ -67,7 +67,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n, kl, vl;
     if (sg_wire_get_auth(&h, &a) == SG_OK && a.credential_len > h.body_len)
         abort();
+    if (sg_wire_get_auth(&h, &a) == SG_OK && a.method == SG_CRED_X509) {
+        const uint8_t *ders[SG_WIRE_MAX_CHAIN];
+        size_t lens[SG_WIRE_MAX_CHAIN], nc;
+        if (sg_wire_get_chain(a.credential, a.credential_len, ders, lens, &nc) == SG_OK) {
+            if (nc == 0 || nc > SG_WIRE_MAX_CHAIN)
+                abort();
+            for (size_t i = 0; i < nc; i++)
+                if (lens[i] == 0 || ders[i] < a.credential || ders[i] + lens[i] > a.credential + a.credential_len)
+                    abort();
+        }
+    }
     (void)!sg_wire_get_auth_res(&h, &ar);
+    {
+        const uint8_t *key;
+        size_t keyl;
+        if (sg_wire_get_psk(&h, &key, &keyl) == SG_OK && (keyl > SG_WIRE_MAX_PSK || (keyl && key + keyl > data + size)))
+            abort();
+    }
     if (sg_wire_get_telemetry(&h, &t) == SG_OK) {
         uint16_t count = t.props.count, seen = 0;
         while (sg_wire_props_next(&t.props, &k, &kl, &v, &vl))

@@ -851,7 +851,7 @@ class MqttDevice:
     """
 
     def __init__(self, gw, device_id, key=None, password=None, port=None, client_id=None,
-                 username=None, keepalive=60, clean_session=True, ttl=3600, websocket=False):
+                 username=None, keepalive=60, clean_session=True, ttl=3600, websocket=False, cert=None):
         self.gw = gw
         self.device_id = device_id
         self.client_id = device_id if client_id is None else client_id
@@ -875,7 +875,8 @@ class MqttDevice:
                                   transport="websockets" if websocket else "tcp")
         if websocket:
             self.client.ws_set_options(path="/$iothub/websocket")
-        self.client.tls_set(ca_certs=gw.ca)
+        self.client.tls_set(ca_certs=gw.ca, certfile=cert.certfile if cert else None,
+                            keyfile=cert.keyfile if cert else None)
         if self.username is not None:
             self.client.username_pw_set(self.username, self.password)
         self.client.max_inflight_messages_set(100)
@@ -1087,8 +1088,10 @@ class MqttDevice:
 
 
 def mosquitto_args(gw, device_id, password, port=None, client_id=None):
-    return ["-h", HOST, "-p", str(port or gw.mqtt_ports[0]), "--cafile", gw.ca, "-V", "mqttv311",
-            "-i", client_id or device_id, "-u", username_for(device_id), "-P", password]
+    """password None: no -P (X.509 and PSK devices; add --cert/--key or --psk to the extra arguments)."""
+    return (["-h", HOST, "-p", str(port or gw.mqtt_ports[0]), "--cafile", gw.ca, "-V", "mqttv311",
+             "-i", client_id or device_id, "-u", username_for(device_id)]
+            + (["-P", password] if password is not None else []))
 
 
 def mosquitto_pub(gw, device_id, password, topic, message=None, file=None, qos=1, port=None,
@@ -1362,6 +1365,55 @@ def restart_shard(test, partition):
         gw.start_member(name)
         gw.wait_member_ready(name)
     gw.wait_ready()
+
+
+# --------------------------------------------------------------------------------------------
+# X.509 device certificates, made at test time (python3-cryptography)
+
+class Cert:
+    """A certificate and its key as PEM files in directory d; .thumbprint is the hex SHA-256 of
+    its DER encoding (what a device entry registers)."""
+
+    def __init__(self, d, name, cert, key):
+        from cryptography.hazmat.primitives import serialization
+        self.cert, self.key = cert, key
+        self.cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+        self.certfile = os.path.join(d, name + ".crt")
+        self.keyfile = os.path.join(d, name + ".key")
+        with open(self.certfile, "wb") as f:
+            f.write(self.cert_pem)
+        with open(self.keyfile, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        self.thumbprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    def chain_file(self, *issuers):
+        """A PEM file with this certificate followed by issuers' (what a client sends)."""
+        path = self.certfile[:-4] + "-chain.crt"
+        with open(path, "wb") as f:
+            f.write(self.cert_pem + b"".join(i.cert_pem for i in issuers))
+        return path
+
+
+def make_cert(d, cn, issuer=None, ca=False, days=30, not_before_days=-1, name=None):
+    """An EC P-256 certificate for subject CN=cn, self-signed or signed by issuer (a Cert), valid
+    from not_before_days to days from now (a negative days makes an expired one)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(subject)
+         .issuer_name(issuer.cert.subject if issuer else subject)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now + datetime.timedelta(days=not_before_days))
+         .not_valid_after(now + datetime.timedelta(days=days))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    cert = b.sign(issuer.key if issuer else key, hashes.SHA256())
+    return Cert(d, name or uid("crt"), cert, key)
 
 
 class GatewayTest(unittest.TestCase):

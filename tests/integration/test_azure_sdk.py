@@ -4,7 +4,9 @@ the npm registry, pinned in node/package-lock.json) against sacgate: it connects
 connection string, sends telemetry with system properties, receives commands queued before and
 after it connected, and completes them. Both topologies."""
 
+import json
 import sys
+import tempfile
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
@@ -87,6 +89,30 @@ class AzureSdkTest(GatewayTest):
         self.assertIn("SDK device failed", str(e.exception))
         self.assertNotEqual(d.wait_exit(30), 0)
         self.assertEqual(self.gw.device_records(dev["id"]), [])
+
+    def test_x509_device(self):
+        """x509=true in the connection string, the certificate and key through setOptions."""
+        with tempfile.TemporaryDirectory(prefix="sg-sdk-x509-") as d:
+            did = sgtest.uid("sdkx5")
+            cert = sgtest.make_cert(d, did)
+            r = self.gw.http("PUT", "/v1/devices/" + did, {"auth": {"type": "x509", "thumbprints": [cert.thumbprint]}})
+            self.assertEqual(r.status, 201, r)
+            dev = self.sdk(did, "x509:%s:%s" % (cert.certfile, cert.keyfile), events=3, commands=1)
+            dev.wait_event("sent")
+            self.gw.send_command(did, "to-x509")
+            self.assertEqual([m["data"] for m in dev.wait_event("message")], ["to-x509"])
+            self.assertEqual(dev.wait_exit(30), 0, dev.stderr())
+            recs = self.gw.wait_records(did, 3, timeout=30)
+            self.assertEqual([r["properties"].get("seq") for r in recs], ["0", "1", "2"])
+            for rec in recs:
+                self.assertEqual(json.loads(rec["properties"]["iothub-connection-auth-method"])["type"],
+                                 "x509Certificate", rec)
+            # another certificate for the same device id is refused
+            other = sgtest.make_cert(d, did)
+            bad = self.sdk(did, "x509:%s:%s" % (other.certfile, other.keyfile), events=1, commands=0)
+            with self.assertRaises(AssertionError):
+                bad.wait_event("open", timeout=60)
+            self.assertNotEqual(bad.wait_exit(30), 0)
 
 
 if __name__ == "__main__":

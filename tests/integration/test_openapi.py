@@ -463,7 +463,7 @@ class ApiTest(ApiCase):
                                  ("GET", "/v1/notifications"), ("DELETE", "/v1/notifications/{id}"),
                                  ("GET", "/v1/devices/{id}/methods/{name}")):
             self.assertNotIn(method.lower(), self.spec.doc["paths"][template], "%s %s is documented" % (method, template))
-            path = fill(template, {"id": "dev-1", "group": "g", "name": "m"})
+            path = fill(template, {"id": "dev-1", "group": "g", "name": "ca-1"})
             r = sgtest.http_request(self.gw.admin_port, method, path, body="{}" if method != "GET" else None,
                                     token=self.gw.admin_token)
             self.assertEqual(r.status, 405, "%s %s: %r" % (method, path, r))
@@ -476,7 +476,7 @@ class ApiTest(ApiCase):
                                  ("POST", "/v1/telemetry/groups/{group}/commit"), ("PUT", "/v1/devices/{id}"),
                                  ("GET", "/v1/devices"), ("POST", "/v1/devices/{id}/keys:regenerate"),
                                  ("GET", "/v1/feedback"), ("POST", "/v1/feedback/groups/{group}/commit")):
-            r = self.call(method, template, params={"id": "big-1", "group": "g"}, body=big, expect=413)
+            r = self.call(method, template, params={"id": "big-1", "group": "g", "name": "ca-1"}, body=big, expect=413)
             self.assertEqual(self.error_of(r), "BodyTooLarge")
 
     # ------------------------------------------------------------ roles
@@ -487,7 +487,7 @@ class ApiTest(ApiCase):
         holder = {"registry-read": "reader", "registry-write": "writer", "service": "svc", "admin": "admin",
                   "any": "reader"}
         lacking = {"registry-read": "writer", "registry-write": "reader", "service": "reader", "admin": "svc"}
-        params = {"id": sgtest.uid("role"), "group": "roles", "name": "m"}
+        params = {"id": sgtest.uid("role"), "group": "roles", "name": sgtest.uid("roleca")}
         for template, method, op in self.spec.operations():
             role = op["x-sacgate-role"]
             if role == "none" or method == "HEAD":
@@ -630,6 +630,32 @@ class ApiTest(ApiCase):
         self.call("PUT", "/v1/devices/{id}", {"id": psk}, body={"auth": {"type": "psk"}}, expect=201)
         r = self.call("POST", t, {"id": psk}, body={"key": "both"}, expect=400)
         self.assertEqual(self.error_of(r), "NotSasDevice")
+
+    def test_certificate_authorities(self):
+        with tempfile.TemporaryDirectory(prefix="sg-openapi-ca-") as d:
+            root = sgtest.make_cert(d, "Root", ca=True)
+            leaf = sgtest.make_cert(d, "leaf")
+        name = sgtest.uid("ca")
+        t = "/v1/certificateAuthorities/{name}"
+        pem = root.cert_pem.decode()
+        r = self.call("PUT", t, {"name": name}, body={"certificate": pem}, expect=201)
+        self.assertEqual(r.json["thumbprint"], root.thumbprint)
+        self.call("PUT", t, {"name": name}, body={"certificate": pem}, expect=200)
+        self.assertEqual(self.call("GET", t, {"name": name}, expect=200).json["name"], name)
+        listed = self.call("GET", "/v1/certificateAuthorities", expect=200).json["certificateAuthorities"]
+        self.assertIn(name, [c["name"] for c in listed])
+        for body in ({"certificate": leaf.cert_pem.decode()}, {"certificate": "x"}):
+            r = self.call("PUT", t, {"name": name}, body=body, expect=400, body_valid=True)
+            self.assertEqual(self.error_of(r), "InvalidCertificate")
+        r = self.call("PUT", t, {"name": name}, body={}, expect=400)
+        self.assertEqual(self.error_of(r), "InvalidCertificate")
+        r = self.call("PUT", t, {"name": "bad name"}, body={"certificate": pem}, expect=400)
+        self.assertEqual(self.error_of(r), "InvalidDeviceId")
+        self.call("DELETE", t, {"name": name}, expect=204)
+        r = self.call("DELETE", t, {"name": name}, expect=404)
+        self.assertEqual(self.error_of(r), "CertificateAuthorityNotFound")
+        r = self.call("GET", t, {"name": name}, expect=404)
+        self.assertEqual(self.error_of(r), "CertificateAuthorityNotFound")
 
     def test_import(self):
         existing = self.gw.create_device()

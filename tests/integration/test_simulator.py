@@ -125,6 +125,24 @@ class SimulatorTest(SimulatorBase):
         os.unlink(path)
         self.assertEqual(s["sessions"]["everOnline"], 20, s["sessions"])
 
+    def test_psk_and_x509_devices(self):
+        """--provision import registers the devices with the credential they present: a derived
+        PSK each (TLS 1.3 and 1.2), or the thumbprint of --cert."""
+        for extra in (["--psk-derive"], ["--psk-derive", "--tls-version", "1.2"]):
+            prefix = sgtest.uid("simpsk")
+            s, text = self.sim("--prefix", prefix, "--devices", 40, "--provision", "import", "--rate", 0, "--hold", 1,
+                               "--duration", 60, *extra)
+            self.assertIn("import: 40 devices registered, 0 failed", text)
+            self.assertEqual(s["sessions"]["everOnline"], 40, (extra, s["sessions"]))
+            self.assertEqual(self.gw.device(prefix + "-0").json["auth"], {"type": "psk"})
+        with tempfile.TemporaryDirectory(prefix="sgit-sim-x509-") as d:
+            cert = sgtest.make_cert(d, "sim-fleet")
+            prefix = sgtest.uid("simx5")
+            s, text = self.sim("--prefix", prefix, "--devices", 40, "--provision", "import", "--rate", 0, "--hold", 1,
+                               "--duration", 60, "--cert", cert.certfile, "--key", cert.keyfile)
+            self.assertEqual(s["sessions"]["everOnline"], 40, s["sessions"])
+            self.assertEqual(self.gw.device(prefix + "-0").json["auth"], {"type": "x509", "thumbprints": [cert.thumbprint]})
+
     def test_bad_flags_are_refused_clearly(self):
         for args, words in ((["--nope"], "unknown flag '--nope'"), (["--slice", "2/2"], "--slice"),
                             (["--devices", "0"], "--devices"), (["--command-rate", "5"], "--backend"),

@@ -2,7 +2,8 @@
 // (azure-iot-device + azure-iot-device-mqtt) against sacgate. Prints one JSON line per event
 // so the Python test can follow it:
 //   node azure_device.js HOST:PORT DEVICE_ID KEY CA_FILE EVENTS COMMANDS [mqtt|mqttws] [METHODS]
-// (mqttws: the SDK's MQTT over WebSocket transport, MqttWs, to wss://HOST:PORT/$iothub/websocket)
+// (mqttws: the SDK's MQTT over WebSocket transport, MqttWs, to wss://HOST:PORT/$iothub/websocket;
+// KEY is a SAS key, or x509:CERT_FILE:KEY_FILE)
 // sends EVENTS telemetry messages, then waits for COMMANDS cloud-to-device messages, completes
 // each, answers METHODS direct method calls (any name: 200 {"method", "got": payload}) through
 // onDeviceMethod handlers for 'echo' and 'reboot', and exits 0; exits 1 on any error and 2 after
@@ -26,9 +27,18 @@ class MqttWsOnPort extends MqttWs {
   }
 }
 
-const client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`,
-                                           transport === 'mqttws' ? MqttWsOnPort : Mqtt);
-client.setOptions({ ca: fs.readFileSync(ca, 'utf8') });
+// KEY "x509:CERT_FILE:KEY_FILE" makes it an X.509 device (x509=true, the certificate in the handshake).
+const Transport = transport === 'mqttws' ? MqttWsOnPort : Mqtt;
+let client;
+if (key.startsWith('x509:')) {
+  const [, certFile, keyFile] = key.split(':');
+  client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};x509=true`, Transport);
+  client.setOptions({ ca: fs.readFileSync(ca, 'utf8'), cert: fs.readFileSync(certFile, 'utf8'),
+                      key: fs.readFileSync(keyFile, 'utf8') });
+} else {
+  client = Client.fromConnectionString(`HostName=${host};DeviceId=${deviceId};SharedAccessKey=${key}`, Transport);
+  client.setOptions({ ca: fs.readFileSync(ca, 'utf8') });
+}
 
 let received = 0, answered = 0;
 const done = () => {
