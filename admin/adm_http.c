@@ -955,14 +955,7 @@ static void h_notify_get(req_t *r, const char *id)
         error(r, 503, "RouterUnavailable", "the cluster's shards are not known yet; retry");
         return;
     }
-    json_t *q = json_pack("{s:s}", "notificationId", id);
-    char *text = q ? json_dumps(q, JSON_COMPACT) : NULL;
-    json_decref(q);
-    zframe_t *frames[MAX_PARTS];
-    for (int i = 0; i < shards; i++)
-        frames[i] = text ? admin_frame(NULL, (uint32_t)i, SG_ADM_NOTIFY_GET, text) : NULL;
-    free(text);
-    submit(r, frames, shards, r->adm->timeout_ms, finish_notify_get);
+    submit_shards(r, shards, SG_ADM_NOTIFY_GET, json_pack("{s:s}", "notificationId", id), finish_notify_get);
 }
 
 /* ---------- inquiries (docs/inquiries.md) ---------- */
