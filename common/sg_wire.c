@@ -51,6 +51,17 @@ sg_wire_hdr_t sg_wire_hdr(uint8_t type, const char *device)
     return h;
 }
 
+sg_wire_hdr_t sg_wire_reply(const sg_wire_hdr_t *in, uint8_t type, uint16_t status)
+{
+    sg_wire_hdr_t h = sg_wire_hdr(type, NULL);
+    h.device = in->device;
+    h.device_len = in->device_len;
+    h.corr = in->corr;
+    h.epoch = in->epoch;
+    h.status = status;
+    return h;
+}
+
 sg_rc sg_wire_decode(const uint8_t *frame, size_t len, sg_wire_hdr_t *out)
 {
     sg_cur_t c;
@@ -429,12 +440,7 @@ sg_rc sg_wire_get_json(const sg_wire_hdr_t *h, const char **json, size_t *len)
 
 sg_rc sg_wire_put_error(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t code)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ERROR, NULL);
-    h.corr = in->corr;
-    h.epoch = in->epoch;
-    h.status = code;
-    h.device = in->device;
-    h.device_len = in->device_len;
+    sg_wire_hdr_t h = sg_wire_reply(in, SG_MSG_ERROR, code);
     SG_GUARD(sg_wire_encode_hdr(w, &h));
     SG_GUARD(sg_wbuf_u8(w, in->type));
     /* A refused publish is named (0 for QoS 0), so its frontend can send that one again. */

@@ -135,6 +135,9 @@ const char *sg_wire_type_name(uint8_t type);
 /* Convenience: a header initialised for type/device with every other field zero and shard
  * SG_WIRE_SHARD_BY_DEVICE. device is a NUL-terminated string or NULL. */
 sg_wire_hdr_t sg_wire_hdr(uint8_t type, const char *device);
+/* The header of a frame of this type and status answering frame in: the same device,
+ * correlation id and session epoch (every answer and refusal starts from it). */
+sg_wire_hdr_t sg_wire_reply(const sg_wire_hdr_t *in, uint8_t type, uint16_t status);
 
 /* ---- bodies: each reader sits beside its writer ---- */
 

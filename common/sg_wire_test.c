@@ -35,6 +35,11 @@ static void test_header(void)
     CHECK(h.corr == 0x0102030405060708ull && h.epoch == 42 && h.status == 7 && h.device_len == 5);
     CHECK_RC(sg_wire_set_corr(w.data, 16, 1), SG_E_MALFORMED);
 
+    /* an answer carries the request's device, correlation id and epoch, nothing else of it */
+    sg_wire_hdr_t a = sg_wire_reply(&h, SG_MSG_TELEMETRY_ACK, SG_TELE_FULL);
+    CHECK(a.type == SG_MSG_TELEMETRY_ACK && a.status == SG_TELE_FULL && a.corr == h.corr && a.epoch == 42);
+    CHECK(a.device == h.device && a.device_len == 5 && a.flags == 0 && a.shard == SG_WIRE_SHARD_BY_DEVICE);
+
     /* every prefix of a header is truncated, never accepted */
     for (size_t n = 0; n < w.len; n++)
         CHECK(sg_wire_decode(w.data, n, &h) != SG_OK);

@@ -381,9 +381,7 @@ static void send_ring(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_w
                              (json_int_t)r->batches_out, "forbidden", forbidden_json(r));
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_RING_RES, NULL);
-    h.corr = in->corr;
-    h.status = 200;
+    sg_wire_hdr_t h = sg_wire_reply(in, SG_MSG_RING_RES, 200);
     sg_wbuf_t w;
     sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
     if (text && sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_json(&w, text, strlen(text)) == SG_OK)

@@ -114,8 +114,7 @@ static void send_frame(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wbuf_t 
 
 static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *in)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PONG, NULL);
-    h.corr = in->corr;
+    sg_wire_hdr_t h = sg_wire_reply(in, SG_MSG_PONG, 0);
     h.flags = SG_WIRE_F_BATCH;   /* the router may batch what it sends here */
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);

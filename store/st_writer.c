@@ -154,23 +154,15 @@ static void refuse_full(writer_t *w, op_t *op)
             return;
         if (!(op->h.flags & SG_WIRE_F_QOS1))
             return;   /* QoS 0: nothing to answer, the message is not kept */
-        h = sg_wire_hdr(SG_MSG_TELEMETRY_ACK, NULL);
-        h.device = op->h.device;
-        h.device_len = op->h.device_len;
-        h.corr = op->h.corr;
-        h.epoch = op->h.epoch;
-        h.status = SG_TELE_FULL;
+        h = sg_wire_reply(&op->h, SG_MSG_TELEMETRY_ACK, SG_TELE_FULL);
         sg_wbuf_reset(&w->scratch);
         if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, t.packet_id) != SG_OK)
             stw_fatal_io("ack-encode");
         break;
     }
     case SG_MSG_AUTH: {
-        h = sg_wire_hdr(SG_MSG_AUTH_RES, NULL);
-        h.device = op->h.device;
-        h.device_len = op->h.device_len;
-        h.corr = op->h.corr;
-        h.status = SG_AUTH_UNAVAILABLE;   /* CONNACK 3 */
+        h = sg_wire_reply(&op->h, SG_MSG_AUTH_RES, SG_AUTH_UNAVAILABLE);   /* CONNACK 3 */
+        h.epoch = 0;   /* no session */
         sg_wire_auth_res_t res = {0};
         sg_wbuf_reset(&w->scratch);
         if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_auth_res(&w->scratch, &res) != SG_OK)

@@ -134,10 +134,8 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         stw_want_delivery(w, d);
     }
     bool methods = status == SG_AUTH_OK && d->sess.methods;
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_AUTH_RES, d->id);
+    sg_wire_hdr_t h = sg_wire_reply(&op->h, SG_MSG_AUTH_RES, status);
     h.shard = w->ctx->partition;   /* the frontend learns which shard holds the session's publishes */
-    h.corr = op->h.corr;
-    h.status = status;
     h.epoch = status == SG_AUTH_OK ? d->sess.epoch : 0;
     if (status == SG_AUTH_OK)
         h.flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0) |
@@ -162,9 +160,7 @@ void stw_op_psk(writer_t *w, op_t *op, wdev_t *d)
     if (status != SG_PSK_OK)
         SG_INFO("store", "psk.refused", "device=%s reason=%s", d->id,
                 status == SG_PSK_DISABLED ? "disabled" : d->exists ? "not-a-psk-device" : "unknown-device");
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PSK_RES, d->id);
-    h.corr = op->h.corr;
-    h.status = status;
+    sg_wire_hdr_t h = sg_wire_reply(&op->h, SG_MSG_PSK_RES, status);
     sg_wbuf_reset(&w->scratch);
     if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK ||
         sg_wire_put_psk(&w->scratch, d->reg.key1, status == SG_PSK_OK ? d->reg.key1_len : 0) != SG_OK)
@@ -238,10 +234,7 @@ void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 
 void stw_tele_ack(writer_t *w, const op_t *op, const wdev_t *d, uint16_t status, uint16_t pid)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_TELEMETRY_ACK, d->id);
-    h.corr = op->h.corr;
-    h.epoch = op->h.epoch;
-    h.status = status;
+    sg_wire_hdr_t h = sg_wire_reply(&op->h, SG_MSG_TELEMETRY_ACK, status);
     sg_wbuf_reset(&w->scratch);
     if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, pid) != SG_OK)
         stw_fatal_io("ack-encode");
