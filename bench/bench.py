@@ -1036,6 +1036,33 @@ def telemetry_probe(port, cafile, device_id, key, stop, out):
         sock.close()
 
 
+def import_tagged(adm, tag, n):
+    """n devices "<tag>-NNNNNNN" tagged fleet=<tag> (keys generated), imported 50,000 a request."""
+    for start in range(0, n, 50000):
+        body = "".join(json.dumps({"deviceId": "%s-%07d" % (tag, i), "tags": {"fleet": tag}}) + "\n"
+                       for i in range(start, min(n, start + 50000)))
+        status, answer = adm.request("POST", "/v1/devices:import", body=body.encode(),
+                                     headers={"Content-Type": "application/x-ndjson"}, timeout=600)
+        if status != 200 or json.loads(answer).get("failed"):
+            raise BenchError("import failed: %d %s" % (status, answer[:300]))
+
+
+def start_probe(adm, tag, port, cafile):
+    """A device "<tag>-probe" publishing QoS 1 telemetry back to back (telemetry_probe) from now
+    on, after 5 s of baseline: (stop event, [(send time, PUBACK ms)], thread)."""
+    probe = "%s-probe" % tag
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    status, answer = adm.request("PUT", "/v1/devices/" + probe, body=json.dumps(
+        {"auth": {"type": "sas", "primaryKey": key, "secondaryKey": key}}).encode(), timeout=60)
+    if status != 201:
+        raise BenchError("probe device: %d %s" % (status, answer[:200]))
+    stop, lat = threading.Event(), []
+    th = threading.Thread(target=telemetry_probe, args=(port, cafile, probe, key, stop, lat), daemon=True)
+    th.start()
+    time.sleep(5)   # the baseline
+    return stop, lat, th
+
+
 def notification_fanout(target, p, outdir, problems, base):
     """N devices registered with one tag (POST /v1/devices:import), then one notification to all
     of them (POST /v1/notifications) while one device publishes QoS 1 telemetry back to back
@@ -1048,24 +1075,9 @@ def notification_fanout(target, p, outdir, problems, base):
     tag = "nf-%s" % secrets.token_hex(3)
     adm = AdminClient(admin_port, token)
     t0 = time.monotonic()
-    for start in range(0, n, 50000):
-        body = "".join(json.dumps({"deviceId": "%s-%07d" % (tag, i), "tags": {"fleet": tag}}) + "\n"
-                       for i in range(start, min(n, start + 50000)))
-        status, answer = adm.request("POST", "/v1/devices:import", body=body.encode(),
-                                     headers={"Content-Type": "application/x-ndjson"}, timeout=600)
-        if status != 200 or json.loads(answer).get("failed"):
-            raise BenchError("import failed: %d %s" % (status, answer[:300]))
+    import_tagged(adm, tag, n)
     log("notification-fanout: %d devices imported in %.1f s" % (n, time.monotonic() - t0))
-    probe = "%s-probe" % tag
-    key = base64.b64encode(secrets.token_bytes(32)).decode()
-    status, answer = adm.request("PUT", "/v1/devices/" + probe, body=json.dumps(
-        {"auth": {"type": "sas", "primaryKey": key, "secondaryKey": key}}).encode(), timeout=60)
-    if status != 201:
-        raise BenchError("probe device: %d %s" % (status, answer[:200]))
-    stop, lat = threading.Event(), []
-    th = threading.Thread(target=telemetry_probe, args=(ports[0], cafile, probe, key, stop, lat), daemon=True)
-    th.start()
-    time.sleep(5)   # the baseline
+    stop, lat, th = start_probe(adm, tag, ports[0], cafile)
     sent = time.monotonic()
     status, answer = adm.request("POST", "/v1/notifications", body=json.dumps(
         {"tags": {"fleet": tag}, "payload": "bench", "ttlSeconds": 3600}).encode(), timeout=900)
@@ -1104,6 +1116,159 @@ def notification_fanout(target, p, outdir, problems, base):
     return figures, {"_report": report}
 
 
+def enqueue_worker(admin_port, token, device_ids, per, threads):
+    """One process of c2d-enqueue: `threads` keep-alive connections, each POSTing `per` messages
+    to each of its share of device_ids (round-robin). Returns ({status: count}, [latency ms])."""
+    statuses, lat, lock = {}, [], threading.Lock()
+    body = json.dumps({"payload": "x" * 100}).encode()
+
+    def run(ids):
+        adm = AdminClient(admin_port, token)
+        mine_s, mine_l = {}, []
+        for _ in range(per):
+            for did in ids:
+                t0 = time.monotonic()
+                status, _ = adm.request("POST", "/v1/devices/%s/messages" % did, body=body,
+                                        headers={"Content-Type": "application/json"})
+                mine_l.append((time.monotonic() - t0) * 1000)
+                mine_s[status] = mine_s.get(status, 0) + 1
+        with lock:
+            lat.extend(mine_l)
+            for k, v in mine_s.items():
+                statuses[k] = statuses.get(k, 0) + v
+
+    ths = [threading.Thread(target=run, args=(device_ids[i::threads],)) for i in range(threads)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    return statuses, lat
+
+
+def c2d_enqueue(target, p, outdir, problems, base):
+    """Enqueue rate over HTTP: --parallel keep-alive connections (default 32, spread over 4 client
+    processes so the client's GIL is not the limit) POST /v1/devices/{id}/messages (100-byte
+    payload) round-robin over --devices offline devices (default 1000), --messages each (default
+    40, under the 50-message queue limit). Every 201 means durable (fsynced group commit)."""
+    if target.kind != "sacgate":
+        raise BenchError("c2d-enqueue needs a sacgate target (HTTP enqueue)")
+    n = p.devices or (50 if p.smoke else 1000)
+    per = p.messages or (5 if p.smoke else 40)
+    par = p.parallel or (8 if p.smoke else 32)
+    procs = min(4, par)
+    _, admin_port, token, _ = target_endpoints(target)
+    devices = import_devices(AdminClient(admin_port, token), "enq-%s" % secrets.token_hex(3), n)
+    ids = [d for d, _ in devices]
+    statuses, lat = {}, []
+    t0 = time.monotonic()
+    with concurrent.futures.ProcessPoolExecutor(procs) as ex:
+        futs = [ex.submit(enqueue_worker, admin_port, token, ids[i::procs], per, par // procs) for i in range(procs)]
+        for f in futs:
+            st, la = f.result()
+            lat += la
+            for k, v in st.items():
+                statuses[k] = statuses.get(k, 0) + v
+    secs = time.monotonic() - t0
+    accepted = statuses.get(201, 0)
+    check(accepted == n * per, "%s: %d of %d messages accepted (%r)" % (target.name, accepted, n * per, statuses),
+          problems)
+    r3 = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    figures = {"devices": n, "messagesPerDevice": per, "connections": par, "clientProcesses": procs,
+               "accepted": accepted, "statuses": {str(k): v for k, v in sorted(statuses.items())},
+               "seconds": round(secs, 3), "acceptedPerSecond": round(accepted / max(secs, 1e-3)),
+               "requestP50Ms": r3(percentile(lat, 50)), "requestP99Ms": r3(percentile(lat, 99)),
+               "requestMaxMs": r3(max(lat) if lat else None)}
+    report = os.path.join(outdir, "%s-%s.json" % (base, target.name))
+    with open(report, "w") as f:
+        json.dump({"figures": figures}, f, indent=0)
+    print("c2d-enqueue %s: %d accepted in %.1f s = %d/s, request p50 %s ms p99 %s ms" % (
+        target.name, accepted, secs, figures["acceptedPerSecond"], figures["requestP50Ms"], figures["requestP99Ms"]),
+        flush=True)
+    return figures, {"_report": report}
+
+
+def feedback_total(adm):
+    """Feedback records written so far over every shard (each shard's feedbackLast + 1)."""
+    status, answer = adm.request("GET", "/v1/cluster")
+    if status != 200:
+        raise BenchError("GET /v1/cluster: %d" % status)
+    return sum(s.get("feedbackLast", -1) + 1 for s in json.loads(answer)["shards"])
+
+
+def c2d_expiry(target, p, outdir, problems, base):
+    """Expiry at scale: --devices offline devices (default 20,000) get --messages queued messages
+    each (default 50: 1,000,000 in all), enqueued fast as that many notifications (POST
+    /v1/notifications, one copy per device, ack negative) whose TTLs all end at the same second,
+    --ttl seconds (default 120) after the first POST. Measured: how long after that second every
+    copy is dead-lettered (counted by its `expired` feedback record), the expiry rate, and the
+    PUBACK latency of one device publishing QoS 1 telemetry back to back (10 ms apart) before,
+    during the enqueueing and during the expiry."""
+    if target.kind != "sacgate":
+        raise BenchError("c2d-expiry needs a sacgate target")
+    n = p.devices or (200 if p.smoke else 20000)
+    per = p.messages or (5 if p.smoke else 50)
+    lead = p.ttl or (10 if p.smoke else 120)
+    ports, admin_port, token, cafile = target_endpoints(target)
+    adm = AdminClient(admin_port, token)
+    tag = "ex-%s" % secrets.token_hex(3)
+    import_tagged(adm, tag, n)
+    stop, lat, th = start_probe(adm, tag, ports[0], cafile)
+    fb0 = feedback_total(adm)
+    t_enq = time.monotonic()
+    expire_at = time.time() + lead   # wall clock: TTLs are whole seconds from each POST
+    targets = 0
+    for i in range(per):
+        ttl = max(1, int(round(expire_at - time.time())))
+        status, answer = adm.request("POST", "/v1/notifications", body=json.dumps(
+            {"tags": {"fleet": tag}, "payload": "expiring-%d" % i, "ttlSeconds": ttl, "ack": "negative"}).encode(),
+            timeout=900)
+        if status != 202:
+            raise BenchError("notification %d: %d %s" % (i, status, answer[:300]))
+        targets += json.loads(answer)["targets"]
+    t_enq_done = time.monotonic()
+    enq_secs = t_enq_done - t_enq
+    check(targets == n * per, "%s: %d of %d copies queued" % (target.name, targets, n * per), problems)
+    left = expire_at - time.time()
+    check(left > 0, "%s: enqueueing took %.0f s, past the expiry (raise --ttl)" % (target.name, enq_secs), problems)
+    log("c2d-expiry: %d copies queued in %.1f s; they expire in %.1f s" % (targets, enq_secs, left))
+    t_exp = time.monotonic() + max(0.0, left)
+    first = done = None
+    deadline = t_exp + 3600
+    while time.monotonic() < deadline:
+        got = feedback_total(adm) - fb0
+        now = time.monotonic()
+        if got > 0 and first is None:
+            first = now
+        if got >= targets:
+            done = now
+            break
+        time.sleep(0.2)
+    time.sleep(2)
+    stop.set()
+    th.join(60)
+    check(done is not None, "%s: not every copy was dead-lettered within an hour" % target.name, problems)
+    r3 = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    phases = {"Before": [m for t, m in lat if t < t_enq], "Enqueue": [m for t, m in lat if t_enq <= t < t_enq_done],
+              "Expiry": [m for t, m in lat if t_exp <= t <= (done or t_exp)]}
+    figures = {"devices": n, "messagesPerDevice": per, "queued": targets, "enqueueSeconds": round(enq_secs, 2),
+               "enqueuedPerSecond": round(targets / max(enq_secs, 1e-3)),
+               "firstExpiredAfterSeconds": r3(first - t_exp if first else None),
+               "allExpiredAfterSeconds": r3(done - t_exp if done else None),
+               "expiredPerSecond": round(targets / max(done - t_exp, 1e-3)) if done else None}
+    for ph, v in phases.items():
+        figures["telemetry%sCount" % ph] = len(v)
+        figures["telemetry%sP50Ms" % ph] = r3(percentile(v, 50))
+        figures["telemetry%sP99Ms" % ph] = r3(percentile(v, 99))
+    report = os.path.join(outdir, "%s-%s.json" % (base, target.name))
+    with open(report, "w") as f:
+        json.dump({"figures": figures}, f, indent=0)
+    print("c2d-expiry %s: %d copies queued in %.1f s, all dead-lettered %s s after their expiry; telemetry PUBACK "
+          "p99 %s ms before, %s ms during the expiry" % (target.name, targets, enq_secs, figures["allExpiredAfterSeconds"],
+                                                         figures["telemetryBeforeP99Ms"], figures["telemetryExpiryP99Ms"]),
+          flush=True)
+    return figures, {"_report": report}
+
+
 SCENARIOS = {
     "idle-tls": (idle_tls, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "telemetry-qos1": (telemetry_qos1, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
@@ -1116,6 +1281,8 @@ SCENARIOS = {
     "idle-ws": (idle_ws, ["sacgate-all"]),
     "method-rtt": (method_rtt, ["sacgate-all", "sacgate-cluster"]),
     "connect-credentials": (connect_credentials, ["sacgate-all", "sacgate-cluster"]),
+    "c2d-enqueue": (c2d_enqueue, ["sacgate-all", "sacgate-cluster"]),
+    "c2d-expiry": (c2d_expiry, ["sacgate-all", "sacgate-cluster"]),
 }
 
 # The figure each scenario compares against Mosquitto, and whether higher is better.
@@ -1132,6 +1299,8 @@ RATIO_OF = {
     "idle-ws": [],
     "method-rtt": [],   # nor direct methods
     "connect-credentials": [],
+    "c2d-enqueue": [],
+    "c2d-expiry": [],
 }
 
 
@@ -1139,7 +1308,8 @@ def default_devices(scenario, p):
     """Sessions a scenario holds when --devices is not given (the cluster gets frontends for them)."""
     return {"scale": 1000 if p.smoke else 250000, "shard-restart": 1500 if p.smoke else 250000,
             "revocation": 50 if p.smoke else 1000, "method-rtt": 10 if p.smoke else 100,
-            "notification-fanout": 1000 if p.smoke else 100000}.get(scenario, 0)
+            "notification-fanout": 1000 if p.smoke else 100000,
+            "c2d-expiry": 200 if p.smoke else 20000}.get(scenario, 0)
 
 
 def make_target(name, workdir, p, scenario):
@@ -1244,7 +1414,10 @@ def main():
                                       "scenario's)")
     ap.add_argument("--smoke", action="store_true", help="small and short: does every scenario work")
     ap.add_argument("--devices", type=int, help="devices (sessions) of the scenario")
-    ap.add_argument("--messages", type=int, help="telemetry-qos1: messages per device; method-rtt: calls in all (default 5000)")
+    ap.add_argument("--messages", type=int, help="telemetry-qos1, c2d-enqueue, c2d-expiry: messages per device; "
+                                                 "method-rtt: calls in all (default 5000)")
+    ap.add_argument("--ttl", type=int, help="c2d-expiry: seconds from the first enqueue to the expiry of every "
+                                            "message (default 120)")
     ap.add_argument("--rate", type=float, help="c2d-latency: commands/s; scale: connects/s")
     ap.add_argument("--hold", type=float, help="seconds to hold the sessions (idle-tls, c2d-latency, scale)")
     ap.add_argument("--keepalive", type=int, help="scale: MQTT keep-alive (s)")
@@ -1256,7 +1429,8 @@ def main():
     ap.add_argument("--shards", type=int, help="sacgate-cluster: store shards (default 2; shard-restart: 1)")
     ap.add_argument("--registered", type=int, help="shard-restart: devices registered (default 1,000,000; the first "
                     "--devices of them connect)")
-    ap.add_argument("--parallel", type=int, help="revocation: HTTP calls in flight at once (default 16); method-rtt: callers (default 8)")
+    ap.add_argument("--parallel", type=int, help="revocation, c2d-enqueue: HTTP calls in flight at once (default 16; "
+                                                 "c2d-enqueue 32); method-rtt: callers (default 8)")
     ap.add_argument("--tls-resume", action="store_true", help="connect-storm: devices resume their TLS session "
                     "with the ticket of their first connect (sacgate-sim --tls-resume)")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")

@@ -89,7 +89,7 @@ static const spec_t k_specs[] = {
     I("store.readers", "2", 1, 64, "reader threads"),
     I("store.max_batch", "1024", 1, 100000, "most operations committed in one write batch"),
     I("store.max_queued_messages", "50", 1, 100000, "default per-device cloud-to-device queue length"),
-    I("store.max_queued_bytes", "1048576", 1024, 1073741824, "default per-device queue size (bytes)"),
+    I("store.max_queued_bytes", "1048576", 1024, 1073741824, "default per-device queue size (bytes as stored)"),
     I("store.max_message_bytes", "65536", 1, 1048576, "largest cloud-to-device message (bytes)"),
     I("store.default_ttl", "3600", 1, 172800, "cloud-to-device time-to-live when none is given (s)"),
     I("store.max_ttl", "172800", 1, 31536000, "largest cloud-to-device time-to-live (s)"),

@@ -337,11 +337,11 @@ bool stw_msg_build(writer_t *w, op_t *op, const json_t *body, const char *mid, c
     return true;
 }
 
-bool stw_queue_room(writer_t *w, const wdev_t *d, size_t plen, int64_t *limit, int64_t *blimit)
+bool stw_queue_room(writer_t *w, const wdev_t *d, size_t rlen, int64_t *limit, int64_t *blimit)
 {
     *limit = d->reg.max_messages > 0 ? d->reg.max_messages : w->ctx->max_queued_messages;
     *blimit = d->reg.max_bytes > 0 ? d->reg.max_bytes : w->ctx->max_queued_bytes;
-    return (int64_t)d->meta.count < *limit && (int64_t)(d->meta.bytes + plen) <= *blimit;
+    return (int64_t)d->meta.count < *limit && (int64_t)(d->meta.bytes + rlen) <= *blimit;
 }
 
 void stw_queue_put(writer_t *w, wdev_t *d, const st_msg_t *m, const sg_wbuf_t *rec)
@@ -354,7 +354,7 @@ void stw_queue_put(writer_t *w, wdev_t *d, const st_msg_t *m, const sg_wbuf_t *r
     klen = st_key_exp(key, m->expires_ms, d->id, d->id_len, seq);
     rocksdb_writebatch_put_cf(w->batch, ctx->db.cf[ST_CF_EXP], key, klen, "", 0);
     d->meta.count++;
-    d->meta.bytes += m->payload_len;
+    d->meta.bytes += rec->len;   /* everything stored counts, not only the payload */
     w->queued++;
     stw_save_meta(w, d);
     stw_want_delivery(w, d);
@@ -383,7 +383,7 @@ void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now
     if (!stw_msg_build(w, op, body, mid, NULL, NULL, now, &w->scratch, &m))
         return;
     int64_t limit, blimit;
-    if (!stw_queue_room(w, d, m.payload_len, &limit, &blimit)) {
+    if (!stw_queue_room(w, d, w->scratch.len, &limit, &blimit)) {
         json_t *e = st_error_json("DeviceQueueFull", "device '%s' has %u messages (%llu bytes) queued; limits are %lld "
                                   "messages and %lld bytes", d->id, d->meta.count, (unsigned long long)d->meta.bytes,
                                   (long long)limit, (long long)blimit);

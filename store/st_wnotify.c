@@ -182,7 +182,7 @@ static void fan_to(writer_t *w, notif_t *n, const char *id, size_t il, int64_t n
     if (!d->exists || !d->reg.enabled)
         return;
     int64_t limit, blimit;
-    if (!stw_queue_room(w, d, n->m.payload_len, &limit, &blimit)) {
+    if (!stw_queue_room(w, d, n->rec.len, &limit, &blimit)) {
         n->rejected++;
         stw_feedback(w, d, &n->m, ST_OUT_REJECTED, now);
         return;

@@ -65,7 +65,7 @@ void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_
     }
     if (d->meta.count > 0)
         d->meta.count--;
-    d->meta.bytes = d->meta.bytes >= m.payload_len ? d->meta.bytes - m.payload_len : 0;
+    d->meta.bytes = d->meta.bytes >= rlen ? d->meta.bytes - rlen : 0;   /* as stw_queue_put() counted it */
     if (w->queued > 0)
         w->queued--;
     stw_save_meta(w, d);
@@ -155,6 +155,8 @@ void stw_deliver(writer_t *w, wdev_t *d, int64_t now)
     rocksdb_iter_destroy(it);
 }
 
+static void sweep_tick(writer_t *w, int64_t now);
+
 /* Messages whose time ran out: found while delivering, or by the sweep over the expiry index. */
 void stw_expire_due(writer_t *w, int64_t now)
 {
@@ -165,8 +167,52 @@ void stw_expire_due(writer_t *w, int64_t now)
         stw_want_delivery(w, d);
     }
     w->n_expired = 0;
-    if (now - w->last_sweep < SWEEP_EVERY_MS)
+    bool tick = now - w->last_sweep >= SWEEP_EVERY_MS;
+    if (!tick && !w->sweep_more)
         return;
+    if (tick)
+        sweep_tick(w, now);
+    /* In a backlog, from where the last slice stopped: the entries deleted before it (tombstones
+     * until compaction) are not walked again slice after slice. Otherwise from the start, so
+     * entries skipped while in flight are seen again. */
+    st_db_t *db = &w->ctx->db;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_EXP]);
+    if (w->sweep_more)
+        rocksdb_iter_seek(it, w->sweep_from, w->sweep_from_len);
+    else
+        rocksdb_iter_seek_to_first(it);
+    int n = 0, done = 0;
+    for (; rocksdb_iter_valid(it) && n < SWEEP_MAX; rocksdb_iter_next(it), n++) {
+        size_t kl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl < 18 || kl > ST_KEY_MAX || (int64_t)st_get_be64((const uint8_t *)k) > now)
+            break;
+        size_t id_len = kl - 17;
+        wdev_t *d = stw_dev_get(w, k + 8, id_len);
+        if (!d)
+            stw_fatal_io("device-load");
+        uint64_t seq = st_get_be64((const uint8_t *)k + 9 + id_len);
+        if (stw_inflight_has(d, seq))
+            continue;   /* the device may still acknowledge it; it expires when it comes back */
+        stw_finish_seq(w, d, seq, ST_OUT_EXPIRED, now);
+        done++;
+    }
+    /* A full slice that made progress: more may be due, and the next cycle goes on at once. One
+     * slice a batch, so operations arriving meanwhile wait for one slice, not the backlog. */
+    w->sweep_more = n == SWEEP_MAX && done > 0 && rocksdb_iter_valid(it);
+    if (w->sweep_more) {
+        const char *k = rocksdb_iter_key(it, &w->sweep_from_len);
+        if (w->sweep_from_len > sizeof w->sweep_from)
+            w->sweep_more = false;
+        else
+            memcpy(w->sweep_from, k, w->sweep_from_len);
+    }
+    rocksdb_iter_destroy(it);
+}
+
+/* Once a second: peer liveness and deliveries whose lock ran out. */
+static void sweep_tick(writer_t *w, int64_t now)
+{
     w->last_sweep = now;
     /* Only with nothing waiting: heartbeats still queued behind a backlog must count first. */
     if (!(zsock_events(w->in) & ZMQ_POLLIN))
@@ -196,22 +242,4 @@ void stw_expire_due(writer_t *w, int64_t now)
             stw_want_delivery(w, d);
         }
     }
-    st_db_t *db = &w->ctx->db;
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, db->ro, db->cf[ST_CF_EXP]);
-    int n = 0;
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it) && n < SWEEP_MAX; rocksdb_iter_next(it), n++) {
-        size_t kl;
-        const char *k = rocksdb_iter_key(it, &kl);
-        if (kl < 18 || (int64_t)st_get_be64((const uint8_t *)k) > now)
-            break;
-        size_t id_len = kl - 17;
-        wdev_t *d = stw_dev_get(w, k + 8, id_len);
-        if (!d)
-            stw_fatal_io("device-load");
-        uint64_t seq = st_get_be64((const uint8_t *)k + 9 + id_len);
-        if (stw_inflight_has(d, seq))
-            continue;   /* the device may still acknowledge it; it expires when it comes back */
-        stw_finish_seq(w, d, seq, ST_OUT_EXPIRED, now);
-    }
-    rocksdb_iter_destroy(it);
 }

@@ -586,8 +586,9 @@ void st_writer_actor(zsock_t *pipe, void *args)
     zsock_signal(pipe, 0);
     zpoller_t *poller = zpoller_new(pipe, w.in, NULL);
     for (;;) {
-        /* An unfinished fan-out goes on at once (a slice a cycle) unless operations wait. */
-        void *which = zpoller_wait(poller, stw_notify_busy(&w) ? 0 : 100);
+        /* An unfinished fan-out or expiry backlog goes on at once (a slice a cycle) unless operations
+         * wait. */
+        void *which = zpoller_wait(poller, stw_notify_busy(&w) || w.sweep_more ? 0 : 100);
         if (which == pipe) {
             char *cmd = zstr_recv(pipe);
             bool term = !cmd || streq(cmd, "$TERM");

@@ -17,6 +17,7 @@
 #include "sg_wire.h"
 #include "st_cert.h"
 #include "st_internal.h"
+#include "st_keys.h"
 #include "st_record.h"
 #include "st_registry.h"
 #include "st_writer.h"
@@ -109,6 +110,9 @@ struct st_writer {
     uint64_t sessions;
     uint64_t queued;
     int64_t last_sweep;
+    bool sweep_more;            /* the expiry sweep stopped at its slice with more due: go on at once */
+    char sweep_from[ST_KEY_MAX]; /* ... from this expiry-index key (sweep_from_len bytes) */
+    size_t sweep_from_len;
     wdev_t *busy;               /* devices with deliveries in flight (checked for lock timeouts) */
     int64_t resume_at;          /* start-up deliveries wait for the routers to reconnect */
     zhashx_t *routers_heard;    /* routers an operation came through since the start (until resume_at) */
@@ -221,9 +225,10 @@ void stw_uuid4(char out[37]);
  * fields (message_id points at mid). A bad body answers op (400, 413) and returns false. */
 bool stw_msg_build(writer_t *w, op_t *op, const json_t *body, const char *mid, const char *sys_key,
                    const char *sys_val, int64_t now, sg_wbuf_t *out, st_msg_t *m);
-/* Whether d's queue takes one more message of plen payload bytes; *limit and *blimit get its
- * limits (messages, bytes). */
-bool stw_queue_room(writer_t *w, const wdev_t *d, size_t plen, int64_t *limit, int64_t *blimit);
+/* Whether d's queue takes one more message whose stored record is rlen bytes (the byte limit
+ * counts whole records: payload, properties, id and header); *limit and *blimit get its limits
+ * (messages, bytes). */
+bool stw_queue_room(writer_t *w, const wdev_t *d, size_t rlen, int64_t *limit, int64_t *blimit);
 /* Put the encoded message rec (fields m) at the tail of d's queue in the open batch. */
 void stw_queue_put(writer_t *w, wdev_t *d, const st_msg_t *m, const sg_wbuf_t *rec);
 

@@ -382,6 +382,34 @@ class CommandTest(GatewayTest):
         self.assertEqual([m["messageId"] for m in msgs], ids)
         self.assertEqual([base64.b64decode(m["payload"]) for m in msgs], [bytes([i]) * 65536 for i in range(8)])
 
+    def test_byte_limit_counts_everything_stored(self):
+        """SPEC 5 / issue 9: maxQueuedBytes counts what a message stores (payload, properties,
+        id, header), not only its payload; completing messages gives the room back."""
+        dev = self.gw.create_device(limits={"maxQueuedBytes": 8192})
+        did = dev["id"]
+        props = {"k": "v" * 2000}   # ~2 KB stored per message of a 1-byte payload
+
+        def fill():
+            ids = []
+            while len(ids) < 50:
+                r = self.gw.send_command(did, "x", properties=props, expect=None)
+                if r.status != 201:
+                    self.assertError(r, 429, "DeviceQueueFull")
+                    self.assertIn("retry-after", r.headers)
+                    return ids
+                ids.append(r.json["messageId"])
+            self.fail("50 messages of 2 KB accepted under a limit of 8 KiB: only payload bytes counted")
+        ids = fill()
+        self.assertEqual(len(ids), 3, "8 KiB holds three messages of 2 KB and change")
+        qb = self.gw.device(did).json["queuedBytes"]
+        self.assertTrue(3 * 2002 < qb <= 8192, "queuedBytes %d: the three records as stored" % qb)
+        c = self.connected(dev, subscribe=True)
+        self.assertEqual([x["props"]["$.mid"] for x in c.wait_commands(3)], ids)
+        self.wait_queue_empty(did)
+        c.close()
+        wait_until(lambda: not self.gw.device(did).json["connection"]["connected"], 20, "the session to end")
+        self.assertEqual(len(fill()), 3, "the bytes of completed messages were not given back")
+
     def test_per_device_limit(self):
         dev = self.gw.create_device(limits={"maxQueuedMessages": 3})
         did = dev["id"]
