@@ -564,8 +564,8 @@ static int cmd_admin(sg_config_t *cfg)
     /* Routers tell peers apart by routing id: host name plus a random part keeps several admin
      * replicas (same pid in every container) distinct. */
     char name[SG_WIRE_MAX_PEER + 1], host[40] = "admin";
-    uint8_t rnd[4];
-    char hex[9];
+    uint8_t rnd[8];   /* unguessable: a peer cannot take the admin's id over to receive its answers */
+    char hex[17];
     gethostname(host, sizeof host - 1);
     if (RAND_bytes(rnd, sizeof rnd) != 1)
         return fail("no random source");
