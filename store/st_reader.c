@@ -167,34 +167,53 @@ static bool fits_page(size_t *bytes, const json_t *item)
     return true;
 }
 
-/* One queued message as JSON, or NULL when its record is damaged (skipped). */
-static json_t *queued_json(const char *v, size_t vl, const rop_t *op)
+/* One queued message as JSON, or NULL when its record is damaged (skipped: the writer
+ * dead-letters it when it comes to it). */
+static json_t *queued_json(uint64_t seq, const char *v, size_t vl, const rop_t *op)
 {
+    (void)seq;
     (void)op;
     st_msg_t m;
     return st_msg_get(v, vl, &m) == SG_OK ? msg_json(&m) : NULL;
 }
 
-/* One dead letter: the message, why and when it was dead-lettered. */
-static json_t *dead_json(const char *v, size_t vl, const rop_t *op)
+/* Bytes of a damaged record a dead-letter listing shows (base64): enough to tell what it was. */
+#define DEAD_RAW_MAX 1024
+
+/* One dead letter: the message, why and when it was dead-lettered. One whose message record
+ * cannot be read (reason `damaged`: found so in the queue; any other: damaged since) is shown
+ * by its queue sequence number, size and first bytes instead of the message's fields. */
+static json_t *dead_json(uint64_t seq, const char *v, size_t vl, const rop_t *op)
 {
     st_msg_t m;
-    uint8_t reason;
-    int64_t at;
-    if (st_dead_get(v, vl, &reason, &at, &m) != SG_OK) {
-        SG_ERROR("store", "deadletter.damaged", "device=%.*s", (int)op->h.device_len, op->h.device);
-        return NULL;
+    uint8_t reason = ST_OUT_DAMAGED;
+    int64_t at = 0;
+    const uint8_t *raw = (const uint8_t *)v;
+    size_t raw_len = vl;
+    bool head = st_dead_head(v, vl, &reason, &at, &raw, &raw_len) == SG_OK;
+    if (!head)
+        reason = ST_OUT_DAMAGED;   /* not even its reason can be read */
+    if (head && st_msg_get(raw, raw_len, &m) == SG_OK) {
+        json_t *j = msg_json(&m);
+        json_object_set_new(j, "reason", json_string(st_outcome_name(reason)));
+        json_object_set_new(j, "deadLetteredAt", time_json(at));
+        return j;
     }
-    json_t *j = msg_json(&m);
-    json_object_set_new(j, "reason", json_string(st_outcome_name(reason)));
-    json_object_set_new(j, "deadLetteredAt", time_json(at));
+    if (reason != ST_OUT_DAMAGED)
+        SG_WARN("store", "deadletter.damaged", "device=%.*s seq=%llu reason=%s", (int)op->h.device_len,
+                op->h.device, (unsigned long long)seq, st_outcome_name(reason));
+    json_t *j = json_pack("{s:I,s:s,s:I}", "seq", (json_int_t)seq, "reason", st_outcome_name(reason), "size",
+                          (json_int_t)raw_len);
+    if (head)
+        json_object_set_new(j, "deadLetteredAt", time_json(at));
+    json_object_set_new(j, "raw", b64_json(raw, raw_len < DEAD_RAW_MAX ? raw_len : DEAD_RAW_MAX));
     return j;
 }
 
 /* The records of one kind under a device ({id}\0{kind}{seq}), oldest first, as {"deviceId",
  * field: [...], "more"}; at most one page (the rest are newer). */
 static void dev_list(reader_t *r, rop_t *op, char kind, const char *field,
-                     json_t *(*to_json)(const char *v, size_t vl, const rop_t *op))
+                     json_t *(*to_json)(uint64_t seq, const char *v, size_t vl, const rop_t *op))
 {
     st_db_t *db = &r->ctx->db;
     size_t n;
@@ -221,7 +240,7 @@ static void dev_list(reader_t *r, rop_t *op, char kind, const char *field,
             more = true;
             break;
         }
-        json_t *j = to_json(v, vl, op);
+        json_t *j = to_json(st_get_be64((const uint8_t *)k + plen), v, vl, op);
         if (!j)
             continue;
         if (!fits_page(&bytes, j)) {

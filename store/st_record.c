@@ -83,6 +83,7 @@ const char *st_outcome_name(uint8_t outcome)
     case ST_OUT_PURGED: return "purged";
     case ST_OUT_REVOKED: return "revoked";
     case ST_OUT_DELIVERY_COUNT_EXCEEDED: return "deliveryCountExceeded";
+    case ST_OUT_DAMAGED: return "damaged";
     }
     return "unknown";
 }
@@ -152,7 +153,7 @@ sg_rc st_dead_put(sg_wbuf_t *w, uint8_t reason, int64_t at_ms, const void *msg, 
     return sg_wbuf_bytes(w, msg, n);
 }
 
-sg_rc st_dead_get(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, st_msg_t *m)
+sg_rc st_dead_head(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, const uint8_t **msg, size_t *msg_len)
 {
     sg_cur_t c;
     uint64_t at;
@@ -160,7 +161,17 @@ sg_rc st_dead_get(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, st_m
     SG_GUARD(sg_cur_u8(&c, reason));
     SG_GUARD(sg_cur_u64(&c, &at));
     *at_ms = (int64_t)at;
-    return st_msg_get(sg_cur_ptr(&c), sg_cur_left(&c), m);
+    *msg = sg_cur_ptr(&c);
+    *msg_len = sg_cur_left(&c);
+    return SG_OK;
+}
+
+sg_rc st_dead_get(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, st_msg_t *m)
+{
+    const uint8_t *msg;
+    size_t len;
+    SG_GUARD(st_dead_head(p, n, reason, at_ms, &msg, &len));
+    return st_msg_get(msg, len, m);
 }
 
 sg_rc st_tele_put_head(sg_wbuf_t *w, int64_t enqueued_ms, const char *device, size_t dlen, uint16_t nprops)

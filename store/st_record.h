@@ -48,6 +48,7 @@ enum {
     ST_OUT_PURGED,
     ST_OUT_REVOKED,
     ST_OUT_DELIVERY_COUNT_EXCEEDED,
+    ST_OUT_DAMAGED,   /* dead-letter reason only: a queue record that could not be read (no feedback) */
 };
 const char *st_outcome_name(uint8_t outcome);
 
@@ -72,8 +73,12 @@ SG_WUR sg_rc st_msg_get(const void *p, size_t n, st_msg_t *m);
 /* Copy record p with delivery_count replaced (the count sits at a fixed place). */
 SG_WUR sg_rc st_msg_with_count(const void *p, size_t n, uint32_t count, sg_wbuf_t *out);
 
-/* Dead letter: u8 reason, u64 at_ms, then the message record. */
+/* Dead letter: u8 reason, u64 at_ms, then the message record (with reason ST_OUT_DAMAGED the
+ * queue record's bytes as they were found, which st_msg_get refuses). */
 SG_WUR sg_rc st_dead_put(sg_wbuf_t *w, uint8_t reason, int64_t at_ms, const void *msg, size_t n);
+/* The reason and time of a dead letter, and where its message record is (*msg, *msg_len). */
+SG_WUR sg_rc st_dead_head(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, const uint8_t **msg,
+                          size_t *msg_len);
 SG_WUR sg_rc st_dead_get(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, st_msg_t *m);
 
 /* One telemetry record. */

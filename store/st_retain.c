@@ -266,9 +266,11 @@ static void index_old_dead_letters(st_ctx_t *c)
         const char *v = rocksdb_iter_value(it, &vl);
         uint8_t reason;
         int64_t at;
-        st_msg_t m;
-        if (st_dead_get(v, vl, &reason, &at, &m) != SG_OK)
-            at = 0;   /* damaged: first to go */
+        const uint8_t *msg;
+        size_t msg_len;
+        /* only the time counts here: a dead letter of a damaged message ages like any other */
+        if (st_dead_head(v, vl, &reason, &at, &msg, &msg_len) != SG_OK)
+            at = 0;   /* not even its time can be read: first to go */
         char key[ST_KEY_MAX];
         size_t id_len = (size_t)(nul - k);
         size_t n = st_key_exp(key, at, k, id_len, st_get_be64((const uint8_t *)nul + 2));

@@ -30,7 +30,11 @@ void stw_feedback(writer_t *w, wdev_t *d, const st_msg_t *m, uint8_t outcome, in
                               (const char *)w->scratch.data, w->scratch.len);
 }
 
-/* Remove message seq (record rec) from the queue; dead-letter it unless it was delivered. */
+/* Remove message seq (record rec) from the queue; dead-letter it unless it was delivered. A
+ * record that cannot be read is dead-lettered as damaged whatever the outcome: it leaves the
+ * queue and the device's counters as stored, its bytes are kept for the operator, and it gives no
+ * feedback (neither a message id nor the ack mode can be trusted). Its expiry index entry cannot
+ * be found without the expiry it held: the sweep drops it when it comes to it. */
 void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_t rlen, uint8_t outcome,
                        int64_t now)
 {
@@ -45,14 +49,17 @@ void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_
     char key[ST_KEY_MAX];
     size_t klen;
     st_db_t *db = &w->ctx->db;
-    if (st_msg_get(rec, rlen, &m) != SG_OK) {
-        SG_ERROR("store", "message.damaged", "device=%s seq=%llu", d->id, (unsigned long long)seq);
-        memset(&m, 0, sizeof m);
+    bool damaged = st_msg_get(rec, rlen, &m) != SG_OK;
+    if (damaged) {
+        SG_ERROR("store", "message.damaged", "device=%s seq=%llu bytes=%zu was=%s action=dead-lettered", d->id,
+                 (unsigned long long)seq, rlen, st_outcome_name(outcome));
+        outcome = ST_OUT_DAMAGED;
+    } else {
+        klen = st_key_exp(key, m.expires_ms, d->id, d->id_len, seq);
+        rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_EXP], key, klen);
     }
     klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_QUEUE, seq);
     rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_DEV], key, klen);
-    klen = st_key_exp(key, m.expires_ms, d->id, d->id_len, seq);
-    rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_EXP], key, klen);
     if (outcome != ST_OUT_DELIVERED) {
         sg_wbuf_reset(&w->scratch2);
         if (st_dead_put(&w->scratch2, outcome, now, rec, rlen) != SG_OK)
@@ -69,20 +76,22 @@ void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_
     if (w->queued > 0)
         w->queued--;
     stw_save_meta(w, d);
-    stw_feedback(w, d, &m, outcome, now);
+    if (!damaged)
+        stw_feedback(w, d, &m, outcome, now);
 }
 
-/* Finish message seq of d with outcome if it is still queued. */
-void stw_finish_seq(writer_t *w, wdev_t *d, uint64_t seq, uint8_t outcome, int64_t now)
+/* Finish message seq of d with outcome if it is still queued; false when it is not. */
+bool stw_finish_seq(writer_t *w, wdev_t *d, uint64_t seq, uint8_t outcome, int64_t now)
 {
     char key[ST_KEY_MAX], *rec;
     size_t klen = st_key_dev_seq(key, d->id, d->id_len, ST_K_QUEUE, seq), rlen;
     if (st_db_get(&w->ctx->db, NULL, ST_CF_DEV, key, klen, &rec, &rlen) != SG_OK)
         stw_fatal_io("queue-read");
     if (!rec)
-        return;
+        return false;
     stw_finish_msg(w, d, seq, rec, rlen, outcome, now);
     rocksdb_free(rec);
+    return true;
 }
 
 /* Hand queued messages to the live session, up to the in-flight window. Runs after commit. */
@@ -110,11 +119,10 @@ void stw_deliver(writer_t *w, wdev_t *d, int64_t now)
         const char *v = rocksdb_iter_value(it, &vl);
         st_msg_t m;
         d->next_deliver = seq + 1;
-        if (st_msg_get(v, vl, &m) != SG_OK) {
-            SG_ERROR("store", "message.damaged", "device=%s seq=%llu", d->id, (unsigned long long)seq);
-            continue;
-        }
-        uint8_t out = m.expires_ms <= now ? ST_OUT_EXPIRED
+        /* A record that cannot be read is not sent: it is dead-lettered (stw_finish_msg) and the
+         * next one goes out in its place, in order. */
+        uint8_t out = st_msg_get(v, vl, &m) != SG_OK                           ? ST_OUT_DAMAGED
+                      : m.expires_ms <= now                                   ? ST_OUT_EXPIRED
                       : m.delivery_count >= (uint32_t)ctx->max_delivery_count ? ST_OUT_DELIVERY_COUNT_EXCEEDED
                                                                                : 0;
         if (out) {
@@ -194,7 +202,11 @@ void stw_expire_due(writer_t *w, int64_t now)
         uint64_t seq = st_get_be64((const uint8_t *)k + 9 + id_len);
         if (stw_inflight_has(d, seq))
             continue;   /* the device may still acknowledge it; it expires when it comes back */
+        /* The entry goes whatever became of its message: finishing a readable record deletes it
+         * too, but one whose record is gone, or was damaged (finished before, with its expiry
+         * unreadable), would otherwise stay for ever. */
         stw_finish_seq(w, d, seq, ST_OUT_EXPIRED, now);
+        rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_EXP], k, kl);
         done++;
     }
     /* A full slice that made progress: more may be due, and the next cycle goes on at once. One

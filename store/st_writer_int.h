@@ -73,7 +73,7 @@ struct st_wdev {
 typedef struct {
     wdev_t *dev;
     uint64_t seq;
-    uint8_t outcome;    /* ST_OUT_EXPIRED or ST_OUT_DELIVERY_COUNT_EXCEEDED */
+    uint8_t outcome;    /* ST_OUT_EXPIRED, ST_OUT_DELIVERY_COUNT_EXCEEDED or ST_OUT_DAMAGED */
 } expire_t;
 
 /* One operation as received: envelope and decoded header. */
@@ -209,7 +209,7 @@ void stw_tele_ack(writer_t *w, const op_t *op, const wdev_t *d, uint16_t status,
 
 /* ---- st_wqueue.c: the command queue's way out ---- */
 void stw_finish_msg(writer_t *w, wdev_t *d, uint64_t seq, const char *rec, size_t rlen, uint8_t outcome, int64_t now);
-void stw_finish_seq(writer_t *w, wdev_t *d, uint64_t seq, uint8_t outcome, int64_t now);
+bool stw_finish_seq(writer_t *w, wdev_t *d, uint64_t seq, uint8_t outcome, int64_t now);
 void stw_deliver(writer_t *w, wdev_t *d, int64_t now);
 void stw_expire_due(writer_t *w, int64_t now);
 /* The feedback record of message m of d with outcome, if its ack mode asks for one. */
