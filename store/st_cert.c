@@ -277,6 +277,15 @@ static X509 *der_x509(const uint8_t *der, size_t len)
     return x;
 }
 
+bool st_cert_subject_is(const uint8_t *der, size_t len, const char *id)
+{
+    X509 *x = der_x509(der, len);
+    bool ok = x && cn_is(x, id);
+    X509_free(x);
+    ERR_clear_error();
+    return ok;
+}
+
 static sg_rc verify_ca(const st_cert_t *self, X509 *leaf, STACK_OF(X509) *untrusted, const char *id, int64_t now,
                        const char **why)
 {

@@ -46,6 +46,10 @@ json_t *st_cert_list(const st_cert_t *self);
 /* The DB key of a CA: "C{name}". out holds 1 + len bytes. */
 size_t st_cert_key(char *out, const char *name, size_t len);
 
+/* Whether the DER certificate's subject has exactly one CN and it equals id (an x509-ca
+ * device's name check); false for anything that is not one certificate. */
+bool st_cert_subject_is(const uint8_t *der, size_t len, const char *id);
+
 /* Hex SHA-256 of DER bytes (out: 65 bytes). */
 void st_cert_thumbprint(const uint8_t *der, size_t len, char out[65]);
 

@@ -169,6 +169,19 @@ int main(void)
     CHECK_RC(st_cert_verify(s, (const uint8_t *)"\0\7abc", 5, "dev-1", tps, 1, 0, &na, &why), SG_E_AUTH);
     CHECK_STR(why, "malformed-certificate-chain");
 
+    /* the subject match alone: exactly one CN, equal to the id */
+    unsigned char *der = NULL;
+    int dl = i2d_X509(dev.x, &der);
+    CHECK(st_cert_subject_is(der, (size_t)dl, "dev-1"));
+    CHECK(!st_cert_subject_is(der, (size_t)dl, "dev-10") && !st_cert_subject_is(der, (size_t)dl, "dev-"));
+    CHECK(!st_cert_subject_is(der, (size_t)dl - 1, "dev-1"));   /* not one whole certificate */
+    OPENSSL_free(der);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(dev.x), "CN", MBSTRING_ASC, (const unsigned char *)"dev-1", -1, -1, 0);
+    der = NULL;
+    dl = i2d_X509(dev.x, &der);
+    CHECK(!st_cert_subject_is(der, (size_t)dl, "dev-1"));   /* two CNs */
+    OPENSSL_free(der);
+
     st_cert_destroy(&s);
     CHECK(s == NULL);
     free(root_pem);

@@ -36,8 +36,8 @@ for s in $stages; do
       stage "3: libFuzzer, ${fuzz_seconds} s per harness"
       cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DSACGATE_FUZZ=ON -DSACGATE_SANITIZE=ON >/dev/null
       cmake --build build-fuzz --target fuzz_mqtt fuzz_sas fuzz_propbag fuzz_wire fuzz_ndjson fuzz_sim fuzz_ws fuzz_inquiry \
-        fuzz_tlspsk
-      for f in mqtt sas propbag wire ndjson sim ws inquiry tlspsk; do
+        fuzz_tlspsk fuzz_x509
+      for f in mqtt sas propbag wire ndjson sim ws inquiry tlspsk x509; do
         work=$(mktemp -d)
         cp tests/fuzz/corpus/$f/* "$work/"
         echo "fuzz_$f:"
