@@ -235,6 +235,57 @@ class PskTest(GatewayTest):
                    (res["cipher"], len(did), relay.up, relay.down, relay.up + relay.down))
         self.assertLess(relay.up + relay.down, 1024, "TLS 1.2: a PSK connect costs 1 KB or more")
 
+    def test_psk_ke_needs_configuring(self):
+        """A client that offers only psk_ke (a PSK without an ECDHE exchange) gets no PSK
+        handshake unless frontend.psk_ke is set (PskKeTest): the server answers with its
+        certificate, which GnuTLS then cannot verify."""
+        did, key = self.psk_device()
+        out = gnutls_psk_ke(self, self.gw.mqtt_ports[0], did, key, b"")
+        self.assertNotIn("PSK authentication", out)
+
+
+def gnutls_psk_ke(test, port, did, key, send, until=None):
+    """gnutls-cli (Debian gnutls-bin, an independent TLS stack) offering TLS 1.3 with psk_ke only
+    (priority -KX-ALL:+PSK), sending `send` once the handshake is done and keeping the connection
+    until `until()` holds (or it ends by itself): its output."""
+    if not shutil.which("gnutls-cli"):
+        test.skipTest("gnutls-cli (Debian gnutls-bin) is missing")
+    args = ["gnutls-cli", "--pskusername=" + did, "--pskkey=" + key,
+            "--priority=NORMAL:-VERS-ALL:+VERS-TLS1.3:-KX-ALL:+PSK", "-p", str(port), HOST]
+    p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        p.stdin.write(send)
+        p.stdin.flush()
+        if until:
+            wait_until(lambda: until() or p.poll() is not None, 30, "the psk_ke client's work")
+        p.stdin.close()   # then it closes the connection
+        p.stdin = None    # (communicate must not flush it)
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return out.decode("utf-8", "replace")
+
+
+class PskKeTest(GatewayTest):
+    """frontend.psk_ke = true: TLS 1.3 external PSK without (EC)DHE is accepted."""
+    ENV = {"SACGATE_FRONTEND_PSK_KE": "true"}
+
+    def test_psk_ke_connects_when_configured(self):
+        did = sgtest.uid("pskke")
+        r = self.gw.http("PUT", "/v1/devices/" + did, {"auth": {"type": "psk"}})
+        self.assertEqual(r.status, 201, r)
+        key = r.json["auth"]["key"]
+        topic = "devices/%s/messages/events/" % did
+        out = gnutls_psk_ke(self, self.gw.mqtt_ports[0], did, key,
+                            sgtest.pkt_connect(did, username_for(did)) + sgtest.pkt_publish(topic, b"psk-ke"),
+                            until=lambda: self.gw.device_records(did))
+        self.assertIn("PSK authentication. Connected as '%s'" % did, out)
+        recs = self.gw.wait_records(did, 1)
+        self.assertEqual(sgtest.base64.b64decode(recs[0]["payload"]), b"psk-ke")
+        self.assertEqual(json.loads(recs[0]["properties"]["iothub-connection-auth-method"]), PSK_METHOD)
+
 
 if __name__ == "__main__":
     sgtest.main()
