@@ -743,11 +743,11 @@ def idle_ws(target, p, outdir, problems, base):
     held = []
     for kind, port, ws in (("tls", target.mqtt, False), ("ws", target.ws, True)):
         devices = import_devices(adm, "idle%s-%s" % (kind, secrets.token_hex(3)), n)
-        time.sleep(6)   # the import's memory settles
+        time.sleep(2 if p.smoke else 6)   # the import's memory settles
         before = rss_bytes(target.proc.pid)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             socks = list(pool.map(lambda d: hold_device(port, cafile, d[0], d[1], 1200, ws=ws), devices))
-        time.sleep(p.hold if p.hold is not None else 12)   # past a heap trim
+        time.sleep(p.hold if p.hold is not None else 6 if p.smoke else 12)   # past a heap trim (every 5 s)
         after = rss_bytes(target.proc.pid)
         held += socks
         figures["%sServerBytesPerSession" % kind] = round((after - before) / n)
