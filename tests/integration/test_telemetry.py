@@ -269,6 +269,26 @@ class LargeTelemetryTest(GatewayTest):
         recs = self.gw.wait_records(dev["id"], 4)
         self.assertEqual([base64.b64decode(r["payload"]) for r in recs], payloads)
 
+    def test_a_page_stops_at_its_size_cap(self):
+        """24 records of 200 KiB (267 KB each as base64 in JSON): a read of up to 1,000 stops
+        before its answer passes 4 MiB, and the next page goes on from where it stopped."""
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        payloads = [bytes([i]) * (200 * 1024) for i in range(24)]
+        c.wait_acked([c.publish(c.telemetry_topic(), p, 1) for p in payloads], 120)
+        (part, recs), = self.gw.records_of(dev["id"]).items()
+        after, got, sizes = recs[0]["offset"] - 1, [], []
+        while len(got) < 24:
+            r = self.gw.get("/v1/telemetry?partition=%d&after=%d&max=1000" % (part, after), timeout=60)
+            self.assertEqual(r.status, 200, r)
+            page = r.json
+            self.assertTrue(page["records"], page["next"])
+            sizes.append((len(page["records"]), len(r.body)))
+            got += [base64.b64decode(x["payload"]) for x in page["records"] if x["deviceId"] == dev["id"]]
+            after = page["next"]
+        self.assertEqual(got, payloads)
+        self.assertGreater(len(sizes), 1, sizes)
+        self.assertTrue(all(b <= 4 * 1024 * 1024 + 64 * 1024 for _, b in sizes), sizes)
 
     def test_properties_that_grow_when_escaped_are_readable(self):
         # 21,000 control characters a record: 63 KB on the wire, 126 KB as JSON (\u0001)
