@@ -100,7 +100,10 @@ class MethodTest(GatewayTest):
         c.serve_methods(echo)
         self.assertEqual(self.call(dev["id"], "m", {"payload": 0}).status, 200)
         c.unsubscribe(c.METHODS)
-        wait_until(lambda: self.call(dev["id"], "m", {"payload": 0}).status == 404, 10, "unsubscribe to reach the shard")
+        # a call that reaches the shard before the UNSUBSCRIBE goes out to the session, which drops
+        # it, and waits for a session that subscribes until its response timeout (504): short ones
+        wait_until(lambda: self.call(dev["id"], "m", {"payload": 0, "responseTimeoutSeconds": 5}).status == 404, 30,
+                   "unsubscribe to reach the shard")
         # gone: not online again
         c.close()
         wait_until(lambda: self.call(dev["id"], "m", {}).status == 404, 10, "the session to end")
