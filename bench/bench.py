@@ -107,13 +107,18 @@ class Target:
         pass
 
     def sanitizer_reports(self):
-        """Lines of sanitizer reports in the server's logs (an instrumented build's findings)."""
+        """Lines of sanitizer reports in the server's logs (an instrumented build's findings); each
+        report is also printed whole (its stacks), since the work directory goes with the run."""
         found = []
         for root, _, files in os.walk(self.dir or "/nonexistent"):
             for name in files:
                 if name.endswith(".log"):
                     with open(os.path.join(root, name), errors="replace") as f:
-                        found += [line.strip() for line in f if any(m in line for m in SANITIZER_MARKS)]
+                        lines = f.read().splitlines()
+                    for i, line in enumerate(lines):
+                        if any(m in line for m in SANITIZER_MARKS):
+                            found.append(line.strip())
+                            print("---- %s:\n%s" % (name, "\n".join(lines[i:i + 60])), file=sys.stderr, flush=True)
         return found
 
 
