@@ -313,7 +313,7 @@ static void finish_cluster(req_t *r)
             json_object_set(o, "devices", json_object_get(st, "devices"));
             json_object_set(o, "sessions", json_object_get(st, "sessions"));
             static const char *const keys[] = {"telemetryOldest", "telemetryLast", "feedbackOldest", "feedbackLast",
-                                               "retention", "rocksdb", "batches", "batchedOps", "deviceLoads"};
+                                               "retention", "rocksdb", "batches", "batchedOps", "deviceLoads", "flow"};
             for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
                 json_object_set(o, keys[k], json_object_get(st, keys[k]));
             json_object_set(o, "diskFull", json_object_get(st, "diskFull"));
@@ -414,12 +414,21 @@ static void finish_metrics(req_t *r)
             metric(&w, "sacgate_router_refused_frames_total{router=\"%s\",role=\"%s\",type=\"%s\"} %lld\n", rn,
                    json_string_value(json_object_get(f, "role")), json_string_value(json_object_get(f, "type")),
                    (long long)json_integer_value(json_object_get(f, "count")));
-        metric(&w, "# HELP sacgate_frontend_connections Open device connections per frontend.\n"
-                   "# TYPE sacgate_frontend_connections gauge\n");
-        json_array_foreach(json_object_get(ring, "frontends"), i, f)
-            metric(&w, "sacgate_frontend_connections{frontend=\"%s\"} %lld\n",
-                   json_string_value(json_object_get(f, "name")),
-                   (long long)json_integer_value(json_object_get(f, "connections")));
+        /* per frontend, summed over its loops by the router: {metric, help, type, field} */
+        static const char *const per_frontend[][4] = {
+            {"sacgate_frontend_connections", "Open device connections per frontend.", "gauge", "connections"},
+            {"sacgate_frontend_credit_waits_total", "Times a device connection stopped being read because its shard's "
+             "credit (cluster.credit) on a loop of that frontend was spent.", "counter", "creditWaits"},
+            {"sacgate_frontend_credit_bytes", "Bytes of QoS 1 publishes on their way to shards and not acknowledged "
+             "yet (credit in use).", "gauge", "creditBytes"},
+        };
+        for (size_t k = 0; k < sizeof per_frontend / sizeof per_frontend[0]; k++) {
+            const char *const *m = per_frontend[k];
+            metric(&w, "# HELP %s %s\n# TYPE %s %s\n", m[0], m[1], m[0], m[2]);
+            json_array_foreach(json_object_get(ring, "frontends"), i, f)
+                metric(&w, "%s{frontend=\"%s\"} %lld\n", m[0], json_string_value(json_object_get(f, "name")),
+                       (long long)json_integer_value(json_object_get(f, m[3])));
+        }
         json_t *s;
         metric(&w, "# TYPE sacgate_shard_up gauge\n# TYPE sacgate_shard_devices gauge\n"
                    "# TYPE sacgate_shard_sessions gauge\n# TYPE sacgate_shard_telemetry_records_total counter\n"
@@ -427,7 +436,15 @@ static void finish_metrics(req_t *r)
                    "# HELP sacgate_shard_disk_full 1 while the shard refuses new data for lack of space.\n"
                    "# TYPE sacgate_shard_disk_full gauge\n# TYPE sacgate_shard_disk_free_bytes gauge\n"
                    "# HELP sacgate_shard_device_loads_total Devices brought into the writer's cache, read ahead by "
-                   "a reader thread or by the writer itself.\n# TYPE sacgate_shard_device_loads_total counter\n");
+                   "a reader thread or by the writer itself.\n# TYPE sacgate_shard_device_loads_total counter\n"
+                   "# HELP sacgate_shard_credit_waits_total Sessions whose deliveries waited for their frontend "
+                   "loop's credit (cluster.credit).\n# TYPE sacgate_shard_credit_waits_total counter\n"
+                   "# HELP sacgate_shard_held_bytes Frames held for the writer while its queue is full.\n"
+                   "# TYPE sacgate_shard_held_bytes gauge\n"
+                   "# HELP sacgate_shard_refused_busy_total Frames refused with BUSY (held past store.hold_bytes, "
+                   "or the readers' queue full).\n# TYPE sacgate_shard_refused_busy_total counter\n"
+                   "# HELP sacgate_shard_dropped_frames_total Answers and pushes that found no router to take them.\n"
+                   "# TYPE sacgate_shard_dropped_frames_total counter\n");
         metric(&w, "# HELP sacgate_shard_telemetry_oldest_offset The oldest telemetry offset retention kept.\n"
                    "# TYPE sacgate_shard_telemetry_oldest_offset gauge\n"
                    "# HELP sacgate_shard_retention_dropped_total Records dropped by retention (age or size).\n"
@@ -479,6 +496,15 @@ static void finish_metrics(req_t *r)
                        (long long)json_integer_value(json_object_get(loads, "readAhead")));
                 metric(&w, "sacgate_shard_device_loads_total{shard=\"%s\",on=\"writer\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(loads, "writer")));
+                json_t *flow = json_object_get(st, "flow");
+                metric(&w, "sacgate_shard_credit_waits_total{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(flow, "deliveryCreditWaits")));
+                metric(&w, "sacgate_shard_held_bytes{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(flow, "heldBytes")));
+                metric(&w, "sacgate_shard_refused_busy_total{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(flow, "refusedBusy")));
+                metric(&w, "sacgate_shard_dropped_frames_total{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(flow, "dropped")));
                 metric(&w, "sacgate_shard_disk_full{shard=\"%s\"} %d\n", sn, json_is_true(json_object_get(st, "diskFull")));
                 metric(&w, "sacgate_shard_disk_free_bytes{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(st, "diskFreeBytes")));

@@ -32,7 +32,11 @@ static const spec_t k_specs[] = {
     S("cluster.routers", "tcp://127.0.0.1:9100", "comma-separated router endpoints that frontends and admins connect to"),
     I("cluster.vnodes", "1024", 1, 65536, "virtual nodes per shard on the hash ring"),
     I("cluster.request_timeout", "10", 1, 600, "seconds a tier waits for a shard's answer"),
-    I("cluster.hwm", "100000", 100, 10000000, "ZeroMQ high-water mark (messages) of every inter-tier socket"),
+    I("cluster.hwm", "100000", 100, 10000000, "ZeroMQ high-water mark (messages) of the sockets into a router, a "
+      "shard and a frontend's link: a backstop behind cluster.credit, which keeps the queues far below it"),
+    I("cluster.credit", "1048576", 4096, 1073741824, "bytes of QoS 1 publishes a frontend loop may have on their way "
+      "to one shard without its acknowledgement (and of deliveries a shard may have on their way to one frontend "
+      "loop); past it the loop reads no more publishes of that shard's devices until acknowledgements return"),
     I("cluster.io_threads", "1", 1, 64, "ZeroMQ I/O threads of this process: they move every inter-tier message and "
       "run its CURVE encryption, so a router relaying for many frontends wants about one per core it may use"),
     S("cluster.curve_cert", "", "this tier's CURVE certificate, {role} standing for the tier (its secret in the "
@@ -88,6 +92,9 @@ static const spec_t k_specs[] = {
     E("store.sync", "always", "always|never", "fsync each group commit before acknowledging (always) or not (never)"),
     I("store.readers", "2", 1, 64, "reader threads"),
     I("store.max_batch", "1024", 1, 100000, "most operations committed in one write batch"),
+    I("store.hold_bytes", "268435456", 65536, 17179869184, "bytes of frames a shard holds while its writer's queue is "
+      "full; frontends keep within cluster.credit, so size it above frontend loops x cluster.credit. Past it, "
+      "publishes and operator writes are refused BUSY (sent again later, 503)"),
     I("store.max_queued_messages", "50", 1, 100000, "default per-device cloud-to-device queue length"),
     I("store.max_queued_bytes", "1048576", 1024, 1073741824, "default per-device queue size (bytes as stored)"),
     I("store.max_message_bytes", "65536", 1, 1048576, "largest cloud-to-device message (bytes)"),

@@ -248,6 +248,7 @@ fe_frontend_t *fe_frontend_new(const sg_config_t *cfg, const char *name, const c
     f->set.max_method_response = (uint32_t)sg_config_int(cfg, "frontend.max_method_response");
     f->set.telemetry_rate = (uint16_t)sg_config_int(cfg, "frontend.telemetry_rate");
     f->set.telemetry_burst = (uint16_t)sg_config_int(cfg, "frontend.telemetry_burst");
+    f->set.credit = (uint32_t)sg_config_int(cfg, "cluster.credit");
     uint32_t max_conns = (uint32_t)sg_config_int(cfg, "frontend.max_connections");
     f->set.max_connections = max_conns;
 

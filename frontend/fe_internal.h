@@ -37,7 +37,12 @@ typedef struct {
     uint32_t max_connections;   /* per process (frontend.max_connections); each thread's table holds as many */
     uint16_t telemetry_rate;    /* messages per second per device (token bucket refill) */
     uint16_t telemetry_burst;   /* bucket size */
+    uint32_t credit;            /* bytes of unacknowledged publishes per shard per loop (cluster.credit) */
 } fe_settings_t;
+
+/* Credit slots: one per shard, and one for connections whose shard is not known (an older
+ * shard's AUTH_RES names none). */
+#define FE_CREDIT_SLOTS (SG_WIRE_MAX_SHARDS + 1)
 
 typedef enum {
     FE_HANDSHAKE = 0,     /* TLS handshake in progress */
@@ -55,6 +60,7 @@ typedef enum {
 #define FE_P_FLUSH 0x08    /* closing once the output is written */
 #define FE_P_RATE 0x10     /* over its telemetry rate: resumes when the bucket refills */
 #define FE_P_KEY 0x20      /* the handshake waits for the device's PSK from its shard (fe_psk.c) */
+#define FE_P_CREDIT 0x40   /* its shard's credit on this loop is spent: resumes as acknowledgements return it */
 
 /* Other flags. */
 #define FE_F_C2D 0x01          /* subscribed to devicebound */
@@ -66,6 +72,7 @@ typedef enum {
 #define FE_F_RETRY 0x40        /* in the worker's retry list: a tier refused one of its publishes (BUSY) */
 #define FE_F_METHODS 0x80      /* subscribed to $iothub/methods/POST/# (fe_methods.c) */
 #define FE_F_INQUIRY_RES 0x100 /* subscribed to its inquiries' answers (fe_inquiry.c) */
+#define FE_F_CREDIT_WAIT 0x200 /* in the worker's credit_wait list */
 
 typedef struct {
     uint8_t qos;
@@ -166,6 +173,10 @@ struct fe_worker {
     size_t backlog_bytes;
     uint64_t *retry;       /* handles of connections with refused publishes to send again */
     uint32_t n_retry, cap_retry;
+    uint32_t *credit_used; /* per shard (FE_CREDIT_SLOTS): bytes of its QoS 1 publishes not acknowledged yet */
+    uint64_t *credit_wait; /* handles of connections paused for their shard's credit (FE_P_CREDIT) */
+    uint32_t n_credit_wait, cap_credit_wait;
+    bool credit_back;      /* credit came back to a slot below its limit: waiters look again (end of pass) */
     fe_ack_t *acks;        /* PUBACKs due, sent once per pass (one TLS record per connection) */
     uint32_t n_acks, cap_acks;
     uint64_t link_sends;   /* messages sent on the link (a send can take the ZMQ_FD edge: drain_link) */
@@ -183,6 +194,8 @@ struct fe_worker {
     _Atomic uint64_t accepted, online, auth_failed, telemetry_in, c2d_out, protocol_errors;
     _Atomic uint64_t refused_ip;   /* connections refused by the per-address limits */
     _Atomic uint64_t methods_out, method_responses;   /* direct method requests sent, responses passed on */
+    _Atomic uint64_t credit_waits;   /* times a connection paused because its shard's credit was spent */
+    _Atomic uint64_t credit_bytes;   /* bytes of unacknowledged publishes, all shards (credit in use) */
 };
 
 /* Each loop sends its router a heartbeat this often; a loop whose router has not answered for
@@ -234,6 +247,14 @@ void fe_session_flush_acks(fe_worker_t *w);
 /* Send again the publishes a tier refused (BUSY: a full queue) once their wait is over; a
  * connection stays in the list while any waits. Each pass of the loop. */
 void fe_session_retry(fe_worker_t *w);
+/* Credit (cluster.credit): the bytes of QoS 1 publishes a loop has sent towards one shard and
+ * not had acknowledged are bounded; a connection of a shard whose credit is spent is not read
+ * (FE_P_CREDIT) until acknowledgements bring it back, so a slow or stopped shard slows its own
+ * devices and nothing on the way grows past the credits. fe_session_credit_return gives back
+ * c's unacknowledged publishes (it is closing); fe_session_credit_resume reads the paused
+ * connections whose shard has credit again (end of each pass). */
+void fe_session_credit_return(fe_conn_t *c);
+void fe_session_credit_resume(fe_worker_t *w);
 /* A QoS 0 delivery reached the socket (fe_conn_complete_when_written). */
 void fe_session_written(fe_conn_t *c, uint16_t pid);
 /* Checks deadlines; returns false when it closed the connection. */

@@ -394,6 +394,87 @@ static const char *telemetry_error(sg_rc rc)
 
 /* ---------- publishes waiting for their durable acknowledgement ---------- */
 
+/* ---------- credit ---------- */
+
+static uint32_t credit_slot(const fe_conn_t *c)
+{
+    return c->shard < SG_WIRE_MAX_SHARDS ? c->shard : SG_WIRE_MAX_SHARDS;
+}
+
+static bool credit_spent(const fe_conn_t *c)
+{
+    return c->w->credit_used[credit_slot(c)] >= c->w->set->credit;
+}
+
+static void credit_take(fe_conn_t *c, uint32_t bytes)
+{
+    c->w->credit_used[credit_slot(c)] += bytes;
+    atomic_fetch_add(&c->w->credit_bytes, bytes);
+}
+
+static void credit_give(fe_conn_t *c, uint32_t bytes)
+{
+    fe_worker_t *w = c->w;
+    uint32_t *used = &w->credit_used[credit_slot(c)];
+    bool was_spent = *used >= w->set->credit;
+    *used = *used >= bytes ? *used - bytes : 0;
+    atomic_fetch_sub(&w->credit_bytes, bytes);
+    if (was_spent && *used < w->set->credit && w->n_credit_wait > 0)
+        w->credit_back = true;
+}
+
+/* c reads no further packets until its shard's credit comes back. */
+static void credit_wait(fe_conn_t *c)
+{
+    fe_worker_t *w = c->w;
+    fe_conn_pause(c, FE_P_CREDIT);
+    if (c->flags & FE_F_CREDIT_WAIT)
+        return;
+    if (w->n_credit_wait == w->cap_credit_wait) {
+        uint32_t cap = w->cap_credit_wait ? w->cap_credit_wait * 2 : 64;
+        uint64_t *p = realloc(w->credit_wait, cap * sizeof *p);
+        if (!p) {
+            fe_conn_close(c, "out-of-memory");
+            return;
+        }
+        w->credit_wait = p;
+        w->cap_credit_wait = cap;
+    }
+    w->credit_wait[w->n_credit_wait++] = fe_conn_handle(c);
+    c->flags |= FE_F_CREDIT_WAIT;
+    atomic_fetch_add(&w->credit_waits, 1);
+}
+
+void fe_session_credit_return(fe_conn_t *c)
+{
+    for (uint16_t i = 0; c->flight && i < c->pending; i++)
+        credit_give(c, c->flight[i].len);
+}
+
+void fe_session_credit_resume(fe_worker_t *w)
+{
+    if (!w->credit_back)
+        return;
+    w->credit_back = false;
+    /* The list is taken whole: a resumed connection that reads into a spent credit again joins
+     * the new list. */
+    uint64_t *list = w->credit_wait;
+    uint32_t n = w->n_credit_wait;
+    w->credit_wait = NULL;
+    w->n_credit_wait = w->cap_credit_wait = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        fe_conn_t *c = fe_conn_by_handle(w, list[i]);
+        if (!c || c->state == FE_CLOSED)
+            continue;
+        c->flags &= (uint16_t)~FE_F_CREDIT_WAIT;
+        if (credit_spent(c))
+            credit_wait(c);   /* another shard's credit came back: this one still waits */
+        else
+            fe_conn_resume(c, FE_P_CREDIT);
+    }
+    free(list);
+}
+
 /* pid went to the shard as the frame in w->frame: kept until acknowledged, so that it can be
  * sent again if a tier refuses it for a full queue. */
 static bool flight_add(fe_conn_t *c, uint16_t pid)
@@ -406,6 +487,7 @@ static bool flight_add(fe_conn_t *c, uint16_t pid)
         return false;
     memcpy(copy, f->data, f->len);
     fe_flight_add(c->flight, &c->pending, pid, sg_loop_now(c->w->loop), copy, (uint32_t)f->len);
+    credit_take(c, (uint32_t)f->len);
     c->pending_since = c->flight[0].at;
     return true;
 }
@@ -475,6 +557,10 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     }
     if (!method_res && p.payload.len > c->w->set->max_telemetry)
         return violation(c, "telemetry payload over the size limit");
+    if (!method_res && credit_spent(c)) {
+        credit_wait(c);   /* read again when acknowledgements bring credit back */
+        return c->state == FE_CLOSED ? FE_PKT_DONE : FE_PKT_RETRY;
+    }
     if (!take_token(c)) {
         fe_conn_pause(c, FE_P_RATE);
         if (c->state == FE_CLOSED)
@@ -635,6 +721,7 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
     bool popped = false;
     while (fe_flight_pop_acked(c->flight, &c->pending, &done)) {
         free(done.frame);
+        credit_give(c, done.len);
         if (!room_for_one((void **)&w->acks, w->n_acks, &w->cap_acks, sizeof *w->acks, 256)) {
             fe_conn_close(c, "out-of-memory");
             return;
@@ -1000,7 +1087,8 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
     } else if (c->state < FE_ONLINE) {
         if (now >= c->accepted_at + s->connect_timeout)
             why = "connect-timeout";
-    } else if (!(c->paused & (FE_P_WINDOW | FE_P_LINK)) && now >= c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1) {
+    } else if (!(c->paused & (FE_P_WINDOW | FE_P_LINK | FE_P_CREDIT)) &&
+               now >= c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1) {
         why = "keepalive-timeout";   /* not while the gateway itself holds the input back */
     } else if (c->token_expires && now >= c->token_expires) {
         why = "token-expired";

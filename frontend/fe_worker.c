@@ -207,6 +207,7 @@ static void drain_link(fe_worker_t *w)
         drain_once(w);
         sends = w->link_sends;
         fe_session_flush_acks(w);
+        fe_session_credit_resume(w);   /* after the PUBACKs: they returned the credit */
         if (fe_link_flush(w) != SG_OK) {
             /* the link is full: a later pass sends them (the loop wakes every 10 ms meanwhile) */
         }
@@ -315,8 +316,10 @@ static void on_ws_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
  * tells us the router is there (fe_frontend_ready). */
 static void heartbeat(fe_worker_t *w)
 {
-    char json[64];
-    int n = snprintf(json, sizeof json, "{\"connections\":%llu}", (unsigned long long)atomic_load(&w->n_conns));
+    char json[160];
+    int n = snprintf(json, sizeof json, "{\"connections\":%llu,\"creditWaits\":%llu,\"creditBytes\":%llu}",
+                     (unsigned long long)atomic_load(&w->n_conns), (unsigned long long)atomic_load(&w->credit_waits),
+                     (unsigned long long)atomic_load(&w->credit_bytes));
     sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PING, NULL);
     h.flags = SG_WIRE_F_BATCH;   /* the router may send us batches */
     sg_wbuf_reset(&w->frame);
@@ -395,11 +398,13 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, fe_tls_t *tls, i
     w->gens = calloc(set->max_connections, sizeof *w->gens);
     w->free_slots = malloc(set->max_connections * sizeof *w->free_slots);
     w->rx = malloc(FE_RX_SCRATCH);
+    w->credit_used = calloc(FE_CREDIT_SLOTS, sizeof *w->credit_used);
     sg_wbuf_init(&w->tx, set->max_packet + 1024);
     sg_wbuf_init(&w->frame, SG_WIRE_MAX_FRAME);
     sg_wire_batch_init(&w->out);
     w->link = zsock_new(ZMQ_DEALER);
-    if (!w->loop || !w->slots || !w->gens || !w->free_slots || !w->rx || !w->link || w->stop_io.fd < 0) {
+    if (!w->loop || !w->slots || !w->gens || !w->free_slots || !w->rx || !w->credit_used || !w->link ||
+        w->stop_io.fd < 0) {
         fe_worker_destroy(&w);
         return NULL;
     }
@@ -469,6 +474,8 @@ void fe_worker_destroy(fe_worker_t **self_p)
     free(w->rx);
     free(w->acks);
     free(w->retry);
+    free(w->credit_used);
+    free(w->credit_wait);
     sg_wbuf_fini(&w->tx);
     sg_wbuf_fini(&w->frame);
     sg_wire_batch_fini(&w->out);

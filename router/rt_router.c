@@ -1,8 +1,11 @@
 /* rt_router.c — the router actor; see rt_router.h.
  * Envelopes: front ROUTER receives [peer][frame]; each shard has its own DEALER (identity = this
  * router's name) that carries [peer][frame] both ways. The router decodes only the header, to
- * validate and route; bodies pass through untouched. Every socket has a high-water mark; a frame
- * that cannot be queued is answered with ERROR/BUSY rather than dropped silently.
+ * validate and route; bodies pass through untouched. Flow control is credit (cluster.credit):
+ * frontends keep what they have on the way to each shard within it, and shards what they deliver
+ * to each frontend loop, so the queues here stay bounded. The sockets towards shards keep a
+ * high-water mark as a backstop; a frame it refuses is answered with ERROR/BUSY, never dropped
+ * silently.
  * Each peer's role comes with its messages (the CURVE key it connected with, sg_curve.h); a frame
  * its role may not send (sg_role.c: a frontend's key opens the device frames only) is answered
  * with ERROR/FORBIDDEN, counted per role and type for /metrics, and logged at most once a second. */
@@ -63,6 +66,7 @@ struct rt_router {
 typedef struct {
     int64_t last_seen;
     uint64_t connections;
+    uint64_t credit_waits, credit_bytes;   /* from its heartbeats: see cluster.credit */
     char id[SG_WIRE_MAX_PEER + 1];
     bool batches;           /* its heartbeats say it takes BATCH frames */
     bool queued;            /* in r->dirty */
@@ -208,6 +212,8 @@ static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const s
         p->batches = (h->flags & SG_WIRE_F_BATCH) != 0;
         json_t *b = sg_wire_get_json(h, &json, &len) == SG_OK ? json_loadb(json, len, 0, NULL) : NULL;
         p->connections = (uint64_t)json_integer_value(json_object_get(b, "connections"));
+        p->credit_waits = (uint64_t)json_integer_value(json_object_get(b, "creditWaits"));
+        p->credit_bytes = (uint64_t)json_integer_value(json_object_get(b, "creditBytes"));
         json_decref(b);
     }
     free(id);
@@ -231,12 +237,17 @@ static json_t *frontends_json(rt_router_t *r)
         snprintf(name, sizeof name, "%.*s", (int)n, id);
         json_t *f = json_object_get(by_name, name);
         if (!f) {
-            f = json_pack("{s:s,s:i,s:I}", "name", name, "loops", 0, "connections", (json_int_t)0);
+            f = json_pack("{s:s,s:i,s:I,s:I,s:I}", "name", name, "loops", 0, "connections", (json_int_t)0,
+                          "creditWaits", (json_int_t)0, "creditBytes", (json_int_t)0);
             json_object_set_new(by_name, name, f);
         }
         json_object_set_new(f, "loops", json_integer(json_integer_value(json_object_get(f, "loops")) + 1));
         json_object_set_new(f, "connections",
                             json_integer(json_integer_value(json_object_get(f, "connections")) + (json_int_t)p->connections));
+        json_object_set_new(f, "creditWaits",
+                            json_integer(json_integer_value(json_object_get(f, "creditWaits")) + (json_int_t)p->credit_waits));
+        json_object_set_new(f, "creditBytes",
+                            json_integer(json_integer_value(json_object_get(f, "creditBytes")) + (json_int_t)p->credit_bytes));
     }
     for (const char *id = zlist_first(stale); id; id = zlist_next(stale))
         zhashx_delete(r->peers, id);
@@ -465,6 +476,10 @@ static void forward_alive(rt_router_t *r, zsock_t *front, const uint8_t *peer, s
     sg_wbuf_init(&w, 64);
     if (sg_wire_encode_hdr(&w, &h) == SG_OK)
         for (size_t i = 0; i < r->n_shards; i++) {
+            /* Not to a shard that stopped answering: heartbeats would pile up in its queue for as
+             * long as it is away (the shard does not count its own stall against the loops). */
+            if (!r->shards[i].up && r->shards[i].last_pong != 0)
+                continue;
             uint64_t sent = r->shards[i].sent;
             to_shard(r, front, i, peer, peer_len, w.data, w.len, &h, false);
             r->shards[i].sent = sent;   /* not relayed traffic (counted when a batch goes) */
@@ -699,7 +714,11 @@ static void router_actor(zsock_t *pipe, void *args)
     if (ok) {
         zsock_set_router_mandatory(front, 1);
         sg_curve_server(front);
-        zsock_set_sndhwm(front, r->hwm);
+        /* No high-water mark towards frontends and admins: what goes there answers their own
+         * frames (a frontend keeps what it has on the way within cluster.credit, an admin within
+         * its request limits) or is a delivery (each shard keeps those within a loop's credit),
+         * so the queue of a stalled frontend is bounded without a mark that would drop them. */
+        zsock_set_sndhwm(front, 0);
         zsock_set_rcvhwm(front, r->hwm);
         ok = zsock_bind(front, "%s", r->endpoint) >= 0;
         if (ok && zsock_endpoint(front))

@@ -33,6 +33,8 @@ typedef struct {
     int64_t default_ttl;
     int64_t max_ttl;
     int delivery_window;
+    uint64_t credit;        /* cluster.credit: bytes of deliveries on their way to one frontend loop at most */
+    uint64_t hold_bytes;    /* store.hold_bytes: frames held for a busy writer before device frames get BUSY */
     int max_delivery_count;
     int64_t delivery_lock_ms;
     int64_t cache_devices;
@@ -76,6 +78,10 @@ typedef struct {
     _Atomic uint64_t stat_batch_ops;
     _Atomic uint64_t stat_loads_ahead;    /* devices a reader loaded for the writer */
     _Atomic uint64_t stat_loads_inline;   /* devices the writer read itself */
+    _Atomic uint64_t stat_credit_waits;   /* sessions whose deliveries waited for their loop's credit */
+    _Atomic uint64_t stat_held_bytes;     /* frames the net actor holds for the writer (its queue is full) */
+    _Atomic uint64_t stat_busy;           /* frames refused BUSY (held past store.hold_bytes, or readers full) */
+    _Atomic uint64_t stat_dropped;        /* frames lost on the way out (a router gone with no other) */
     _Atomic int64_t stat_disk_free;
     _Atomic bool stat_disk_full;
 } st_ctx_t;

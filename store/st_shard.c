@@ -44,7 +44,8 @@ typedef struct {
     zhashx_t *links;    /* router identity -> rlink_t: what this pass sends it */
     zlist_t *dirty;     /* rlink_t with frames in their batch (flush_links) */
     zlist_t *parked;    /* parked_t* */
-    zlist_t *held;      /* zmsg_t*: session bookkeeping waiting for room in the writer's queue */
+    zlist_t *held;      /* zmsg_t*: frames waiting for room in the writer's queue, in order */
+    size_t held_bytes;
     int64_t forbidden_logged;   /* when a refused frame was last logged */
 } net_t;
 
@@ -69,9 +70,6 @@ static void rlink_free(void **item)
 
 /* Messages taken from one socket per wake before the other gets its turn. */
 #define NET_DRAIN_MAX 256
-
-/* Bookkeeping frames held at most; beyond, the writer has been stuck for very long. */
-#define HELD_MAX 200000
 
 static rlink_t *rlink_find(net_t *n, const void *id, size_t len)
 {
@@ -106,8 +104,8 @@ static void send_frame(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wbuf_t 
     zmsg_append(m, &(zframe_t *){zframe_dup(peer)});
     zmsg_addmem(m, w->data, w->len);
     if (sg_zmq_send_nowait(n->router, &m) != 0) {
-        if (errno == EAGAIN)
-            SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; answer dropped\"");
+        atomic_fetch_add(&n->ctx->stat_dropped, 1);
+        SG_WARN("store", "net.answer_lost", "reason=\"%s\"", zmq_strerror(errno));
         zmsg_destroy(&m);
     }
 }
@@ -134,41 +132,57 @@ static void refuse_busy(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_h
     sg_wbuf_fini(&w);
 }
 
-/* Frames the sender can be told to retry: a device gets CONNACK 3 or a closed connection (and
- * starts over), an operator 503. The rest (session ends, frontend reboots and heartbeats) cannot
- * be answered usefully, so they wait in order for room instead (apply order among them does not
- * matter: each names the session epoch or the frontend it is about). */
+/* Frames the sender can be told to retry: a device gets CONNACK 3 or sends its publish again
+ * later, an operator 503. The rest (session ends, completions, frontend reboots and heartbeats)
+ * cannot be answered usefully, so they are always held. */
 static bool refusable(uint8_t type)
 {
-    return type == SG_MSG_TELEMETRY || type == SG_MSG_AUTH || type == SG_MSG_PSK || type == SG_MSG_ADMIN || type == SG_MSG_SUBSCRIBE ||
-           type == SG_MSG_COMPLETE;
+    return type == SG_MSG_TELEMETRY || type == SG_MSG_AUTH || type == SG_MSG_PSK || type == SG_MSG_ADMIN ||
+           type == SG_MSG_SUBSCRIBE;
 }
 
-/* Send held bookkeeping frames while the writer's queue has room. */
+static size_t msg_bytes(zmsg_t *m)
+{
+    return zmsg_content_size(m) + 64 * zmsg_size(m);   /* with the frames' own bookkeeping */
+}
+
+/* Send held frames while the writer's queue has room. */
 static void flush_held(net_t *n)
 {
     zmsg_t *m;
-    while ((m = zlist_first(n->held)) && sg_zmq_send_nowait(n->to_writer, &m) == 0)
+    while ((m = zlist_first(n->held))) {
+        size_t bytes = msg_bytes(m);
+        if (sg_zmq_send_nowait(n->to_writer, &m) != 0)
+            break;
         zlist_pop(n->held);
+        n->held_bytes -= bytes;
+    }
+    atomic_store(&n->ctx->stat_held_bytes, n->held_bytes);
 }
 
-/* Hand m to a worker queue without blocking; when the queue is full, refused (BUSY) or held. */
+/* Hand m to a worker queue without blocking. When the writer's queue is full, frames wait here in
+ * order: what the frontends may have on the way is bounded by their credit (cluster.credit), so
+ * this holds at most about frontend loops x credit. Only past store.hold_bytes (credit set larger
+ * than the shard was sized for, or frontends that do not keep it) are device and operator frames
+ * refused with BUSY (sent again later, or 503). The readers' queue refuses at once (reads are
+ * operators', who get 503). */
 static void to_worker(net_t *n, zsock_t *q, zmsg_t **m, const sg_wire_hdr_t *h)
 {
-    bool hold = q == n->to_writer && !refusable(h->type);
-    if (!(hold && zlist_size(n->held) > 0) && sg_zmq_send_nowait(q, m) == 0)
+    if (q == n->to_writer && zlist_size(n->held) > 0)
+        flush_held(n);
+    if (!(q == n->to_writer && zlist_size(n->held) > 0) && sg_zmq_send_nowait(q, m) == 0)
         return;
-    if (hold && zlist_size(n->held) < HELD_MAX) {
+    size_t bytes = msg_bytes(*m);
+    if (q == n->to_writer && (!refusable(h->type) || n->held_bytes + bytes <= n->ctx->hold_bytes)) {
         zlist_append(n->held, *m);
         *m = NULL;
+        n->held_bytes += bytes;
+        atomic_store(&n->ctx->stat_held_bytes, n->held_bytes);
         return;
     }
     zframe_t *rid = zmsg_first(*m), *peer = zmsg_next(*m);
-    if (hold)
-        SG_ERROR("store", "net.overloaded", "dropped=%s device=%.*s held=%d", sg_wire_type_name(h->type),
-                 (int)h->device_len, h->device, HELD_MAX);
-    else
-        refuse_busy(n, rid, peer, h);
+    atomic_fetch_add(&n->ctx->stat_busy, 1);
+    refuse_busy(n, rid, peer, h);
     zmsg_destroy(m);
 }
 
@@ -311,10 +325,10 @@ static void send_now(net_t *n, const void *rid, size_t rid_len, const void *peer
         if (err == EHOSTUNREACH)
             zlistx_delete(n->routers, zlistx_cursor(n->routers));
     }
-    if (err == EAGAIN)
-        SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; frame dropped\"");
-    else if (err)
-        SG_WARN("store", "net.unroutable", "reason=\"no router connected\"");
+    if (err) {
+        atomic_fetch_add(&n->ctx->stat_dropped, 1);
+        SG_WARN("store", "net.unroutable", "reason=\"%s\"", err == EHOSTUNREACH ? "no router connected" : zmq_strerror(err));
+    }
 }
 
 /* One frame of a batch that cannot go whole, sent alone (send_now). */
@@ -336,9 +350,9 @@ static void flush_link(net_t *n, rlink_t *l)
     int err = l->out.n == 1 ? -1 : send_via(n, l->name, rlen, "", 0, f, len);
     if (err == -1) {
         send_now(n, l->name, rlen, peer, peer_len, f, len);
-    } else if (err == EAGAIN) {
-        SG_WARN("store", "net.router_full", "frames=%u reason=\"a router's queue is at its high-water mark; frames "
-                "dropped\"", l->out.n);
+    } else if (err && err != EHOSTUNREACH) {
+        atomic_fetch_add(&n->ctx->stat_dropped, l->out.n);
+        SG_WARN("store", "net.unroutable", "frames=%u reason=\"%s\"", l->out.n, zmq_strerror(err));
     } else if (err) {
         l->gone = err == EHOSTUNREACH;
         void *at = zlistx_find(n->routers, l->name);
@@ -406,8 +420,9 @@ static void send_batch(net_t *n, zframe_t *rid, zframe_t *batch)
     int err = l && l->batches && !l->gone ? send_via(n, l->name, strlen(l->name), "", 0, zframe_data(batch),
                                                      zframe_size(batch))
                                           : EHOSTUNREACH;
-    if (err == EAGAIN) {
-        SG_WARN("store", "net.router_full", "reason=\"a router's queue is at its high-water mark; frames dropped\"");
+    if (err && err != EHOSTUNREACH) {
+        atomic_fetch_add(&n->ctx->stat_dropped, 1);
+        SG_WARN("store", "net.unroutable", "reason=\"%s\"", zmq_strerror(err));
         return;
     }
     if (!err)
@@ -522,7 +537,11 @@ static void net_actor(zsock_t *pipe, void *args)
     if (ok) {
         zsock_set_router_mandatory(n.router, 1);
         sg_curve_server(n.router);
-        zsock_set_sndhwm(n.router, (int)n.ctx->max_batch * 100);
+        /* No high-water mark towards the routers: everything sent there answers a frame that
+         * came in (bounded by the frontends' credit, cluster.credit, and by the operators' own
+         * limits) or is a delivery (bounded by each loop's credit in the writer); a mark would
+         * only turn a stalled router into lost answers. */
+        zsock_set_sndhwm(n.router, 0);
         zsock_set_rcvhwm(n.router, n.ctx->queue_limit);
         ok = zsock_bind(n.router, "%s", n.shard->endpoint) >= 0;
         if (ok) {
@@ -605,6 +624,8 @@ st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned part
     c->default_ttl = sg_config_int(cfg, "store.default_ttl");
     c->max_ttl = sg_config_int(cfg, "store.max_ttl");
     c->delivery_window = (int)sg_config_int(cfg, "store.delivery_window");
+    c->credit = (uint64_t)sg_config_int(cfg, "cluster.credit");
+    c->hold_bytes = (uint64_t)sg_config_int(cfg, "store.hold_bytes");
     c->max_delivery_count = (int)sg_config_int(cfg, "store.max_delivery_count");
     c->delivery_lock_ms = sg_config_int(cfg, "store.delivery_lock") * 1000;
     c->cache_devices = sg_config_int(cfg, "store.cache_devices");

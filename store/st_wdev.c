@@ -52,12 +52,20 @@ void stw_live_link(writer_t *w, wdev_t *d)
     p->n_live++;
 }
 
-/* d's session ended: out of its loop's list. */
+/* d's session ended: out of its loop's list (and its credit wait list). */
 static void live_unlink(wdev_t *d)
 {
     wpeer_t *p = d->loop;
     if (!p)
         return;
+    if (d->credit_wait) {
+        for (size_t i = 0; i < p->n_wait; i++)
+            if (p->wait[i] == d) {
+                p->wait[i] = p->wait[--p->n_wait];
+                break;
+            }
+        d->credit_wait = false;
+    }
     if (d->loop_prev)
         d->loop_prev->loop_next = d->loop_next;
     else
@@ -291,9 +299,42 @@ void stw_busy_del(writer_t *w, wdev_t *d)
     d->in_busy = false;
 }
 
+void stw_flight_done(writer_t *w, const flight_t *f)
+{
+    wpeer_t *p = f->loop;
+    if (!p)
+        return;
+    bool was_spent = p->out_bytes >= w->ctx->credit;
+    p->out_bytes = p->out_bytes >= f->bytes ? p->out_bytes - f->bytes : 0;
+    if (!was_spent || p->out_bytes >= w->ctx->credit || p->n_wait == 0)
+        return;
+    /* Credit is back: every waiting session tries again after this commit (stw_deliver puts
+     * back in the list those that find it spent again). */
+    size_t n = p->n_wait;
+    p->n_wait = 0;
+    for (size_t i = 0; i < n; i++) {
+        p->wait[i]->credit_wait = false;
+        stw_want_delivery(w, p->wait[i]);
+    }
+}
+
+void stw_credit_wait(writer_t *w, wdev_t *d)
+{
+    wpeer_t *p = d->loop;
+    if (d->credit_wait || !p)
+        return;
+    if (p->n_wait == p->cap_wait)
+        p->wait = stw_grow(p->wait, &p->cap_wait, sizeof *p->wait, 16);
+    p->wait[p->n_wait++] = d;
+    d->credit_wait = true;
+    atomic_fetch_add(&w->ctx->stat_credit_waits, 1);
+}
+
 /* Forget every delivery in flight: they are handed out again from the head of the queue. */
 void stw_inflight_clear(writer_t *w, wdev_t *d)
 {
+    for (uint16_t i = 0; i < d->n_inflight; i++)
+        stw_flight_done(w, &d->inflight[i]);
     d->n_inflight = 0;
     d->next_deliver = 0;
     stw_busy_del(w, d);
@@ -311,6 +352,7 @@ bool stw_inflight_remove(writer_t *w, wdev_t *d, uint64_t seq)
 {
     for (uint16_t i = 0; i < d->n_inflight; i++)
         if (d->inflight[i].seq == seq) {
+            stw_flight_done(w, &d->inflight[i]);
             d->inflight[i] = d->inflight[--d->n_inflight];
             if (d->n_inflight == 0)
                 stw_busy_del(w, d);

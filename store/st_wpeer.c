@@ -20,6 +20,7 @@ void stw_wpeer_free(void **item)
     for (size_t i = 0; i < p->n_ended; i++)
         free(p->ended[i].device);
     free(p->ended);
+    free(p->wait);
     free(p);
     *item = NULL;
 }
@@ -115,6 +116,14 @@ void stw_peer_heard(writer_t *w, const op_t *op)
 void stw_check_peers(writer_t *w)
 {
     int64_t now = sg_mono_ms(), timeout = w->ctx->peer_timeout_ms;
+    /* Time the shard itself did not run (stopped, starved) is not the loops' silence: routers do
+     * not pass heartbeats on to a shard that stopped answering, so they resume only after it is
+     * back. The checks come every second; a longer gap moves every loop's last sign of life on. */
+    int64_t gap = w->peers_checked_ms ? now - w->peers_checked_ms : 0;
+    w->peers_checked_ms = now;
+    if (gap > 3000)
+        for (wpeer_t *p = zhashx_first(w->peers); p; p = zhashx_next(w->peers))
+            p->last_ms += gap;
     if (now - w->started_mono < timeout)
         return;
     zlist_t *gone = zlist_new(), *died = zlist_new();

@@ -132,6 +132,12 @@ void stw_deliver(writer_t *w, wdev_t *d, int64_t now)
             w->expired[w->n_expired++] = (expire_t){d, seq, out};
             continue;
         }
+        if (d->loop && d->loop->out_bytes >= ctx->credit) {
+            /* the loop's credit is spent: this one goes when completions bring it back */
+            d->next_deliver = seq;
+            stw_credit_wait(w, d);
+            break;
+        }
         uint32_t count = m.delivery_count + 1;
         sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_DELIVER, d->id);
         h.corr = d->sess.handle;
@@ -153,7 +159,9 @@ void stw_deliver(writer_t *w, wdev_t *d, int64_t now)
         stw_answer_raw(w, d->sess.router, d->sess.peer, strlen(d->sess.peer), &w->scratch);   /* sent after the run */
         if (d->n_inflight == 0)
             stw_busy_add(w, d);
-        d->inflight[d->n_inflight++] = (flight_t){seq, now};
+        d->inflight[d->n_inflight++] = (flight_t){seq, now, (uint32_t)w->scratch.len, d->loop};
+        if (d->loop)
+            d->loop->out_bytes += w->scratch.len;
         /* Count the attempt; losing this update in a crash only under-counts by one. */
         if (st_msg_with_count(v, vl, count, &w->scratch2) != SG_OK)
             stw_fatal_io("count-encode");
@@ -240,6 +248,7 @@ static void sweep_tick(writer_t *w, int64_t now)
             if (now - d->inflight[i].sent_ms >= w->ctx->delivery_lock_ms) {
                 if (d->inflight[i].seq < lowest)
                     lowest = d->inflight[i].seq;
+                stw_flight_done(w, &d->inflight[i]);
                 d->inflight[i] = d->inflight[--d->n_inflight];
             } else {
                 i++;

@@ -23,9 +23,13 @@
 #include "st_writer.h"
 
 /* One delivery handed to the session and not yet acknowledged. */
+typedef struct st_wpeer wpeer_t;
+
 typedef struct {
     uint64_t seq;
     int64_t sent_ms;
+    uint32_t bytes;             /* of its DELIVER frame: credit of `loop` while in flight */
+    wpeer_t *loop;              /* the frontend loop it went to (whose credit it holds) */
 } flight_t;
 
 /* A device's session as the writer keeps it: st_session_t without its two inline name buffers
@@ -47,8 +51,6 @@ typedef struct {
                                * not known (not kept on disk: a session loaded after a restart) */
 } wsess_t;
 
-typedef struct st_wpeer wpeer_t;
-
 /* In-memory state of one device the writer has touched. */
 typedef struct st_wdev wdev_t;
 struct st_wdev {
@@ -64,6 +66,7 @@ struct st_wdev {
     wdev_t *busy_prev, *busy_next;   /* in w->busy while n_inflight > 0 */
     bool in_busy;
     bool deliver_queued;
+    bool credit_wait;           /* in its loop's wait list: deliveries wait for the loop's credit */
     char *reg_text;             /* registry entry as of the open batch (read or written in it), or NULL */
     wpeer_t *loop;              /* while the session is live: its frontend loop, in whose list it is */
     wdev_t *loop_prev, *loop_next;
@@ -122,6 +125,7 @@ struct st_writer {
     bool has_held;
     zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
     int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
+    int64_t peers_checked_ms;   /* sg_mono_ms of the last liveness check (stw_check_peers) */
     zsock_t *ahead;             /* PUSH to the readers: devices to read ahead (NULL: store.read_ahead 0) */
     zhashx_t *pending;          /* id -> ahead_t: devices being read ahead and the frames waiting */
     char **asks;                /* ids to ask the readers for at the end of this take */
@@ -152,6 +156,12 @@ struct st_wpeer {
     size_t n_ended, cap_ended;
     wdev_t *live;               /* the live sessions on this loop (wdev_t.loop_next) */
     size_t n_live;
+    /* Credit (cluster.credit): bytes of deliveries on their way to this loop and not completed.
+     * Past the credit, sessions wait in `wait` until completions bring it back, so what queues
+     * for a slow or stopped frontend is bounded (the messages stay in their queues on disk). */
+    uint64_t out_bytes;
+    wdev_t **wait;
+    size_t n_wait, cap_wait;
 };
 
 /* The MQTT packet id a queued message goes out with. */
@@ -190,6 +200,10 @@ void stw_busy_del(writer_t *w, wdev_t *d);
 void stw_inflight_clear(writer_t *w, wdev_t *d);
 bool stw_inflight_has(const wdev_t *d, uint64_t seq);
 bool stw_inflight_remove(writer_t *w, wdev_t *d, uint64_t seq);
+/* A delivery left the window: its loop gets its credit back (waiting sessions go on). */
+void stw_flight_done(writer_t *w, const flight_t *f);
+/* d waits for its loop's credit (stw_deliver found it spent). */
+void stw_credit_wait(writer_t *w, wdev_t *d);
 void stw_session_end(writer_t *w, wdev_t *d);
 void stw_want_delivery(writer_t *w, wdev_t *d);
 

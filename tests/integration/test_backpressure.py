@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""Backpressure never disconnects (both topologies). A writer that cannot keep up (one operation
-per commit, so its queue of store.max_batch * 8 = 8 frames is full all the time) refuses
-publishes with BUSY; the frontend keeps the connection, sends each refused publish again after
-a short wait and withholds its PUBACK meanwhile. With the shards frozen (SIGSTOP, cluster) the
-publishes wait on the way. Either way: no device is disconnected, every publish is acknowledged
-and every acknowledged one is readable afterwards."""
+"""Backpressure never disconnects and never drops (both topologies). Flow control is credit
+(cluster.credit, set small here): a frontend loop keeps the bytes of unacknowledged publishes on
+their way to each shard within it, and reads no more publishes of that shard's devices until
+acknowledgements bring credit back, so PUBACKs are withheld, nothing waits on the way beyond the
+credits, and no tier refuses or drops a frame. A writer that cannot keep up (one operation per
+commit) and frozen shards (SIGSTOP, cluster) are the two stalls: no device is disconnected, no
+frame is refused BUSY or dropped, what travels during the freeze stays within the credits, and
+every acknowledged publish is readable afterwards."""
 
 import base64
 import os
@@ -23,8 +25,37 @@ DEVICES = 6
 MESSAGES = 120
 
 
+CREDIT = 4096
+
+
+def payload(tag, device, i):
+    """600 bytes: a device's MQTT window (20) is then three times the credit."""
+    return ("%s-%s-%d-" % (tag, device, i)).encode().ljust(600, b"x")
+
+
+def metric_sum(text, name):
+    """The sum of every sample of metric `name` in a /metrics text."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
 class BackpressureTest(GatewayTest):
-    ENV = {"SACGATE_STORE_MAX_BATCH": "1"}
+    ENV = {"SACGATE_STORE_MAX_BATCH": "1", "SACGATE_CLUSTER_CREDIT": str(CREDIT)}
+
+    def assert_nothing_refused_or_dropped(self, mark):
+        text = self.gw.get("/metrics", timeout=60).text
+        self.assertEqual(metric_sum(text, "sacgate_shard_refused_busy_total"), 0, "a shard refused frames BUSY")
+        self.assertEqual(metric_sum(text, "sacgate_shard_dropped_frames_total"), 0, "a shard dropped frames")
+        self.assertEqual(self.gw.grep_log(r"event=(telemetry\.busy|telemetry\.unavailable|peer\.full|"
+                                          r"net\.router_full|net\.overloaded|link\.backlog_full)", mark), [])
+        return text
+
+    def credit_waits(self):
+        return metric_sum(self.gw.get("/metrics", timeout=60).text, "sacgate_frontend_credit_waits_total")
+
+    def wait_credit_waits(self, before):
+        """Frontends' credit waits as their heartbeats (every 2 s) report them: some happened since."""
+        sgtest.wait_until(lambda: BackpressureTest.credit_waits(self) > before, 15, "credit waits (> %d)" % before)
 
     def publish_all(self, tag, during=None):
         """Every device publishes MESSAGES QoS 1 messages at once (paho keeps 20 in flight each);
@@ -34,8 +65,7 @@ class BackpressureTest(GatewayTest):
         mids = {}
 
         def run(c):
-            mids[c.device_id] = [c.publish(c.telemetry_topic(), ("%s-%s-%d" % (tag, c.device_id, i)).encode())
-                                 for i in range(MESSAGES)]
+            mids[c.device_id] = [c.publish(c.telemetry_topic(), payload(tag, c.device_id, i)) for i in range(MESSAGES)]
         threads = [threading.Thread(target=run, args=(c,)) for c in conns]
         for t in threads:
             t.start()
@@ -50,36 +80,56 @@ class BackpressureTest(GatewayTest):
             c.close()
         for d in devs:
             recs = self.gw.wait_records(d["id"], MESSAGES, timeout=60)
-            got = {base64.b64decode(r["payload"]).decode() for r in recs}
-            self.assertEqual(got, {"%s-%s-%d" % (tag, d["id"], i) for i in range(MESSAGES)})
+            got = {base64.b64decode(r["payload"]) for r in recs}
+            self.assertEqual(got, {payload(tag, d["id"], i) for i in range(MESSAGES)})
         return devs
 
     def test_a_writer_that_cannot_keep_up_slows_devices_without_disconnecting_them(self):
-        mark = self.gw.log_mark()
+        mark, waits = self.gw.log_mark(), self.credit_waits()
         self.publish_all("slow")
-        # the refusals happened (else this proved nothing) and were answered by sending again
-        self.gw.wait_log(r"event=telemetry\.busy", mark)
-        self.assertEqual(self.gw.grep_log(r"event=telemetry\.unavailable", mark), [])
+        # the credit was spent (else this proved nothing), and nothing was refused or dropped:
+        # before credit, the writer's full queue refused publishes BUSY and they were sent again
+        self.assert_nothing_refused_or_dropped(mark)
+        self.wait_credit_waits(waits)
 
     def test_pubacks_keep_the_order_of_the_publishes_when_some_are_sent_again(self):
-        # several connections at once keep the writer's queue full, so some publishes are refused
-        # and sent again after later ones were stored: the PUBACKs must still come in order
-        # (MQTT 3.1.1 4.6.0-2), on every connection
+        # several connections at once, each sending three credits' worth in one go: reading stops
+        # and resumes mid-stream as the slow writer acknowledges, and the PUBACKs must still come
+        # in order (MQTT 3.1.1 4.6.0-2), on every connection
         devs = [self.gw.create_device() for _ in range(4)]
         raws = []
         for d in devs:
             raw = self.raw()
             self.assertEqual(raw.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
             raws.append((d, raw))
-        mark = self.gw.log_mark()
+        mark, waits = self.gw.log_mark(), self.credit_waits()
         n = 60
         for d, raw in raws:
-            raw.send(b"".join(sgtest.pkt_publish("devices/%s/messages/events/" % d["id"], b"m%d" % i, qos=1, mid=i)
+            raw.send(b"".join(sgtest.pkt_publish("devices/%s/messages/events/" % d["id"], payload("m", d["id"], i), qos=1, mid=i)
                               for i in range(1, n + 1)))
         for d, raw in raws:
             acks = [struct.unpack("!H", raw.expect(sgtest.PUBACK, timeout=60)[2])[0] for _ in range(n)]
             self.assertEqual(acks, list(range(1, n + 1)), "PUBACKs of %s out of order" % d["id"])
-        self.gw.wait_log(r"event=telemetry\.busy", mark)
+        self.assert_nothing_refused_or_dropped(mark)
+        self.wait_credit_waits(waits)
+
+    def test_deliveries_keep_within_each_loops_credit_and_all_arrive_in_order(self):
+        # every device's window (store.delivery_window, 10) of 3 KB commands is seven times the
+        # credit a shard may have on its way to one frontend loop: deliveries wait for completions
+        # instead of piling up in front of the loop, and every command still arrives, in order
+        before = metric_sum(self.gw.get("/metrics", timeout=60).text, "sacgate_shard_credit_waits_total")
+        devs = [self.gw.create_device() for _ in range(3)]
+        n = 30
+        for d in devs:
+            for i in range(n):
+                self.gw.send_command(d["id"], payload=("%s-%02d-" % (d["id"], i)).ljust(3000, "c"))
+        conns = [self.connected(d, subscribe=True) for d in devs]
+        for d, c in zip(devs, conns):
+            got = [m["payload"] for m in c.wait_commands(n, timeout=60)]
+            self.assertEqual(got, [("%s-%02d-" % (d["id"], i)).ljust(3000, "c").encode() for i in range(n)])
+            self.assertFalse(c.closed.is_set())
+        after = metric_sum(self.gw.get("/metrics", timeout=60).text, "sacgate_shard_credit_waits_total")
+        self.assertGreater(after, before, "no delivery waited for credit: the test proved nothing")
 
     @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "freezes the shard processes of the cluster")
     def test_frozen_shards_hold_publishes_without_disconnecting_devices(self):
@@ -94,7 +144,60 @@ class BackpressureTest(GatewayTest):
             finally:
                 for p in pids:
                     os.kill(p, signal.SIGCONT)
+        mark = self.gw.log_mark()
         self.publish_all("frozen", during=freeze)
+        self.assert_nothing_refused_or_dropped(mark)
+
+
+class FrozenUnderLoadTest(GatewayTest):
+    """Many devices publish into frozen shards: what the router takes in meanwhile stays within
+    the frontends' credits (before credit, every device's whole MQTT window went on its way)."""
+    ENV = {"SACGATE_CLUSTER_CREDIT": str(CREDIT),
+           "SACGATE_CLUSTER_REQUEST_TIMEOUT": "1"}   # /v1/cluster answers without the frozen shards
+
+    def relayed_in(self):
+        return sum(r["relayedIn"] for r in self.gw.cluster_info()["routers"])
+
+    @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "freezes the shard processes of the cluster")
+    def test_frozen_shards_bound_what_travels_and_lose_nothing(self):
+        devices, per_device, size = 30, 40, 1000
+        devs = [self.gw.create_device() for _ in range(devices)]
+        conns = [self.connected(d) for d in devs]
+        loops = sum(f["loops"] for f in self.gw.cluster_info()["frontends"])
+        pids = [self.gw.pid(n) for n in ("store-0", "store-1")]
+        mark = self.gw.log_mark()
+        mids = {}
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        try:
+            before = self.relayed_in()
+            for c in conns:   # paho sends 20 at once (its window), the rest as PUBACKs come
+                mids[c.device_id] = [c.publish(c.telemetry_topic(), (b"%s-%04d-" % (c.device_id.encode(), i)).ljust(size, b"x"))
+                                     for i in range(per_device)]
+            time.sleep(3)
+            during = self.relayed_in() - before
+        finally:
+            for p in pids:
+                os.kill(p, signal.SIGCONT)
+        # every loop may have one credit's worth (and the frame that crossed it) on its way to each
+        # shard; heartbeats and this test's own /v1/cluster requests come on top
+        bound = loops * 2 * (CREDIT // size + 2) + 40
+        self.assertLess(during, bound, "the router took in %d frames while the shards were frozen (%d loops): "
+                        "more than the credits allow" % (during, loops))
+        for c in conns:
+            c.wait_acked(mids[c.device_id], 120)
+            self.assertFalse(c.closed.is_set(), "%r was disconnected" % c)
+        for c in conns:
+            c.close()
+        for d in devs:
+            recs = self.gw.wait_records(d["id"], per_device, timeout=60)
+            self.assertEqual(len(recs), per_device)
+        text = self.gw.get("/metrics", timeout=60).text
+        self.assertEqual(metric_sum(text, "sacgate_shard_refused_busy_total"), 0)
+        self.assertEqual(metric_sum(text, "sacgate_shard_dropped_frames_total"), 0)
+        BackpressureTest.wait_credit_waits(self, 0)
+        self.assertEqual(self.gw.grep_log(r"event=(telemetry\.busy|peer\.full|net\.router_full|net\.overloaded)",
+                                          mark), [])
 
 
 if __name__ == "__main__":
