@@ -364,8 +364,13 @@ static const struct {
     bool counter;
 } k_rocksdb_metrics[] = {
     {"memtable_bytes", "memtableBytes", "Bytes in the memtables of every column family.", false},
-    {"block_cache_bytes", "blockCacheBytes", "Bytes in the block cache.", false},
-    {"block_cache_capacity_bytes", "blockCacheCapacity", "The block cache's capacity (half of store.memory).", false},
+    {"memtable_capacity_bytes", "memtableCapacity",
+     "Memtable bytes (every column family together) at which flushes start: half of store.memory.", false},
+    {"block_cache_bytes", "blockCacheBytes", "Bytes in the block cache: table blocks and the memtables' charge.", false},
+    {"block_cache_memtable_bytes", "blockCacheMemtableBytes", "Of the block cache's bytes, those charged for memtables.",
+     false},
+    {"block_cache_capacity_bytes", "blockCacheCapacity",
+     "The block cache's capacity: store.memory, memtables charged to it.", false},
     {"block_cache_hits_total", "blockCacheHits", "Block cache hits.", true},
     {"block_cache_misses_total", "blockCacheMisses", "Block cache misses.", true},
     {"table_bytes", "tableBytes", "Bytes of live table files.", false},

@@ -1,10 +1,11 @@
 # Small helpers so each folder's CMakeLists.txt lists only its sources and tests.
 
-# Warnings for all project code; -Werror when SACGATE_WERROR is on (CI and tests/run.sh).
+# Warnings for all project code (the two prototype ones are C's, for C files only); -Werror when
+# SACGATE_WERROR is on (CI and tests/run.sh).
 function(sg_compile_flags)
   add_compile_definitions(_GNU_SOURCE)
-  add_compile_options(-Wall -Wextra -Wshadow -Wformat=2 -Wpointer-arith -Wstrict-prototypes
-                      -Wmissing-prototypes -Wvla -Wno-unused-parameter -fno-strict-aliasing)
+  add_compile_options(-Wall -Wextra -Wshadow -Wformat=2 -Wpointer-arith -Wvla -Wno-unused-parameter
+                      -fno-strict-aliasing "$<$<COMPILE_LANGUAGE:C>:-Wstrict-prototypes;-Wmissing-prototypes>")
   if(SACGATE_WERROR)
     add_compile_options(-Werror)
   endif()

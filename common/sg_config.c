@@ -133,8 +133,8 @@ static const spec_t k_specs[] = {
       "one is answered 503"),
     I("store.inquiry_max_bytes", "67108864", 1024, 1099511627776, "payload bytes of the open inquiries a shard keeps"),
     I("store.retention_interval", "10", 1, 3600, "seconds between two looks of the retention thread"),
-    I("store.memory", "536870912", 16777216, 1099511627776, "RocksDB's memory budget per shard: half block cache, "
-      "half the memtables of all column families together"),
+    I("store.memory", "536870912", 16777216, 1099511627776, "RocksDB's memory budget per shard: the block cache's "
+      "capacity, with the memtables of all column families charged to it (flushed at half of it together)"),
     S("store.log_dir", "", "directory of RocksDB's own LOG files (empty: the data directory); at most 4 files of 4 MiB"),
 
     S("admin.bind", "127.0.0.1", "address of the HTTP endpoint"),

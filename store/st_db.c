@@ -1,6 +1,8 @@
 /* st_db.c — RocksDB set-up for a shard; see st_db.h.
- * Options: one memory budget (store.memory: half block cache, half every column family's
- * memtables together), background jobs one per core, statistics on (st_db_stats, /metrics),
+ * Options: one memory budget (store.memory), the capacity of an LRU block cache that the
+ * memtables of every column family are charged to (st_db_budget.cc): they are flushed when they
+ * reach half of it together, and table blocks have the rest, all of it while the memtables are
+ * empty. Background jobs one per core, statistics on (st_db_stats, /metrics),
  * the WAL is on (durability comes from it), fsync per group commit when sync=always,
  * a bounded number of open files (a process here may hold 20,000 descriptors and the frontend
  * needs most of them in `sacgate all`), LZ4 for the device and telemetry data. The device
@@ -13,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "sg_log.h"
+#include "st_db_budget.h"
 #include "st_keys.h"
 
 static const char *const k_cf_names[ST_CF_COUNT] = {"default", "dev", "tele", "exp", "fb", "dlx"};
@@ -25,7 +28,7 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
     SG_ENSURE(db->path != NULL, SG_E_NOMEM);
 
     uint64_t memory = o->memory > 0 ? (uint64_t)o->memory : 512u << 20;
-    db->cache = rocksdb_cache_create_lru(memory / 2);
+    db->cache = rocksdb_cache_create_lru(memory);
     db->table = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(db->table, db->cache);
 
@@ -40,9 +43,16 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     rocksdb_options_increase_parallelism(db->opts, cores > 2 ? (int)cores : 2);
     rocksdb_options_set_max_background_jobs(db->opts, cores > 2 ? (int)cores : 2);
-    /* Every column family's memtables together stay within the other half of the budget (the
-     * largest is flushed first beyond it). */
-    rocksdb_options_set_db_write_buffer_size(db->opts, memory / 2);
+    /* Past half the budget in every column family's memtables together, the family with the
+     * oldest memtable is flushed; what the memtables hold is charged to the block cache, which
+     * keeps that much fewer blocks: one figure bounds both. Before the column family copies
+     * below, which share it. */
+    sg_rc rc = st_db_budget_attach(db->opts, db->cache, memory / 2);
+    if (rc != SG_OK) {
+        SG_ERROR("store", "db.budget_failed", "path=%s reason=%s", path, sg_strerror(rc));
+        st_db_close(db);
+        return rc;
+    }
     rocksdb_options_enable_statistics(db->opts);
     rocksdb_options_set_keep_log_file_num(db->opts, 4);
     rocksdb_options_set_max_log_file_size(db->opts, 4u << 20);
@@ -254,6 +264,8 @@ void st_db_stats(st_db_t *db, st_db_stats_t *o)
     o->write_stopped = prop(db, "rocksdb.is-write-stopped");
     o->block_cache_bytes = rocksdb_cache_get_usage(db->cache);
     o->block_cache_capacity = rocksdb_cache_get_capacity(db->cache);
+    o->block_cache_memtable_bytes = st_db_budget_charged(db->opts);
+    o->memtable_capacity = st_db_budget_memtable_limit(db->opts);
     char *text = rocksdb_options_statistics_get_string(db->opts);
     if (text) {
         o->block_cache_hits = (uint64_t)stat_field(text, "rocksdb.block.cache.hit", "COUNT");

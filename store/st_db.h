@@ -32,14 +32,17 @@ typedef struct {
                               4 files of 4 MiB so they never grow onto a volume with none to spare */
     int64_t write_buffer;  /* bytes of a column family's memtable before it becomes a table file;
                               the WAL preallocates 1.1 times this (0: RocksDB's 64 MiB) */
-    int64_t memory;        /* RocksDB's memory budget: half block cache, half the memtables of every
-                              column family together (0: 512 MiB) */
+    int64_t memory;        /* RocksDB's memory budget (0: 512 MiB): the block cache's capacity, with
+                              the memtables of every column family charged to it; they are
+                              flushed at half of it together, blocks have the rest */
 } st_db_opts_t;
 
 /* RocksDB's own figures, for /metrics. */
 typedef struct {
     uint64_t memtable_bytes;              /* every column family's memtables */
-    uint64_t block_cache_bytes, block_cache_capacity;
+    uint64_t memtable_capacity;           /* memtable bytes at which flushes start (half the budget) */
+    uint64_t block_cache_bytes, block_cache_capacity;   /* usage counts the memtables' charge */
+    uint64_t block_cache_memtable_bytes;  /* of block_cache_bytes, held for memtables */
     uint64_t block_cache_hits, block_cache_misses;
     uint64_t table_bytes;                 /* live table files */
     uint64_t pending_compaction_bytes;    /* compaction debt */

@@ -573,6 +573,8 @@ static void shard_stats(reader_t *r, rop_t *op)
                             (json_int_t)d.running_compactions, "stallMicros", (json_int_t)d.stall_micros,
                             "delayedWriteRate", (json_int_t)d.delayed_write_rate, "writeStopped",
                             d.write_stopped != 0);
+    json_object_set_new(rdb, "memtableCapacity", json_integer((json_int_t)d.memtable_capacity));
+    json_object_set_new(rdb, "blockCacheMemtableBytes", json_integer((json_int_t)d.block_cache_memtable_bytes));
     json_object_set_new(rdb, "walSyncs", json_integer((json_int_t)d.wal_syncs));
     json_object_set_new(rdb, "walSyncMicros", json_integer((json_int_t)d.wal_sync_micros));
     json_object_set_new(rdb, "walSyncP99Micros", json_real(d.wal_sync_p99_micros));

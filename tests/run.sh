@@ -27,15 +27,16 @@ for s in $stages; do
       ;;
     2)
       stage "2: ASan+UBSan build and ctest"
-      cmake -S . -B build-asan -G Ninja -DCMAKE_C_COMPILER=clang -DSACGATE_WERROR=ON -DSACGATE_SANITIZE=ON \
-        -DCMAKE_BUILD_TYPE=Debug >/dev/null
+      cmake -S . -B build-asan -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DSACGATE_WERROR=ON \
+        -DSACGATE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
       cmake --build build-asan
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --test-dir build-asan --output-on-failure -j"$jobs"
       ;;
     3)
       stage "3: libFuzzer, ${fuzz_seconds} s per harness"
-      cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DSACGATE_FUZZ=ON -DSACGATE_SANITIZE=ON >/dev/null
+      cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DSACGATE_FUZZ=ON \
+        -DSACGATE_SANITIZE=ON >/dev/null
       cmake --build build-fuzz --target fuzz_mqtt fuzz_sas fuzz_propbag fuzz_wire fuzz_ndjson fuzz_sim fuzz_ws fuzz_inquiry \
         fuzz_tlspsk fuzz_x509
       for f in mqtt sas propbag wire ndjson sim ws inquiry tlspsk x509; do

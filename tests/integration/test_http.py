@@ -49,14 +49,20 @@ class HttpTest(GatewayTest):
                            "stall_micros_total", "write_stopped", "wal_syncs_total", "wal_sync_p99_micros"):
                 self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_%s\{shard="%s"\} [0-9.e+]+$'
                                  % (metric, re.escape(name)))
-            self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_block_cache_capacity_bytes\{shard="%s"\} 268435456$'
-                             % re.escape(name))   # half of store.memory's 512 MiB
+            self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_block_cache_capacity_bytes\{shard="%s"\} 536870912$'
+                             % re.escape(name))   # store.memory's 512 MiB, memtables charged to it
+            self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_memtable_capacity_bytes\{shard="%s"\} 268435456$'
+                             % re.escape(name))   # half of it
             self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_write_stopped\{shard="%s"\} 0$' % re.escape(name))
         syncs = sum(float(l.split()[-1]) for l in text.splitlines()
                     if l.startswith("sacgate_shard_rocksdb_wal_syncs_total"))
         self.assertGreaterEqual(syncs, 1, "no WAL fsync counted after a synced write")
         rdb = self.gw.cluster_info()["shards"][0]["rocksdb"]
-        self.assertEqual(rdb["blockCacheCapacity"], 256 * 1024 * 1024, rdb)
+        self.assertEqual(rdb["blockCacheCapacity"], 512 * 1024 * 1024, rdb)
+        self.assertEqual(rdb["memtableCapacity"], 256 * 1024 * 1024, rdb)
+        # every column family has a memtable, charged to the cache in 256 KiB entries
+        self.assertGreater(rdb["blockCacheMemtableBytes"], 0, rdb)
+        self.assertLessEqual(rdb["blockCacheMemtableBytes"], rdb["blockCacheBytes"], rdb)
         # any valid token may read metrics
         self.assertEqual(self.gw.get("/metrics", token="reader").status, 200)
         self.assertEqual(self.gw.get("/metrics", token="svc").status, 200)

@@ -1,0 +1,69 @@
+// st_db_budget.cc — memtables charged to the block cache; see st_db_budget.h.
+// RocksDB's C API (rocksdb/c.h, 7.8) cannot set Options::write_buffer_manager, so this file
+// reaches the C++ objects behind the C handles. c.h declares the handles as incomplete structs;
+// db/c.cc of RocksDB v7.8.3 (the version Debian bookworm installs, librocksdb-dev 7.8.3) defines
+// the two used here as
+//     struct rocksdb_options_t { Options rep; };
+//     struct rocksdb_cache_t { std::shared_ptr<Cache> rep; };
+// and they are mirrored below, exactly. The mirror is only right for a library whose c.cc says
+// the same: the build stops on any other RocksDB version (static_assert below) until someone has
+// read that version's c.cc, and st_db_budget_attach compares a value set through the C API with
+// the same value read through the mirror before it changes anything.
+#include "st_db_budget.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/options.h>
+#include <rocksdb/version.h>
+#include <rocksdb/write_buffer_manager.h>
+
+#include <memory>
+#include <new>
+
+static_assert(ROCKSDB_MAJOR == 7 && ROCKSDB_MINOR == 8,
+              "store/st_db_budget.cc mirrors rocksdb_options_t and rocksdb_cache_t of RocksDB 7.8's db/c.cc; "
+              "check that this RocksDB's db/c.cc defines them the same way, then widen this check");
+
+struct rocksdb_options_t {
+    rocksdb::Options rep;
+};
+struct rocksdb_cache_t {
+    std::shared_ptr<rocksdb::Cache> rep;
+};
+
+extern "C" sg_rc st_db_budget_attach(rocksdb_options_t *opts, rocksdb_cache_t *cache, size_t memtable_bytes)
+{
+    if (opts == nullptr || cache == nullptr || cache->rep == nullptr || memtable_bytes == 0)
+        return SG_E_INVALID;
+    // A probe of both layouts through the library's own accessors: a mismatch shows here
+    // instead of as a write into the wrong field.
+    size_t was = rocksdb_options_get_db_write_buffer_size(opts);
+    rocksdb_options_set_db_write_buffer_size(opts, memtable_bytes);
+    bool same = opts->rep.db_write_buffer_size == memtable_bytes &&
+                cache->rep->GetCapacity() == rocksdb_cache_get_capacity(cache);
+    if (!same) {
+        rocksdb_options_set_db_write_buffer_size(opts, was);
+        return SG_E_INVALID;
+    }
+    // With a write buffer manager RocksDB ignores db_write_buffer_size; it is left at the same
+    // figure so both say what the limit is. allow_stall stays off: RocksDB's own write stalls
+    // (too many memtables or level-0 files) still apply, and a shard's writer is not held on
+    // memory that a flush is about to return.
+    try {
+        opts->rep.write_buffer_manager = std::make_shared<rocksdb::WriteBufferManager>(memtable_bytes, cache->rep);
+    } catch (const std::bad_alloc &) {
+        return SG_E_NOMEM;
+    }
+    return SG_OK;
+}
+
+extern "C" uint64_t st_db_budget_charged(const rocksdb_options_t *opts)
+{
+    const auto &wbm = opts->rep.write_buffer_manager;
+    return wbm && wbm->cost_to_cache() ? wbm->dummy_entries_in_cache_usage() : 0;
+}
+
+extern "C" uint64_t st_db_budget_memtable_limit(const rocksdb_options_t *opts)
+{
+    const auto &wbm = opts->rep.write_buffer_manager;
+    return wbm ? wbm->buffer_size() : 0;
+}
