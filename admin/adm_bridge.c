@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "rt_ring.h"
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_curve.h"
 #include "sg_time.h"
@@ -125,11 +126,9 @@ static void corr_key(uint64_t corr, char key[24]) { snprintf(key, 24, "%llx", (u
 
 static void send_ring_probe(bridge_t *br)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_RING, NULL);
-    h.corr = br->ring_corr = ++br->next_corr;
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK)
+    if (sg_frame_ring(&w, br->ring_corr = ++br->next_corr) == SG_OK)
         zmq_send(zsock_resolve(br->dealer), w.data, w.len, ZMQ_DONTWAIT);
     sg_wbuf_fini(&w);
 }
@@ -512,12 +511,10 @@ int adm_bridge_shard_of(adm_bridge_t *self, const char *id, size_t len)
 
 zframe_t *adm_bridge_admin_frame(const char *id, uint32_t shard, uint16_t op, const char *json, size_t len)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN, id);
-    h.shard = shard;
     sg_wbuf_t w;
     sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
     zframe_t *f = NULL;
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_admin(&w, op, json, len) == SG_OK)
+    if (sg_frame_admin(&w, id, shard, op, json, len) == SG_OK)
         f = zframe_new(w.data, w.len);
     sg_wbuf_fini(&w);
     return f;

@@ -34,6 +34,7 @@
 #include "adm_deadline.h"
 #include "adm_import.h"
 #include "adm_tokens.h"
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_net.h"
 #include "sg_sas.h"
@@ -166,10 +167,9 @@ static zframe_t *admin_frame(const char *id, uint32_t shard, uint16_t op, const 
 
 static zframe_t *ring_frame(void)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_RING, NULL);
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);
-    zframe_t *f = sg_wire_encode_hdr(&w, &h) == SG_OK ? zframe_new(w.data, w.len) : NULL;
+    zframe_t *f = sg_frame_ring(&w, 0) == SG_OK ? zframe_new(w.data, w.len) : NULL;   /* the bridge sets corr */
     sg_wbuf_fini(&w);
     return f;
 }

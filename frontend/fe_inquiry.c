@@ -55,15 +55,11 @@ bool fe_inquiry_filter(const char *device, size_t device_len, sg_mqtt_str_t filt
 
 sg_rc fe_inquiry_frame(fe_conn_t *c, const sg_mqtt_publish_t *p, const fe_inquiry_topic_t *t)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_INQUIRY, c->device);
-    h.corr = fe_conn_handle(c);
-    h.epoch = c->epoch;
-    h.flags = p->qos ? SG_WIRE_F_QOS1 : 0;
     sg_wire_inquiry_t q = {.packet_id = p->packet_id, .name = t->name, .name_len = t->name_len, .rid = t->rid,
                            .rid_len = t->rid_len, .payload = p->payload.p, .payload_len = p->payload.len};
     sg_wbuf_t *f = &c->w->frame;
     sg_wbuf_reset(f);
-    SG_GUARD(sg_wire_encode_hdr(f, &h));
+    SG_GUARD(fe_conn_frame_head(c, f, SG_MSG_INQUIRY, p->qos ? SG_WIRE_F_QOS1 : 0, 0));
     return sg_wire_put_inquiry(f, &q) == SG_OK ? SG_OK : SG_E_FULL;
 }
 

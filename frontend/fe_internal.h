@@ -16,6 +16,7 @@
 #include "sg_loop.h"
 #include "sg_buf.h"
 #include "sg_mqtt.h"
+#include "sg_frame.h"
 #include "sg_wire.h"
 
 typedef struct fe_worker fe_worker_t;
@@ -301,5 +302,14 @@ void fe_worker_block(fe_worker_t *w, fe_conn_t *c);
 /* Take c off the blocked list (it no longer waits for the link). */
 void fe_worker_unblock_conn(fe_worker_t *w, fe_conn_t *c);
 void fe_worker_release_slot(fe_worker_t *w, fe_conn_t *c);
+
+/* The header of a frame of c's session into f (appended): its device, its handle on this loop
+ * and the session epoch, with flags and status; the type's body follows. */
+static inline SG_WUR sg_rc fe_conn_frame_head(const fe_conn_t *c, sg_wbuf_t *f, uint8_t type, uint8_t flags,
+                                              uint16_t status)
+{
+    sg_frame_session_t s = {c->device, fe_conn_handle(c), c->epoch};
+    return sg_frame_session_head(f, type, &s, flags, status);
+}
 
 #endif

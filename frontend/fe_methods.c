@@ -24,14 +24,6 @@ bool fe_methods_is_response(sg_mqtt_str_t t)
     return t.len >= sizeof k_res - 1 && memcmp(t.p, k_res, sizeof k_res - 1) == 0;
 }
 
-static sg_wire_hdr_t conn_hdr(const fe_conn_t *c, uint8_t type)
-{
-    sg_wire_hdr_t h = sg_wire_hdr(type, c->device);
-    h.corr = fe_conn_handle(c);
-    h.epoch = c->epoch;
-    return h;
-}
-
 void fe_methods_subscribe(fe_conn_t *c, bool on)
 {
     if (on)
@@ -39,9 +31,8 @@ void fe_methods_subscribe(fe_conn_t *c, bool on)
     else
         c->flags &= (uint16_t)~FE_F_METHODS;
     sg_wbuf_t *f = &c->w->frame;
-    sg_wire_hdr_t h = conn_hdr(c, SG_MSG_SUBSCRIBE);
     sg_wbuf_reset(f);
-    if (sg_wire_encode_hdr(f, &h) == SG_OK && sg_wire_put_subscribe(f, SG_CHAN_METHODS, on ? SG_SUB_QOS0 : SG_SUB_OFF) == SG_OK)
+    if (fe_conn_frame_head(c, f, SG_MSG_SUBSCRIBE, 0, 0) == SG_OK && sg_wire_put_subscribe(f, SG_CHAN_METHODS, on ? SG_SUB_QOS0 : SG_SUB_OFF) == SG_OK)
         fe_link_send_queued(c->w, f);   /* bookkeeping: waits in order when the link is full */
 }
 
@@ -83,10 +74,10 @@ int fe_methods_response(fe_conn_t *c, const sg_mqtt_publish_t *p)
     sg_wire_method_t m = {.rid = rid, .rid_len = rid_len, .status = status,
                           .payload = too_big ? NULL : p->payload.p, .payload_len = too_big ? 0 : p->payload.len};
     sg_wbuf_t *f = &c->w->frame;
-    sg_wire_hdr_t h = conn_hdr(c, SG_MSG_METHOD_RES);
-    h.status = too_big ? SG_METHOD_RES_TOO_BIG : SG_METHOD_RES_OK;
     sg_wbuf_reset(f);
-    if (sg_wire_encode_hdr(f, &h) != SG_OK || sg_wire_put_method_res(f, &m) != SG_OK) {
+    if (fe_conn_frame_head(c, f, SG_MSG_METHOD_RES, 0,
+                              too_big ? SG_METHOD_RES_TOO_BIG : SG_METHOD_RES_OK) != SG_OK ||
+        sg_wire_put_method_res(f, &m) != SG_OK) {
         SG_WARN("frontend", "method.encode_failed", "device=%s", c->device);
         return FE_PKT_DONE;
     }

@@ -145,11 +145,10 @@ static void ask(fe_conn_t *c, psk_conn_t *p, const uint8_t *id, size_t len)
     memcpy(p->id, id, len);
     p->id[len] = 0;
     p->phase = PSK_ASKED;
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PSK, p->id);
-    h.corr = fe_conn_handle(c);
     sg_wbuf_t *f = &c->w->frame;
     sg_wbuf_reset(f);
-    if (sg_wire_encode_hdr(f, &h) == SG_OK)
+    /* no session yet: the identity the handshake offers, and this connection */
+    if (sg_frame_session_head(f, SG_MSG_PSK, &(sg_frame_session_t){p->id, fe_conn_handle(c), 0}, 0, 0) == SG_OK)
         fe_link_send_queued(c->w, f);
     fe_conn_pause(c, FE_P_KEY);
 }

@@ -58,14 +58,6 @@ int fe_session_packet(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
 
 /* ---------- frames to the shard ---------- */
 
-static sg_wire_hdr_t conn_hdr(fe_conn_t *c, uint8_t type)
-{
-    sg_wire_hdr_t h = sg_wire_hdr(type, c->device);
-    h.corr = fe_conn_handle(c);
-    h.epoch = c->epoch;
-    return h;
-}
-
 /* Send the frame in w->frame; on a full link the connection waits (FE_PKT_RETRY). */
 static int link_send(fe_conn_t *c)
 {
@@ -85,9 +77,8 @@ static int link_send(fe_conn_t *c)
 static void send_simple(fe_conn_t *c, uint8_t type, void (*body)(sg_wbuf_t *, const void *), const void *arg)
 {
     sg_wbuf_t *f = &c->w->frame;
-    sg_wire_hdr_t h = conn_hdr(c, type);
     sg_wbuf_reset(f);
-    if (sg_wire_encode_hdr(f, &h) != SG_OK)
+    if (fe_conn_frame_head(c, f, type, 0, 0) != SG_OK)
         return;
     if (body)
         body(f, arg);
@@ -224,8 +215,6 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     c->keepalive = (m.keep_alive == 0 || m.keep_alive > cap) ? cap : m.keep_alive;
 
     sg_wbuf_t *f = &c->w->frame;
-    sg_wire_hdr_t h = conn_hdr(c, SG_MSG_AUTH);
-    h.flags = m.clean_session ? SG_WIRE_F_CLEAN : 0;
     sg_wire_auth_t a = {.method = SG_CRED_SAS, .credential = m.password.p, .credential_len = m.password.len};
     sg_wbuf_t chain;
     sg_wbuf_init(&chain, SG_WIRE_MAX_CREDENTIAL);
@@ -242,7 +231,7 @@ static int on_connect(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         a = (sg_wire_auth_t){.method = SG_CRED_PSK, .credential = psk_hash, .credential_len = sizeof psk_hash};
     }
     sg_wbuf_reset(f);
-    sg_rc erc = sg_wire_encode_hdr(f, &h);
+    sg_rc erc = fe_conn_frame_head(c, f, SG_MSG_AUTH, m.clean_session ? SG_WIRE_F_CLEAN : 0, 0);
     if (erc == SG_OK)
         erc = sg_wire_put_auth(f, &a);
     sg_wbuf_fini(&chain);
@@ -368,10 +357,8 @@ static sg_rc telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char
         return rc == SG_E_TOO_BIG ? SG_E_TOO_BIG : SG_E_MALFORMED;
     }
     sg_wbuf_t *f = &c->w->frame;
-    sg_wire_hdr_t h = conn_hdr(c, SG_MSG_TELEMETRY);
-    h.flags = qos ? SG_WIRE_F_QOS1 : 0;
     sg_wbuf_reset(f);
-    rc = sg_wire_encode_hdr(f, &h);
+    rc = fe_conn_frame_head(c, f, SG_MSG_TELEMETRY, qos ? SG_WIRE_F_QOS1 : 0, 0);
     if (rc == SG_OK)
         rc = sg_wire_put_telemetry_head(f, pid, (uint16_t)n);
     for (size_t i = 0; rc == SG_OK && i < n; i++)
@@ -944,9 +931,8 @@ static int on_puback(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         return FE_PKT_DONE;
     }
     sg_wbuf_t *f = &c->w->frame;
-    sg_wire_hdr_t h = conn_hdr(c, SG_MSG_COMPLETE);
     sg_wbuf_reset(f);
-    if (sg_wire_encode_hdr(f, &h) != SG_OK)
+    if (fe_conn_frame_head(c, f, SG_MSG_COMPLETE, 0, 0) != SG_OK)
         return FE_PKT_DONE;
     put_pid_body(f, &pid);
     return link_send(c);
@@ -1114,13 +1100,12 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
  * being decided, or before a delivery arrived): tell the shard to end it. */
 static void end_orphan(fe_worker_t *w, const sg_wire_hdr_t *h)
 {
-    sg_wire_hdr_t e = sg_wire_hdr(SG_MSG_SESSION_END, NULL);
-    e.device = h->device;
-    e.device_len = h->device_len;
-    e.epoch = h->epoch;
-    e.corr = h->corr;
+    /* the header names the session as the frame about it did (h->device is not NUL-terminated) */
+    char device[SG_DEVICE_ID_MAX + 1];
+    snprintf(device, sizeof device, "%.*s", (int)h->device_len, h->device);
     sg_wbuf_reset(&w->frame);
-    if (sg_wire_encode_hdr(&w->frame, &e) == SG_OK)
+    if (sg_frame_session_head(&w->frame, SG_MSG_SESSION_END, &(sg_frame_session_t){device, h->corr, h->epoch}, 0, 0) ==
+        SG_OK)
         fe_link_send_queued(w, &w->frame);
 }
 

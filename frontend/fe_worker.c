@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "fe_internal.h"
 #include "fe_worker.h"
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_curve.h"
 #include "sg_time.h"
@@ -320,11 +321,8 @@ static void heartbeat(fe_worker_t *w)
     int n = snprintf(json, sizeof json, "{\"connections\":%llu,\"creditWaits\":%llu,\"creditBytes\":%llu}",
                      (unsigned long long)atomic_load(&w->n_conns), (unsigned long long)atomic_load(&w->credit_waits),
                      (unsigned long long)atomic_load(&w->credit_bytes));
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PING, NULL);
-    h.flags = SG_WIRE_F_BATCH;   /* the router may send us batches */
     sg_wbuf_reset(&w->frame);
-    if (sg_wire_encode_hdr(&w->frame, &h) == SG_OK && sg_wire_put_json(&w->frame, json, (size_t)n) == SG_OK &&
-        fe_link_send(w, &w->frame) != SG_OK)
+    if (sg_frame_heartbeat(&w->frame, json, (size_t)n) == SG_OK && fe_link_send(w, &w->frame) != SG_OK)
         SG_DEBUG("frontend", "heartbeat.dropped", "peer=%s", w->peer_id);
 }
 
@@ -332,10 +330,8 @@ static void *worker_main(void *arg)
 {
     fe_worker_t *w = arg;
     /* Announce this incarnation so shards end sessions an earlier one left behind. */
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_HELLO, NULL);
     sg_wbuf_reset(&w->frame);
-    if (sg_wire_encode_hdr(&w->frame, &h) == SG_OK && sg_wire_put_name(&w->frame, w->peer_id) == SG_OK &&
-        fe_link_send(w, &w->frame) != SG_OK)
+    if (sg_frame_hello(&w->frame, w->peer_id) == SG_OK && fe_link_send(w, &w->frame) != SG_OK)
         SG_WARN("frontend", "hello.failed", "peer=%s", w->peer_id);
     uint32_t next_beat = 0;
     while (!w->stop) {

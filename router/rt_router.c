@@ -19,6 +19,7 @@
 #include <string.h>
 #include "rt_ring.h"
 #include "sg_curve.h"
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_role.h"
 #include "sg_time.h"
@@ -185,14 +186,11 @@ static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const s
 {
     /* The PONG also carries this router's incarnation and every shard's: a frontend that missed
      * a SHARD_STATE (or whose router restarted) learns it here within a heartbeat. */
-    sg_wire_hdr_t pong = sg_wire_hdr(SG_MSG_PONG, NULL);
-    pong.flags = SG_WIRE_F_BATCH;   /* the frontend may batch what it sends here */
     sg_wbuf_t w;
     sg_wbuf_init(&w, 64 + 8 * r->n_shards);
     for (size_t i = 0; i < r->n_shards; i++)
         r->incarnations[i] = r->shards[i].incarnation;
-    if (sg_wire_encode_hdr(&w, &pong) == SG_OK &&
-        sg_wire_put_router_pong(&w, r->boot, r->incarnations, (uint16_t)r->n_shards) == SG_OK)
+    if (sg_frame_router_pong(&w, r->boot, r->incarnations, (uint16_t)r->n_shards) == SG_OK)
         to_peer(front, peer, &w);
     sg_wbuf_fini(&w);
     const char *json;
@@ -392,10 +390,9 @@ static void send_ring(rt_router_t *r, zsock_t *front, zframe_t *peer, const sg_w
                              (json_int_t)r->batches_out, "forbidden", forbidden_json(r));
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    sg_wire_hdr_t h = sg_wire_reply(in, SG_MSG_RING_RES, 200);
     sg_wbuf_t w;
     sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
-    if (text && sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_json(&w, text, strlen(text)) == SG_OK)
+    if (text && sg_frame_json_res(&w, in, SG_MSG_RING_RES, 200, text, strlen(text)) == SG_OK)
         to_peer(front, peer, &w);
     free(text);
     sg_wbuf_fini(&w);
@@ -432,7 +429,7 @@ static void flush_shard(rt_router_t *r, zsock_t *front, size_t i)
 
 /* [peer][frame] for shard i: into its batch when it takes batches (sent at the end of the pass),
  * else at once. Refused with ERROR BUSY to the sender when the shard's queue is full (`refuse`
- * false: dropped, for frames nobody waits on). */
+ * false: dropped, for frames nobody waits on; h, the frame's header, is only needed to refuse). */
 static void to_shard(rt_router_t *r, zsock_t *front, size_t i, const uint8_t *peer, size_t peer_len,
                      const uint8_t *f, size_t len, const sg_wire_hdr_t *h, bool refuse)
 {
@@ -471,17 +468,16 @@ static void flush_all(rt_router_t *r, zsock_t *front)
  * has gone silent (a crashed pod that never comes back under its name; store.peer_timeout). */
 static void forward_alive(rt_router_t *r, zsock_t *front, const uint8_t *peer, size_t peer_len)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ALIVE, NULL);
     sg_wbuf_t w;
     sg_wbuf_init(&w, 64);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK)
+    if (sg_frame_alive(&w) == SG_OK)
         for (size_t i = 0; i < r->n_shards; i++) {
             /* Not to a shard that stopped answering: heartbeats would pile up in its queue for as
              * long as it is away (the shard does not count its own stall against the loops). */
             if (!r->shards[i].up && r->shards[i].last_pong != 0)
                 continue;
             uint64_t sent = r->shards[i].sent;
-            to_shard(r, front, i, peer, peer_len, w.data, w.len, &h, false);
+            to_shard(r, front, i, peer, peer_len, w.data, w.len, NULL, false);
             r->shards[i].sent = sent;   /* not relayed traffic (counted when a batch goes) */
         }
     sg_wbuf_fini(&w);
@@ -565,11 +561,9 @@ static void on_front(rt_router_t *r, zsock_t *front, zmsg_t *m, sg_role_t role)
  * (frontends close those connections; MQTT 3.1.1 devices resend on reconnect). */
 static void shard_state(rt_router_t *r, zsock_t *front, size_t i)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_SHARD_STATE, NULL);
-    h.shard = (uint32_t)i;
     sg_wbuf_t w;
     sg_wbuf_init(&w, 64);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_u64(&w, r->shards[i].incarnation) == SG_OK) {
+    if (sg_frame_shard_state(&w, (uint32_t)i, r->shards[i].incarnation) == SG_OK) {
         /* in order with the answers already on their way to each loop (the list first: sending
          * looks peers up, which must not move the table's cursor) */
         zlist_t *all = zlist_new();
@@ -605,15 +599,10 @@ static void undeliverable(rt_router_t *r, zsock_t *front, const uint8_t *peer, s
     size_t i = rt_ring_lookup(r->ring, h.device, h.device_len);
     if (i >= r->n_shards)
         return;
-    sg_wire_hdr_t g = sg_wire_hdr(SG_MSG_PEER_GONE, NULL);
-    g.device = h.device;
-    g.device_len = h.device_len;
-    g.epoch = h.epoch;
-    g.corr = h.corr;
     sg_wbuf_t w;
     sg_wbuf_init(&w, 512);
-    if (sg_wire_encode_hdr(&w, &g) == SG_OK)
-        to_shard(r, front, i, peer, peer_len, w.data, w.len, &g, false);
+    if (sg_frame_peer_gone(&w, &h) == SG_OK)
+        to_shard(r, front, i, peer, peer_len, w.data, w.len, NULL, false);
     sg_wbuf_fini(&w);
 }
 
@@ -687,11 +676,9 @@ static json_t *frontends_json(rt_router_t *r);
 static void ping_all(rt_router_t *r, zsock_t *front)
 {
     json_decref(frontends_json(r));   /* forgets frontends that stopped their heartbeats */
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_PING, NULL);
-    h.flags = SG_WIRE_F_BATCH;   /* the shard may batch what it sends here */
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK) {
+    if (sg_frame_probe(&w) == SG_OK) {
         for (size_t i = 0; i < r->n_shards; i++) {
             shard_t *s = &r->shards[i];
             if (send_pair(zsock_resolve(s->sock), "", 0, w.data, w.len) != 0)

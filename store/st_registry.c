@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sg_codec.h"
+#include "sg_frame.h"
 #include "sg_time.h"
 
 #define SAS_KEY_BYTES 32
@@ -23,25 +24,18 @@ json_t *st_error_json(const char *name, const char *fmt, ...)
 
 sg_rc st_admin_answer(sg_wbuf_t *f, const sg_wire_hdr_t *req, int status, json_t *body)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_ADMIN_RES, NULL);
-    h.corr = req->corr;
-    h.status = (uint16_t)status;
-    h.device = req->device;
-    h.device_len = req->device_len;
+    sg_wire_hdr_t in = *req;
+    in.epoch = 0;   /* operators' requests belong to no session */
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     sg_wbuf_reset(f);
-    sg_rc rc = sg_wire_encode_hdr(f, &h);
-    if (rc == SG_OK)
-        rc = sg_wire_put_json(f, text ? text : "", text ? strlen(text) : 0);
+    sg_rc rc = sg_frame_json_res(f, &in, SG_MSG_ADMIN_RES, (uint16_t)status, text ? text : "", text ? strlen(text) : 0);
     free(text);
     if (rc == SG_OK)
         return SG_OK;
     sg_wbuf_reset(f);
-    h.status = 500;
     const char *e = "{\"error\":\"Internal\",\"message\":\"the answer is too large for one frame\"}";
-    SG_GUARD(sg_wire_encode_hdr(f, &h));
-    return sg_wire_put_json(f, e, strlen(e));
+    return sg_frame_json_res(f, &in, SG_MSG_ADMIN_RES, 500, e, strlen(e));
 }
 
 static const char *auth_type_name(int t)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_curve.h"
 #include "sg_role.h"
@@ -112,11 +113,9 @@ static void send_frame(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wbuf_t 
 
 static void pong(net_t *n, zframe_t *rid, zframe_t *peer, const sg_wire_hdr_t *in)
 {
-    sg_wire_hdr_t h = sg_wire_reply(in, SG_MSG_PONG, 0);
-    h.flags = SG_WIRE_F_BATCH;   /* the router may batch what it sends here */
     sg_wbuf_t w;
     sg_wbuf_init(&w, 256);
-    if (sg_wire_encode_hdr(&w, &h) == SG_OK && sg_wire_put_shard_pong(&w, n->ctx->name, n->ctx->incarnation) == SG_OK)
+    if (sg_frame_shard_pong(&w, in, n->ctx->name, n->ctx->incarnation) == SG_OK)
         send_frame(n, rid, peer, &w);
     sg_wbuf_fini(&w);
 }

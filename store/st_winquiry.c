@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sg_codec.h"
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_time.h"
 #include "st_keys.h"
@@ -241,13 +242,9 @@ static bool to_session(writer_t *w, const inq_t *q, uint16_t status, const void 
         stw_fatal_io("device-load");
     if (!d->sess.live || !d->sess.peer[0])
         return false;
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_INQUIRY_RES, d->id);
-    h.corr = d->sess.handle;
-    h.epoch = d->sess.epoch;
-    h.status = status;
     sg_wbuf_reset(&w->scratch);
-    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK ||
-        sg_wire_put_inquiry_res(&w->scratch, inq_rid(q), q->rid_len, payload, len) != SG_OK) {
+    if (sg_frame_inquiry_res(&w->scratch, &(sg_frame_session_t){d->id, d->sess.handle, d->sess.epoch}, status,
+                             inq_rid(q), q->rid_len, payload, len) != SG_OK) {
         SG_WARN("store", "inquiry.encode_failed", "device=%s bytes=%zu", d->id, len);
         return false;
     }

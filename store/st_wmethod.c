@@ -14,6 +14,7 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "st_writer_int.h"
 
@@ -91,13 +92,10 @@ static void call_answer(writer_t *w, mcall_t *c, int status, json_t *body)
 /* Push call c to d's live session. */
 static void call_deliver(writer_t *w, wdev_t *d, mcall_t *c, int64_t now)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_METHOD, d->id);
-    h.corr = d->sess.handle;
-    h.epoch = d->sess.epoch;
     sg_wire_method_t m = {.rid = c->rid, .rid_len = strlen(c->rid), .name = c->name, .name_len = strlen(c->name),
                           .payload = (const uint8_t *)c->payload, .payload_len = c->payload_len};
     sg_wbuf_reset(&w->scratch);
-    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_method(&w->scratch, &m) != SG_OK)
+    if (sg_frame_method(&w->scratch, &(sg_frame_session_t){d->id, d->sess.handle, d->sess.epoch}, &m) != SG_OK)
         stw_fatal_io("method-encode");
     stw_answer_raw(w, d->sess.router, d->sess.peer, strlen(d->sess.peer), &w->scratch);
     if (c->epoch && c->epoch != d->sess.epoch)

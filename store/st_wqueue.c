@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "st_keys.h"
 #include "st_writer_int.h"
@@ -139,16 +140,12 @@ void stw_deliver(writer_t *w, wdev_t *d, int64_t now)
             break;
         }
         uint32_t count = m.delivery_count + 1;
-        sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_DELIVER, d->id);
-        h.corr = d->sess.handle;
-        h.epoch = d->sess.epoch;
         sg_wire_deliver_t dv = {.packet_id = stw_pid_of(seq), .delivery_count = count, .enqueued_ms = m.enqueued_ms,
                                 .expires_ms = m.expires_ms, .message_id = m.message_id,
                                 .message_id_len = m.message_id_len};
         sg_wbuf_reset(&w->scratch);
-        sg_rc rc = sg_wire_encode_hdr(&w->scratch, &h);
-        if (rc == SG_OK)
-            rc = sg_wire_put_deliver_head(&w->scratch, &dv, m.props.count);
+        sg_rc rc = sg_frame_deliver_head(&w->scratch, &(sg_frame_session_t){d->id, d->sess.handle, d->sess.epoch}, &dv,
+                                         m.props.count);
         /* The property pairs are stored in wire form already: copy them as they are. */
         if (rc == SG_OK)
             rc = sg_wbuf_bytes(&w->scratch, m.props.rest.data, m.props.rest.len);

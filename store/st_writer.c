@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_time.h"
 #include "sg_zmq.h"
@@ -142,7 +143,6 @@ static bool brings_data(const op_t *op)
 /* The volume has no room for op: answer it as refused, change nothing. */
 static void refuse_full(writer_t *w, op_t *op)
 {
-    sg_wire_hdr_t h;
     switch (op->h.type) {
     case SG_MSG_INQUIRY:
     case SG_MSG_TELEMETRY: {
@@ -154,18 +154,15 @@ static void refuse_full(writer_t *w, op_t *op)
             return;
         if (!(op->h.flags & SG_WIRE_F_QOS1))
             return;   /* QoS 0: nothing to answer, the message is not kept */
-        h = sg_wire_reply(&op->h, SG_MSG_TELEMETRY_ACK, SG_TELE_FULL);
         sg_wbuf_reset(&w->scratch);
-        if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, t.packet_id) != SG_OK)
+        if (sg_frame_tele_ack(&w->scratch, &op->h, SG_TELE_FULL, t.packet_id) != SG_OK)
             stw_fatal_io("ack-encode");
         break;
     }
     case SG_MSG_AUTH: {
-        h = sg_wire_reply(&op->h, SG_MSG_AUTH_RES, SG_AUTH_UNAVAILABLE);   /* CONNACK 3 */
-        h.epoch = 0;   /* no session */
         sg_wire_auth_res_t res = {0};
-        sg_wbuf_reset(&w->scratch);
-        if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_auth_res(&w->scratch, &res) != SG_OK)
+        sg_wbuf_reset(&w->scratch);   /* CONNACK 3, no session */
+        if (sg_frame_auth_res(&w->scratch, &op->h, SG_AUTH_UNAVAILABLE, SG_WIRE_SHARD_BY_DEVICE, 0, 0, &res) != SG_OK)
             stw_fatal_io("auth-encode");
         break;
     }

@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_sas.h"
 #include "st_keys.h"
@@ -18,11 +19,8 @@
 void stw_kick(writer_t *w, const char *router, const char *peer, const char *device, uint64_t handle,
                  uint64_t epoch, uint8_t reason)
 {
-    sg_wire_hdr_t h = sg_wire_hdr(SG_MSG_KICK, device);
-    h.corr = handle;
-    h.epoch = epoch;
     sg_wbuf_reset(&w->scratch);
-    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_u8(&w->scratch, reason) != SG_OK)
+    if (sg_frame_kick(&w->scratch, &(sg_frame_session_t){device, handle, epoch}, reason) != SG_OK)
         stw_fatal_io("kick-encode");
     stw_answer_raw(w, router, peer, strlen(peer), &w->scratch);
 }
@@ -134,15 +132,14 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         stw_want_delivery(w, d);
     }
     bool methods = status == SG_AUTH_OK && d->sess.methods;
-    sg_wire_hdr_t h = sg_wire_reply(&op->h, SG_MSG_AUTH_RES, status);
-    h.shard = w->ctx->partition;   /* the frontend learns which shard holds the session's publishes */
-    h.epoch = status == SG_AUTH_OK ? d->sess.epoch : 0;
+    uint8_t flags = 0;
     if (status == SG_AUTH_OK)
-        h.flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0) |
-                            (d->sess.subscribed && d->sess.sub_qos0 ? SG_WIRE_F_SUBSCRIBED_QOS0 : 0) |
-                            (d->sess.methods ? SG_WIRE_F_METHODS : 0));
+        flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0) |
+                          (d->sess.subscribed && d->sess.sub_qos0 ? SG_WIRE_F_SUBSCRIBED_QOS0 : 0) |
+                          (d->sess.methods ? SG_WIRE_F_METHODS : 0));
     sg_wbuf_reset(&w->scratch);
-    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_auth_res(&w->scratch, &res) != SG_OK)
+    if (sg_frame_auth_res(&w->scratch, &op->h, (uint16_t)status, w->ctx->partition,
+                          status == SG_AUTH_OK ? d->sess.epoch : 0, flags, &res) != SG_OK)
         stw_fatal_io("auth-encode");
     stw_answer(w, op, &w->scratch);
     if (methods)
@@ -160,10 +157,8 @@ void stw_op_psk(writer_t *w, op_t *op, wdev_t *d)
     if (status != SG_PSK_OK)
         SG_INFO("store", "psk.refused", "device=%s reason=%s", d->id,
                 status == SG_PSK_DISABLED ? "disabled" : d->exists ? "not-a-psk-device" : "unknown-device");
-    sg_wire_hdr_t h = sg_wire_reply(&op->h, SG_MSG_PSK_RES, status);
     sg_wbuf_reset(&w->scratch);
-    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK ||
-        sg_wire_put_psk(&w->scratch, d->reg.key1, status == SG_PSK_OK ? d->reg.key1_len : 0) != SG_OK)
+    if (sg_frame_psk_res(&w->scratch, &op->h, status, d->reg.key1, status == SG_PSK_OK ? d->reg.key1_len : 0) != SG_OK)
         stw_fatal_io("psk-encode");
     stw_answer(w, op, &w->scratch);
 }
@@ -234,9 +229,8 @@ void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 
 void stw_tele_ack(writer_t *w, const op_t *op, const wdev_t *d, uint16_t status, uint16_t pid)
 {
-    sg_wire_hdr_t h = sg_wire_reply(&op->h, SG_MSG_TELEMETRY_ACK, status);
     sg_wbuf_reset(&w->scratch);
-    if (sg_wire_encode_hdr(&w->scratch, &h) != SG_OK || sg_wire_put_pid(&w->scratch, pid) != SG_OK)
+    if (sg_frame_tele_ack(&w->scratch, &op->h, status, pid) != SG_OK)
         stw_fatal_io("ack-encode");
     stw_answer(w, op, &w->scratch);
 }
