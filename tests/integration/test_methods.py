@@ -290,8 +290,14 @@ class MethodLimitsTest(GatewayTest):
         dev = self.gw.create_device()
         c = self.connected(dev).serve_methods(lambda n, p, rid: (200, b'"' + b"z" * (998 if n == "fits" else 999) + b'"'))
         path = "/v1/devices/%s/methods/" % dev["id"]
-        r = self.gw.http("POST", path + "fits", {}, token="svc")
-        self.assertEqual((r.status, len(r.json["payload"])), (200, 998), r)
+        # the subscription reaches the shard a moment after the SUBACK: until then, 404
+        r = None
+        for _ in range(50):
+            r = self.gw.http("POST", path + "fits", {}, token="svc")
+            if r.status != 404:
+                break
+            time.sleep(0.2)
+        self.assertEqual((r.status, len((r.json or {}).get("payload") or "")), (200, 998), r)
         time.sleep(1.1)   # the bucket (1 token) refills
         r = self.gw.http("POST", path + "over", {}, token="svc")
         self.assertError(r, 502, "MethodResponseTooLarge")
