@@ -167,7 +167,7 @@ class SacgateCluster(Target):
     """deploy/local/cluster.sh: shards, a router, frontends and the admin as separate processes."""
     kind = "sacgate"
 
-    def __init__(self, workdir, frontends, shards=2):
+    def __init__(self, workdir, frontends, shards=2, credit=None):
         self.name = "sacgate-cluster"
         self.frontends = frontends
         self.shards = shards
@@ -175,6 +175,8 @@ class SacgateCluster(Target):
         self.dir = os.path.join(workdir, "cluster")
         env = dict(os.environ, SACGATE_BIN=SACGATE, FRONTENDS=str(frontends), SHARDS=str(shards), LOG_LEVEL="warn",
                    **GATEWAY_ENV)
+        if credit:
+            env["SACGATE_CLUSTER_CREDIT"] = str(credit)
         r = subprocess.run([CLUSTER_SH, "up", self.dir], env=env, capture_output=True, text=True, timeout=180)
         if r.returncode != 0:
             raise BenchError("cluster.sh up failed: %s" % (r.stderr.strip()[-500:]))
@@ -569,6 +571,53 @@ def shard_restart(target, p, outdir, problems, base):
         "readySeconds": round(r["readyMs"] / 1000.0, 3),
         "dropped": {k: v for k, v in ses["dropped"].items() if v},
         "disruptionStatus": dis.get("status"),
+    }, s
+
+
+def shard_stall(target, p, outdir, problems, base):
+    """Every shard is frozen (SIGSTOP) for --stall seconds while many devices publish QoS 1 as fast
+    as they may: with credit (cluster.credit, --credit), the frontends stop reading those devices
+    and hold their PUBACKs; nothing is refused, dropped or disconnected, and what waits in the
+    router and the frontends stays bounded. Reports how much their memory grew during the stall
+    and what the devices saw."""
+    devices = p.devices or (50 if p.smoke else 4000)
+    messages = p.messages or (40 if p.smoke else 150)   # at 10 a second each: publishing outlasts the stall
+    stall = p.stall or (1 if p.smoke else 5)
+    out = os.path.join(target.dir, "stall.json")
+    args = provision_args(target, devices) + [
+        "--prefix", "stall", "--devices", str(devices), "--rate", "0", "--publish-rate", "10",
+        "--messages", str(messages), "--window", "16",
+        "--qos", "1", "--size", "1000", "--duration", "900", "--disrupt-after", "1",
+        "--disrupt-command", "%s %s %s %s" % (os.path.join(ROOT, "bench", "shard-stall.py"), target.dir, stall, out)]
+    s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=1800)
+    c = s["counters"]
+    ses = s["sessions"]
+    check(c["acked"] == devices * messages, "%s: %d of %d messages acknowledged" % (target.name, c["acked"],
+                                                                                  devices * messages), problems)
+    check(sum(ses["dropped"].values()) == 0, "%s: sessions dropped: %s" % (target.name, ses["dropped"]), problems)
+    if not os.path.exists(out):
+        raise BenchError("the stall did not report (see %s)" % target.dir)
+    with open(out) as f:
+        r = json.load(f)
+    _, admin_port, token, _ = target_endpoints(target)
+    status, body = AdminClient(admin_port, token).request("GET", "/metrics")
+    metrics = body.decode() if isinstance(body, bytes) else (body or "")
+
+    def total(name):
+        return sum(float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines() if l.startswith(name + "{"))
+    return {
+        "devices": devices,
+        "messages": devices * messages,
+        "credit": int(target.env.get("SACGATE_CLUSTER_CREDIT", "1048576")),
+        "stallSeconds": round(r["stallMs"] / 1000.0, 2),
+        "routerRssGrowthBytes": r["routerRssPeak"] - r["routerRssBefore"],
+        "frontendsRssGrowthBytes": r["frontendsRssPeak"] - r["frontendsRssBefore"],
+        "publishAckP99Ms": ms(hist(s, "publishAck"), "p99"),
+        "publishAckMaxMs": ms(hist(s, "publishAck"), "max"),
+        "dropped": {k: v for k, v in ses["dropped"].items() if v},
+        "frontendCreditWaits": total("sacgate_frontend_credit_waits_total"),
+        "shardRefusedBusy": total("sacgate_shard_refused_busy_total"),
+        "shardDroppedFrames": total("sacgate_shard_dropped_frames_total"),
     }, s
 
 
@@ -1281,6 +1330,7 @@ SCENARIOS = {
     "connect-storm": (connect_storm, ["sacgate-all", "sacgate-cluster", "mosquitto"]),
     "scale": (scale, ["sacgate-cluster"]),
     "shard-restart": (shard_restart, ["sacgate-cluster"]),
+    "shard-stall": (shard_stall, ["sacgate-cluster"]),
     "revocation": (revocation, ["sacgate-all", "sacgate-cluster"]),
     "notification-fanout": (notification_fanout, ["sacgate-all", "sacgate-cluster"]),
     "idle-ws": (idle_ws, ["sacgate-all"]),
@@ -1299,6 +1349,7 @@ RATIO_OF = {
     "connect-storm": [("allBackAfterSeconds", False)],
     "scale": [],
     "shard-restart": [],
+    "shard-stall": [],
     "revocation": [],   # Mosquitto has no registry to revoke from
     "notification-fanout": [],
     "idle-ws": [],
@@ -1327,7 +1378,7 @@ def make_target(name, workdir, p, scenario):
             fe += 1   # room for the devices of the frontend that is killed
         # shard-restart measures one shard holding everything unless told otherwise
         shards = p.shards or (1 if scenario == "shard-restart" else 2)
-        return SacgateCluster(workdir, fe, shards)
+        return SacgateCluster(workdir, fe, shards, p.credit)
     if name == "mosquitto":
         if not shutil.which("mosquitto"):
             raise BenchError("mosquitto is not installed (Debian package mosquitto)")
@@ -1438,6 +1489,9 @@ def main():
                                                  "c2d-enqueue 32); method-rtt: callers (default 8)")
     ap.add_argument("--tls-resume", action="store_true", help="connect-storm: devices resume their TLS session "
                     "with the ticket of their first connect (sacgate-sim --tls-resume)")
+    ap.add_argument("--stall", type=float, help="shard-stall: seconds the shards stay frozen (default 5)")
+    ap.add_argument("--credit", type=int, help="sacgate-cluster: cluster.credit in bytes (default: the gateway's, "
+                                               "1 MiB)")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
     ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
     ap.add_argument("--tag", help="name results <scenario>-<tag> (default for scale: the device count, e.g. 250k)")
