@@ -158,49 +158,32 @@ static bool onerec_split(const char *p, size_t n, const char *v[3], size_t vl[3]
 
 typedef void each_fn(void *arg, size_t i, const char *const v[3], const size_t vl[3]);
 
-/* st_db_dev_records for layout b: one key a device, one batched MultiGet. A copy of the store's
- * function on purpose (its allocations and clean-up line for line), so that the two layouts differ
- * only in their keys and records. */
+typedef struct {
+    each_fn *each;
+    void *arg;
+    bool damaged;
+} onerec_ctx_t;
+
+static void onerec_each(void *arg, size_t i, const char *const *v, const size_t *vl)
+{
+    onerec_ctx_t *x = arg;
+    const char *r[3] = {NULL, NULL, NULL};
+    size_t rl[3] = {0, 0, 0};
+    if (v[0] && !onerec_split(v[0], vl[0], r, rl))
+        x->damaged = true;
+    else if (!x->damaged)
+        x->each(x->arg, i, r, rl);
+}
+
+/* Layout b's loads: one key a device, through the store's own batched MultiGet
+ * (st_db_dev_multi_get, which st_db_dev_records uses for layout a's three), so that the two
+ * layouts differ only in their keys and records. */
 static sg_rc onerec_records(st_db_t *db, const char *const *ids, size_t n, each_fn *each, void *arg)
 {
-    char *keys = malloc(n * ST_KEY_MAX);
-    const char **kp = calloc(n, sizeof *kp);
-    size_t *ks = calloc(n, sizeof *ks);
-    rocksdb_pinnableslice_t **vals = calloc(n, sizeof *vals);
-    char **errs = calloc(n, sizeof *errs);
-    sg_rc rc = keys && kp && ks && vals && errs ? SG_OK : SG_E_NOMEM;
-    for (size_t i = 0; rc == SG_OK && i < n; i++) {
-        kp[i] = keys + i * ST_KEY_MAX;
-        ks[i] = st_key_dev(keys + i * ST_KEY_MAX, ids[i], strlen(ids[i]), K_COMBINED);
-    }
-    if (rc == SG_OK && n > 0)
-        rocksdb_batched_multi_get_cf(db->db, db->ro, db->cf[ST_CF_DEV], n, kp, ks, vals, errs, true);
-    for (size_t i = 0; rc == SG_OK && i < n; i++)
-        if (errs[i])
-            rc = SG_E_IO;
-    for (size_t i = 0; rc == SG_OK && i < n; i++) {
-        const char *v[3] = {NULL, NULL, NULL};
-        size_t vl[3] = {0, 0, 0};
-        if (vals[i]) {
-            size_t len;
-            const char *p = rocksdb_pinnableslice_value(vals[i], &len);
-            if (!onerec_split(p, len, v, vl))
-                rc = SG_E_MALFORMED;
-        }
-        if (rc == SG_OK)
-            each(arg, i, v, vl);
-    }
-    for (size_t i = 0; errs && vals && i < n; i++) {
-        free(errs[i]);
-        if (vals[i])
-            rocksdb_pinnableslice_destroy(vals[i]);
-    }
-    free(keys);
-    free(kp);
-    free(ks);
-    free(vals);
-    free(errs);
-    return rc;
+    static const char kinds[1] = {K_COMBINED};
+    onerec_ctx_t x = {each, arg, false};
+    sg_rc rc = st_db_dev_multi_get(db, ids, n, true, kinds, 1, onerec_each, &x);
+    return rc == SG_OK && x.damaged ? SG_E_MALFORMED : rc;
 }
 
 /* One device by point reads: layout a as the writer's dev_load (registry, session, meta: three

@@ -147,13 +147,11 @@ sg_rc st_db_get(st_db_t *db, const rocksdb_readoptions_t *ro, st_cf_t cf, const 
     return SG_OK;
 }
 
-sg_rc st_db_dev_records(st_db_t *db, const char *const *ids, size_t n, bool sorted,
-                        void (*each)(void *arg, size_t i, const char *const v[3], const size_t vl[3]), void *arg)
+sg_rc st_db_dev_multi_get(st_db_t *db, const char *const *ids, size_t n, bool sorted, const char *kinds, size_t per,
+                          void (*each)(void *arg, size_t i, const char *const *v, const size_t *vl), void *arg)
 {
-    /* A device's keys in key order are {id}\0M, R, S (st_keys.h), so sorted ids give sorted keys. */
-    static const char kinds[3] = {ST_K_META, ST_K_REGISTRY, ST_K_SESSION};
-    static const int slot[3] = {2, 0, 1};   /* where each kind goes in v[] */
-    size_t nk = 3 * n;
+    SG_ENSURE(per >= 1 && per <= ST_DB_KINDS_MAX, SG_E_INVALID);
+    size_t nk = per * n;
     char *keys = malloc(nk * ST_KEY_MAX);
     const char **kp = calloc(nk, sizeof *kp);
     size_t *ks = calloc(nk, sizeof *ks);
@@ -162,7 +160,7 @@ sg_rc st_db_dev_records(st_db_t *db, const char *const *ids, size_t n, bool sort
     sg_rc rc = keys && kp && ks && vals && errs ? SG_OK : SG_E_NOMEM;
     for (size_t i = 0; rc == SG_OK && i < nk; i++) {
         kp[i] = keys + i * ST_KEY_MAX;
-        ks[i] = st_key_dev(keys + i * ST_KEY_MAX, ids[i / 3], strlen(ids[i / 3]), kinds[i % 3]);
+        ks[i] = st_key_dev(keys + i * ST_KEY_MAX, ids[i / per], strlen(ids[i / per]), kinds[i % per]);
     }
     if (rc == SG_OK && n > 0)
         rocksdb_batched_multi_get_cf(db->db, db->ro, db->cf[ST_CF_DEV], nk, kp, ks, vals, errs, sorted);
@@ -172,11 +170,11 @@ sg_rc st_db_dev_records(st_db_t *db, const char *const *ids, size_t n, bool sort
             rc = SG_E_IO;
         }
     for (size_t i = 0; rc == SG_OK && i < n; i++) {
-        const char *v[3] = {NULL, NULL, NULL};
-        size_t vl[3] = {0, 0, 0};
-        for (int k = 0; k < 3; k++)
-            if (vals[3 * i + (size_t)k])
-                v[slot[k]] = rocksdb_pinnableslice_value(vals[3 * i + (size_t)k], &vl[slot[k]]);
+        const char *v[ST_DB_KINDS_MAX] = {NULL};
+        size_t vl[ST_DB_KINDS_MAX] = {0};
+        for (size_t k = 0; k < per; k++)
+            if (vals[per * i + k])
+                v[k] = rocksdb_pinnableslice_value(vals[per * i + k], &vl[k]);
         each(arg, i, v, vl);
     }
     for (size_t i = 0; errs && vals && i < nk; i++) {
@@ -190,6 +188,29 @@ sg_rc st_db_dev_records(st_db_t *db, const char *const *ids, size_t n, bool sort
     free(vals);
     free(errs);
     return rc;
+}
+
+typedef struct {
+    void (*each)(void *arg, size_t i, const char *const v[3], const size_t vl[3]);
+    void *arg;
+} dev_records_t;
+
+/* M, R, S as read (key order) to registry, session, meta as st_db_dev_records gives them. */
+static void dev_records_each(void *arg, size_t i, const char *const *v, const size_t *vl)
+{
+    const dev_records_t *d = arg;
+    const char *r[3] = {v[1], v[2], v[0]};
+    size_t rl[3] = {vl[1], vl[2], vl[0]};
+    d->each(d->arg, i, r, rl);
+}
+
+sg_rc st_db_dev_records(st_db_t *db, const char *const *ids, size_t n, bool sorted,
+                        void (*each)(void *arg, size_t i, const char *const v[3], const size_t vl[3]), void *arg)
+{
+    /* A device's keys in key order are {id}\0M, R, S (st_keys.h), so sorted ids give sorted keys. */
+    static const char kinds[3] = {ST_K_META, ST_K_REGISTRY, ST_K_SESSION};
+    dev_records_t d = {each, arg};
+    return st_db_dev_multi_get(db, ids, n, sorted, kinds, 3, dev_records_each, &d);
 }
 
 sg_rc st_db_write(st_db_t *db, rocksdb_writebatch_t *b, bool sync)

@@ -64,6 +64,14 @@ void st_db_close(st_db_t *db);
 SG_WUR sg_rc st_db_get(st_db_t *db, const rocksdb_readoptions_t *ro, st_cf_t cf, const void *key,
                        size_t klen, char **val, size_t *vlen);
 
+/* Records of kinds kinds[0..per-1] (in key order, at most ST_DB_KINDS_MAX) of each of n devices
+ * with one batched MultiGet: each(arg, i, v, vl) for device ids[i] with v[k] the record of
+ * kinds[k], NULL where absent (the views last until each returns). sorted: ids are in ascending
+ * order (faster). SG_E_IO on a read error (each not called then). */
+#define ST_DB_KINDS_MAX 8
+SG_WUR sg_rc st_db_dev_multi_get(st_db_t *db, const char *const *ids, size_t n, bool sorted, const char *kinds,
+                                 size_t per, void (*each)(void *arg, size_t i, const char *const *v, const size_t *vl),
+                                 void *arg);
 /* The three records of each of n devices (registry entry, session, queue counters; see
  * st_keys.h) with one batched MultiGet: each(arg, i, v, vl) for device ids[i] with v[k] NULL
  * where a record is absent (k: 0 registry, 1 session, 2 meta; the views last until each

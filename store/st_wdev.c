@@ -119,29 +119,27 @@ static void dev_fill(writer_t *w, wdev_t *d, const char *reg, size_t reg_len, co
     }
 }
 
+typedef struct {
+    writer_t *w;
+    wdev_t *d;
+} dev_load_t;
+
+static void dev_load_each(void *arg, size_t i, const char *const v[3], const size_t vl[3])
+{
+    const dev_load_t *l = arg;
+    (void)i;
+    /* sessions are stored only for registered devices: none is taken without its entry */
+    dev_fill(l->w, l->d, v[0], vl[0], v[0] ? v[1] : NULL, v[0] ? vl[1] : 0, v[2], vl[2]);
+}
+
+/* The writer's own load (read-ahead did not have the device): its three adjacent keys in one
+ * batched MultiGet, cheaper than three point reads (bench/dev_records_bench: 5.5 against 6.4 us
+ * a device with the blocks cached). */
 static sg_rc dev_load(writer_t *w, wdev_t *d)
 {
-    char key[ST_KEY_MAX];
-    char *reg = NULL, *sess = NULL, *meta = NULL;
-    size_t reg_len = 0, sess_len = 0, meta_len = 0, klen;
-    st_db_t *db = &w->ctx->db;
-    sg_rc rc;
-
-    klen = st_key_dev(key, d->id, d->id_len, ST_K_REGISTRY);
-    rc = st_db_get(db, NULL, ST_CF_DEV, key, klen, &reg, &reg_len);
-    /* An unknown id skips the session read: an import of fresh devices loads a great many. */
-    klen = st_key_dev(key, d->id, d->id_len, ST_K_SESSION);
-    if (rc == SG_OK && reg)
-        rc = st_db_get(db, NULL, ST_CF_DEV, key, klen, &sess, &sess_len);
-    klen = st_key_dev(key, d->id, d->id_len, ST_K_META);
-    if (rc == SG_OK)
-        rc = st_db_get(db, NULL, ST_CF_DEV, key, klen, &meta, &meta_len);
-    if (rc == SG_OK)
-        dev_fill(w, d, reg, reg_len, sess, sess_len, meta, meta_len);
-    rocksdb_free(reg);
-    rocksdb_free(sess);
-    rocksdb_free(meta);
-    return rc;
+    const char *ids[1] = {d->id};
+    dev_load_t l = {w, d};
+    return st_db_dev_records(&w->ctx->db, ids, 1, true, dev_load_each, &l);
 }
 
 static wdev_t *dev_new(writer_t *w, const char *id, size_t id_len)

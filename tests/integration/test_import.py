@@ -282,11 +282,12 @@ class ImportTest(ImportClient, GatewayTest):
 
 @unittest.skipUnless(sgtest.TOPOLOGY == "all", "runs with the all-in-one topology")
 class ImportBusyShardTest(ImportClient, GatewayTest):
-    """A shard whose queue is tiny (store.max_batch=1: 8 frames) refuses frames as busy while
-    several imports run at once; the admin sends them again, and every line goes in."""
+    """A shard whose queue is tiny (store.max_batch=1: 8 frames) and that holds little for it
+    (store.hold_bytes at its least, 64 KiB) refuses operator writes as busy while several imports
+    run at once; the admin sends them again, and every line goes in."""
 
     TOPOLOGY = "all"
-    SETS = ("store.max_batch=1", "log.level=debug")
+    SETS = ("store.max_batch=1", "store.hold_bytes=65536", "log.level=debug")
 
     def test_busy_shard_is_retried(self):
         results = []
