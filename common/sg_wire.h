@@ -65,6 +65,9 @@ typedef enum {
 #define SG_WIRE_F_SUBSCRIBED_QOS0 0x10  /* AUTH_RES: ...granted at QoS 0 */
 #define SG_WIRE_F_BATCH 0x20            /* PING, PONG: the sender takes BATCH frames */
 #define SG_WIRE_F_METHODS 0x40          /* AUTH_RES: the resumed session is subscribed to direct methods */
+/* TELEMETRY at QoS 0: answer it too (an empty TELEMETRY_ACK, packet id 0), so its frontend gets its
+ * credit back; AUTH_RES: this shard answers those */
+#define SG_WIRE_F_ACK0 0x80
 
 /* AUTH_RES status */
 enum {

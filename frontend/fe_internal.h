@@ -74,6 +74,7 @@ typedef enum {
 #define FE_F_METHODS 0x80      /* subscribed to $iothub/methods/POST/# (fe_methods.c) */
 #define FE_F_INQUIRY_RES 0x100 /* subscribed to its inquiries' answers (fe_inquiry.c) */
 #define FE_F_CREDIT_WAIT 0x200 /* in the worker's credit_wait list */
+#define FE_F_ACK0 0x400        /* its shard answers QoS 0 publishes (SG_WIRE_F_ACK0): they use credit too */
 
 typedef struct {
     uint8_t qos;
@@ -131,6 +132,8 @@ struct fe_conn {
     uint16_t tokens;          /* telemetry messages the device may still send now */
     uint16_t keepalive;
     uint16_t pending;         /* QoS 1 telemetry awaiting durable acks */
+    uint16_t q0_n;            /* QoS 0 publishes on their way whose answers return credit (FE_F_ACK0) */
+    uint32_t q0_bytes;        /* ... and their bytes */
     uint16_t shard;           /* the device's shard (AUTH_RES), FE_SHARD_UNKNOWN before */
     uint8_t state;
     uint8_t paused;

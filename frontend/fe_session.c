@@ -282,6 +282,8 @@ static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
             c->flags |= FE_F_C2D_QOS0;
         if (h->flags & SG_WIRE_F_METHODS)
             c->flags |= FE_F_METHODS;   /* a resumed session keeps its method subscription */
+        if (h->flags & SG_WIRE_F_ACK0)
+            c->flags |= FE_F_ACK0;
         atomic_fetch_add(&c->w->online, 1);
         connack(c, (h->flags & SG_WIRE_F_SESSION_PRESENT) != 0, SG_MQTT_CONNACK_ACCEPTED);
         if (c->state == FE_CLOSED)
@@ -331,6 +333,15 @@ static bool topic_is_telemetry(fe_conn_t *c, sg_mqtt_str_t t, const char **bag, 
 
 /* Build a TELEMETRY frame in w->frame. Never closes the connection (it also runs while the
  * connection closes, for the will): the caller decides what a failure means. */
+/* QoS 1; or QoS 0 asking for an answer (credit) when its shard gives them and the connection is
+ * online (a will, sent as the connection closes, asks none). */
+static uint8_t telemetry_flags(const fe_conn_t *c, uint8_t qos)
+{
+    if (qos)
+        return SG_WIRE_F_QOS1;
+    return (c->flags & FE_F_ACK0) && c->state == FE_ONLINE ? SG_WIRE_F_ACK0 : 0;
+}
+
 static sg_rc telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char *bag, size_t bag_len,
                              const uint8_t *payload, size_t payload_len)
 {
@@ -358,7 +369,7 @@ static sg_rc telemetry_frame(fe_conn_t *c, uint8_t qos, uint16_t pid, const char
     }
     sg_wbuf_t *f = &c->w->frame;
     sg_wbuf_reset(f);
-    rc = fe_conn_frame_head(c, f, SG_MSG_TELEMETRY, qos ? SG_WIRE_F_QOS1 : 0, 0);
+    rc = fe_conn_frame_head(c, f, SG_MSG_TELEMETRY, telemetry_flags(c, qos), 0);
     if (rc == SG_OK)
         rc = sg_wire_put_telemetry_head(f, pid, (uint16_t)n);
     for (size_t i = 0; rc == SG_OK && i < n; i++)
@@ -436,6 +447,30 @@ void fe_session_credit_return(fe_conn_t *c)
 {
     for (uint16_t i = 0; c->flight && i < c->pending; i++)
         credit_give(c, c->flight[i].len);
+    credit_give(c, c->q0_bytes);
+    c->q0_bytes = 0;
+    c->q0_n = 0;
+}
+
+/* A QoS 0 publish sent asking for an answer takes credit until one comes. */
+static void q0_sent(fe_conn_t *c, uint32_t bytes)
+{
+    credit_take(c, bytes);
+    c->q0_n++;
+    c->q0_bytes += bytes;
+}
+
+/* One answered (stored, or refused by a full queue on the way). Answers can come in another order
+ * than the publishes (a router's refusal overtakes a shard's answers), so each returns an equal
+ * share and the last one the rest: the sum returned is the sum taken. */
+static void q0_answered(fe_conn_t *c)
+{
+    if (c->q0_n == 0)
+        return;
+    uint32_t share = c->q0_n == 1 ? c->q0_bytes : c->q0_bytes / c->q0_n;
+    c->q0_n--;
+    c->q0_bytes -= share;
+    credit_give(c, share);
 }
 
 void fe_session_credit_resume(fe_worker_t *w)
@@ -567,6 +602,8 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
     if (r != FE_PKT_DONE || c->state == FE_CLOSED)
         return r;
     atomic_fetch_add(&c->w->telemetry_in, 1);
+    if (p.qos == 0 && !inquiry && telemetry_flags(c, 0))
+        q0_sent(c, (uint32_t)c->w->frame.len);
     if (p.qos == 1) {
         if (!flight_add(c, p.packet_id)) {
             fe_conn_close(c, "out-of-memory");
@@ -676,6 +713,7 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
         }
         /* A QoS 0 publish (named with id 0; an older router names none) is simply lost. */
         if (h->status == SG_WIRE_ERR_BUSY && refused == 0 && (named || c->pending == 0)) {
+            q0_answered(c);
             SG_INFO("frontend", "telemetry.dropped", "device=%s reason=\"QoS 0 publish refused by a full queue\"",
                     c->device);
             return;
@@ -698,6 +736,10 @@ static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
         return;
     }
     fe_worker_t *w = c->w;
+    if (pid == 0) {
+        q0_answered(c);   /* a QoS 0 publish stored (packet ids of QoS 1 are never 0) */
+        return;
+    }
     fe_flight_t *e = c->flight ? fe_flight_find(c->flight, c->pending, pid) : NULL;
     if (!e)
         return;   /* nothing of that id waits (acknowledged already) */

@@ -152,8 +152,8 @@ static void refuse_full(writer_t *w, op_t *op)
             t.packet_id = q.packet_id;
         else if (op->h.type == SG_MSG_INQUIRY || sg_wire_get_telemetry(&op->h, &t) != SG_OK)
             return;
-        if (!(op->h.flags & SG_WIRE_F_QOS1))
-            return;   /* QoS 0: nothing to answer, the message is not kept */
+        if (!(op->h.flags & (SG_WIRE_F_QOS1 | SG_WIRE_F_ACK0)))
+            return;   /* QoS 0 whose frontend keeps no credit for it: nothing to answer, it is not kept */
         sg_wbuf_reset(&w->scratch);
         if (sg_frame_tele_ack(&w->scratch, &op->h, SG_TELE_FULL, t.packet_id) != SG_OK)
             stw_fatal_io("ack-encode");

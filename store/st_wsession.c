@@ -136,7 +136,7 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     if (status == SG_AUTH_OK)
         flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0) |
                           (d->sess.subscribed && d->sess.sub_qos0 ? SG_WIRE_F_SUBSCRIBED_QOS0 : 0) |
-                          (d->sess.methods ? SG_WIRE_F_METHODS : 0));
+                          (d->sess.methods ? SG_WIRE_F_METHODS : 0) | SG_WIRE_F_ACK0);
     sg_wbuf_reset(&w->scratch);
     if (sg_frame_auth_res(&w->scratch, &op->h, (uint16_t)status, w->ctx->partition,
                           status == SG_AUTH_OK ? d->sess.epoch : 0, flags, &res) != SG_OK)
@@ -222,8 +222,8 @@ void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
                                   (const char *)w->scratch.data, w->scratch.len);
         w->tele_appended = true;
     }
-    if (!(op->h.flags & SG_WIRE_F_QOS1) && status == 0)
-        return;
+    if (!(op->h.flags & (SG_WIRE_F_QOS1 | SG_WIRE_F_ACK0)) && status == 0)
+        return;   /* QoS 0 whose frontend keeps no credit for it */
     stw_tele_ack(w, op, d, status, status == SG_TELE_MALFORMED ? 0 : t.packet_id);
 }
 
