@@ -1,10 +1,38 @@
-/* sg_page_test.c — a compact telemetry page renders as the same text a shard writes as JSON
- * (properties with characters that need escaping, one that is not UTF-8, a group), the JSON
- * length counted for a record is exact when nothing needs escaping, a page the counting let grow
- * past the cap ends at the last record that fits (and says so in "next"), and a damaged body is
- * refused. */
+/* sg_page_test.c — a telemetry record is written as the text jansson dumps for it (json_pack of
+ * its members, as the shard built records before: escapes, properties that are not UTF-8 or given
+ * twice, random bytes), a compact telemetry page renders as the same text a shard writes as JSON
+ * (a group too), the JSON length counted for a record is exact when nothing needs escaping, a page
+ * the counting let grow past the cap ends at the last record that fits (and says so in "next"),
+ * and a damaged body is refused. */
 #include "sg_page.h"
 #include "sg_test.h"
+#include "sg_time.h"
+
+/* The record as jansson has it: what shards wrote before sg_page_tele_dump. */
+static json_t *reference(const sg_page_tele_t *t)
+{
+    return json_pack("{s:I,s:s%,s:o,s:o,s:o}", "offset", (json_int_t)t->offset, "deviceId", t->device, t->device_len,
+                     "enqueuedAt", sg_page_time_json(t->enqueued_ms), "properties", sg_page_props_json(t->props),
+                     "payload", sg_page_b64_json(t->payload, t->payload_len));
+}
+
+/* t written directly equals jansson's dump of the reference (NUL-terminated copies). */
+static void check_dump(const sg_page_tele_t *t)
+{
+    sg_wbuf_t f;
+    sg_wbuf_init(&f, SG_WIRE_MAX_FRAME);
+    sg_page_clock_t clk = {0};
+    json_t *r = reference(t);
+    CHECK(r != NULL);
+    char *want = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    json_decref(r);
+    CHECK_RC(sg_page_tele_dump(&f, t, &clk), SG_OK);
+    char *got = strndup((const char *)f.data, f.len);
+    CHECK_STR(got, want ? want : "");
+    free(got);
+    free(want);
+    sg_wbuf_fini(&f);
+}
 
 /* Property pairs (NULL-terminated) in wire form into w; p views them. */
 static void props(sg_wbuf_t *w, const char *const *kv, sg_wire_props_t *p)
@@ -39,7 +67,7 @@ static void both(const sg_page_tele_t *t, size_t n, int64_t next, const char *gr
     sg_page_out_t o;
     CHECK_RC(sg_page_out_begin(&o, &b, 3, 7, group), SG_OK);
     for (size_t i = 0; i < n; i++) {
-        json_t *r = sg_page_tele_json(&t[i]);
+        json_t *r = reference(&t[i]);
         CHECK(sg_page_json_add(&j, r));
         json_decref(r);
         CHECK(sg_page_out_add(&o, &t[i]));
@@ -78,9 +106,11 @@ static void test_same_text(void)
     free(json);
     free(rendered);
 
+    for (int i = 0; i < 3; i++)
+        check_dump(&t[i]);
     /* the counted length is the dumped one when nothing needs escaping */
     for (int i = 0; i < 2; i++) {
-        json_t *r = sg_page_tele_json(&t[i]);
+        json_t *r = reference(&t[i]);
         CHECK(sg_page_tele_json_len(&t[i]) == json_dumpb(r, NULL, 0, JSON_COMPACT));
         json_decref(r);
     }
@@ -131,8 +161,79 @@ static void test_cap(void)
     sg_wbuf_fini(&out);
 }
 
+/* Random property bytes (control characters, quotes, backslashes, UTF-8 of every length, broken
+ * sequences, repeated keys), random times and offsets: the direct text is jansson's. */
+static void test_random(void)
+{
+    static const char *const pieces[] = {"a", "k", "\"", "\\", "\n", "\t", "\x01", "\x1f", "\x7f", "/", "é", "€", "😀",
+                                         "\xc3", "\xe2\x82", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xc0\xaf", "\xff", " "};
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    sg_wbuf_t w;
+    sg_wbuf_init(&w, 1 << 16);
+    for (int round = 0; round < 2000; round++) {
+        sg_wbuf_reset(&w);
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint16_t n = (uint16_t)((seed >> 33) % 6);
+        CHECK_RC(sg_wbuf_u16(&w, n), SG_OK);
+        for (uint16_t i = 0; i < n; i++) {
+            char kv[2][64];
+            for (int h = 0; h < 2; h++) {
+                size_t len = 0;
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                int parts = h == 0 ? 1 + (int)((seed >> 40) % 2) : (int)((seed >> 40) % 4);
+                for (int q = 0; q < parts; q++) {
+                    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                    const char *pc = pieces[(seed >> 35) % (sizeof pieces / sizeof *pieces)];
+                    memcpy(kv[h] + len, pc, strlen(pc));
+                    len += strlen(pc);
+                }
+                kv[h][len] = 0;
+            }
+            CHECK_RC(sg_wire_put_prop(&w, kv[0], strlen(kv[0]), kv[1], strlen(kv[1])), SG_OK);
+        }
+        sg_cur_t c;
+        sg_cur_init(&c, w.data, w.len);
+        sg_wire_props_t p;
+        CHECK_RC(sg_wire_get_props(&c, &p), SG_OK);
+        char payload[40];
+        for (size_t i = 0; i < sizeof payload; i++)
+            payload[i] = (char)(seed >> (i % 56));
+        sg_page_tele_t t = {.offset = (int64_t)(seed >> 20), .enqueued_ms = (int64_t)(seed >> 24) % 4102444800000,
+                            .device = "dev-\x01", .device_len = 4, .props = p, .payload = (const uint8_t *)payload,
+                            .payload_len = (seed >> 50) % sizeof payload};
+        check_dump(&t);
+    }
+    /* times of one second share the clock's text; the next second gets its own */
+    sg_wbuf_t f;
+    sg_wbuf_init(&f, 1 << 16);
+    sg_page_clock_t clk = {0};
+    sg_wire_props_t none;
+    sg_wbuf_reset(&w);
+    CHECK_RC(sg_wbuf_u16(&w, 0), SG_OK);
+    sg_cur_t c;
+    sg_cur_init(&c, w.data, w.len);
+    CHECK_RC(sg_wire_get_props(&c, &none), SG_OK);
+    int64_t times[] = {1764480000999, 1764480000001, 1764480001000, 1764480000000};
+    for (size_t i = 0; i < 4; i++) {
+        sg_page_tele_t t = {.offset = (int64_t)i, .enqueued_ms = times[i], .device = "d", .device_len = 1, .props = none};
+        sg_wbuf_reset(&f);
+        CHECK_RC(sg_page_tele_dump(&f, &t, &clk), SG_OK);
+        char want[25];
+        sg_rfc3339(times[i], want);
+        CHECK(f.len > 40 && memmem(f.data, f.len, want, 24) != NULL);
+    }
+    /* a device id that is not UTF-8: damaged, nothing written */
+    sg_page_tele_t bad = {.device = "\xff", .device_len = 1, .props = none};
+    sg_wbuf_reset(&f);
+    CHECK_RC(sg_page_tele_dump(&f, &bad, &clk), SG_E_MALFORMED);
+    CHECK(f.len == 0);
+    sg_wbuf_fini(&f);
+    sg_wbuf_fini(&w);
+}
+
 int main(void)
 {
+    test_random();
     test_same_text();
     test_cap();
     TEST_DONE();

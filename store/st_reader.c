@@ -353,7 +353,8 @@ typedef struct {
     const char *damaged;   /* the log event of a record that cannot be read */
     st_cf_t cf;
     size_t (*group_key)(char *out, const char *group, size_t len);
-    /* The record at off as JSON; NULL when it is damaged (skipped). */
+    /* The record at off as JSON; NULL when it is damaged (skipped). NULL for telemetry, whose
+     * records are written directly (sg_page_tele_dump). */
     json_t *(*record)(int64_t off, const char *v, size_t vl);
 } log_kind_t;
 
@@ -364,12 +365,6 @@ static bool tele_view(int64_t off, const char *v, size_t vl, sg_page_tele_t *out
         return false;
     out->offset = off;
     return true;
-}
-
-static json_t *tele_record(int64_t off, const char *v, size_t vl)
-{
-    sg_page_tele_t t;
-    return tele_view(off, v, vl, &t) ? sg_page_tele_json(&t) : NULL;
 }
 
 /* A feedback record: which message of which device ended how, and when. */
@@ -383,7 +378,7 @@ static json_t *fb_record(int64_t off, const char *v, size_t vl)
                      "at", sg_page_time_json(f.at_ms));
 }
 
-static const log_kind_t k_telemetry = {"telemetry.damaged", ST_CF_TELE, st_key_group, tele_record};
+static const log_kind_t k_telemetry = {"telemetry.damaged", ST_CF_TELE, st_key_group, NULL};
 static const log_kind_t k_feedback = {"feedback.damaged", ST_CF_FB, st_key_fb_group, fb_record};
 
 /* Returns false when nothing was found and the read should be parked. */
@@ -464,15 +459,17 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
             continue;
         int64_t off = (int64_t)st_get_be64((const uint8_t *)k);
         sg_page_tele_t t;
-        json_t *rec = compact ? NULL : lk->record(off, v, vl);
-        if (compact ? !tele_view(off, v, vl, &t) : !rec) {
+        json_t *rec = NULL;
+        int added = -1;   /* damaged */
+        if (!lk->record ? tele_view(off, v, vl, &t) : (rec = lk->record(off, v, vl)) != NULL)
+            added = compact ? sg_page_out_add(&po, &t) : rec ? sg_page_json_add(&pj, rec) : sg_page_json_add_tele(&pj, &t);
+        json_decref(rec);
+        if (added < 0) {
             SG_ERROR("store", lk->damaged, "offset=%lld", (long long)off);
             next = off;
             continue;
         }
-        bool added = compact ? sg_page_out_add(&po, &t) : sg_page_json_add(&pj, rec);
-        json_decref(rec);
-        if (!added)
+        if (added == 0)
             break;   /* the page is full: the next read starts at this record */
         next = off;
         n++;
