@@ -356,6 +356,7 @@ sg_rc sg_page_render(const uint8_t *body, size_t len, sg_wbuf_t *out)
     SG_GUARD(sg_cur_u64(&c, &next));
     SG_GUARD(sg_cur_u64(&c, &oldest));
     SG_GUARD(sg_cur_u32(&c, &count));
+    SG_ENSURE(oldest <= INT64_MAX, SG_E_MALFORMED);   /* an offset: JSON readers take 63 bits */
     SG_GUARD(sg_cur_str8(&c, SG_GROUP_MAX, &group, &group_len));
     SG_ENSURE(group_len == 0 || sg_group_valid((const char *)group, group_len), SG_E_MALFORMED);
     char g[SG_GROUP_MAX + 1];
@@ -372,6 +373,7 @@ sg_rc sg_page_render(const uint8_t *body, size_t len, sg_wbuf_t *out)
         SG_GUARD(sg_cur_u64(&c, &off));
         SG_GUARD(sg_cur_u64(&c, &enq));
         SG_GUARD(sg_cur_str8(&c, SG_DEVICE_ID_MAX, &dev, &t.device_len));
+        SG_ENSURE(sg_device_id_valid((const char *)dev, t.device_len), SG_E_MALFORMED);   /* as shards store them */
         SG_GUARD(sg_wire_get_props(&c, &t.props));
         SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &t.payload, &t.payload_len));
         t.offset = (int64_t)off;
