@@ -73,9 +73,10 @@ static void pending_free(void **item)
     *item = NULL;
 }
 
-static void part_set(adm_part_t *p, int status, const char *json, size_t len)
+static void part_set(adm_part_t *p, int status, const char *json, size_t len, bool page)
 {
     p->status = status;
+    p->page = page;
     p->json = malloc(len + 1);
     if (p->json) {
         memcpy(p->json, json, len);
@@ -112,10 +113,11 @@ static void forget_rest(bridge_t *br, sub_t *s)
 }
 
 /* Part p (under key) is answered. */
-static void part_answered(bridge_t *br, const char *key, pending_t *p, int status, const char *json, size_t len)
+static void part_answered(bridge_t *br, const char *key, pending_t *p, int status, const char *json, size_t len,
+                          bool page)
 {
     sub_t *s = p->sub;
-    part_set(&s->parts[p->index], status, json, len);
+    part_set(&s->parts[p->index], status, json, len, page);
     zhashx_delete(br->pending, key);
     if (s->any)
         forget_rest(br, s);
@@ -155,7 +157,7 @@ static void on_submit(bridge_t *br)
             abort();   /* built by this bridge: always a whole header */
         if (zmq_send(zsock_resolve(br->dealer), d, zframe_size(s->frames[i]), ZMQ_DONTWAIT) < 0) {
             const char *e = "{\"error\":\"Unavailable\",\"message\":\"the router link is full or down; retry later\"}";
-            part_set(&s->parts[i], 503, e, strlen(e));
+            part_set(&s->parts[i], 503, e, strlen(e), false);
             zframe_destroy(&s->frames[i]);
             sub_finish_one(s);
             continue;
@@ -278,7 +280,12 @@ static void on_answer(bridge_t *br)
     const char *json = "";
     size_t len = 0;
     int status = h.status;
-    if (h.type == SG_MSG_ERROR) {
+    bool page = false;
+    if (h.type == SG_MSG_ADMIN_RES && (h.flags & SG_WIRE_F_PAGE)) {
+        json = (const char *)h.body;   /* a compact telemetry page, rendered by the request */
+        len = h.body_len;
+        page = true;
+    } else if (h.type == SG_MSG_ERROR) {
         json = h.status == SG_WIRE_ERR_BUSY
                    ? "{\"error\":\"Busy\",\"message\":\"the shard's queue is full; retry later\"}"
                    : "{\"error\":\"ShardUnavailable\",\"message\":\"no shard could take the request\"}";
@@ -305,7 +312,7 @@ static void on_answer(bridge_t *br)
         return;
     }
     if (p)
-        part_answered(br, key, p, status, json, len);
+        part_answered(br, key, p, status, json, len, page);
     zframe_destroy(&f);
 }
 
@@ -322,7 +329,7 @@ static void expire(bridge_t *br)
         if (!p)
             continue;   /* forgotten with an any-mode submission answered meanwhile */
         const char *e = "{\"error\":\"Timeout\",\"message\":\"the cluster did not answer in time\"}";
-        part_answered(br, key, p, 504, e, strlen(e));
+        part_answered(br, key, p, 504, e, strlen(e), false);
     }
     zlist_destroy(&due);
 }
@@ -381,7 +388,7 @@ static void bridge_actor(zsock_t *pipe, void *args)
         zframe_destroy(&f);
         for (int i = 0; s && i < s->n; i++) {
             const char *e = "{\"error\":\"Unavailable\",\"message\":\"shutting down\"}";
-            part_set(&s->parts[i], 503, e, strlen(e));
+            part_set(&s->parts[i], 503, e, strlen(e), false);
             zframe_destroy(&s->frames[i]);
         }
         if (s) {

@@ -15,11 +15,13 @@
 
 typedef struct adm_bridge adm_bridge_t;
 
-/* One answered part: HTTP-like status and the JSON text (malloc'd, owned by the request). */
+/* One answered part: HTTP-like status and the JSON text (malloc'd, owned by the request); or,
+ * with page set, the body of a compact telemetry page for the request to render (sg_page.h). */
 typedef struct {
     int status;
     char *json;
     size_t len;
+    bool page;
 } adm_part_t;
 
 typedef void (*adm_done_fn)(void *arg);

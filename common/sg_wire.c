@@ -112,6 +112,14 @@ sg_rc sg_wire_set_corr(uint8_t *frame, size_t len, uint64_t corr)
     return SG_OK;
 }
 
+/* flags follow version and type */
+sg_rc sg_wire_add_flags(uint8_t *frame, size_t len, uint8_t flags)
+{
+    SG_ENSURE(len >= 3 && frame[0] == SG_WIRE_VERSION, SG_E_MALFORMED);
+    frame[2] |= flags;
+    return SG_OK;
+}
+
 static void body_cursor(const sg_wire_hdr_t *h, sg_cur_t *c) { sg_cur_init(c, h->body, h->body_len); }
 
 /* A body must be consumed exactly: trailing bytes mean the peer speaks another format. */

@@ -65,9 +65,12 @@ typedef enum {
 #define SG_WIRE_F_SUBSCRIBED_QOS0 0x10  /* AUTH_RES: ...granted at QoS 0 */
 #define SG_WIRE_F_BATCH 0x20            /* PING, PONG: the sender takes BATCH frames */
 #define SG_WIRE_F_METHODS 0x40          /* AUTH_RES: the resumed session is subscribed to direct methods */
-/* TELEMETRY at QoS 0: answer it too (an empty TELEMETRY_ACK, packet id 0), so its frontend gets its
- * credit back; AUTH_RES: this shard answers those */
+/* Flags mean something per frame type; the last bit has two meanings:
+ * TELEMETRY at QoS 0: answer it too (an empty TELEMETRY_ACK, packet id 0), so its frontend gets its
+ * credit back; AUTH_RES: this shard answers those. */
 #define SG_WIRE_F_ACK0 0x80
+/* ADMIN telemetry read: the asker takes a compact page (sg_page.h); ADMIN_RES: one */
+#define SG_WIRE_F_PAGE 0x80
 
 /* AUTH_RES status */
 enum {
@@ -133,6 +136,8 @@ SG_WUR sg_rc sg_wire_decode(const uint8_t *frame, size_t len, sg_wire_hdr_t *out
 SG_WUR sg_rc sg_wire_encode_hdr(sg_wbuf_t *w, const sg_wire_hdr_t *h);
 /* Set the correlation id of an encoded frame in place (a request sent again under a new id). */
 SG_WUR sg_rc sg_wire_set_corr(uint8_t *frame, size_t len, uint64_t corr);
+/* Add flags to an encoded frame's header in place. */
+SG_WUR sg_rc sg_wire_add_flags(uint8_t *frame, size_t len, uint8_t flags);
 const char *sg_wire_type_name(uint8_t type);
 
 /* Convenience: a header initialised for type/device with every other field zero and shard

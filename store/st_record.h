@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include "sg_buf.h"
 #include "sg_result.h"
+#include "sg_page.h"
 #include "sg_wire.h"
 
 /* Where a device's live session is. peer is the routing id of the frontend event loop. */
@@ -81,15 +82,9 @@ SG_WUR sg_rc st_dead_head(const void *p, size_t n, uint8_t *reason, int64_t *at_
                           size_t *msg_len);
 SG_WUR sg_rc st_dead_get(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, st_msg_t *m);
 
-/* One telemetry record. */
-typedef struct {
-    int64_t enqueued_ms;
-    const char *device;
-    size_t device_len;
-    sg_wire_props_t props;
-    const uint8_t *payload;
-    size_t payload_len;
-} st_tele_t;
+/* One telemetry record: what a page of them carries (sg_page.h); its offset is its key, not
+ * stored in it (st_tele_get leaves it as it is). */
+typedef sg_page_tele_t st_tele_t;
 
 SG_WUR sg_rc st_tele_put_head(sg_wbuf_t *w, int64_t enqueued_ms, const char *device, size_t dlen,
                               uint16_t nprops);

@@ -1,9 +1,12 @@
 /* fuzz_wire.c — libFuzzer harness for inter-tier frames (sg_wire): a frame from a peer tier is
  * untrusted. Decodes the header, then runs every body reader on it; anything that decodes must
  * re-encode to the same bytes. A BATCH is walked item by item (each item stays inside the input,
- * and the good items rebuild into a batch that reads back the same). */
+ * and the good items rebuild into a batch that reads back the same). A compact telemetry page
+ * (sg_page.h) renders as JSON that parses, or is refused. */
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include "sg_page.h"
 #include "sg_wire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -56,6 +59,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_header_roundtrip(data, &h);
     if (h.type == SG_MSG_BATCH)
         check_batch(data, size, &h);
+    if (h.type == SG_MSG_ADMIN_RES && (h.flags & SG_WIRE_F_PAGE)) {
+        sg_wbuf_t w;
+        sg_wbuf_init(&w, SG_WIRE_MAX_FRAME);
+        /* (jansson reads no \u0000 in an object key, which a property's key may hold) */
+        if (sg_page_render(h.body, h.body_len, &w) == SG_OK && !memmem(w.data, w.len, "\\u0000", 6)) {
+            json_t *j = json_loadb((const char *)w.data, w.len, 0, NULL);
+            if (!j || !json_is_array(json_object_get(j, "records")) || !json_is_integer(json_object_get(j, "next")))
+                abort();
+            json_decref(j);
+        }
+        sg_wbuf_fini(&w);
+    }
 
     sg_wire_auth_t a;
     sg_wire_auth_res_t ar;
