@@ -425,6 +425,8 @@ static void credit_give(fe_conn_t *c, uint32_t bytes)
 static void credit_wait(fe_conn_t *c)
 {
     fe_worker_t *w = c->w;
+    if (!(c->paused & FE_P_CREDIT))
+        atomic_fetch_add(&w->credit_waits, 1);   /* a new wait, not one that goes on */
     fe_conn_pause(c, FE_P_CREDIT);
     if (c->flags & FE_F_CREDIT_WAIT)
         return;
@@ -440,7 +442,6 @@ static void credit_wait(fe_conn_t *c)
     }
     w->credit_wait[w->n_credit_wait++] = fe_conn_handle(c);
     c->flags |= FE_F_CREDIT_WAIT;
-    atomic_fetch_add(&w->credit_waits, 1);
 }
 
 void fe_session_credit_return(fe_conn_t *c)
