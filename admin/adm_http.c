@@ -84,6 +84,7 @@ struct req {
     sg_wbuf_t body;
     bool too_big;
     bool submitted;
+    unsigned submits;   /* submissions so far: a finish that submits again changes it */
     _Atomic bool done;
     finish_fn finish;
     int n;
@@ -192,6 +193,7 @@ static void submit_with(req_t *r, zframe_t **frames, int n, int64_t timeout_ms, 
     r->n = n;
     r->finish = finish;
     r->submitted = true;
+    r->submits++;
     /* Suspend before the bridge can answer, so its resume never comes first. */
     MHD_suspend_connection(r->conn);
     sg_rc rc = how == WAIT_ALL_RETRYING ? adm_bridge_submit_retrying(r->adm->bridge, frames, r->parts, n, timeout_ms, on_done, r)
@@ -1447,10 +1449,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->submitted) {
         if (!atomic_load(&r->done))
             return MHD_YES;
+        unsigned submits = r->submits;
         if (r->finish)
             r->finish(r);
-        if (!atomic_load(&r->done))
-            return MHD_YES;   /* the finish asked the cluster again (ask_again) */
+        /* The finish asked the cluster again (ask_again): its answer resumes the connection and
+         * runs the next finish. That answer may have come already (done set again while the
+         * finish ran), so `done` cannot tell; the count of submissions can. */
+        if (r->submits != submits)
+            return MHD_YES;
         return respond(r);
     }
     if (!r->status)
