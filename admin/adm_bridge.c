@@ -8,6 +8,7 @@
 #include "rt_ring.h"
 #include "sg_frame.h"
 #include "sg_log.h"
+#include "sg_zmq.h"
 #include "sg_curve.h"
 #include "sg_time.h"
 #include "sg_wire.h"
@@ -403,6 +404,7 @@ static void bridge_actor(zsock_t *pipe, void *args)
     zhashx_destroy(&br.pending);
     zsock_destroy(&br.pull);
     zsock_destroy(&br.dealer);
+    sg_actor_end();
 }
 
 adm_bridge_t *adm_bridge_new(const char *routers, const char *name, int hwm)

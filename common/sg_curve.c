@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include "sg_log.h"
+#include "sg_zmq.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define NO_KEY "0000000000000000000000000000000000000000"
@@ -102,6 +103,7 @@ static void zap_actor(zsock_t *pipe, void *args)
     zpoller_destroy(&poller);
     zcertstore_destroy(&store);
     zsock_destroy(&h);
+    sg_actor_end();
 }
 
 /* ---- set-up ---- */

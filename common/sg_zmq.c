@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 
 int sg_zmq_send_nowait(zsock_t *sock, zmsg_t **msg)
 {
@@ -65,4 +66,9 @@ void *sg_zmq_lookup_id(zhashx_t *h, const void *id, size_t len, size_t max)
     memcpy(key, id, len);
     key[len] = 0;
     return zhashx_lookup(h, key);
+}
+
+void sg_actor_end(void)
+{
+    OPENSSL_thread_stop();
 }

@@ -23,4 +23,12 @@ zmsg_t *sg_zmq_recv_nowait_from(zsock_t *sock, char *user_id, size_t cap);
  * when len is 0 or over max. */
 void *sg_zmq_lookup_id(zhashx_t *h, const void *id, size_t len, size_t max);
 
+/* The last call of every zactor handler: frees the thread's OpenSSL state (its random generators
+ * and error queue) now. CZMQ's actor threads are detached and zactor_destroy returns when the
+ * handler has signalled, before the thread has exited; OpenSSL frees that state in a thread-exit
+ * destructor, which no longer runs once the process's exit has called OPENSSL_cleanup. A shutdown
+ * that won that race leaked the thread's DRBG (LeakSanitizer in CI: 40 bytes direct, 6.6 KB
+ * indirect, all from CRYPTO_zalloc). */
+void sg_actor_end(void);
+
 #endif

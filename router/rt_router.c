@@ -781,6 +781,7 @@ static void router_actor(zsock_t *pipe, void *args)
     for (size_t i = 0; i < r->n_shards; i++)
         zsock_destroy(&r->shards[i].sock);
     zsock_destroy(&front);
+    sg_actor_end();
 }
 
 rt_router_t *rt_router_new(const sg_config_t *cfg, const char *name, const char *bind)

@@ -9,6 +9,7 @@
 #include <string.h>
 #include "sg_codec.h"
 #include "sg_log.h"
+#include "sg_zmq.h"
 #include "sg_page.h"
 #include "sg_sas.h"
 #include "sg_time.h"
@@ -691,4 +692,5 @@ void st_reader_actor(zsock_t *pipe, void *args)
     zsock_destroy(&r.to_writer);
     zsock_destroy(&r.in);
     zsock_destroy(&r.out);
+    sg_actor_end();
 }

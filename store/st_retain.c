@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "sg_log.h"
+#include "sg_zmq.h"
 #include "sg_sas.h"
 #include "sg_time.h"
 #include "st_internal.h"
@@ -330,4 +331,5 @@ void st_retain_actor(zsock_t *pipe, void *args)
         warned = !ok;
     }
     zpoller_destroy(&poller);
+    sg_actor_end();
 }

@@ -598,6 +598,7 @@ static void net_actor(zsock_t *pipe, void *args)
     zlistx_destroy(&n.routers);
     zlist_destroy(&n.dirty);
     zhashx_destroy(&n.links);
+    sg_actor_end();
 }
 
 st_shard_t *st_shard_new(const sg_config_t *cfg, const char *name, unsigned partition, const char *bind,

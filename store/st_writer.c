@@ -607,4 +607,5 @@ void st_writer_actor(zsock_t *pipe, void *args)
     }
     zpoller_destroy(&poller);
     writer_fini(&w);
+    sg_actor_end();
 }
