@@ -337,6 +337,7 @@ static void expire(bridge_t *br)
 
 static void bridge_actor(zsock_t *pipe, void *args)
 {
+    pthread_setname_np(pthread_self(), "sg-adm-bridge");   /* top -H, perf and /proc show it */
     bridge_t br = {.b = args};
     br.pull = zsock_new_pull(br.b->ep);
     br.dealer = zsock_new(ZMQ_DEALER);

@@ -32,6 +32,7 @@ struct adm_deadline {
 
 static void *sweeper(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sg-adm-deadline");   /* top -H, perf and /proc show it */
     adm_deadline_t *d = arg;
     pthread_mutex_lock(&d->lock);
     while (!d->stop) {

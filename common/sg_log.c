@@ -176,6 +176,7 @@ static void release(void)
 
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sg-log");   /* top -H, perf and /proc show it */
     (void)arg;
     pthread_mutex_lock(&g.lock);
     for (;;) {

@@ -57,6 +57,7 @@ struct fe_frontend {
 
 static void *trim_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sg-fe-trim");   /* top -H, perf and /proc show it */
     fe_frontend_t *f = arg;
     uint64_t seen = 0;
     int64_t next_trim = sg_mono_ms(), next_cert = sg_mono_ms() + (int64_t)f->cert_reload_s * 1000;

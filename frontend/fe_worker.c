@@ -1,6 +1,7 @@
 /* fe_worker.c — one frontend event-loop thread: its listener, its router link (a DEALER whose
  * edge-triggered ZMQ_FD sits in the same epoll set and is drained after every wake-up), its
  * table of connections by handle, and the list of connections waiting for room on the link. */
+#include <pthread.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +329,7 @@ static void heartbeat(fe_worker_t *w)
 
 static void *worker_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sg-fe-loop");   /* top -H, perf and /proc show it */
     fe_worker_t *w = arg;
     /* Announce this incarnation so shards end sessions an earlier one left behind. */
     sg_wbuf_reset(&w->frame);

@@ -10,6 +10,7 @@
  * its role may not send (sg_role.c: a frontend's key opens the device frames only) is answered
  * with ERROR/FORBIDDEN, counted per role and type for /metrics, and logged at most once a second. */
 #include "rt_router.h"
+#include <pthread.h>
 #include <czmq.h>
 #include <errno.h>
 #include <jansson.h>
@@ -708,6 +709,7 @@ static void drain_all(rt_router_t *r, zsock_t *front)
 
 static void router_actor(zsock_t *pipe, void *args)
 {
+    pthread_setname_np(pthread_self(), "sg-router");   /* top -H, perf and /proc show it */
     rt_router_t *r = args;
     zsock_t *front = zsock_new(ZMQ_ROUTER);
     bool ok = front != NULL;

@@ -3,6 +3,7 @@
  * reads, shard statistics). Readers never change state; a log read that finds nothing and may
  * wait is handed back to the net actor to park until the writer appends more or its wait runs
  * out. */
+#include <pthread.h>
 #include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -622,6 +623,7 @@ static void handle(reader_t *r, rop_t *op)
 
 void st_reader_actor(zsock_t *pipe, void *args)
 {
+    pthread_setname_np(pthread_self(), "sg-st-reader");   /* top -H, perf and /proc show it */
     reader_t r = {.ctx = args};
     sg_wbuf_init(&r.page, SG_WIRE_MAX_FRAME);
     r.in = zsock_new_pull(NULL);

@@ -10,6 +10,7 @@
  * once, and what is left of it on disk is compacted away. Dead letters live under their devices
  * (one key range per device), so they are reached through their index by time ("dlx"), read from
  * its start up to the cutoff, and deleted in batches. */
+#include <pthread.h>
 #include <czmq.h>
 #include <stdlib.h>
 #include <string.h>
@@ -305,6 +306,7 @@ sg_rc st_retain_load(st_ctx_t *c)
 
 void st_retain_actor(zsock_t *pipe, void *args)
 {
+    pthread_setname_np(pthread_self(), "sg-st-retain");   /* top -H, perf and /proc show it */
     st_ctx_t *c = args;
     rlog_t tele = {"telemetry", ST_CF_TELE, c->tele_retention_ms, c->tele_max_bytes, &c->stat_tele_oldest,
                    &c->stat_tele_next, &c->stat_retired_tele, tele_time};

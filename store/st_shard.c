@@ -5,6 +5,7 @@
  * Defence in depth behind the routers' own check: the ZAP handler admits only routers' keys here,
  * and every frame (every item of a BATCH) must be one a router may send (sg_role.c). */
 #include "st_shard.h"
+#include <pthread.h>
 #include <czmq.h>
 #include <errno.h>
 #include <openssl/rand.h>
@@ -520,6 +521,7 @@ static void stop_workers(net_t *n)
 
 static void net_actor(zsock_t *pipe, void *args)
 {
+    pthread_setname_np(pthread_self(), "sg-st-net");   /* top -H, perf and /proc show it */
     net_t n = {.shard = args};
     n.ctx = n.shard->ctx;
     n.routers = zlistx_new();

@@ -5,6 +5,7 @@
  * state keeps per-device rules (queue limits, session epochs, delivery windows) race-free
  * without locks; readers see only committed data through their own RocksDB reads. This file is
  * the commit loop; what each operation does is in the st_w*.c files (see st_writer_int.h). */
+#include <pthread.h>
 #include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -572,6 +573,7 @@ static void writer_fini(writer_t *w)
 
 void st_writer_actor(zsock_t *pipe, void *args)
 {
+    pthread_setname_np(pthread_self(), "sg-st-writer");   /* top -H, perf and /proc show it */
     writer_t w;
     if (writer_init(&w, args) != SG_OK) {
         SG_ERROR("store", "writer.init_failed", "shard=%s", ((st_ctx_t *)args)->name);
