@@ -407,6 +407,8 @@ def telemetry_qos1(target, p, outdir, problems, base):
         "serverCpuSecondsPer1000": round(srv.get("cpuSeconds", 0) * 1000 / max(1, c["acked"]), 4) if srv else None,
         "simCpuSecondsPer1000": round(s["resources"]["simulator"]["cpuSeconds"] * 1000 / max(1, c["acked"]), 4),
         "opsPerCommit": ops_per_commit,   # shards' group commits during the run (every operation, reads aside)
+        # the back-end's reads that brought records (long polls: about one per group commit and partition)
+        "recordsPerRead": round(c["telemetryRead"] / c["telemetryPages"], 1) if c.get("telemetryPages") else None,
     }, s
 
 

@@ -275,6 +275,8 @@ static void poll_start(backend_t *b, int p)
 static void on_records(backend_t *b, int p, json_t *ans)
 {
     json_t *recs = json_object_get(ans, "records");
+    if (json_array_size(recs) > 0)
+        sim_count(b->cfg->st, SIM_C_TELE_PAGES, 1);
     size_t i;
     json_t *r;
     int64_t now = sim_real_us();

@@ -43,6 +43,7 @@
     X(BYTES_IN, "bytesIn")                                                                       \
     X(TELE_READ, "telemetryRead")          /* back-end: records read from the log */            \
     X(TELE_FOREIGN, "telemetryReadOther")  /* back-end: records not stamped by this run */      \
+    X(TELE_PAGES, "telemetryPages")        /* back-end: reads that brought records */           \
     X(CMD_SENT, "commandsSent")                                                                  \
     X(CMD_ACCEPTED, "commandsAccepted")                                                          \
     X(CMD_REJECTED, "commandsRejected")    /* 429 DeviceQueueFull */                            \
