@@ -675,7 +675,7 @@ static void read_log(req_t *r, const char *log)
     free(text);
     /* Telemetry comes as records, rendered here (finish_log): less than half the bytes of its JSON
      * to box and send between the tiers (sg_page.h). */
-    if (f && !log && sg_wire_add_flags(zframe_data(f), zframe_size(f), SG_WIRE_F_PAGE) != SG_OK)
+    if (f && !log && sg_wire_add_flags(zframe_data(f), zframe_size(f), SG_WIRE_F_PAGE | SG_WIRE_F_STAMPED) != SG_OK)
         zframe_destroy(&f);
     submit(r, &f, 1, wait * 1000 + r->adm->timeout_ms, finish_log);
 }

@@ -120,30 +120,51 @@ static sg_rc put_str(sg_wbuf_t *f, const char *s, size_t n)
 
 static sg_rc put_lit(sg_wbuf_t *f, const char *s) { return sg_wbuf_bytes(f, s, strlen(s)); }
 
+const char *sg_page_auth_method(uint8_t kind)
+{
+    switch (kind) {
+    case SG_CRED_X509: return "{\"scope\":\"device\",\"type\":\"x509Certificate\",\"issuer\":\"iothub\"}";
+    case SG_CRED_PSK: return "{\"scope\":\"device\",\"type\":\"psk\",\"issuer\":\"iothub\"}";
+    }
+    return "{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\"}";
+}
+
 /* The properties object: a key that is not UTF-8 is left out and a value that is not becomes
  * null (as json_object_setn_new and json_stringn have it); a key given again keeps its first
- * place and takes the last value. */
-static sg_rc put_props(sg_wbuf_t *f, sg_wire_props_t p)
-{
-    struct {
-        const char *k, *v;
-        size_t kl, vl;
-    } kv[SG_WIRE_MAX_PROPS];
-    size_t n = 0;
+ * place and takes the last value. The stamped pair come last, as they were stored before. */
+typedef struct {
     const char *k, *v;
     size_t kl, vl;
-    while (sg_wire_props_next(&p, &k, &kl, &v, &vl)) {
-        if (!utf8_valid(k, kl))
-            continue;
-        size_t i = 0;
-        while (i < n && !(kv[i].kl == kl && memcmp(kv[i].k, k, kl) == 0))
-            i++;
-        if (i == n && n < SG_WIRE_MAX_PROPS)
-            kv[n++] = (typeof(kv[0])){.k = k, .kl = kl};
-        if (i < n) {
-            kv[i].v = utf8_valid(v, vl) ? v : NULL;
-            kv[i].vl = vl;
-        }
+} kv_t;
+
+static void kv_add(kv_t *kv, size_t *n, const char *k, size_t kl, const char *v, size_t vl)
+{
+    if (!utf8_valid(k, kl))
+        return;
+    size_t i = 0;
+    while (i < *n && !(kv[i].kl == kl && memcmp(kv[i].k, k, kl) == 0))
+        i++;
+    if (i == *n && *n < SG_WIRE_MAX_PROPS)
+        kv[(*n)++] = (kv_t){.k = k, .kl = kl};
+    if (i < *n) {
+        kv[i].v = utf8_valid(v, vl) ? v : NULL;
+        kv[i].vl = vl;
+    }
+}
+
+static sg_rc put_props(sg_wbuf_t *f, const sg_page_tele_t *t)
+{
+    kv_t kv[SG_WIRE_MAX_PROPS + 2];
+    size_t n = 0;
+    sg_wire_props_t p = t->props;
+    const char *k, *v;
+    size_t kl, vl;
+    while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
+        kv_add(kv, &n, k, kl, v, vl);
+    if (t->stamped) {
+        const char *am = sg_page_auth_method(t->stamped);
+        kv_add(kv, &n, SG_STAMP_DEVICE, sizeof SG_STAMP_DEVICE - 1, t->device, t->device_len);
+        kv_add(kv, &n, SG_STAMP_AUTH, sizeof SG_STAMP_AUTH - 1, am, strlen(am));
     }
     SG_GUARD(sg_wbuf_u8(f, '{'));
     for (size_t i = 0; i < n; i++) {
@@ -191,7 +212,7 @@ sg_rc sg_page_tele_dump(sg_wbuf_t *f, const sg_page_tele_t *t, sg_page_clock_t *
     if (rc == SG_OK)
         rc = put_lit(f, ",\"properties\":");
     if (rc == SG_OK)
-        rc = put_props(f, t->props);
+        rc = put_props(f, t);
     if (rc == SG_OK)
         rc = put_lit(f, ",\"payload\":\"");
     if (rc == SG_OK && (rc = sg_wbuf_reserve(f, b64 + 1)) == SG_OK)
@@ -222,6 +243,15 @@ size_t sg_page_tele_json_len(const sg_page_tele_t *t)
     size_t kl, vl, n = 0;
     while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
         props += kl + vl + 5 + (n++ > 0);   /* "k":"v" and a comma before all but the first */
+    if (t->stamped) {
+        /* the auth method's quotes are escaped: that one is known exactly */
+        const char *am = sg_page_auth_method(t->stamped);
+        size_t quotes = 0;
+        for (const char *q = am; *q; q++)
+            quotes += *q == '"';
+        props += sizeof SG_STAMP_DEVICE - 1 + t->device_len + 5 + (n++ > 0);
+        props += sizeof SG_STAMP_AUTH - 1 + strlen(am) + quotes + 5 + (n++ > 0);
+    }
     return fixed + digits(t->offset) + t->device_len + 24 + props + sg_b64_encoded_len(t->payload_len);
 }
 
@@ -298,10 +328,12 @@ sg_rc sg_page_json_end(sg_page_json_t *j, int64_t next, uint64_t oldest, const c
 #define NEXT_AT 4
 #define COUNT_AT 20
 
-sg_rc sg_page_out_begin(sg_page_out_t *o, sg_wbuf_t *f, uint32_t partition, uint64_t oldest, const char *group)
+sg_rc sg_page_out_begin(sg_page_out_t *o, sg_wbuf_t *f, uint32_t partition, uint64_t oldest, const char *group,
+                        bool stamped)
 {
     size_t gl = group ? strlen(group) : 0;
     o->f = f;
+    o->stamped = stamped;
     o->head_at = f->len;
     o->n = 0;
     o->json = 0;
@@ -319,10 +351,17 @@ bool sg_page_out_add(sg_page_out_t *o, const sg_page_tele_t *t)
         return false;
     sg_wbuf_t *f = o->f;
     size_t mark = f->len;
-    uint16_t count = t->props.count;
+    /* For an asker that takes them, the stamped pair as a word in front of the properties (see
+     * sg_page_get_props); else written out as they were stored before. */
+    bool kind = t->stamped && o->stamped, spelled = t->stamped && !o->stamped;
+    uint16_t count = (uint16_t)(t->props.count + (spelled ? 2 : 0));
+    const char *am = t->stamped ? sg_page_auth_method(t->stamped) : NULL;
     if (sg_wbuf_u64(f, (uint64_t)t->offset) != SG_OK || sg_wbuf_u64(f, (uint64_t)t->enqueued_ms) != SG_OK ||
-        sg_wbuf_str8(f, t->device, t->device_len) != SG_OK || sg_wbuf_u16(f, count) != SG_OK ||
+        sg_wbuf_str8(f, t->device, t->device_len) != SG_OK ||
+        (kind && sg_wbuf_u16(f, SG_PAGE_STAMPED | t->stamped) != SG_OK) || sg_wbuf_u16(f, count) != SG_OK ||
         sg_wbuf_bytes(f, t->props.rest.data + t->props.rest.pos, sg_cur_left(&t->props.rest)) != SG_OK ||
+        (spelled && (sg_wire_put_prop(f, SG_STAMP_DEVICE, sizeof SG_STAMP_DEVICE - 1, t->device, t->device_len) != SG_OK ||
+                     sg_wire_put_prop(f, SG_STAMP_AUTH, sizeof SG_STAMP_AUTH - 1, am, strlen(am)) != SG_OK)) ||
         sg_wbuf_str32(f, t->payload, t->payload_len) != SG_OK) {
         f->len = mark;
         return false;
@@ -342,6 +381,21 @@ void sg_page_out_end(sg_page_out_t *o, int64_t next)
 {
     put_be(o->f->data + o->head_at + NEXT_AT, (uint64_t)next, 8);
     put_be(o->f->data + o->head_at + COUNT_AT, o->n, 4);
+}
+
+sg_rc sg_page_get_props(sg_cur_t *c, sg_wire_props_t *p, uint8_t *stamped)
+{
+    /* a count never has the top bit: a word that has it is the stamp, and the pairs follow */
+    const uint8_t *at = sg_cur_ptr(c);
+    *stamped = 0;
+    if (sg_cur_left(c) >= 2 && (at[0] & 0x80)) {
+        uint16_t word;
+        SG_GUARD(sg_cur_u16(c, &word));
+        SG_ENSURE((word & 0xFF00) == SG_PAGE_STAMPED, SG_E_MALFORMED);
+        *stamped = (uint8_t)word;
+        SG_ENSURE(*stamped >= SG_CRED_SAS && *stamped <= SG_CRED_PSK, SG_E_MALFORMED);
+    }
+    return sg_wire_get_props(c, p);
 }
 
 sg_rc sg_page_render(const uint8_t *body, size_t len, sg_wbuf_t *out)
@@ -374,7 +428,7 @@ sg_rc sg_page_render(const uint8_t *body, size_t len, sg_wbuf_t *out)
         SG_GUARD(sg_cur_u64(&c, &enq));
         SG_GUARD(sg_cur_str8(&c, SG_DEVICE_ID_MAX, &dev, &t.device_len));
         SG_ENSURE(sg_device_id_valid((const char *)dev, t.device_len), SG_E_MALFORMED);   /* as shards store them */
-        SG_GUARD(sg_wire_get_props(&c, &t.props));
+        SG_GUARD(sg_page_get_props(&c, &t.props, &t.stamped));
         SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &t.payload, &t.payload_len));
         t.offset = (int64_t)off;
         t.enqueued_ms = (int64_t)enq;

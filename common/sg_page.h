@@ -13,7 +13,15 @@
  *
  * Compact body (ADMIN_RES, status 200, flags SG_WIRE_F_PAGE): u32 partition, u64 next (the last
  * offset this page covers), u64 oldest, u32 count, str8 group ("" when none), then count records
- * of u64 offset, u64 enqueued (ms), str8 device, props (sg_wire_props), str32 payload. */
+ * of u64 offset, u64 enqueued (ms), str8 device, [u16 stamp], props (sg_wire_props), str32 payload.
+ *
+ * The stamp: every record carries two properties the gateway stamps, iothub-connection-device-id
+ * (the device) and iothub-connection-auth-method (one of three JSON texts, by the session's
+ * credential kind): about 125 of a 100-byte message's 250 stored bytes. Shards store the kind
+ * instead (st_record.h) and spell the pair out only in JSON. An admin that asks with
+ * SG_WIRE_F_STAMPED too gets the kind as a word SG_PAGE_STAMPED | kind in front of the record's
+ * own properties (a property count never has the top bit); an admin that does not gets the pair
+ * written out among the properties, as before. */
 #ifndef SG_PAGE_H
 #define SG_PAGE_H
 
@@ -28,6 +36,15 @@
 /* A page stops before the JSON of its records passes this size; it always holds at least one
  * record, which fits because records are capped. */
 #define SG_PAGE_MAX_JSON (4u << 20)
+
+/* The stamped pair (see above); SG_CRED_* kinds. */
+#define SG_STAMP_DEVICE "iothub-connection-device-id"
+#define SG_STAMP_AUTH "iothub-connection-auth-method"
+#define SG_PAGE_STAMPED 0x8000
+/* The JSON text of iothub-connection-auth-method for a credential kind (SAS for an unknown one). */
+const char *sg_page_auth_method(uint8_t kind);
+/* A record's properties at c, behind the stamp word when there is one (*stamped its kind, else 0). */
+SG_WUR sg_rc sg_page_get_props(sg_cur_t *c, sg_wire_props_t *p, uint8_t *stamped);
 
 /* ---- JSON values of records ---- */
 
@@ -44,6 +61,7 @@ typedef struct {
     int64_t enqueued_ms;
     const char *device;
     size_t device_len;
+    uint8_t stamped;          /* SG_CRED_*: the stamped pair follows props; 0: props hold it */
     sg_wire_props_t props;
     const uint8_t *payload;
     size_t payload_len;
@@ -88,13 +106,16 @@ SG_WUR sg_rc sg_page_json_end(sg_page_json_t *j, int64_t next, uint64_t oldest, 
 
 typedef struct {
     sg_wbuf_t *f;
+    bool stamped;       /* the asker takes stamp words */
     size_t head_at;     /* where next and count are patched in at the end */
     uint32_t n;
     size_t json;        /* the records' JSON, as sg_page_tele_json_len counts it */
 } sg_page_out_t;
 
-/* Start a compact page at the end of f (after the ADMIN_RES header). */
-SG_WUR sg_rc sg_page_out_begin(sg_page_out_t *o, sg_wbuf_t *f, uint32_t partition, uint64_t oldest, const char *group);
+/* Start a compact page at the end of f (after the ADMIN_RES header); stamped: the asker set
+ * SG_WIRE_F_STAMPED. */
+SG_WUR sg_rc sg_page_out_begin(sg_page_out_t *o, sg_wbuf_t *f, uint32_t partition, uint64_t oldest, const char *group,
+                               bool stamped);
 /* Add t unless its JSON would take the page past SG_PAGE_MAX_JSON (the first always goes in):
  * false then, and the page is full. */
 bool sg_page_out_add(sg_page_out_t *o, const sg_page_tele_t *t);

@@ -71,6 +71,8 @@ typedef enum {
 #define SG_WIRE_F_ACK0 0x80
 /* ADMIN telemetry read: the asker takes a compact page (sg_page.h); ADMIN_RES: one */
 #define SG_WIRE_F_PAGE 0x80
+/* ADMIN telemetry read: ...and takes its records' stamped properties as a stamp word (sg_page.h) */
+#define SG_WIRE_F_STAMPED 0x40
 
 /* AUTH_RES status */
 enum {

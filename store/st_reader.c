@@ -446,7 +446,7 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
     if (sg_wire_encode_hdr(f, &h) != SG_OK)
         abort();   /* a few dozen bytes in an 8 MiB frame */
     size_t json_at = f->len + 4;   /* the JSON, after its str32 length */
-    if ((compact ? sg_page_out_begin(&po, f, ctx->partition, oldest, group)
+    if ((compact ? sg_page_out_begin(&po, f, ctx->partition, oldest, group, op->h.flags & SG_WIRE_F_STAMPED)
                  : sg_wbuf_u32(f, 0) != SG_OK ? SG_E_TOO_BIG : sg_page_json_begin(&pj, f, ctx->partition)) != SG_OK)
         abort();
     int64_t n = 0, next = after;

@@ -2,6 +2,8 @@
 #include "st_record.h"
 
 #define REC_V1 1
+/* telemetry with its stamped properties as a credential kind (st_record.h) */
+#define TELE_V2 2
 
 static sg_rc rec_begin(sg_cur_t *c, const void *p, size_t n)
 {
@@ -174,22 +176,32 @@ sg_rc st_dead_get(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, st_m
     return st_msg_get(msg, len, m);
 }
 
-sg_rc st_tele_put_head(sg_wbuf_t *w, int64_t enqueued_ms, const char *device, size_t dlen, uint16_t nprops)
+sg_rc st_tele_put_head(sg_wbuf_t *w, int64_t enqueued_ms, const char *device, size_t dlen, uint8_t stamped,
+                       uint16_t nprops)
 {
-    SG_GUARD(sg_wbuf_u8(w, REC_V1));
+    SG_GUARD(sg_wbuf_u8(w, TELE_V2));
     SG_GUARD(sg_wbuf_u64(w, (uint64_t)enqueued_ms));
     SG_GUARD(sg_wbuf_str8(w, device, dlen));
+    SG_GUARD(sg_wbuf_u8(w, stamped));
     return sg_wbuf_u16(w, nprops);
 }
 
 sg_rc st_tele_get(const void *p, size_t n, st_tele_t *t)
 {
     sg_cur_t c;
+    uint8_t v;
     uint64_t enq;
     const uint8_t *dev;
-    SG_GUARD(rec_begin(&c, p, n));
+    sg_cur_init(&c, p, n);
+    SG_GUARD(sg_cur_u8(&c, &v));
+    SG_ENSURE(v == REC_V1 || v == TELE_V2, SG_E_MALFORMED);
     SG_GUARD(sg_cur_u64(&c, &enq));
     SG_GUARD(sg_cur_str8(&c, 128, &dev, &t->device_len));
+    t->stamped = 0;   /* a record from before: its properties hold the pair */
+    if (v == TELE_V2) {
+        SG_GUARD(sg_cur_u8(&c, &t->stamped));
+        SG_ENSURE(t->stamped >= SG_CRED_SAS && t->stamped <= SG_CRED_PSK, SG_E_MALFORMED);
+    }
     SG_GUARD(sg_wire_get_props(&c, &t->props));
     SG_GUARD(sg_cur_str32(&c, SG_WIRE_MAX_FRAME, &t->payload, &t->payload_len));
     t->enqueued_ms = (int64_t)enq;

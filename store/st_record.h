@@ -83,10 +83,14 @@ SG_WUR sg_rc st_dead_head(const void *p, size_t n, uint8_t *reason, int64_t *at_
 SG_WUR sg_rc st_dead_get(const void *p, size_t n, uint8_t *reason, int64_t *at_ms, st_msg_t *m);
 
 /* One telemetry record: what a page of them carries (sg_page.h); its offset is its key, not
- * stored in it (st_tele_get leaves it as it is). */
+ * stored in it (st_tele_get leaves it as it is).
+ * u8 2, u64 enqueued (ms), str8 device, u8 credential kind (SG_CRED_*), props, str32 payload: the
+ * two properties the gateway stamps (iothub-connection-device-id, -auth-method) are the device and
+ * the kind, spelled out when read (sg_page.h), not stored with every record. Records of version
+ * 1 (no kind; the pair among the properties) are still read. */
 typedef sg_page_tele_t st_tele_t;
 
-SG_WUR sg_rc st_tele_put_head(sg_wbuf_t *w, int64_t enqueued_ms, const char *device, size_t dlen,
+SG_WUR sg_rc st_tele_put_head(sg_wbuf_t *w, int64_t enqueued_ms, const char *device, size_t dlen, uint8_t stamped,
                               uint16_t nprops);
 SG_WUR sg_rc st_tele_get(const void *p, size_t n, st_tele_t *t);
 

@@ -26,7 +26,7 @@ static void put_tele(st_db_t *db, uint64_t off, int64_t at, bool damaged)
     if (damaged) {
         CHECK_RC(sg_wbuf_bytes(&w, "\x01garbage", 8), SG_OK);
     } else {
-        CHECK_RC(st_tele_put_head(&w, at, "dev-1", 5, 0), SG_OK);
+        CHECK_RC(st_tele_put_head(&w, at, "dev-1", 5, SG_CRED_SAS, 0), SG_OK);
         char payload[1024];
         memset(payload, 'a' + (int)(off % 26), sizeof payload);
         CHECK_RC(sg_wbuf_u32(&w, sizeof payload), SG_OK);

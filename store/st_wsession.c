@@ -163,18 +163,9 @@ void stw_op_psk(writer_t *w, op_t *op, wdev_t *d)
     stw_answer(w, op, &w->scratch);
 }
 
-static const char *auth_method_json(uint8_t method)
-{
-    switch (method) {
-    case SG_CRED_X509: return "{\"scope\":\"device\",\"type\":\"x509Certificate\",\"issuer\":\"iothub\"}";
-    case SG_CRED_PSK: return "{\"scope\":\"device\",\"type\":\"psk\",\"issuer\":\"iothub\"}";
-    }
-    return "{\"scope\":\"device\",\"type\":\"sas\",\"issuer\":\"iothub\"}";
-}
-
 static bool is_stamped(const char *k, size_t kl)
 {
-    static const char a[] = "iothub-connection-device-id", b[] = "iothub-connection-auth-method";
+    static const char a[] = SG_STAMP_DEVICE, b[] = SG_STAMP_AUTH;
     return (kl == sizeof a - 1 && strncasecmp(k, a, kl) == 0) || (kl == sizeof b - 1 && strncasecmp(k, b, kl) == 0);
 }
 
@@ -197,24 +188,23 @@ void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     } else if (!session_matches(d, op)) {
         status = SG_TELE_STALE;   /* the frontend closes that connection */
     } else if (unstamped_props(t.props) + 2 > SG_WIRE_MAX_PROPS) {
-        status = SG_TELE_MALFORMED;   /* the two stamped ones would not fit (frontends cap bags far lower) */
+        status = SG_TELE_MALFORMED;   /* with the stamped two it would not fit a page (frontends cap bags far lower) */
     } else {
-        /* Drop whatever the device claims about its origin and stamp what the gateway knows. */
+        /* Drop whatever the device claims about its origin and stamp what the gateway knows: the
+         * session's credential kind, spelled out as the two iothub-connection-* properties when
+         * the record is read (st_record.h). */
         sg_wire_props_t p = t.props;
         const char *k, *v;
         size_t kl, vl;
         uint16_t n = unstamped_props(t.props);
-        const char *am = auth_method_json(d->sess.method);
+        uint8_t kind = d->sess.method == SG_CRED_X509 || d->sess.method == SG_CRED_PSK ? d->sess.method : SG_CRED_SAS;
         sg_wbuf_reset(&w->scratch);
-        if (st_tele_put_head(&w->scratch, now, d->id, d->id_len, (uint16_t)(n + 2)) != SG_OK)
+        if (st_tele_put_head(&w->scratch, now, d->id, d->id_len, kind, n) != SG_OK)
             stw_fatal_io("telemetry-encode");
-        p = t.props;
         while (sg_wire_props_next(&p, &k, &kl, &v, &vl))
             if (!is_stamped(k, kl) && sg_wire_put_prop(&w->scratch, k, kl, v, vl) != SG_OK)
                 stw_fatal_io("telemetry-encode");
-        if (sg_wire_put_prop(&w->scratch, "iothub-connection-device-id", 27, d->id, d->id_len) != SG_OK ||
-            sg_wire_put_prop(&w->scratch, "iothub-connection-auth-method", 29, am, strlen(am)) != SG_OK ||
-            sg_wbuf_str32(&w->scratch, t.payload, t.payload_len) != SG_OK)
+        if (sg_wbuf_str32(&w->scratch, t.payload, t.payload_len) != SG_OK)
             stw_fatal_io("telemetry-encode");
         uint8_t key[8];
         st_be64(key, w->tele_next++);
