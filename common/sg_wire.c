@@ -451,13 +451,17 @@ sg_rc sg_wire_put_error(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t code)
     sg_wire_hdr_t h = sg_wire_reply(in, SG_MSG_ERROR, code);
     SG_GUARD(sg_wire_encode_hdr(w, &h));
     SG_GUARD(sg_wbuf_u8(w, in->type));
-    /* A refused publish is named (0 for QoS 0), so its frontend can send that one again. */
+    /* A refused publish (0 for QoS 0) or completion is named, so its frontend can send that one
+     * again. */
     sg_wire_telemetry_t t;
     sg_wire_inquiry_t q;
+    uint16_t pid;
     if (in->type == SG_MSG_TELEMETRY && sg_wire_get_telemetry(in, &t) == SG_OK)
         SG_GUARD(sg_wbuf_u16(w, t.packet_id));
     else if (in->type == SG_MSG_INQUIRY && sg_wire_get_inquiry(in, &q) == SG_OK)
         SG_GUARD(sg_wbuf_u16(w, q.packet_id));
+    else if (in->type == SG_MSG_COMPLETE && sg_wire_get_pid(in, &pid) == SG_OK)
+        SG_GUARD(sg_wbuf_u16(w, pid));
     return SG_OK;
 }
 

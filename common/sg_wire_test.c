@@ -184,6 +184,17 @@ static void test_telemetry(void)
     CHECK(about == SG_MSG_AUTH && pid == 0 && !named);
     sg_wbuf_fini(&e);
     sg_wbuf_fini(&a);
+    /* ...and a completion, by its delivery's packet id (sent again, the connection stays) */
+    a = frame(SG_MSG_COMPLETE, "dev");
+    CHECK_RC(sg_wire_put_pid(&a, 4242), SG_OK);
+    CHECK_RC(sg_wire_decode(a.data, a.len, &ah), SG_OK);
+    sg_wbuf_init(&e, 256);
+    CHECK_RC(sg_wire_put_error(&e, &ah, SG_WIRE_ERR_BUSY), SG_OK);
+    CHECK_RC(sg_wire_decode(e.data, e.len, &eh), SG_OK);
+    CHECK_RC(sg_wire_get_error(&eh, &about, &pid, &named), SG_OK);
+    CHECK(about == SG_MSG_COMPLETE && pid == 4242 && named);
+    sg_wbuf_fini(&e);
+    sg_wbuf_fini(&a);
     sg_wbuf_fini(&w);
 
     /* a property count larger than the pairs present, and an empty key, are refused */

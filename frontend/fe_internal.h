@@ -177,6 +177,8 @@ struct fe_worker {
     size_t backlog_bytes;
     uint64_t *retry;       /* handles of connections with refused publishes to send again */
     uint32_t n_retry, cap_retry;
+    struct fe_owed *owed;  /* refused bookkeeping to send again (fe_session_owed) */
+    uint32_t n_owed, cap_owed;
     uint32_t *credit_used; /* per shard (FE_CREDIT_SLOTS): bytes of its QoS 1 publishes not acknowledged yet */
     uint64_t *credit_wait; /* handles of connections paused for their shard's credit (FE_P_CREDIT) */
     uint32_t n_credit_wait, cap_credit_wait;
@@ -251,6 +253,17 @@ void fe_session_flush_acks(fe_worker_t *w);
 /* Send again the publishes a tier refused (BUSY: a full queue) once their wait is over; a
  * connection stays in the list while any waits. Each pass of the loop. */
 void fe_session_retry(fe_worker_t *w);
+/* A subscription change or a delivery's completion a router or shard refused for a full queue
+ * (BUSY, at its backstop: cluster.hwm, store.hold_bytes), to send again; the connection stays. */
+typedef struct fe_owed {
+    uint64_t handle;      /* the connection (fe_conn_handle) */
+    uint64_t epoch;       /* of its session then */
+    uint32_t retry_at;    /* loop ms */
+    uint16_t pid;         /* COMPLETE: the delivery's packet id */
+    uint8_t type;         /* SG_MSG_SUBSCRIBE or SG_MSG_COMPLETE */
+} fe_owed_t;
+/* Send what is due of w->owed again. */
+void fe_session_owed(fe_worker_t *w);
 /* Credit (cluster.credit): the bytes of QoS 1 publishes a loop has sent towards one shard and
  * not had acknowledged are bounded; a connection of a shard whose credit is spent is not read
  * (FE_P_CREDIT) until acknowledgements bring it back, so a slow or stopped shard slows its own

@@ -692,6 +692,56 @@ void fe_session_retry(fe_worker_t *w)
     w->n_retry = keep;
 }
 
+/* ---------- bookkeeping sent again ---------- */
+
+#define OWED_WAIT_MS 50
+
+static void resubscribe(fe_conn_t *c);
+static void complete(fe_conn_t *c, uint16_t pid);
+
+/* A subscription change or a completion was refused for a full queue on the way: it goes again
+ * in OWED_WAIT_MS (refused again, it is owed again). The refusal does not say which channel a
+ * SUBSCRIBE was for, so every channel's state at that time is sent (the shard ignores what does
+ * not change it; a later change may have gone through meanwhile); a completion as it was. */
+static void owe(fe_conn_t *c, uint8_t type, uint16_t pid)
+{
+    fe_worker_t *w = c->w;
+    uint64_t handle = fe_conn_handle(c);
+    SG_INFO("frontend", "bookkeeping.busy", "device=%s lost=%s pid=%u retry_ms=%d", c->device,
+            sg_wire_type_name(type), pid, OWED_WAIT_MS);
+    for (uint32_t i = 0; i < w->n_owed; i++)
+        if (w->owed[i].handle == handle && w->owed[i].type == type && (type == SG_MSG_SUBSCRIBE || w->owed[i].pid == pid))
+            return;   /* already owed */
+    if (!room_for_one((void **)&w->owed, w->n_owed, &w->cap_owed, sizeof *w->owed, 16)) {
+        fe_conn_close(c, "out-of-memory");
+        return;
+    }
+    uint32_t at = sg_loop_now_ms(w->loop) + OWED_WAIT_MS;
+    w->owed[w->n_owed++] = (fe_owed_t){.handle = handle, .epoch = c->epoch, .retry_at = at ? at : 1, .pid = pid,
+                                       .type = type};
+}
+
+void fe_session_owed(fe_worker_t *w)
+{
+    uint32_t now = sg_loop_now_ms(w->loop), keep = 0, n = w->n_owed;
+    for (uint32_t i = 0; i < n; i++) {
+        fe_owed_t o = w->owed[i];
+        if ((int32_t)(now - o.retry_at) < 0) {
+            w->owed[keep++] = o;
+            continue;
+        }
+        fe_conn_t *c = fe_conn_by_handle(w, o.handle);
+        if (!c || c->state != FE_ONLINE || c->epoch != o.epoch)
+            continue;   /* the session ended: what it owed went with it */
+        if (o.type == SG_MSG_COMPLETE)
+            complete(c, o.pid);
+        else
+            resubscribe(c);
+    }
+    /* sending queues (fe_link_send_queued) and adds nothing here */
+    w->n_owed = keep;
+}
+
 static void on_telemetry_ack(fe_conn_t *c, const sg_wire_hdr_t *h)
 {
     uint16_t pid;
@@ -842,6 +892,14 @@ static void put_subscribe_body(sg_wbuf_t *f, const void *arg)
 {
     if (sg_wire_put_subscribe(f, SG_CHAN_C2D, *(const uint8_t *)arg) != SG_OK)
         sg_wbuf_reset(f);
+}
+
+/* Every channel's subscription state again (a SUBSCRIBE was refused for a full queue). */
+static void resubscribe(fe_conn_t *c)
+{
+    uint8_t mode = !(c->flags & FE_F_C2D) ? SG_SUB_OFF : (c->flags & FE_F_C2D_QOS0) ? SG_SUB_QOS0 : SG_SUB_QOS1;
+    send_simple(c, SG_MSG_SUBSCRIBE, put_subscribe_body, &mode);
+    fe_methods_subscribe(c, c->flags & FE_F_METHODS);
 }
 
 /* Tell the shard the devicebound subscription changed (its QoS is kept for resumed sessions). */
@@ -1189,8 +1247,13 @@ void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
     case SG_MSG_INQUIRY_RES: fe_inquiry_answer(c, h); break;
     case SG_MSG_COMPLETE:
     case SG_MSG_SUBSCRIBE:
-        /* The shard never saw this acknowledgement or subscription change: start over. */
-        if (h->type == SG_MSG_ERROR && c->state == FE_ONLINE) {
+        /* Refused for a full queue: sent again (a completion only when the refusal names it: an
+         * older router does not). Otherwise the shard never saw this acknowledgement or
+         * subscription change: start over. */
+        if (h->type == SG_MSG_ERROR && c->state == FE_ONLINE && h->status == SG_WIRE_ERR_BUSY &&
+            h->epoch == c->epoch && (about == SG_MSG_SUBSCRIBE || named)) {
+            owe(c, about, refused_pid);
+        } else if (h->type == SG_MSG_ERROR && c->state == FE_ONLINE) {
             SG_WARN("frontend", "session.unavailable", "device=%s lost=%s", c->device, sg_wire_type_name(about));
             fe_conn_close(c, "shard-unavailable");
         }

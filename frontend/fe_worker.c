@@ -342,10 +342,12 @@ static void *worker_main(void *arg)
             next_beat = sg_loop_now(w->loop) + HEARTBEAT_EVERY_S;
             drain_link(w);   /* sending can consume the ZMQ_FD edge of frames already here */
         }
-        sg_loop_run_once(w->loop, w->n_blocked || w->n_backlog || w->n_retry || w->out.n ? 10 : 1000);
+        sg_loop_run_once(w->loop, w->n_blocked || w->n_backlog || w->n_retry || w->n_owed || w->out.n ? 10 : 1000);
         drain_link(w);
         if (w->n_retry)
             fe_session_retry(w);
+        if (w->n_owed)
+            fe_session_owed(w);
         if (w->n_backlog)
             flush_backlog(w);
         if (w->n_blocked)
@@ -472,6 +474,7 @@ void fe_worker_destroy(fe_worker_t **self_p)
     free(w->rx);
     free(w->acks);
     free(w->retry);
+    free(w->owed);
     free(w->credit_used);
     free(w->credit_wait);
     sg_wbuf_fini(&w->tx);

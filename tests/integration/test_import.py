@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
@@ -307,6 +308,65 @@ class ImportBusyShardTest(ImportClient, GatewayTest):
             self.assertEqual(status, 200, res)
             self.assertEqual((res["created"], res["failed"]), (6000, 0), res["errors"][:5])
         self.gw.wait_log("event=bridge.busy_retry", mark)
+
+
+class BusyBookkeepingTest(ImportClient, GatewayTest):
+    """The same busy shard refuses subscription changes too (SUBSCRIBE is refused at the
+    store.hold_bytes backstop, like the operators' writes): the frontend sends the connection's
+    subscription state again and the device stays connected; its last subscription holds, and a
+    command reaches it afterwards. (Before, the frontend closed the connection: session.unavailable
+    lost=SUBSCRIBE.)"""
+
+    TOPOLOGY = "all"
+    SETS = ("store.max_batch=1", "store.hold_bytes=65536")
+
+    def test_refused_subscriptions_are_sent_again(self):
+        gw = self.gw
+        dev = gw.create_device()
+        c = self.connected(dev)
+        mark = gw.log_mark()
+        results, done = [], threading.Event()
+
+        def run(prefix):
+            body = "\n".join(keyed_line("%s-%05d" % (prefix, i)) for i in range(6000)) + "\n"
+            results.append(self.post(body))
+
+        threads = [threading.Thread(target=run, args=(uid("bk"),)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        toggles = 0
+        # subscription changes while the imports fill the shard's queue, until one was refused
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (toggles >= 40 and gw.grep_log(r"event=bookkeeping\.busy", mark)):
+            c.subscribe()
+            c.subscribe(c.METHODS, qos=0)
+            c.unsubscribe()
+            c.unsubscribe(c.METHODS)
+            toggles += 1
+            if all(not t.is_alive() for t in threads):
+                for t in threads:
+                    t.join()
+                threads = [threading.Thread(target=run, args=(uid("bk"),)) for _ in range(4)]
+                for t in threads:
+                    t.start()
+        done.set()
+        for t in threads:
+            t.join(120)
+        refused = gw.grep_log(r"event=bookkeeping\.busy .*lost=SUBSCRIBE", mark)
+        sgtest.log("%d subscription rounds, %d refusals sent again" % (toggles, len(refused)))
+        self.assertTrue(refused, "no subscription change was refused in %d rounds" % toggles)
+        self.assertFalse(c.closed.is_set(), "the device was disconnected (rc %r)" % getattr(c, "disconnect_rc", None))
+        self.assertEqual(gw.grep_log(r"event=session\.unavailable", mark), [])
+        for status, res in results:
+            self.assertEqual(status, 200, res)
+        # the last state wins at the shard: subscribed, so a command arrives
+        c.subscribe_commands()
+        sgtest.wait_until(lambda: gw.device(dev["id"]).json.get("connection", {}).get("subscribed"), 30,
+                          "the shard has the devicebound subscription")
+        mid = gw.send_command(dev["id"], "after-busy").json["messageId"]
+        cmds = c.wait_commands(1)
+        self.assertEqual((cmds[0]["props"]["$.mid"], cmds[0]["payload"]), (mid, b"after-busy"))
+        self.assertFalse(c.closed.is_set())
 
 
 @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "runs with the cluster topology")
