@@ -330,6 +330,51 @@ def idle_tls(target, p, outdir, problems, base):
     }, s
 
 
+def server_processes(target):
+    """{name: pid} of a target's server processes (a cluster's member names from cluster.sh)."""
+    if isinstance(target, SacgateCluster):
+        out = {}
+        for f in sorted(os.listdir(target.dir)):
+            if f.endswith(".pid"):
+                try:
+                    out[f[:-4]] = int(open(os.path.join(target.dir, f)).read().strip())
+                except (OSError, ValueError):
+                    pass
+        return out
+    proc = getattr(target, "proc", None)
+    return {"all" if isinstance(target, SacgateAll) else target.name: proc.pid} if proc else {}
+
+
+def thread_cpu(procs):
+    """{"member thread-name": CPU seconds so far} over the threads of procs ({name: pid}); the
+    threads of one name in one process summed (sacgate names its own: sg-st-writer, sg-fe-loop...;
+    ZeroMQ's are ZMQbg/IO/0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in procs.items():
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                st = open("/proc/%d/task/%s/stat" % (pid, tid)).read()
+            except OSError:
+                continue
+            comm = st[st.index("(") + 1:st.rindex(")")]
+            f = st[st.rindex(")") + 2:].split()
+            key = "%s %s" % (name, comm)
+            out[key] = out.get(key, 0.0) + (int(f[11]) + int(f[12])) / tick
+    return out
+
+
+def cpu_by_thread(before, after, top=12):
+    """The CPU each (member, thread name) used between two thread_cpu snapshots, largest first;
+    threads that started in between count from zero."""
+    d = {k: round(v - before.get(k, 0.0), 2) for k, v in after.items()}
+    return dict(sorted(((k, v) for k, v in d.items() if v > 0), key=lambda kv: -kv[1])[:top])
+
+
 def commits(target):
     """(group commits, operations in them) summed over a sacgate target's shards; None for others."""
     if not isinstance(target, (SacgateAll, SacgateCluster)):
@@ -383,9 +428,15 @@ def telemetry_qos1(target, p, outdir, problems, base):
                                               "--messages", str(messages), "--window", "16", "--qos", "1",
                                               "--size", "100", "--backend", "--duration", "300"]
     c0 = commits(target)
+    procs = server_processes(target)
+    t0 = thread_cpu(procs)
     s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=900)
+    threads = cpu_by_thread(t0, thread_cpu(procs))
     c1 = commits(target)
     ops_per_commit = round((c1[1] - c0[1]) / max(1, c1[0] - c0[0]), 1) if c0 and c1 else None
+    if threads:
+        print("%s: CPU seconds by thread: %s" % (target.name, ", ".join("%s %.2f" % kv for kv in threads.items())),
+              flush=True)
     c = s["counters"]
     srv = s["resources"].get("server") or {}
     check(c["acked"] == devices * messages, "%s: %d of %d messages acknowledged" % (target.name, c["acked"],
@@ -409,6 +460,8 @@ def telemetry_qos1(target, p, outdir, problems, base):
         "opsPerCommit": ops_per_commit,   # shards' group commits during the run (every operation, reads aside)
         # the back-end's reads that brought records (long polls: about one per group commit and partition)
         "recordsPerRead": round(c["telemetryRead"] / c["telemetryPages"], 1) if c.get("telemetryPages") else None,
+        # where the server's CPU went (the largest; not a ratio figure)
+        "cpuSecondsByThread": threads or None,
     }, s
 
 
@@ -1447,8 +1500,8 @@ def print_table(result):
     runs = result["runs"]
     keys = []
     for r in runs:
-        for k in r["figures"]:
-            if k not in keys:
+        for k, v in r["figures"].items():
+            if k not in keys and not isinstance(v, dict):   # a breakdown (cpuSecondsByThread) is printed by its run
                 keys.append(k)
     width = max([len(k) for k in keys] + [10])
     print("%-*s" % (width, "") + "".join("%22s" % r["target"] for r in runs))
