@@ -17,6 +17,13 @@ sg_rc sg_frame_tele_ack(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t status, 
     return sg_wire_put_pid(w, pid);
 }
 
+sg_rc sg_frame_subscribe_res(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t status, uint16_t pid)
+{
+    sg_wire_hdr_t h = sg_wire_reply(in, SG_MSG_SUBSCRIBE_RES, status);
+    SG_GUARD(sg_wire_encode_hdr(w, &h));
+    return sg_wire_put_pid(w, pid);
+}
+
 sg_rc sg_frame_auth_res(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t status, uint32_t shard, uint64_t epoch,
                         uint8_t flags, const sg_wire_auth_res_t *res)
 {

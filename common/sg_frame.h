@@ -12,6 +12,8 @@
 /* ---- answers to frame `in` ---- */
 /* TELEMETRY_ACK (status SG_TELE_*) for a publish or inquiry with packet id pid. */
 SG_WUR sg_rc sg_frame_tele_ack(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t status, uint16_t pid);
+/* SUBSCRIBE_RES to the SUBSCRIBE in that asked (SG_WIRE_F_ANSWER): its packet id. */
+SG_WUR sg_rc sg_frame_subscribe_res(sg_wbuf_t *w, const sg_wire_hdr_t *in, uint16_t status, uint16_t pid);
 /* AUTH_RES (status SG_AUTH_*) from shard `shard` (the frontend learns where the session's
  * publishes go; SG_WIRE_SHARD_BY_DEVICE: not said), starting session `epoch` (0: none) with
  * flags SG_WIRE_F_*. */

@@ -11,7 +11,8 @@ static const uint8_t k_device[] = {SG_MSG_AUTH,     SG_MSG_SESSION_END, SG_MSG_T
                                    SG_MSG_METHOD_RES, SG_MSG_INQUIRY, SG_MSG_PSK};
 static const uint8_t k_downstream[] = {SG_MSG_AUTH_RES, SG_MSG_KICK,    SG_MSG_TELEMETRY_ACK, SG_MSG_DELIVER,
                                        SG_MSG_ADMIN_RES, SG_MSG_RING_RES, SG_MSG_PONG,         SG_MSG_ERROR,
-                                       SG_MSG_SHARD_STATE, SG_MSG_INQUIRY_RES, SG_MSG_METHOD, SG_MSG_PSK_RES};
+                                       SG_MSG_SHARD_STATE, SG_MSG_INQUIRY_RES, SG_MSG_METHOD, SG_MSG_PSK_RES,
+                                       SG_MSG_SUBSCRIBE_RES};
 
 static bool in(const uint8_t *list, size_t n, uint8_t t)
 {

@@ -32,6 +32,7 @@ static const char *const k_type_names[SG_MSG_TYPE_MAX] = {
     [SG_MSG_INQUIRY_RES] = "INQUIRY_RES",
     [SG_MSG_PSK] = "PSK",
     [SG_MSG_PSK_RES] = "PSK_RES",
+    [SG_MSG_SUBSCRIBE_RES] = "SUBSCRIBE_RES",
 };
 
 const char *sg_wire_type_name(uint8_t type)
@@ -265,12 +266,15 @@ sg_rc sg_wire_put_subscribe(sg_wbuf_t *w, uint8_t channel, uint8_t mode)
     return sg_wbuf_u8(w, mode);
 }
 
-sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, uint8_t *mode)
+sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, uint8_t *mode, uint16_t *pid)
 {
     sg_cur_t c;
     body_cursor(h, &c);
     SG_GUARD(sg_cur_u8(&c, channel));
     SG_GUARD(sg_cur_u8(&c, mode));
+    *pid = 0;
+    if (h->flags & SG_WIRE_F_ANSWER)
+        SG_GUARD(sg_cur_u16(&c, pid));
     SG_ENSURE((*channel == SG_CHAN_C2D && *mode <= SG_SUB_QOS0) ||
                   (*channel == SG_CHAN_METHODS && (*mode == SG_SUB_OFF || *mode == SG_SUB_QOS0)),
               SG_E_MALFORMED);

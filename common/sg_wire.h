@@ -54,6 +54,7 @@ typedef enum {
     SG_MSG_INQUIRY_RES,     /* st->fe: the answer (status = its status) for the session corr/epoch */
     SG_MSG_PSK,             /* fe->st: the TLS PSK of device (the identity a handshake offers); corr = handle */
     SG_MSG_PSK_RES,         /* st->fe: status = SG_PSK_*, body the key when SG_PSK_OK */
+    SG_MSG_SUBSCRIBE_RES,   /* st->fe: a SUBSCRIBE that asked (SG_WIRE_F_ANSWER) is in effect; u16 its pid */
     SG_MSG_TYPE_MAX
 } sg_msg_type_t;
 
@@ -69,6 +70,9 @@ typedef enum {
  * TELEMETRY at QoS 0: answer it too (an empty TELEMETRY_ACK, packet id 0), so its frontend gets its
  * credit back; AUTH_RES: this shard answers those. */
 #define SG_WIRE_F_ACK0 0x80
+/* SUBSCRIBE: answer it with SUBSCRIBE_RES once in effect (the body carries the MQTT packet id the
+ * answer names); AUTH_RES: this shard answers those, so the frontend may hold the SUBACK */
+#define SG_WIRE_F_ANSWER 0x01
 /* ADMIN telemetry read: the asker takes a compact page (sg_page.h); ADMIN_RES: one */
 #define SG_WIRE_F_PAGE 0x80
 /* ADMIN telemetry read: ...and takes its records' stamped properties as a stamp word (sg_page.h) */
@@ -234,9 +238,10 @@ SG_WUR sg_rc sg_wire_get_inquiry_res(const sg_wire_hdr_t *h, const char **rid, s
 SG_WUR sg_rc sg_wire_put_pid(sg_wbuf_t *w, uint16_t packet_id);
 SG_WUR sg_rc sg_wire_get_pid(const sg_wire_hdr_t *h, uint16_t *packet_id);
 
-/* SUBSCRIBE: u8 channel, u8 mode (SG_SUB_*) */
+/* SUBSCRIBE: u8 channel, u8 mode (SG_SUB_*), and with SG_WIRE_F_ANSWER u16 the packet id of the
+ * device's SUBSCRIBE (sg_wire_put_pid after this). *pid is 0 when no answer is asked. */
 SG_WUR sg_rc sg_wire_put_subscribe(sg_wbuf_t *w, uint8_t channel, uint8_t mode);
-SG_WUR sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, uint8_t *mode);
+SG_WUR sg_rc sg_wire_get_subscribe(const sg_wire_hdr_t *h, uint8_t *channel, uint8_t *mode, uint16_t *pid);
 
 /* DELIVER */
 typedef struct {

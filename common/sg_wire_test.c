@@ -1,5 +1,6 @@
 /* sg_wire_test.c — inter-tier frames: every body round-trips, and a malformed frame from a peer
  * (bad version, unknown type, truncated header, bad device id, trailing bytes) is refused. */
+#include "sg_frame.h"
 #include "sg_test.h"
 #include "sg_wire.h"
 
@@ -238,22 +239,45 @@ static void test_deliver_and_small_bodies(void)
     CHECK(e.payload_len == 3 && memcmp(e.payload, "cmd", 3) == 0);
     sg_wbuf_fini(&w);
 
-    w = frame(SG_MSG_SUBSCRIBE, "dev");
+    w = frame(SG_MSG_SUBSCRIBE, "dev");   /* (frame() sets flag 0x01: SG_WIRE_F_ANSWER for a SUBSCRIBE) */
     uint8_t chan, mode;
+    uint16_t spid = 1;
     CHECK_RC(sg_wire_put_subscribe(&w, SG_CHAN_C2D, SG_SUB_QOS0), SG_OK);
     CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
-    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode), SG_OK);
-    CHECK(chan == SG_CHAN_C2D && mode == SG_SUB_QOS0);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode, &spid), SG_E_TRUNCATED);   /* an answer asked, no pid */
+    CHECK_RC(sg_wire_put_pid(&w, 513), SG_OK);
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode, &spid), SG_OK);
+    CHECK(chan == SG_CHAN_C2D && mode == SG_SUB_QOS0 && spid == 513);
+    h.flags = 0;   /* no answer asked: the pid is one byte pair too many */
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode, &spid), SG_E_MALFORMED);
+    h.body_len -= 2;
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode, &spid), SG_OK);
+    CHECK(chan == SG_CHAN_C2D && mode == SG_SUB_QOS0 && spid == 0);
+    sg_wbuf_fini(&w);
+    /* its answer names the pid */
+    w = frame(SG_MSG_SUBSCRIBE, "dev");
+    CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
+    sg_wbuf_t rw;
+    sg_wbuf_init(&rw, 256);
+    CHECK_RC(sg_frame_subscribe_res(&rw, &h, 0, 513), SG_OK);
+    sg_wire_hdr_t rh;
+    CHECK_RC(sg_wire_decode(rw.data, rw.len, &rh), SG_OK);
+    CHECK_RC(sg_wire_get_pid(&rh, &spid), SG_OK);
+    CHECK(rh.type == SG_MSG_SUBSCRIBE_RES && rh.corr == h.corr && rh.epoch == h.epoch && spid == 513);
+    sg_wbuf_fini(&rw);
     sg_wbuf_fini(&w);
     w = frame(SG_MSG_SUBSCRIBE, "dev");
     CHECK_RC(sg_wire_put_subscribe(&w, 9, SG_SUB_QOS1), SG_OK);   /* unknown channel */
+    CHECK_RC(sg_wire_put_pid(&w, 1), SG_OK);
     CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
-    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode), SG_E_MALFORMED);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode, &spid), SG_E_MALFORMED);
     sg_wbuf_fini(&w);
     w = frame(SG_MSG_SUBSCRIBE, "dev");
     CHECK_RC(sg_wire_put_subscribe(&w, SG_CHAN_C2D, 3), SG_OK);   /* unknown mode */
+    CHECK_RC(sg_wire_put_pid(&w, 1), SG_OK);
     CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
-    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode), SG_E_MALFORMED);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode, &spid), SG_E_MALFORMED);
     sg_wbuf_fini(&w);
 
     w = frame(SG_MSG_ADMIN, "dev");
@@ -382,16 +406,19 @@ static void test_methods(void)
 
     /* the method channel subscribes at QoS 0 only */
     uint8_t chan, mode;
+    uint16_t spid;
     w = frame(SG_MSG_SUBSCRIBE, "dev");
     CHECK_RC(sg_wire_put_subscribe(&w, SG_CHAN_METHODS, SG_SUB_QOS0), SG_OK);
+    CHECK_RC(sg_wire_put_pid(&w, 3), SG_OK);
     CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
-    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode), SG_OK);
-    CHECK(chan == SG_CHAN_METHODS && mode == SG_SUB_QOS0);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode, &spid), SG_OK);
+    CHECK(chan == SG_CHAN_METHODS && mode == SG_SUB_QOS0 && spid == 3);
     sg_wbuf_fini(&w);
     w = frame(SG_MSG_SUBSCRIBE, "dev");
     CHECK_RC(sg_wire_put_subscribe(&w, SG_CHAN_METHODS, SG_SUB_QOS1), SG_OK);
+    CHECK_RC(sg_wire_put_pid(&w, 3), SG_OK);
     CHECK_RC(sg_wire_decode(w.data, w.len, &h), SG_OK);
-    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode), SG_E_MALFORMED);
+    CHECK_RC(sg_wire_get_subscribe(&h, &chan, &mode, &spid), SG_E_MALFORMED);
     sg_wbuf_fini(&w);
     CHECK(sg_adm_op_writes(SG_ADM_METHOD_INVOKE));
 }

@@ -498,7 +498,7 @@ void fe_conn_resume(fe_conn_t *c, uint8_t why)
         return;
     /* Input is not read while the gateway holds a connection back (shard window, full link):
      * the device's PINGREQs wait unread, so that time does not count against its keep-alive. */
-    if ((c->paused & why & (FE_P_WINDOW | FE_P_LINK | FE_P_CREDIT)) && c->state == FE_ONLINE)
+    if ((c->paused & why & FE_P_HELD) && c->state == FE_ONLINE)
         c->last_rx = sg_loop_now(c->w->loop);
     c->paused &= (uint8_t)~why;
     if (c->paused)

@@ -62,6 +62,10 @@ typedef enum {
 #define FE_P_RATE 0x10     /* over its telemetry rate: resumes when the bucket refills */
 #define FE_P_KEY 0x20      /* the handshake waits for the device's PSK from its shard (fe_psk.c) */
 #define FE_P_CREDIT 0x40   /* its shard's credit on this loop is spent: resumes as acknowledgements return it */
+#define FE_P_SUBACK 0x80   /* its SUBACK waits until the shard has its method subscription (fe_session.c) */
+/* The reasons the gateway holds a connection's input back itself: that time does not count
+ * against the device's keep-alive (its PINGREQs wait unread). */
+#define FE_P_HELD (FE_P_WINDOW | FE_P_LINK | FE_P_CREDIT | FE_P_SUBACK)
 
 /* Other flags. */
 #define FE_F_C2D 0x01          /* subscribed to devicebound */
@@ -75,6 +79,7 @@ typedef enum {
 #define FE_F_INQUIRY_RES 0x100 /* subscribed to its inquiries' answers (fe_inquiry.c) */
 #define FE_F_CREDIT_WAIT 0x200 /* in the worker's credit_wait list */
 #define FE_F_ACK0 0x400        /* its shard answers QoS 0 publishes (SG_WIRE_F_ACK0): they use credit too */
+#define FE_F_SUB_ANSWER 0x800  /* its shard answers subscriptions that ask (SG_WIRE_F_ANSWER) */
 
 typedef struct {
     uint8_t qos;
@@ -179,6 +184,8 @@ struct fe_worker {
     uint32_t n_retry, cap_retry;
     struct fe_owed *owed;  /* refused bookkeeping to send again (fe_session_owed) */
     uint32_t n_owed, cap_owed;
+    struct fe_suback *subacks;   /* SUBACKs held until the shard has the subscription (FE_P_SUBACK) */
+    uint32_t n_subacks, cap_subacks;
     uint32_t *credit_used; /* per shard (FE_CREDIT_SLOTS): bytes of its QoS 1 publishes not acknowledged yet */
     uint64_t *credit_wait; /* handles of connections paused for their shard's credit (FE_P_CREDIT) */
     uint32_t n_credit_wait, cap_credit_wait;
@@ -296,6 +303,8 @@ bool fe_methods_is_filter(sg_mqtt_str_t f);
 /* The method subscription went on or off: the device's shard is told (it decides whether a call
  * can be delivered). */
 void fe_methods_subscribe(fe_conn_t *c, bool on);
+/* The same, asking the shard to answer (SUBSCRIBE_RES naming pid) once it is in effect. */
+void fe_methods_subscribe_answered(fe_conn_t *c, uint16_t pid);
 /* Is t under $iothub/methods/res/ (a method response; anything else there is foreign)? */
 bool fe_methods_is_response(sg_mqtt_str_t t);
 /* A PUBLISH on $iothub/methods/res/...: passed to the shard, or the connection closed for a

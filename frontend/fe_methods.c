@@ -24,7 +24,7 @@ bool fe_methods_is_response(sg_mqtt_str_t t)
     return t.len >= sizeof k_res - 1 && memcmp(t.p, k_res, sizeof k_res - 1) == 0;
 }
 
-void fe_methods_subscribe(fe_conn_t *c, bool on)
+static void subscribe(fe_conn_t *c, bool on, bool answered, uint16_t pid)
 {
     if (on)
         c->flags |= FE_F_METHODS;
@@ -32,9 +32,15 @@ void fe_methods_subscribe(fe_conn_t *c, bool on)
         c->flags &= (uint16_t)~FE_F_METHODS;
     sg_wbuf_t *f = &c->w->frame;
     sg_wbuf_reset(f);
-    if (fe_conn_frame_head(c, f, SG_MSG_SUBSCRIBE, 0, 0) == SG_OK && sg_wire_put_subscribe(f, SG_CHAN_METHODS, on ? SG_SUB_QOS0 : SG_SUB_OFF) == SG_OK)
+    if (fe_conn_frame_head(c, f, SG_MSG_SUBSCRIBE, answered ? SG_WIRE_F_ANSWER : 0, 0) == SG_OK &&
+        sg_wire_put_subscribe(f, SG_CHAN_METHODS, on ? SG_SUB_QOS0 : SG_SUB_OFF) == SG_OK &&
+        (!answered || sg_wire_put_pid(f, pid) == SG_OK))
         fe_link_send_queued(c->w, f);   /* bookkeeping: waits in order when the link is full */
 }
+
+void fe_methods_subscribe(fe_conn_t *c, bool on) { subscribe(c, on, false, 0); }
+
+void fe_methods_subscribe_answered(fe_conn_t *c, uint16_t pid) { subscribe(c, true, true, pid); }
 
 static int method_violation(fe_conn_t *c, const char *what)
 {

@@ -284,6 +284,8 @@ static void on_auth_res(fe_conn_t *c, const sg_wire_hdr_t *h)
             c->flags |= FE_F_METHODS;   /* a resumed session keeps its method subscription */
         if (h->flags & SG_WIRE_F_ACK0)
             c->flags |= FE_F_ACK0;
+        if (h->flags & SG_WIRE_F_ANSWER)
+            c->flags |= FE_F_SUB_ANSWER;
         atomic_fetch_add(&c->w->online, 1);
         connack(c, (h->flags & SG_WIRE_F_SESSION_PRESENT) != 0, SG_MQTT_CONNACK_ACCEPTED);
         if (c->state == FE_CLOSED)
@@ -894,13 +896,6 @@ static void put_subscribe_body(sg_wbuf_t *f, const void *arg)
         sg_wbuf_reset(f);
 }
 
-/* Every channel's subscription state again (a SUBSCRIBE was refused for a full queue). */
-static void resubscribe(fe_conn_t *c)
-{
-    uint8_t mode = !(c->flags & FE_F_C2D) ? SG_SUB_OFF : (c->flags & FE_F_C2D_QOS0) ? SG_SUB_QOS0 : SG_SUB_QOS1;
-    send_simple(c, SG_MSG_SUBSCRIBE, put_subscribe_body, &mode);
-    fe_methods_subscribe(c, c->flags & FE_F_METHODS);
-}
 
 /* Tell the shard the devicebound subscription changed (its QoS is kept for resumed sessions). */
 static void c2d_subscription(fe_conn_t *c, bool on)
@@ -911,6 +906,87 @@ static void c2d_subscription(fe_conn_t *c, bool on)
     else
         c->flags &= (uint16_t)~FE_F_C2D;
     send_simple(c, SG_MSG_SUBSCRIBE, put_subscribe_body, &mode);
+}
+
+/* ---------- SUBACKs held for the shard ---------- */
+
+#define SUBACK_WAIT_S 10   /* longer without an answer (shard down, refused): the SUBACK goes anyway */
+
+typedef struct fe_suback {
+    uint64_t handle;
+    uint64_t epoch;
+    uint32_t since;        /* loop seconds */
+    uint16_t pid;
+    uint8_t n;
+    uint8_t codes[64];
+} fe_suback_t;
+
+static fe_suback_t *suback_find(fe_worker_t *w, const fe_conn_t *c)
+{
+    uint64_t handle = fe_conn_handle(c);
+    for (uint32_t i = 0; i < w->n_subacks; i++)
+        if (w->subacks[i].handle == handle)
+            return &w->subacks[i];
+    return NULL;
+}
+
+/* Hold the SUBACK of packet pid until the shard answers (or SUBACK_WAIT_S): the connection's
+ * input pauses meanwhile, so it holds at most one. Entries of closed connections are dropped
+ * here. false when there is no memory (the connection is closed). */
+static bool hold_suback(fe_conn_t *c, uint16_t pid, const uint8_t *codes, size_t n)
+{
+    fe_worker_t *w = c->w;
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < w->n_subacks; i++) {
+        fe_conn_t *o = fe_conn_by_handle(w, w->subacks[i].handle);
+        if (o && o->state == FE_ONLINE && o->epoch == w->subacks[i].epoch)
+            w->subacks[keep++] = w->subacks[i];
+    }
+    w->n_subacks = keep;
+    if (!room_for_one((void **)&w->subacks, w->n_subacks, &w->cap_subacks, sizeof *w->subacks, 16)) {
+        fe_conn_close(c, "out-of-memory");
+        return false;
+    }
+    fe_suback_t *e = &w->subacks[w->n_subacks++];
+    *e = (fe_suback_t){.handle = fe_conn_handle(c), .epoch = c->epoch, .since = sg_loop_now(w->loop), .pid = pid,
+                       .n = (uint8_t)n};
+    memcpy(e->codes, codes, n);
+    fe_conn_pause(c, FE_P_SUBACK);
+    return true;
+}
+
+/* Send the held SUBACK (the shard answered, or it waited long enough) and read on. */
+static void release_suback(fe_conn_t *c, fe_suback_t *e)
+{
+    fe_worker_t *w = c->w;
+    sg_wbuf_t *t = &w->tx;
+    sg_wbuf_reset(t);
+    if (sg_mqtt_encode_suback(t, e->pid, e->codes, e->n) == SG_OK)
+        fe_conn_send(c, t->data, t->len);
+    *e = w->subacks[--w->n_subacks];
+    if (c->state != FE_CLOSED)
+        fe_conn_resume(c, FE_P_SUBACK);
+}
+
+static void on_subscribe_res(fe_conn_t *c, const sg_wire_hdr_t *h)
+{
+    uint16_t pid;
+    fe_suback_t *e = c->state == FE_ONLINE && h->epoch == c->epoch ? suback_find(c->w, c) : NULL;
+    if (e && sg_wire_get_pid(h, &pid) == SG_OK && pid == e->pid)
+        release_suback(c, e);
+}
+
+/* Every channel's subscription state again (a SUBSCRIBE was refused for a full queue); a held
+ * SUBACK is answered by the method subscription sent again. */
+static void resubscribe(fe_conn_t *c)
+{
+    uint8_t mode = !(c->flags & FE_F_C2D) ? SG_SUB_OFF : (c->flags & FE_F_C2D_QOS0) ? SG_SUB_QOS0 : SG_SUB_QOS1;
+    send_simple(c, SG_MSG_SUBSCRIBE, put_subscribe_body, &mode);
+    fe_suback_t *e = suback_find(c->w, c);
+    if (e && (c->flags & FE_F_METHODS))
+        fe_methods_subscribe_answered(c, e->pid);
+    else
+        fe_methods_subscribe(c, c->flags & FE_F_METHODS);
 }
 
 static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
@@ -949,6 +1025,15 @@ static int on_subscribe(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
             SG_INFO("frontend", "subscribe.refused", "device=%s filter=\"%s\"", c->device, filter);
         }
         i++;
+    }
+    if (methods && (c->flags & FE_F_SUB_ANSWER)) {
+        /* A back-end may call a method as soon as the device has its SUBACK: that waits until the
+         * shard has the subscription, and so does the rest of the device's input. */
+        if (c2d)
+            c2d_subscription(c, true);
+        if (c->state != FE_CLOSED && hold_suback(c, s.packet_id, codes, i))
+            fe_methods_subscribe_answered(c, s.packet_id);
+        return FE_PKT_DONE;
     }
     sg_wbuf_t *t = &c->w->tx;
     sg_wbuf_reset(t);
@@ -1174,8 +1259,7 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
     } else if (c->state < FE_ONLINE) {
         if (now >= c->accepted_at + s->connect_timeout)
             why = "connect-timeout";
-    } else if (!(c->paused & (FE_P_WINDOW | FE_P_LINK | FE_P_CREDIT)) &&
-               now >= c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1) {
+    } else if (!(c->paused & FE_P_HELD) && now >= c->last_rx + (uint32_t)c->keepalive * 3 / 2 + 1) {
         why = "keepalive-timeout";   /* not while the gateway itself holds the input back */
     } else if (c->token_expires && now >= c->token_expires) {
         why = "token-expired";
@@ -1183,6 +1267,19 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
         why = "ack-timeout";
     }
     if (!why) {
+        if (c->paused & FE_P_SUBACK) {
+            fe_suback_t *e = suback_find(c->w, c);
+            if (!e || now >= e->since + SUBACK_WAIT_S) {
+                SG_WARN("frontend", "subscribe.unanswered", "device=%s reason=\"the shard did not confirm the method "
+                        "subscription in %d s: SUBACK sent\"", c->device, SUBACK_WAIT_S);
+                if (e)
+                    release_suback(c, e);
+                else
+                    fe_conn_resume(c, FE_P_SUBACK);
+                if (c->state == FE_CLOSED)
+                    return false;
+            }
+        }
         if (c->paused & FE_P_RATE) {
             refill(c);
             if (c->tokens > 0) {
@@ -1259,6 +1356,7 @@ void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)
         }
         break;
     case SG_MSG_DELIVER: on_deliver(c, h); break;
+    case SG_MSG_SUBSCRIBE_RES: on_subscribe_res(c, h); break;
     case SG_MSG_METHOD: fe_methods_frame(c, h); break;
     case SG_MSG_KICK:
         if (h->epoch == c->epoch && c->state == FE_ONLINE) {

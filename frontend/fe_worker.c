@@ -475,6 +475,7 @@ void fe_worker_destroy(fe_worker_t **self_p)
     free(w->acks);
     free(w->retry);
     free(w->owed);
+    free(w->subacks);
     free(w->credit_used);
     free(w->credit_wait);
     sg_wbuf_fini(&w->tx);

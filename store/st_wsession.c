@@ -136,7 +136,7 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     if (status == SG_AUTH_OK)
         flags = (uint8_t)((present ? SG_WIRE_F_SESSION_PRESENT : 0) | (d->sess.subscribed ? SG_WIRE_F_SUBSCRIBED : 0) |
                           (d->sess.subscribed && d->sess.sub_qos0 ? SG_WIRE_F_SUBSCRIBED_QOS0 : 0) |
-                          (d->sess.methods ? SG_WIRE_F_METHODS : 0) | SG_WIRE_F_ACK0);
+                          (d->sess.methods ? SG_WIRE_F_METHODS : 0) | SG_WIRE_F_ACK0 | SG_WIRE_F_ANSWER);
     sg_wbuf_reset(&w->scratch);
     if (sg_frame_auth_res(&w->scratch, &op->h, (uint16_t)status, w->ctx->partition,
                           status == SG_AUTH_OK ? d->sess.epoch : 0, flags, &res) != SG_OK)
@@ -234,7 +234,19 @@ void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d)
 void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
     uint8_t chan, mode;
-    if (sg_wire_get_subscribe(&op->h, &chan, &mode) != SG_OK || !session_matches(d, op))
+    uint16_t pid;
+    if (sg_wire_get_subscribe(&op->h, &chan, &mode, &pid) != SG_OK)
+        return;
+    bool matches = session_matches(d, op);
+    /* Answered when asked, also for a session that is no longer current: its frontend holds the
+     * device's SUBACK until then (the answer goes with this batch's, after the commit). */
+    if (op->h.flags & SG_WIRE_F_ANSWER) {
+        sg_wbuf_reset(&w->scratch);
+        if (sg_frame_subscribe_res(&w->scratch, &op->h, matches ? 0 : SG_TELE_STALE, pid) != SG_OK)
+            stw_fatal_io("subscribe-encode");
+        stw_answer(w, op, &w->scratch);
+    }
+    if (!matches)
         return;
     if (chan == SG_CHAN_METHODS) {
         bool on = mode != SG_SUB_OFF;

@@ -118,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)!sg_wire_get_u8(&h, &u8);
     bool named;
     (void)!sg_wire_get_error(&h, &u8, &pid, &named);
-    (void)!sg_wire_get_subscribe(&h, &chan, &mode);
+    (void)!sg_wire_get_subscribe(&h, &chan, &mode, &pid);
     /* the device's method answer topic is untrusted bytes too: read as one from the input */
     int32_t mst;
     const char *rid;

@@ -34,6 +34,7 @@ class DamagedRecordTest(sgtest.GatewayTest):
 
     def offline(self, fn):
         """Stop every shard, run fn(), start them again."""
+        mark = self.gw.log_mark()
         if self.is_cluster:
             for s in ("store-0", "store-1"):
                 self.gw.kill(s)
@@ -48,6 +49,12 @@ class DamagedRecordTest(sgtest.GatewayTest):
             else:
                 self.gw.start()
             self.gw.wait_ready(60)
+            if self.is_cluster:
+                # /readyz may still see the shards as the router last did before they stopped; an
+                # operator's request in between gets 503 ShardUnavailable. Until the router has
+                # heard the new ones:
+                for s in ("store-0", "store-1"):
+                    self.gw.wait_log(r"event=shard\.restarted shard=%s " % s, mark, 60)
 
     def tool(self, shard_dir, did, arg):
         return subprocess.run([TOOL, shard_dir, did, str(arg)], capture_output=True, text=True, timeout=60)

@@ -7,9 +7,12 @@ command queue. Devices are paho-mqtt clients. Both topologies (the cluster has t
 two shards, each its own process)."""
 
 import json
+import os
+import signal
 import sys
 import threading
 import time
+import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
@@ -72,6 +75,42 @@ class MethodTest(GatewayTest):
                        if line.startswith("sacgate_shard_method_calls_total{") and 'outcome="answered"' in line)
         self.assertGreaterEqual(answered, 4, m)
         self.assertIn("sacgate_shard_method_calls_pending{", m)
+
+    def test_a_call_right_after_the_suback_reaches_the_device(self):
+        """The SUBACK of a method subscription waits until the device's shard has it: a call made
+        the moment the device has its SUBACK, allowing the device no time to come
+        (connectTimeoutSeconds 0), reaches it."""
+        for i in range(10):
+            dev = self.gw.create_device()
+            c = self.connected(dev).serve_methods(echo, subscribe=False)
+            self.assertEqual(c.subscribe(c.METHODS, qos=0), (0,))
+            r = self.call(dev["id"], "now", {"payload": i, "connectTimeoutSeconds": 0, "responseTimeoutSeconds": 10})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json["payload"], {"name": "now", "got": i})
+
+    @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "freezes the shard processes of the cluster")
+    def test_suback_waits_for_the_shard(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev).serve_methods(echo, subscribe=False)
+        pids = [self.gw.pid(n) for n in ("store-0", "store-1")]
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        try:
+            rc, mid = c.client.subscribe(c.METHODS, 0)
+            self.assertEqual(rc, 0)
+            time.sleep(1.5)
+            with c.cond:
+                self.assertNotIn(mid, c.subacks, "the SUBACK came while the device's shard was stopped")
+        finally:
+            for p in pids:
+                os.kill(p, signal.SIGCONT)
+        with c.cond:
+            while mid not in c.subacks:
+                self.assertTrue(c.cond.wait(20), "no SUBACK after the shards went on")
+        self.assertEqual(c.subacks[mid], (0,))
+        r = self.call(dev["id"], "now", {"payload": 1, "connectTimeoutSeconds": 0, "responseTimeoutSeconds": 10})
+        self.assertEqual(r.status, 200, r)
+        self.assertFalse(c.closed.is_set())
 
     def test_large_payloads(self):
         dev = self.gw.create_device()
