@@ -429,6 +429,10 @@ static void finish_metrics(req_t *r)
              "credit (cluster.credit) on a loop of that frontend was spent.", "counter", "creditWaits"},
             {"sacgate_frontend_credit_bytes", "Bytes of QoS 1 publishes on their way to shards and not acknowledged "
              "yet (credit in use).", "gauge", "creditBytes"},
+            {"sacgate_frontend_link_backlog", "Session bookkeeping frames (session ends, subscription changes, "
+             "completions) waiting in order for room on a full router link.", "gauge", "linkBacklog"},
+            {"sacgate_frontend_link_backlog_peak", "The most bookkeeping frames that waited at once on one loop of "
+             "the frontend since it started.", "gauge", "linkBacklogPeak"},
         };
         for (size_t k = 0; k < sizeof per_frontend / sizeof per_frontend[0]; k++) {
             const char *const *m = per_frontend[k];

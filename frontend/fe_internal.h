@@ -180,6 +180,12 @@ struct fe_worker {
     uint64_t router_boot;  /* incarnation of the router (0 = not heard yet) */
     uint32_t n_backlog, cap_backlog, head_backlog;
     size_t backlog_bytes;
+    bool waiting;          /* bookkeeping waits for room on the link (in the backlog or the pass's batch) */
+    bool wait_told;        /* the start of this wait was logged: its end is too */
+    uint32_t wait_peak;    /* the most frames that ever waited at once (heartbeat: linkBacklogPeak) */
+    uint32_t wait_run_peak;   /* ...in this wait */
+    int64_t wait_since;    /* sg_mono_ms when this wait started */
+    int64_t wait_logged;   /* sg_mono_ms when a start was last logged (0: never) */
     uint64_t *retry;       /* handles of connections with refused publishes to send again */
     uint32_t n_retry, cap_retry;
     struct fe_owed *owed;  /* refused bookkeeping to send again (fe_session_owed) */
@@ -195,6 +201,7 @@ struct fe_worker {
     uint64_t link_sends;   /* messages sent on the link (a send can take the ZMQ_FD edge: drain_link) */
     sg_wire_batch_t out;   /* frames of this loop pass for the link, sent as one BATCH (fe_link_flush) */
     bool router_batches;   /* the router's PONG said it takes BATCH frames */
+    bool link_full;        /* the last send on the link found it full, and none has gone since */
     uint8_t *rx;           /* read scratch */
     sg_wbuf_t tx;          /* packet encoding scratch */
     sg_wbuf_t frame;       /* wire frame scratch */
@@ -253,6 +260,9 @@ int fe_session_packet(fe_conn_t *c, const sg_mqtt_packet_t *pkt);
 void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h);
 /* The connection is closing; was = the state it was in (it is FE_CLOSED already). */
 void fe_session_closed(fe_conn_t *c, uint8_t was);
+/* Send the bookkeeping frame f of c's input (fe_link_send_queued): when it has to wait, c stops
+ * being read until the link has room, so one device cannot grow the backlog. */
+void fe_session_send_bookkeeping(fe_conn_t *c, const sg_wbuf_t *f);
 /* Send the PUBACKs that became due since the last call, one write per connection: the shard
  * acknowledges a group commit at once, and a TLS record (and a write) per acknowledgement cost
  * more than the rest of the path. Called after the link is drained. */
@@ -320,9 +330,20 @@ void fe_methods_frame(fe_conn_t *c, const sg_wire_hdr_t *h);
 SG_WUR sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame);
 /* Send the pass's batch; SG_E_FULL (kept) while the link is at its high-water mark. */
 SG_WUR sg_rc fe_link_flush(fe_worker_t *w);
-/* Send a frame that must not be lost (session end, subscription, completion): queued in order
- * when the link is full and sent as soon as it has room. */
-void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame);
+/* Send a frame that must not be lost (session end, will, subscription, completion, method
+ * answer, key look-up): queued in order when the link is full and sent as soon as it has room.
+ * SG_E_FULL when it waits (in the backlog, or in the pass's batch while the link is full),
+ * SG_E_NOMEM when it could not be kept (logged).
+ * The backlog has no cap to drop beyond; it is bounded by the connections instead:
+ * - a frame from a connection's input that has to wait pauses that connection until the link has
+ *   room (fe_session_send_bookkeeping), so its input adds one frame at most;
+ * - a closing connection adds its will and its SESSION_END once, and the will's bytes were held
+ *   by the connection before;
+ * - a connection that is not authenticated adds no more than its TLS-PSK key look-up, and its
+ *   handshake waits for the answer; its CONNECT waits for the link itself;
+ * - a frame for a session that is no longer here (an orphan) adds one SESSION_END, and a shard
+ *   sends such a session no more than one AUTH_RES and its window of deliveries. */
+sg_rc fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame);
 void fe_worker_block(fe_worker_t *w, fe_conn_t *c);
 /* Take c off the blocked list (it no longer waits for the link). */
 void fe_worker_unblock_conn(fe_worker_t *w, fe_conn_t *c);

@@ -35,7 +35,7 @@ static void subscribe(fe_conn_t *c, bool on, bool answered, uint16_t pid)
     if (fe_conn_frame_head(c, f, SG_MSG_SUBSCRIBE, answered ? SG_WIRE_F_ANSWER : 0, 0) == SG_OK &&
         sg_wire_put_subscribe(f, SG_CHAN_METHODS, on ? SG_SUB_QOS0 : SG_SUB_OFF) == SG_OK &&
         (!answered || sg_wire_put_pid(f, pid) == SG_OK))
-        fe_link_send_queued(c->w, f);   /* bookkeeping: waits in order when the link is full */
+        fe_session_send_bookkeeping(c, f);   /* waits in order when the link is full */
 }
 
 void fe_methods_subscribe(fe_conn_t *c, bool on) { subscribe(c, on, false, 0); }
@@ -88,7 +88,7 @@ int fe_methods_response(fe_conn_t *c, const sg_mqtt_publish_t *p)
         return FE_PKT_DONE;
     }
     /* The caller waits for this answer: it must not be lost to a full link (queued in order). */
-    fe_link_send_queued(c->w, f);
+    fe_session_send_bookkeeping(c, f);
     atomic_fetch_add(&c->w->method_responses, 1);
     return FE_PKT_DONE;
 }

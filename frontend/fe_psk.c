@@ -149,7 +149,7 @@ static void ask(fe_conn_t *c, psk_conn_t *p, const uint8_t *id, size_t len)
     sg_wbuf_reset(f);
     /* no session yet: the identity the handshake offers, and this connection */
     if (sg_frame_session_head(f, SG_MSG_PSK, &(sg_frame_session_t){p->id, fe_conn_handle(c), 0}, 0, 0) == SG_OK)
-        fe_link_send_queued(c->w, f);
+        (void)fe_link_send_queued(c->w, f);   /* waits in order when the link is full */
     fe_conn_pause(c, FE_P_KEY);
 }
 

@@ -74,6 +74,15 @@ static int link_send(fe_conn_t *c)
     return FE_PKT_DONE;
 }
 
+void fe_session_send_bookkeeping(fe_conn_t *c, const sg_wbuf_t *f)
+{
+    if (fe_link_send_queued(c->w, f) != SG_E_FULL || c->state == FE_CLOSED)
+        return;
+    fe_conn_pause(c, FE_P_LINK);   /* the packet is done; the next ones wait for room */
+    if (c->state != FE_CLOSED)
+        fe_worker_block(c->w, c);
+}
+
 static void send_simple(fe_conn_t *c, uint8_t type, void (*body)(sg_wbuf_t *, const void *), const void *arg)
 {
     sg_wbuf_t *f = &c->w->frame;
@@ -83,7 +92,7 @@ static void send_simple(fe_conn_t *c, uint8_t type, void (*body)(sg_wbuf_t *, co
     if (body)
         body(f, arg);
     /* Session bookkeeping must reach the shard: it waits in order when the link is full. */
-    fe_link_send_queued(c->w, f);
+    fe_session_send_bookkeeping(c, f);
 }
 
 /* ---------- CONNECT ---------- */
@@ -1239,7 +1248,7 @@ void fe_session_closed(fe_conn_t *c, uint8_t was)
         /* checked at CONNECT, so this builds; the will goes out before the session ends */
         if (topic_is_telemetry(c, topic, &bag, &bag_len) &&
             telemetry_frame(c, 0, 0, bag, bag_len, c->will->data + c->will->topic_len, c->will->payload_len) == SG_OK)
-            fe_link_send_queued(c->w, &c->w->frame);
+            (void)fe_link_send_queued(c->w, &c->w->frame);   /* waits in order when the link is full */
     }
     send_simple(c, SG_MSG_SESSION_END, NULL, NULL);
 }
@@ -1304,7 +1313,7 @@ static void end_orphan(fe_worker_t *w, const sg_wire_hdr_t *h)
     sg_wbuf_reset(&w->frame);
     if (sg_frame_session_head(&w->frame, SG_MSG_SESSION_END, &(sg_frame_session_t){device, h->corr, h->epoch}, 0, 0) ==
         SG_OK)
-        fe_link_send_queued(w, &w->frame);
+        (void)fe_link_send_queued(w, &w->frame);   /* waits in order when the link is full */
 }
 
 void fe_session_frame(fe_worker_t *w, const sg_wire_hdr_t *h)

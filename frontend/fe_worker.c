@@ -17,9 +17,45 @@
 
 #define ACCEPTS_PER_WAKE 64
 
-#define BACKLOG_MAX 200000
-/* and at most this many bytes (wills carry up to a packet each) */
-#define BACKLOG_MAX_BYTES (256u << 20)
+/* A full link is logged when bookkeeping starts waiting (at most once per WAIT_LOG_MS) and again
+ * when all of it has gone. */
+#define WAIT_LOG_MS 1000
+
+/* Frames waiting for room on the link: the backlog, and the pass's batch while the link is full. */
+static uint32_t link_waiting(const fe_worker_t *w) { return w->n_backlog + (w->link_full ? w->out.n : 0); }
+
+/* Bookkeeping has to wait: the start of a wait is logged; the peaks are kept. */
+static void wait_started(fe_worker_t *w)
+{
+    if (!w->waiting) {
+        w->waiting = true;
+        w->wait_since = sg_mono_ms();
+        w->wait_run_peak = 0;
+        w->wait_told = w->wait_logged == 0 || w->wait_since - w->wait_logged >= WAIT_LOG_MS;
+        if (w->wait_told) {
+            w->wait_logged = w->wait_since;
+            SG_WARN("frontend", "link.backlog", "thread=%d reason=\"the router link is full: session bookkeeping "
+                    "waits in order and the connections it came from stop being read\"", w->index);
+        }
+    }
+    uint32_t n = link_waiting(w);
+    if (n > w->wait_run_peak)
+        w->wait_run_peak = n;
+    if (n > w->wait_peak)
+        w->wait_peak = n;
+}
+
+/* A send went through: once nothing waits any more, the wait is over. */
+static void link_room(fe_worker_t *w)
+{
+    w->link_full = false;
+    if (!w->waiting || w->n_backlog > 0)
+        return;
+    w->waiting = false;
+    if (w->wait_told)   /* the pair of the warning in wait_started */
+        SG_INFO("frontend", "link.backlog_sent", "thread=%d peak=%u waited_ms=%lld", w->index, w->wait_run_peak,
+                (long long)(sg_mono_ms() - w->wait_since));
+}
 
 /* Send what the loop pass put in w->out (one BATCH frame, or a frame alone). SG_E_FULL while the
  * link is at its high-water mark: kept, sent by a later flush. */
@@ -31,13 +67,16 @@ sg_rc fe_link_flush(fe_worker_t *w)
     size_t len, peer_len;
     sg_wire_batch_out(&w->out, &f, &len, &peer, &peer_len);
     if (zmq_send(w->link_raw, f, len, ZMQ_DONTWAIT) < 0) {
-        if (errno == EAGAIN)
+        if (errno == EAGAIN) {
+            w->link_full = true;
             return SG_E_FULL;
+        }
         SG_WARN("frontend", "link.send_failed", "frames=%u reason=\"%s\"", w->out.n, zmq_strerror(errno));
     } else {
         w->link_sends++;
     }
     sg_wire_batch_clear(&w->out);
+    link_room(w);
     return SG_OK;
 }
 
@@ -56,26 +95,24 @@ sg_rc fe_link_send(fe_worker_t *w, const sg_wbuf_t *frame)
     SG_GUARD(fe_link_flush(w));   /* what is in the batch is older */
     if (zmq_send(w->link_raw, frame->data, frame->len, ZMQ_DONTWAIT) >= 0) {
         w->link_sends++;
+        link_room(w);
         return SG_OK;
     }
-    return errno == EAGAIN ? SG_E_FULL : SG_E_IO;
+    if (errno != EAGAIN)
+        return SG_E_IO;
+    w->link_full = true;
+    return SG_E_FULL;
 }
 
-void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame)
+/* Keep a copy of frame at the end of the backlog. */
+static sg_rc backlog_push(fe_worker_t *w, const sg_wbuf_t *frame)
 {
-    if (fe_link_send(w, frame) == SG_OK)
-        return;
-    if (w->n_backlog == BACKLOG_MAX || w->backlog_bytes + frame->len > BACKLOG_MAX_BYTES) {
-        SG_ERROR("frontend", "link.backlog_full", "dropped=%s reason=\"the router link has been full for long\"",
-                 sg_wire_type_name(frame->len > 1 ? frame->data[1] : 0));
-        return;
-    }
     if (w->n_backlog == w->cap_backlog) {
         /* a ring buffer that doubles; copy the live part to the front of the new array */
         uint32_t cap = w->cap_backlog ? w->cap_backlog * 2 : 256;
-        zmq_msg_t *b = malloc(cap * sizeof *b);
+        zmq_msg_t *b = cap > w->cap_backlog ? malloc(cap * sizeof *b) : NULL;
         if (!b)
-            return;
+            return SG_E_NOMEM;
         for (uint32_t i = 0; i < w->n_backlog; i++)
             memcpy(&b[i], &w->backlog[(w->head_backlog + i) % w->cap_backlog], sizeof *b);
         free(w->backlog);
@@ -85,10 +122,26 @@ void fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame)
     }
     zmq_msg_t *m = &w->backlog[(w->head_backlog + w->n_backlog) % w->cap_backlog];
     if (zmq_msg_init_size(m, frame->len) != 0)
-        return;
+        return SG_E_NOMEM;
     memcpy(zmq_msg_data(m), frame->data, frame->len);
     w->n_backlog++;
     w->backlog_bytes += frame->len;
+    return SG_OK;
+}
+
+sg_rc fe_link_send_queued(fe_worker_t *w, const sg_wbuf_t *frame)
+{
+    sg_rc rc = fe_link_send(w, frame);
+    if (rc == SG_OK && !w->link_full)
+        return SG_OK;
+    /* No cap to drop beyond: what waits is bounded by the connections (fe_internal.h). */
+    if (rc != SG_OK && backlog_push(w, frame) != SG_OK) {
+        SG_ERROR("frontend", "link.backlog_lost", "type=%s frames=%u reason=\"out of memory\"",
+                 sg_wire_type_name(frame->len > 1 ? frame->data[1] : 0), w->n_backlog);
+        return SG_E_NOMEM;
+    }
+    wait_started(w);   /* in the backlog, or in the pass's batch that waits for room too */
+    return SG_E_FULL;
 }
 
 /* Send queued bookkeeping frames while the link has room. */
@@ -99,13 +152,16 @@ static void flush_backlog(fe_worker_t *w)
     while (w->n_backlog > 0) {
         zmq_msg_t *m = &w->backlog[w->head_backlog];
         size_t len = zmq_msg_size(m);
-        if (zmq_msg_send(m, w->link_raw, ZMQ_DONTWAIT) < 0)
+        if (zmq_msg_send(m, w->link_raw, ZMQ_DONTWAIT) < 0) {
+            w->link_full = errno == EAGAIN;
             return;
+        }
         w->link_sends++;
         w->backlog_bytes -= len;
         w->head_backlog = (w->head_backlog + 1) % w->cap_backlog;
         w->n_backlog--;
     }
+    link_room(w);
 }
 
 void fe_worker_block(fe_worker_t *w, fe_conn_t *c)
@@ -318,10 +374,12 @@ static void on_ws_accept(sg_loop_t *loop, sg_io_t *io, uint32_t events)
  * tells us the router is there (fe_frontend_ready). */
 static void heartbeat(fe_worker_t *w)
 {
-    char json[160];
-    int n = snprintf(json, sizeof json, "{\"connections\":%llu,\"creditWaits\":%llu,\"creditBytes\":%llu}",
+    char json[256];
+    int n = snprintf(json, sizeof json,
+                     "{\"connections\":%llu,\"creditWaits\":%llu,\"creditBytes\":%llu,\"linkBacklog\":%u,"
+                     "\"linkBacklogPeak\":%u}",
                      (unsigned long long)atomic_load(&w->n_conns), (unsigned long long)atomic_load(&w->credit_waits),
-                     (unsigned long long)atomic_load(&w->credit_bytes));
+                     (unsigned long long)atomic_load(&w->credit_bytes), link_waiting(w), w->wait_peak);
     sg_wbuf_reset(&w->frame);
     if (sg_frame_heartbeat(&w->frame, json, (size_t)n) == SG_OK && fe_link_send(w, &w->frame) != SG_OK)
         SG_DEBUG("frontend", "heartbeat.dropped", "peer=%s", w->peer_id);

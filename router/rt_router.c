@@ -69,6 +69,7 @@ typedef struct {
     int64_t last_seen;
     uint64_t connections;
     uint64_t credit_waits, credit_bytes;   /* from its heartbeats: see cluster.credit */
+    uint64_t link_backlog, link_backlog_peak;   /* ...and its bookkeeping waiting for the link */
     char id[SG_WIRE_MAX_PEER + 1];
     bool batches;           /* its heartbeats say it takes BATCH frames */
     bool queued;            /* in r->dirty */
@@ -213,12 +214,15 @@ static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const s
         p->connections = (uint64_t)json_integer_value(json_object_get(b, "connections"));
         p->credit_waits = (uint64_t)json_integer_value(json_object_get(b, "creditWaits"));
         p->credit_bytes = (uint64_t)json_integer_value(json_object_get(b, "creditBytes"));
+        p->link_backlog = (uint64_t)json_integer_value(json_object_get(b, "linkBacklog"));
+        p->link_backlog_peak = (uint64_t)json_integer_value(json_object_get(b, "linkBacklogPeak"));
         json_decref(b);
     }
     free(id);
 }
 
-/* Frontends seen recently, summed over their loops: [{name, loops, connections}]. */
+/* Frontends seen recently, summed over their loops (the backlog peak: the largest of one loop):
+ * [{name, loops, connections, creditWaits, creditBytes, linkBacklog, linkBacklogPeak}]. */
 static json_t *frontends_json(rt_router_t *r)
 {
     json_t *by_name = json_object();
@@ -236,8 +240,9 @@ static json_t *frontends_json(rt_router_t *r)
         snprintf(name, sizeof name, "%.*s", (int)n, id);
         json_t *f = json_object_get(by_name, name);
         if (!f) {
-            f = json_pack("{s:s,s:i,s:I,s:I,s:I}", "name", name, "loops", 0, "connections", (json_int_t)0,
-                          "creditWaits", (json_int_t)0, "creditBytes", (json_int_t)0);
+            f = json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I}", "name", name, "loops", 0, "connections", (json_int_t)0,
+                          "creditWaits", (json_int_t)0, "creditBytes", (json_int_t)0, "linkBacklog", (json_int_t)0,
+                          "linkBacklogPeak", (json_int_t)0);
             json_object_set_new(by_name, name, f);
         }
         json_object_set_new(f, "loops", json_integer(json_integer_value(json_object_get(f, "loops")) + 1));
@@ -247,6 +252,10 @@ static json_t *frontends_json(rt_router_t *r)
                             json_integer(json_integer_value(json_object_get(f, "creditWaits")) + (json_int_t)p->credit_waits));
         json_object_set_new(f, "creditBytes",
                             json_integer(json_integer_value(json_object_get(f, "creditBytes")) + (json_int_t)p->credit_bytes));
+        json_object_set_new(f, "linkBacklog",
+                            json_integer(json_integer_value(json_object_get(f, "linkBacklog")) + (json_int_t)p->link_backlog));
+        if ((json_int_t)p->link_backlog_peak > json_integer_value(json_object_get(f, "linkBacklogPeak")))
+            json_object_set_new(f, "linkBacklogPeak", json_integer((json_int_t)p->link_backlog_peak));
     }
     for (const char *id = zlist_first(stale); id; id = zlist_next(stale))
         zhashx_delete(r->peers, id);

@@ -47,7 +47,7 @@ class BackpressureTest(GatewayTest):
         self.assertEqual(metric_sum(text, "sacgate_shard_refused_busy_total"), 0, "a shard refused frames BUSY")
         self.assertEqual(metric_sum(text, "sacgate_shard_dropped_frames_total"), 0, "a shard dropped frames")
         self.assertEqual(self.gw.grep_log(r"event=(telemetry\.busy|telemetry\.unavailable|peer\.full|"
-                                          r"net\.router_full|net\.overloaded|link\.backlog_full)", mark), [])
+                                          r"net\.router_full|net\.overloaded|link\.backlog_lost)", mark), [])
         return text
 
     def credit_waits(self):
@@ -212,6 +212,97 @@ class FrozenUnderLoadTest(GatewayTest):
         BackpressureTest.wait_credit_waits(self, 0)
         self.assertEqual(self.gw.grep_log(r"event=(telemetry\.busy|peer\.full|net\.router_full|net\.overloaded)",
                                           mark), [])
+
+
+class FullLinkTest(GatewayTest):
+    """A frontend loop's link to its router fills (the router is frozen, SIGSTOP): what must reach
+    the shards (session ends, subscription changes) waits in order and is never dropped, and a
+    device cannot grow what waits: once its bookkeeping has to wait, its connection is not read
+    until the link has room. Before, every frame waited (a device toggling its subscription added
+    one per packet) and past 200,000 of them frames were dropped."""
+    ENV = {"SACGATE_CLUSTER_CREDIT": str(64 << 20),   # the publishes fill the link, not the credit
+           "SACGATE_CLUSTER_HWM": "100",                # the lowest high-water mark
+           "SACGATE_FRONTEND_THREADS": "1",             # one loop: every device here shares its link
+           "SACGATE_CLUSTER_REQUEST_TIMEOUT": "1"}
+
+    @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "freezes the router process of the cluster")
+    def test_bookkeeping_waits_in_order_and_the_device_behind_it_is_not_read(self):
+        port = self.gw.mqtt_ports[0]   # fe-0
+        fillers = [self.connected(self.gw.create_device(), port=port) for _ in range(40)]
+        enders = [self.connected(self.gw.create_device(), port=port) for _ in range(10)]
+        tdev = self.gw.create_device()
+        toggler = self.raw(port=port)
+        tid = tdev["id"]
+        self.assertEqual(toggler.connect(tid, sgtest.sas_token(tid, tdev["primary"])), 0)
+        topic = "devices/%s/messages/devicebound/#" % tid
+        router = self.gw.pid("router-0")
+        mark = self.gw.log_mark()
+        mids = {}
+        os.kill(router, signal.SIGSTOP)
+        try:
+            # 40 devices x 16 in flight x 250 KB: more than the socket buffers and the link's
+            # high-water mark (cluster.hwm, 100 messages) take
+            for c in fillers:
+                mids[c.device_id] = [c.publish(c.telemetry_topic(), (b"%s-%02d-" % (c.device_id.encode(), i)).ljust(250000, b"f"))
+                                     for i in range(16)]
+            # devices leave until one's SESSION_END has to wait (the link is full), or all of them
+            # in 15 s (a few seconds fill it)
+            ended = []
+            for c in enders:
+                c.close()
+                ended.append(c.device_id)
+                try:
+                    self.gw.wait_log(r"event=link\.backlog ", mark, timeout=1.5)
+                    break
+                except AssertionError:
+                    continue
+            for c in enders[len(ended):]:
+                c.close()
+                ended.append(c.device_id)
+            # 1001 subscription changes in one write: the first one that waits holds the rest unread
+            n = 1001
+            toggler.send(b"".join(sgtest.pkt_subscribe(i, [(topic, 1)]) if i % 2 else
+                                  sgtest.packet(sgtest.UNSUBSCRIBE, 0x02, struct.pack("!H", i) + sgtest.enc_str(topic))
+                                  for i in range(1, n + 1)))
+            answered = []
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                try:
+                    answered.append(toggler.read_packet(timeout=max(0.05, deadline - time.monotonic())))
+                except AssertionError:
+                    break
+            self.assertLessEqual(len(answered), 3, "the device went on being read while its subscription changes "
+                                 "waited for the link: %d of %d answered" % (len(answered), n))
+            self.assertTrue(self.gw.grep_log(r"event=link\.backlog ", mark), "the full link was not logged")
+        finally:
+            os.kill(router, signal.SIGCONT)
+        # everything that waited goes on, in order, and nothing was dropped
+        for i in range(len(answered) + 1, n + 1):
+            p = toggler.read_packet(timeout=30)
+            self.assertIsNotNone(p, "the toggling device was disconnected (%r)" % toggler.error)
+            self.assertEqual((p[0], struct.unpack("!H", p[2][:2])[0]),
+                             (sgtest.SUBACK if i % 2 else sgtest.UNSUBACK, i))
+        for c in fillers:
+            c.wait_acked(mids[c.device_id], 60)
+            self.assertFalse(c.closed.is_set(), "%r was disconnected" % c)
+        for d in ended:
+            sgtest.wait_until(lambda: not self.gw.device(d).json["connection"]["connected"], 30,
+                              "the session of %s ended at its shard" % d)
+        # its last change (a SUBSCRIBE) is the one in effect
+        self.gw.send_command(tid, payload="after")
+        p = toggler.expect(sgtest.PUBLISH, timeout=30)
+        self.assertIn(b"after", p[2])
+        self.assertEqual(self.gw.grep_log(r"event=link\.backlog_(full|lost)", mark), [])
+        self.gw.wait_log(r"event=link\.backlog_sent .*peak=", mark, timeout=10)
+
+        def peak():
+            return metric_sum(self.gw.get("/metrics", timeout=30).text, "sacgate_frontend_link_backlog_peak")
+        sgtest.wait_until(lambda: peak() > 0, 15, "the frontends' heartbeats reporting the backlog's peak")
+        # every ended session and one subscription change at most (with the old behaviour: the
+        # toggler's thousand)
+        self.assertLessEqual(peak(), len(ended) + 2)
+        sgtest.wait_until(lambda: metric_sum(self.gw.get("/metrics", timeout=30).text,
+                                             "sacgate_frontend_link_backlog") == 0, 15, "an empty backlog")
 
 
 if __name__ == "__main__":
