@@ -181,11 +181,9 @@ struct fe_worker {
     uint32_t n_backlog, cap_backlog, head_backlog;
     size_t backlog_bytes;
     bool waiting;          /* bookkeeping waits for room on the link (in the backlog or the pass's batch) */
-    bool wait_told;        /* the start of this wait was logged: its end is too */
     uint32_t wait_peak;    /* the most frames that ever waited at once (heartbeat: linkBacklogPeak) */
     uint32_t wait_run_peak;   /* ...in this wait */
     int64_t wait_since;    /* sg_mono_ms when this wait started */
-    int64_t wait_logged;   /* sg_mono_ms when a start was last logged (0: never) */
     uint64_t *retry;       /* handles of connections with refused publishes to send again */
     uint32_t n_retry, cap_retry;
     struct fe_owed *owed;  /* refused bookkeeping to send again (fe_session_owed) */

@@ -17,26 +17,19 @@
 
 #define ACCEPTS_PER_WAKE 64
 
-/* A full link is logged when bookkeeping starts waiting (at most once per WAIT_LOG_MS) and again
- * when all of it has gone. */
-#define WAIT_LOG_MS 1000
-
 /* Frames waiting for room on the link: the backlog, and the pass's batch while the link is full. */
 static uint32_t link_waiting(const fe_worker_t *w) { return w->n_backlog + (w->link_full ? w->out.n : 0); }
 
-/* Bookkeeping has to wait: the start of a wait is logged; the peaks are kept. */
+/* Bookkeeping has to wait: the start of a wait is logged (sg_log cuts a flapping link's lines to
+ * its rate per event); the peaks are kept. */
 static void wait_started(fe_worker_t *w)
 {
     if (!w->waiting) {
         w->waiting = true;
         w->wait_since = sg_mono_ms();
         w->wait_run_peak = 0;
-        w->wait_told = w->wait_logged == 0 || w->wait_since - w->wait_logged >= WAIT_LOG_MS;
-        if (w->wait_told) {
-            w->wait_logged = w->wait_since;
-            SG_WARN("frontend", "link.backlog", "thread=%d reason=\"the router link is full: session bookkeeping "
-                    "waits in order and the connections it came from stop being read\"", w->index);
-        }
+        SG_WARN("frontend", "link.backlog", "thread=%d reason=\"the router link is full: session bookkeeping "
+                "waits in order and the connections it came from stop being read\"", w->index);
     }
     uint32_t n = link_waiting(w);
     if (n > w->wait_run_peak)
@@ -52,9 +45,8 @@ static void link_room(fe_worker_t *w)
     if (!w->waiting || w->n_backlog > 0)
         return;
     w->waiting = false;
-    if (w->wait_told)   /* the pair of the warning in wait_started */
-        SG_INFO("frontend", "link.backlog_sent", "thread=%d peak=%u waited_ms=%lld", w->index, w->wait_run_peak,
-                (long long)(sg_mono_ms() - w->wait_since));
+    SG_INFO("frontend", "link.backlog_sent", "thread=%d peak=%u waited_ms=%lld", w->index, w->wait_run_peak,
+            (long long)(sg_mono_ms() - w->wait_since));
 }
 
 /* Send what the loop pass put in w->out (one BATCH frame, or a frame alone). SG_E_FULL while the

@@ -304,6 +304,44 @@ class FullLinkTest(GatewayTest):
         sgtest.wait_until(lambda: metric_sum(self.gw.get("/metrics", timeout=30).text,
                                              "sacgate_frontend_link_backlog") == 0, 15, "an empty backlog")
 
+    @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "freezes the shard processes of the cluster")
+    def test_a_completion_the_router_refuses_is_sent_again(self):
+        # The router's queues towards the frozen shards fill (cluster.hwm) and it refuses what
+        # does not fit, BUSY: a delivery's PUBACK (COMPLETE) among it is passed on again 50 ms
+        # later, until the shard takes it; the connection stays and the command is not delivered
+        # twice.
+        port = self.gw.mqtt_ports[0]
+        dev = self.gw.create_device()
+        raw = self.raw_subscribed(dev, port=port)
+        fillers = [self.connected(self.gw.create_device(), port=port) for _ in range(40)]
+        self.gw.send_command(dev["id"], payload="complete-me")
+        ptype, flags, body = raw.expect(sgtest.PUBLISH, timeout=30)
+        tlen = struct.unpack("!H", body[:2])[0]
+        pid = struct.unpack("!H", body[2 + tlen:4 + tlen])[0]
+        self.assertTrue(body.endswith(b"complete-me"))
+        shards = [self.gw.pid(n) for n in ("store-0", "store-1")]
+        mark = self.gw.log_mark()
+        mids = {}
+        for p in shards:
+            os.kill(p, signal.SIGSTOP)
+        try:
+            for c in fillers:
+                mids[c.device_id] = [c.publish(c.telemetry_topic(), (b"%s-%02d-" % (c.device_id.encode(), i)).ljust(250000, b"f"))
+                                     for i in range(16)]
+            self.gw.wait_log(r"event=telemetry\.busy ", mark, timeout=30)   # the router refuses
+            raw.send(sgtest.pkt_puback(pid))
+            self.gw.wait_log(r"event=bookkeeping\.busy .*lost=COMPLETE pid=%d " % pid, mark, timeout=15)
+        finally:
+            for p in shards:
+                os.kill(p, signal.SIGCONT)
+        for c in fillers:
+            c.wait_acked(mids[c.device_id], 90)
+            self.assertFalse(c.closed.is_set(), "%r was disconnected" % c)
+        sgtest.wait_until(lambda: self.gw.pending(dev["id"]) == [], 30, "the command completed at its shard")
+        raw.send(sgtest.pkt_pingreq())
+        self.assertEqual(raw.expect(sgtest.PINGRESP, timeout=15)[0], sgtest.PINGRESP,
+                         "the command came again instead of the PINGRESP")
+        self.assertEqual(self.gw.grep_log(r"event=session\.unavailable", mark), [])
 
 if __name__ == "__main__":
     sgtest.main()
