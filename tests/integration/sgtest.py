@@ -887,6 +887,17 @@ class MqttDevice:
         self.client.on_publish = self._on_publish
         self.client.on_subscribe = self._on_subscribe
         self.client.on_unsubscribe = self._on_unsubscribe
+        # paho 1.6 lets an SSLEOFError out of a write (Python 3.11 raises it when the server has
+        # closed the connection while we send) and its network thread ends without on_disconnect:
+        # that is a close, too
+        loop = self.client._thread_main
+
+        def guarded_loop():
+            try:
+                loop()
+            except (ssl.SSLError, OSError) as e:
+                self._on_disconnect(self.client, None, "%r" % (e,))
+        self.client._thread_main = guarded_loop
         self.started = False
 
     def __repr__(self):
