@@ -35,6 +35,7 @@
 #include "adm_import.h"
 #include "adm_tokens.h"
 #include "sg_frame.h"
+#include "sg_codec.h"
 #include "sg_log.h"
 #include "sg_page.h"
 #include "sg_net.h"
@@ -606,6 +607,25 @@ static bool query_int(req_t *r, const char *name, long long lo, long long hi, lo
     return true;
 }
 
+/* A duration query parameter in seconds, from 0 to hi, with up to three decimals ("0.05"):
+ * *ms in milliseconds (sg_seconds_ms). */
+static bool query_seconds(req_t *r, const char *name, long long hi, long long *ms)
+{
+    const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    if (!v)
+        return true;
+    int64_t x;
+    if (sg_seconds_ms(v, strlen(v), hi * 1000, &x) != SG_OK) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "query parameter '%s' must be seconds from 0 to %lld, with at most three decimals",
+                 name, hi);
+        error(r, 400, "InvalidQuery", msg);
+        return false;
+    }
+    *ms = x;
+    return true;
+}
+
 /* Whether partition is one of the cluster's (answers the request when not). */
 static bool partition_known(req_t *r, long long partition)
 {
@@ -657,10 +677,15 @@ static void finish_log(req_t *r)
  * query's "log" (absent: telemetry), so both go as the same read operation. */
 static void read_log(req_t *r, const char *log)
 {
-    long long partition = 0, after = -1, max = 100, wait = 0;
+    long long partition = 0, after = -1, max = 100, wait_ms = 0, min = 1;
     if (!query_int(r, "partition", 0, 1 << 20, &partition) || !query_int(r, "after", -1, INT64_MAX - 1, &after) ||
-        !query_int(r, "max", 1, 1000, &max) || !query_int(r, "wait", 0, 60, &wait))
+        !query_int(r, "max", 1, 1000, &max) || !query_seconds(r, "wait", 60, &wait_ms) ||
+        !query_int(r, "min", 1, 1000, &min))
         return;
+    if (min > max) {
+        error(r, 400, "InvalidQuery", "query parameter 'min' must not be larger than 'max'");
+        return;
+    }
     const char *group = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "group");
     if (group && MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "after")) {
         error(r, 400, "InvalidQuery", "a read names either a consumer group or an 'after' offset, not both");
@@ -668,7 +693,9 @@ static void read_log(req_t *r, const char *log)
     }
     if ((group && !group_valid(r, group)) || !partition_known(r, partition))
         return;
-    json_t *q = json_pack("{s:I,s:I,s:I}", "after", (json_int_t)after, "max", (json_int_t)max, "wait", (json_int_t)wait);
+    /* "wait" in whole seconds (rounded up) for shards that know no "waitMs"; they ignore "min" */
+    json_t *q = json_pack("{s:I,s:I,s:I,s:I,s:I}", "after", (json_int_t)after, "max", (json_int_t)max, "wait",
+                          (json_int_t)((wait_ms + 999) / 1000), "waitMs", (json_int_t)wait_ms, "min", (json_int_t)min);
     if (group)
         json_object_set_new(q, "group", json_string(group));
     if (log)
@@ -681,7 +708,7 @@ static void read_log(req_t *r, const char *log)
      * to box and send between the tiers (sg_page.h). */
     if (f && !log && sg_wire_add_flags(zframe_data(f), zframe_size(f), SG_WIRE_F_PAGE | SG_WIRE_F_STAMPED) != SG_OK)
         zframe_destroy(&f);
-    submit(r, &f, 1, wait * 1000 + r->adm->timeout_ms, finish_log);
+    submit(r, &f, 1, wait_ms + r->adm->timeout_ms, finish_log);
 }
 
 static void h_telemetry(req_t *r, const char *id)

@@ -424,9 +424,13 @@ def connect_credentials(target, p, outdir, problems, base):
 def telemetry_qos1(target, p, outdir, problems, base):
     devices = p.devices or (5 if p.smoke else 20)
     messages = p.messages or (200 if p.smoke else 5000)
+    # The back-end's reads answer at every group commit (--read-min 1, the default), or, as Event
+    # Hubs' batch receive and Kafka's fetch do, once --read-min records are there or --read-wait-ms
+    # has passed (GET /v1/telemetry min and wait). Mosquitto's subscriber gets each message pushed.
     args = provision_args(target, devices) + ["--prefix", "tele", "--devices", str(devices), "--rate", "0",
                                               "--messages", str(messages), "--window", "16", "--qos", "1",
-                                              "--size", "100", "--backend", "--duration", "300"]
+                                              "--size", "100", "--backend", "--duration", "300",
+                                              "--backend-min", str(p.read_min), "--backend-wait-ms", str(p.read_wait_ms)]
     c0 = commits(target)
     procs = server_processes(target)
     t0 = thread_cpu(procs)
@@ -1547,6 +1551,9 @@ def main():
     ap.add_argument("--stall", type=float, help="shard-stall: seconds the shards stay frozen (default 5)")
     ap.add_argument("--credit", type=int, help="sacgate-cluster: cluster.credit in bytes (default: the gateway's, "
                                                "1 MiB)")
+    ap.add_argument("--read-min", type=int, default=1, help="telemetry-qos1: records a back-end read waits for "
+                    "(GET /v1/telemetry min; default 1: it answers at every commit)")
+    ap.add_argument("--read-wait-ms", type=int, default=2000, help="telemetry-qos1: ...or this long (default 2000)")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
     ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
     ap.add_argument("--tag", help="name results <scenario>-<tag> (default for scale: the device count, e.g. 250k)")

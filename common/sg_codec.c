@@ -182,3 +182,24 @@ sg_rc sg_hex_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *
         *out_len = n / 2;
     return SG_OK;
 }
+
+sg_rc sg_seconds_ms(const char *in, size_t n, int64_t max_ms, int64_t *ms)
+{
+    int64_t whole = 0, frac = 0;
+    size_t i = 0, digits = 0, decimals = 0;
+    for (; i < n && in[i] >= '0' && in[i] <= '9' && digits < 12; i++, digits++)
+        whole = whole * 10 + (in[i] - '0');
+    SG_ENSURE(digits > 0, SG_E_MALFORMED);
+    if (i < n && in[i] == '.') {
+        for (i++; i < n && in[i] >= '0' && in[i] <= '9' && decimals < 3; i++, decimals++)
+            frac = frac * 10 + (in[i] - '0');
+        SG_ENSURE(decimals > 0, SG_E_MALFORMED);
+    }
+    SG_ENSURE(i == n, SG_E_MALFORMED);
+    for (size_t d = decimals; d < 3; d++)
+        frac *= 10;
+    int64_t v = whole * 1000 + frac;   /* at most 12 digits: no overflow */
+    SG_ENSURE(v <= max_ms, SG_E_TOO_BIG);
+    *ms = v;
+    return SG_OK;
+}

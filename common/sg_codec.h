@@ -29,4 +29,10 @@ void sg_hex_encode(const uint8_t *in, size_t n, char *out);
 /* Either case; SG_E_MALFORMED on odd length or non-hex; SG_E_TOO_BIG if out (cap) is small. */
 SG_WUR sg_rc sg_hex_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *out_len);
 
+/* Seconds as decimal text with at most three decimals ("0", "2", "0.05", "60.000") into
+ * milliseconds, at most max_ms. Strict: no sign, no exponent, no "inf"/"nan", no hex, no spaces,
+ * no empty or lone fraction (".5", "1."). SG_E_MALFORMED, or SG_E_TOO_BIG past max_ms.
+ * Hand-rolled: strtod accepts every one of those forms. */
+SG_WUR sg_rc sg_seconds_ms(const char *in, size_t n, int64_t max_ms, int64_t *ms);
+
 #endif

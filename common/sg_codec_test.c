@@ -234,8 +234,37 @@ static void test_hex(void)
     CHECK(n == sizeof bin && memcmp(bin, back, n) == 0);
 }
 
+static void test_seconds(void)
+{
+    static const struct {
+        const char *in;
+        int64_t ms;
+    } good[] = {{"0", 0}, {"2", 2000}, {"0.05", 50}, {"0.5", 500}, {"0.001", 1}, {"60", 60000}, {"60.000", 60000},
+                {"007", 7000}, {"1.25", 1250}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        int64_t ms = -1;
+        CHECK_RC(sg_seconds_ms(good[i].in, strlen(good[i].in), 60000, &ms), SG_OK);
+        CHECK(ms == good[i].ms);
+    }
+    static const char *const bad[] = {"", ".", ".5", "1.", "-1", "+1", "1e3", "inf", "nan", "0x10", " 1", "1 ",
+                                      "1.0001", "1,5", "1..2", "1.2.3", "9999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t ms = -1;
+        CHECK(sg_seconds_ms(bad[i], strlen(bad[i]), 60000, &ms) == SG_E_MALFORMED);
+        CHECK(ms == -1);
+    }
+    int64_t ms = -1;
+    CHECK_RC(sg_seconds_ms("60.001", 6, 60000, &ms), SG_E_TOO_BIG);
+    CHECK_RC(sg_seconds_ms("61", 2, 60000, &ms), SG_E_TOO_BIG);
+    CHECK_RC(sg_seconds_ms("999999999999.999", 16, INT64_MAX, &ms), SG_OK);
+    CHECK(ms == 999999999999999LL);
+    CHECK_RC(sg_seconds_ms("12", 1, 60000, &ms), SG_OK);   /* only n bytes are read */
+    CHECK(ms == 1000);
+}
+
 int main(void)
 {
+    test_seconds();
     test_b64_rfc4648();
     test_b64_round_trip();
     test_b64_strict();

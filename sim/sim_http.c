@@ -16,7 +16,6 @@
 #include "sim_cred.h"
 
 #define IMPORT_CHUNK 100000        /* devices per request: progress, and a bounded answer */
-#define POLL_WAIT_S 2              /* long-poll wait: short enough to stop promptly */
 #define POLL_MAX 1000
 #define MAX_COMMANDS_IN_FLIGHT 64
 #define MAX_PARTITIONS 1024
@@ -265,8 +264,12 @@ static void xfer_reset_sink(xfer_t *x)
 static void poll_start(backend_t *b, int p)
 {
     xfer_t *x = &b->polls[p];
-    snprintf(x->url, sizeof x->url, "%s/v1/telemetry?partition=%d&after=%" PRId64 "&max=%d&wait=%d", b->o->admin_url, p,
-             b->after[p], POLL_MAX, POLL_WAIT_S);
+    /* wait in seconds with three decimals; min only when asked (an older gateway refuses no
+     * parameter it does not know, but says nothing of one either) */
+    int n = snprintf(x->url, sizeof x->url, "%s/v1/telemetry?partition=%d&after=%" PRId64 "&max=%d&wait=%d.%03d",
+                     b->o->admin_url, p, b->after[p], POLL_MAX, b->o->backend_wait_ms / 1000, b->o->backend_wait_ms % 1000);
+    if (b->o->backend_min > 1 && n > 0 && (size_t)n < sizeof x->url)
+        snprintf(x->url + n, sizeof x->url - (size_t)n, "&min=%d", b->o->backend_min);
     xfer_reset_sink(x);
     curl_easy_setopt(x->c, CURLOPT_URL, x->url);
     curl_multi_add_handle(b->m, x->c);
@@ -470,7 +473,7 @@ void *sim_http_backend_main(void *arg)
         curl_easy_setopt(x->c, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(x->c, CURLOPT_WRITEDATA, &x->sink);
         curl_easy_setopt(x->c, CURLOPT_PRIVATE, x);
-        curl_easy_setopt(x->c, CURLOPT_TIMEOUT, (long)(POLL_WAIT_S + 30));
+        curl_easy_setopt(x->c, CURLOPT_TIMEOUT, (long)(b.o->backend_wait_ms / 1000 + 30));
         poll_start(&b, p);
     }
     while (atomic_load(&cfg->ctl->phase) != SIM_PHASE_STOP) {

@@ -113,6 +113,10 @@ static const flag_t k_flags[] = {
     INT("--command-ttl", command_ttl, 1, 172800, "600", "behaviour", "command time-to-live (s)"),
     STR("--backend-topic", backend_topic, "", "behaviour", "plain mode: the back-end's subscription (default: "
         "--topic with {id} as +)"),
+    INT("--backend-min", backend_min, 1, 1000, "1", "behaviour", "iothub mode: a telemetry read waits for this many "
+        "records (GET /v1/telemetry min), or --backend-wait-ms"),
+    INT("--backend-wait-ms", backend_wait_ms, 1, 60000, "2000", "behaviour", "iothub mode: how long a telemetry read "
+        "waits (for its first record, or for --backend-min records)"),
     INT("--partitions", partitions, 0, 65536, "0", "behaviour", "telemetry partitions to read (0 = ask GET /v1/cluster)"),
     DBL("--storm-after", storm_after, -1, 1e7, "-1", "behaviour", "this many seconds after every device has been "
         "online, every online device drops its connection and reconnects at once: a reconnect storm (-1 = never)"),

@@ -84,6 +84,8 @@ typedef struct {
     int command_size;
     int command_ttl;
     char backend_topic[256];        /* plain mode: the back-end's subscription */
+    int backend_min;                /* iothub mode: records a telemetry read waits for (min) */
+    int backend_wait_ms;            /* ...and how long it waits (wait) */
     int partitions;                 /* 0 = ask GET /v1/cluster */
     double storm_after;             /* seconds after every device was online; < 0 = no storm */
     double disrupt_after;           /* likewise, for disrupt_command; < 0 = none */

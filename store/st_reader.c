@@ -40,7 +40,9 @@ typedef struct {
 typedef struct {
     zframe_t *router, *peer, *frame;
     uint64_t deadline;
-    uint64_t seen[2];     /* the shard's next telemetry offset and feedback sequence when the read looked */
+    /* The read runs again once the shard's next telemetry offset reaches need[0] or its next
+     * feedback sequence need[1] (0: not that log), or at its deadline (st_shard.c parks it). */
+    uint64_t need[2];
     sg_wire_hdr_t h;
 } rop_t;
 
@@ -391,14 +393,18 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
     int64_t after = int_member(q, "after", -1, -1, INT64_MAX - 1, &bad);
     int64_t max = int_member(q, "max", TELE_DEFAULT_RECORDS, 1, TELE_MAX_RECORDS, &bad);
     int64_t wait = int_member(q, "wait", 0, 0, TELE_MAX_WAIT, &bad);
+    /* milliseconds, from an admin that sends them (else the whole seconds above) */
+    int64_t wait_ms = int_member(q, "waitMs", wait * 1000, 0, TELE_MAX_WAIT * 1000, &bad);
+    /* the answer waits (within the wait) until this many records are there */
+    int64_t min = int_member(q, "min", 1, 1, TELE_MAX_RECORDS, &bad);
     json_t *jlog = json_object_get(q, "log");
     const char *lname = jlog ? json_string_value(jlog) : "telemetry";
     const log_kind_t *lk = !lname ? NULL : strcmp(lname, "telemetry") == 0 ? &k_telemetry
                                          : strcmp(lname, "feedback") == 0  ? &k_feedback
                                                                            : NULL;
     if (bad || !lk) {
-        answer(r, op, 400, st_error_json("InvalidQuery", "after must be an offset >= -1, max 1-%d, wait 0-%d seconds, "
-                                         "log telemetry or feedback", TELE_MAX_RECORDS, TELE_MAX_WAIT));
+        answer(r, op, 400, st_error_json("InvalidQuery", "after must be an offset >= -1, max and min 1-%d, wait 0-%d "
+                                         "seconds, log telemetry or feedback", TELE_MAX_RECORDS, TELE_MAX_WAIT));
         return true;
     }
     bool fb = lk == &k_feedback;
@@ -420,12 +426,22 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
         after = v && vl == 8 ? (int64_t)st_get_be64((const uint8_t *)v) - 1 : -1;
         rocksdb_free(v);
     }
-    if (op->deadline == 0 && wait > 0)
-        op->deadline = (uint64_t)(sg_mono_ms() + wait * 1000);
-    /* Taken before looking: if a commit lands after this, the net actor sees a log moved when it
-     * parks the read and runs it again at once (see st_shard.c, on_workers). */
-    op->seen[0] = atomic_load(&ctx->stat_tele_next);
-    op->seen[1] = atomic_load(&ctx->stat_fb_next);
+    if (op->deadline == 0 && wait_ms > 0)
+        op->deadline = (uint64_t)(sg_mono_ms() + wait_ms);
+    int64_t now = sg_mono_ms();
+    bool waits = op->deadline != 0 && (int64_t)op->deadline > now;
+    /* Records before the oldest retained one are gone (or going: a range delete is under way). */
+    uint64_t from = (uint64_t)(after + 1), oldest = atomic_load(oldest_at);
+    if (from < oldest)
+        from = oldest;
+    /* Offsets are dense: the log's next offset says how many records are there without reading
+     * them. Taken before looking: if a commit lands after this, the net actor sees the need met
+     * when it parks the read and runs it again at once (see st_shard.c, on_workers). */
+    uint64_t log_next = atomic_load(fb ? &ctx->stat_fb_next : &ctx->stat_tele_next);
+    op->need[fb ? 0 : 1] = 0;
+    op->need[fb ? 1 : 0] = from + (uint64_t)min;
+    if (waits && min > 1 && log_next < from + (uint64_t)min)
+        return false;   /* fewer than min: parked until there are enough, or the deadline */
     /* The answer is written straight into its frame: each record is dumped once, in place,
      * rather than gathered into one JSON tree and dumped again whole (a telemetry read per group
      * commit is the shard's largest use of the CPU after the commit itself). An admin that renders
@@ -437,10 +453,6 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
     sg_wire_hdr_t h = sg_wire_reply(&op->h, SG_MSG_ADMIN_RES, 200);
     h.epoch = 0;
     h.flags = compact ? SG_WIRE_F_PAGE : 0;
-    /* Records before the oldest retained one are gone (or going: a range delete is under way). */
-    uint64_t from = (uint64_t)(after + 1), oldest = atomic_load(oldest_at);
-    if (from < oldest)
-        from = oldest;
     sg_page_json_t pj;
     sg_page_out_t po;
     if (sg_wire_encode_hdr(f, &h) != SG_OK)
@@ -477,8 +489,11 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
         n++;
     }
     rocksdb_iter_destroy(it);
-    if (n == 0 && op->deadline != 0 && (int64_t)op->deadline > sg_mono_ms())
+    if (n == 0 && waits) {
+        uint64_t start = (uint64_t)(next + 1) > from ? (uint64_t)(next + 1) : from;   /* past damaged records */
+        op->need[fb ? 1 : 0] = start + (uint64_t)min;
         return false;
+    }
     if (compact) {
         sg_page_out_end(&po, next);
     } else {
@@ -559,7 +574,7 @@ static void park(reader_t *r, rop_t *op)
     zmsg_append(m, &op->peer);
     zmsg_append(m, &op->frame);
     zmsg_addmem(m, &op->deadline, sizeof op->deadline);
-    zmsg_addmem(m, op->seen, sizeof op->seen);
+    zmsg_addmem(m, op->need, sizeof op->need);
     zmsg_send(&m, r->out);
 }
 

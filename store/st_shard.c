@@ -31,6 +31,8 @@ struct st_shard {
 typedef struct {
     zmsg_t *msg;        /* [router][peer][frame][deadline] ready for a reader */
     int64_t deadline;
+    uint64_t need[2];   /* runs again once the next telemetry offset / feedback sequence reaches
+                           these (0: not that log; both 0: at any append) */
 } parked_t;
 
 typedef struct {
@@ -395,14 +397,35 @@ static void flush_links(net_t *n)
     }
 }
 
-static void wake_parked(net_t *n, bool all_due_only)
+/* Whether a parked read's log has what it waits for (a read that asks for `min` records waits
+ * for that many, not for every append). */
+/* How long the net actor may sleep: until the first parked read's deadline (a read may wait
+ * for milliseconds), at most 1 s. */
+static int parked_wait(net_t *n)
+{
+    int64_t now = sg_mono_ms(), wait = 1000;
+    for (parked_t *p = zlist_first(n->parked); p; p = zlist_next(n->parked))
+        if (p->deadline - now < wait)
+            wait = p->deadline - now;
+    return wait > 0 ? (int)wait : 0;
+}
+
+static bool need_met(const net_t *n, const uint64_t need[2])
+{
+    return (need[0] == 0 && need[1] == 0) || (need[0] && atomic_load(&n->ctx->stat_tele_next) >= need[0]) ||
+           (need[1] && atomic_load(&n->ctx->stat_fb_next) >= need[1]);
+}
+
+/* Runs the parked reads that are due (their deadline passed) and, after an append
+ * (appended true), those whose log has what they wait for. */
+static void wake_parked(net_t *n, bool appended)
 {
     int64_t now = sg_mono_ms();
     parked_t *p = zlist_first(n->parked);
     while (p) {
         parked_t *next = zlist_next(n->parked);
         /* a full reader queue keeps it parked until the next round */
-        if ((!all_due_only || p->deadline <= now) && sg_zmq_send_nowait(n->to_readers, &p->msg) == 0) {
+        if ((p->deadline <= now || (appended && need_met(n, p->need))) && sg_zmq_send_nowait(n->to_readers, &p->msg) == 0) {
             zlist_remove(n->parked, p);
             free(p);
         }
@@ -442,21 +465,21 @@ static void on_workers(net_t *n, zmsg_t *m)
         zframe_t *rid = zmsg_first(m), *batch = zmsg_next(m);
         send_batch(n, rid, batch);
     } else if (tag && tag[0] == 'P' && zmsg_size(m) == 5) {
-        /* A read that found nothing. If telemetry or feedback was committed since it looked (the
-         * append signal may have come before this), it runs again now instead of waiting. */
-        zframe_t *seen = zmsg_last(m);
-        uint64_t seen_next[2] = {0, 0};
-        if (zframe_size(seen) == sizeof seen_next)
-            memcpy(seen_next, zframe_data(seen), sizeof seen_next);
-        zmsg_remove(m, seen);
-        zframe_destroy(&seen);
-        bool moved = seen_next[0] != atomic_load(&n->ctx->stat_tele_next) ||
-                     seen_next[1] != atomic_load(&n->ctx->stat_fb_next);
-        if (moved && sg_zmq_send_nowait(n->to_readers, &m) == 0) {
+        /* A read that found nothing (or fewer records than it asks for). If what it waits for was
+         * committed since it looked (the append signal may have come before this), it runs again
+         * now instead of waiting. */
+        zframe_t *nf = zmsg_last(m);
+        uint64_t need[2] = {0, 0};
+        if (zframe_size(nf) == sizeof need)
+            memcpy(need, zframe_data(nf), sizeof need);
+        zmsg_remove(m, nf);
+        zframe_destroy(&nf);
+        if (need_met(n, need) && sg_zmq_send_nowait(n->to_readers, &m) == 0) {
             free(tag);
             return;
         }
         parked_t *p = calloc(1, sizeof *p);
+        memcpy(p->need, need, sizeof need);
         zframe_t *dl = zmsg_last(m);
         uint64_t deadline = 0;
         if (zframe_size(dl) == sizeof deadline)
@@ -466,7 +489,7 @@ static void on_workers(net_t *n, zmsg_t *m)
         m = NULL;
         zlist_append(n->parked, p);
     } else if (tag && tag[0] == 'A') {
-        wake_parked(n, false);
+        wake_parked(n, true);
     }
     free(tag);
     zmsg_destroy(&m);
@@ -565,7 +588,7 @@ static void net_actor(zsock_t *pipe, void *args)
                 n.ctx->partition, n.shard->endpoint, n.ctx->db.path, n.ctx->sync ? "always" : "never");
         zpoller_t *poller = zpoller_new(pipe, n.router, n.from_workers, NULL);
         for (;;) {
-            void *which = zpoller_wait(poller, zlist_size(n.held) ? 5 : zlist_size(n.parked) ? 100 : 1000);
+            void *which = zpoller_wait(poller, zlist_size(n.held) ? 5 : parked_wait(&n));
             if (which == pipe)
                 break;
             /* Everything the socket holds, up to a bound (see sg_zmq_recv_nowait). */
@@ -578,7 +601,7 @@ static void net_actor(zsock_t *pipe, void *args)
                 for (int k = 0; k < NET_DRAIN_MAX && (m = sg_zmq_recv_nowait(n.from_workers)); k++)
                     on_workers(&n, m);
             if (zlist_size(n.parked))
-                wake_parked(&n, true);
+                wake_parked(&n, false);
             if (zlist_size(n.held))
                 flush_held(&n);
             flush_links(&n);   /* one message per router for all this pass answered */

@@ -1,7 +1,8 @@
 /* fuzz_sas.c — libFuzzer harness for the device credential path: SAS token parse + verify (fixed
- * key, device and clock), and the URL, base64 and hex decoders run on the raw input. Aborts when
+ * key, device and clock), and the URL, base64, hex and seconds decoders run on the raw input. Aborts when
  * a decoder breaks one of its own invariants. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,15 @@ static void fuzz_decoders(const char *s, size_t n)
     if (sg_hex_decode(s, n, hex, n / 2, &len) == SG_OK && len * 2 != n)
         abort();
     (void)sg_device_id_valid(s, n);
+    /* Seconds that parse print back as the same milliseconds, within the bound. */
+    int64_t ms;
+    if (sg_seconds_ms(s, n, 60000, &ms) == SG_OK) {
+        char back[32];
+        int64_t again;
+        int k = snprintf(back, sizeof back, "%lld.%03lld", (long long)(ms / 1000), (long long)(ms % 1000));
+        if (ms < 0 || ms > 60000 || k <= 0 || sg_seconds_ms(back, (size_t)k, 60000, &again) != SG_OK || again != ms)
+            abort();
+    }
     free(url);
     free(b64);
     free(re);

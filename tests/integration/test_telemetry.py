@@ -149,6 +149,63 @@ class TelemetryTest(GatewayTest):
         self.assertEqual(page["records"], [], page)
         self.assertEqual(page["partition"], part)
 
+    def test_a_read_with_min_waits_for_that_many_records(self):
+        # Kafka's fetch.min / Event Hubs' batch receive: with min=3 the answer waits for three
+        # records (one does not end it), within the wait
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        c.send(b"m0")
+        (part, recs), = self.gw.records_of(dev["id"]).items()
+        last = recs[-1]["offset"]
+        box = {}
+
+        def poll():
+            t0 = time.monotonic()
+            try:
+                r = self.gw.get("/v1/telemetry?partition=%d&after=%d&max=100&min=3&wait=60" % (part, last), timeout=90)
+                box["status"], box["page"] = r.status, r.json
+            except BaseException as e:
+                box["error"] = e
+            box["elapsed"] = time.monotonic() - t0
+
+        t = threading.Thread(target=poll)
+        t.start()
+        c.send(b"m1")
+        time.sleep(1.5)   # the read is parked, and it has seen the first record
+        self.assertTrue(t.is_alive(), "the read answered with fewer records than min: %r" % box)
+        c.send(b"m2")
+        c.send(b"m3")
+        t.join(90)
+        self.assertFalse(t.is_alive(), "the read did not answer once three records were there")
+        self.assertNotIn("error", box)
+        self.assertEqual(box["status"], 200, box)
+        got = [base64.b64decode(r["payload"]) for r in box["page"]["records"] if r["deviceId"] == dev["id"]]
+        self.assertEqual(got[:3], [b"m1", b"m2", b"m3"])
+        self.assertLess(box["elapsed"], 55, "the read only answered at the end of its wait")
+
+    def test_a_read_with_min_answers_what_is_there_when_its_wait_ends(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        c.send(b"w1")
+        (part, recs), = self.gw.records_of(dev["id"]).items()
+        before = recs[-1]["offset"] - 1
+        # a wait in milliseconds: half a second, then what is there (one record, not fifty)
+        r = self.gw.get("/v1/telemetry?partition=%d&after=%d&max=100&min=50&wait=0.5" % (part, before))
+        self.assertEqual(r.status, 200, r)
+        got = [base64.b64decode(x["payload"]) for x in r.json["records"] if x["deviceId"] == dev["id"]]
+        self.assertEqual(got, [b"w1"])
+        r = self.gw.get("/v1/telemetry?partition=%d&after=%d&max=100&wait=0.25" % (part, r.json["next"]))
+        self.assertEqual((r.status, r.json["records"]), (200, []), r)
+
+    def test_bad_min_and_wait_are_refused(self):
+        for q in ("min=0", "min=1001", "min=abc", "min=", "max=10&min=20", "wait=0.0001", "wait=61", "wait=60.001",
+                  "wait=1e3", "wait=inf", "wait=nan", "wait=-1", "wait=.5", "wait=1.", "wait=0x10", "wait= 1"):
+            r = self.gw.get("/v1/telemetry?partition=0&" + q.replace(" ", "%20"))
+            self.assertError(r, 400, "InvalidQuery")
+        for q in ("wait=0", "wait=0.001", "wait=0.5&min=1000&max=1000"):
+            r = self.gw.get("/v1/telemetry?partition=0&after=-1&" + q)
+            self.assertEqual(r.status, 200, "%s: %r" % (q, r))
+
     def test_partitions_follow_shards(self):
         info = self.gw.cluster_info()
         shards = info["shards"]
