@@ -3,7 +3,7 @@
 # shard NAME of the local cluster in DIR, start it again at once and measure how long it takes
 # until its /readyz answers 200 (database opened, every live session loaded by the writer, links
 # bound). Writes {"killMs", "readyMs", "sessions"} to OUT: readyMs counts from the new process's
-# start, sessions is the shard's count as /v1/cluster shows it once ready.
+# start, sessions is the shard's count as /v1/cluster shows it once ready and heard by the router.
 set -euo pipefail
 dir=$1 name=$2 out=$3
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,7 +24,17 @@ until curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; do
   sleep 0.02
 done
 t2=$(ms)
-sessions=$(curl -fsS -H "Authorization: Bearer $(cat "$dir/admin.token")" "http://127.0.0.1:$ADMIN_PORT/v1/cluster" |
-  python3 -c 'import json,sys; print(sum(s.get("sessions", 0) for s in json.load(sys.stdin)["shards"] if s.get("name") == sys.argv[1]))' "$name")
+# The shard's own figures appear in /v1/cluster once the router has heard the new process (a
+# moment after its /readyz, longer under a sanitizer): until then its entry has no "sessions".
+count() {
+  curl -fsS -H "Authorization: Bearer $(cat "$dir/admin.token")" "http://127.0.0.1:$ADMIN_PORT/v1/cluster" |
+    python3 -c 'import json,sys
+s = [s for s in json.load(sys.stdin)["shards"] if s.get("name") == sys.argv[1] and "sessions" in s]
+print(s[0]["sessions"]) if s else sys.exit(1)' "$name"
+}
+until sessions=$(count 2>/dev/null); do
+  [ "$(ms)" -lt $deadline ] || { echo "shard-restart.sh: $name not in /v1/cluster after 600 s" >&2; exit 1; }
+  sleep 0.05
+done
 printf '{"killMs": %d, "readyMs": %d, "sessions": %d}\n' $((t1 - t0)) $((t2 - t1)) "$sessions" >"$out"
 cat "$out" >&2
