@@ -179,7 +179,6 @@ struct fe_worker {
     uint32_t n_shard_inc;
     uint64_t router_boot;  /* incarnation of the router (0 = not heard yet) */
     uint32_t n_backlog, cap_backlog, head_backlog;
-    size_t backlog_bytes;
     bool waiting;          /* bookkeeping waits for room on the link (in the backlog or the pass's batch) */
     uint32_t wait_peak;    /* the most frames that ever waited at once (heartbeat: linkBacklogPeak) */
     uint32_t wait_run_peak;   /* ...in this wait */

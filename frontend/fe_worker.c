@@ -117,7 +117,6 @@ static sg_rc backlog_push(fe_worker_t *w, const sg_wbuf_t *frame)
         return SG_E_NOMEM;
     memcpy(zmq_msg_data(m), frame->data, frame->len);
     w->n_backlog++;
-    w->backlog_bytes += frame->len;
     return SG_OK;
 }
 
@@ -143,13 +142,11 @@ static void flush_backlog(fe_worker_t *w)
         return;   /* the batch is older than the backlog */
     while (w->n_backlog > 0) {
         zmq_msg_t *m = &w->backlog[w->head_backlog];
-        size_t len = zmq_msg_size(m);
         if (zmq_msg_send(m, w->link_raw, ZMQ_DONTWAIT) < 0) {
             w->link_full = errno == EAGAIN;
             return;
         }
         w->link_sends++;
-        w->backlog_bytes -= len;
         w->head_backlog = (w->head_backlog + 1) % w->cap_backlog;
         w->n_backlog--;
     }

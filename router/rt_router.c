@@ -221,6 +221,12 @@ static void on_heartbeat(rt_router_t *r, zsock_t *front, zframe_t *peer, const s
     free(id);
 }
 
+/* Add v to the integer member key of o. */
+static void add_int(json_t *o, const char *key, json_int_t v)
+{
+    json_object_set_new(o, key, json_integer(json_integer_value(json_object_get(o, key)) + v));
+}
+
 /* Frontends seen recently, summed over their loops (the backlog peak: the largest of one loop):
  * [{name, loops, connections, creditWaits, creditBytes, linkBacklog, linkBacklogPeak}]. */
 static json_t *frontends_json(rt_router_t *r)
@@ -245,15 +251,11 @@ static json_t *frontends_json(rt_router_t *r)
                           "linkBacklogPeak", (json_int_t)0);
             json_object_set_new(by_name, name, f);
         }
-        json_object_set_new(f, "loops", json_integer(json_integer_value(json_object_get(f, "loops")) + 1));
-        json_object_set_new(f, "connections",
-                            json_integer(json_integer_value(json_object_get(f, "connections")) + (json_int_t)p->connections));
-        json_object_set_new(f, "creditWaits",
-                            json_integer(json_integer_value(json_object_get(f, "creditWaits")) + (json_int_t)p->credit_waits));
-        json_object_set_new(f, "creditBytes",
-                            json_integer(json_integer_value(json_object_get(f, "creditBytes")) + (json_int_t)p->credit_bytes));
-        json_object_set_new(f, "linkBacklog",
-                            json_integer(json_integer_value(json_object_get(f, "linkBacklog")) + (json_int_t)p->link_backlog));
+        add_int(f, "loops", 1);
+        add_int(f, "connections", (json_int_t)p->connections);
+        add_int(f, "creditWaits", (json_int_t)p->credit_waits);
+        add_int(f, "creditBytes", (json_int_t)p->credit_bytes);
+        add_int(f, "linkBacklog", (json_int_t)p->link_backlog);
         if ((json_int_t)p->link_backlog_peak > json_integer_value(json_object_get(f, "linkBacklogPeak")))
             json_object_set_new(f, "linkBacklogPeak", json_integer((json_int_t)p->link_backlog_peak));
     }

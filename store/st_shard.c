@@ -397,19 +397,21 @@ static void flush_links(net_t *n)
     }
 }
 
-/* Whether a parked read's log has what it waits for (a read that asks for `min` records waits
- * for that many, not for every append). */
 /* How long the net actor may sleep: until the first parked read's deadline (a read may wait
- * for milliseconds), at most 1 s. */
+ * for milliseconds), at most 1 s. One already due waits for room in the readers' queue: it is
+ * tried again every PARKED_RETRY_MS, not in a spin. */
+#define PARKED_RETRY_MS 5
 static int parked_wait(net_t *n)
 {
     int64_t now = sg_mono_ms(), wait = 1000;
     for (parked_t *p = zlist_first(n->parked); p; p = zlist_next(n->parked))
         if (p->deadline - now < wait)
             wait = p->deadline - now;
-    return wait > 0 ? (int)wait : 0;
+    return wait > 0 ? (int)wait : PARKED_RETRY_MS;
 }
 
+/* Whether a parked read's log has what it waits for (a read that asks for `min` records waits
+ * for that many, not for every append). */
 static bool need_met(const net_t *n, const uint64_t need[2])
 {
     return (need[0] == 0 && need[1] == 0) || (need[0] && atomic_load(&n->ctx->stat_tele_next) >= need[0]) ||
