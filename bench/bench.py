@@ -127,13 +127,15 @@ class SacgateAll(Target):
     name = "sacgate-all"
     max_sessions = SESSIONS_PER_FRONTEND
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, shards=1):
+        self.shards = shards
         self.dir = os.path.join(workdir, "all")
         os.makedirs(self.dir)
         env = dict(os.environ, **GATEWAY_ENV)
         self.log = open(os.path.join(self.dir, "sacgate.log"), "w")
         self.proc = subprocess.Popen([SACGATE, "all", "--data-dir", self.dir, "--mqtt-port", "0", "--ws-port", "0", "--admin-port", "0",
-                                      "--log-level", "warn"], stdout=subprocess.PIPE, stderr=self.log, env=env,
+                                      "--log-level", "warn", "--shard-count", str(shards)], stdout=subprocess.PIPE,
+                                     stderr=self.log, env=env,
                                      text=True)
         self.mqtt = self.admin = self.ws = None
         end = time.time() + 60
@@ -1429,7 +1431,7 @@ def default_devices(scenario, p):
 
 def make_target(name, workdir, p, scenario):
     if name == "sacgate-all":
-        return SacgateAll(workdir)
+        return SacgateAll(workdir, p.all_shards)
     if name == "sacgate-cluster":
         need = p.devices or default_devices(scenario, p)
         fe = p.frontends or max(2, math.ceil(need * 1.05 / SESSIONS_PER_FRONTEND))
@@ -1473,6 +1475,9 @@ def run_scenario(name, p):
                    "serverVersion": getattr(target, "version", "sacgate")}
             if isinstance(target, SacgateCluster):
                 run["frontends"] = target.frontends
+                run["shards"] = target.shards
+            if isinstance(target, SacgateAll):
+                run["shards"] = target.shards
             result["runs"].append(run)
         except (BenchError, subprocess.TimeoutExpired) as e:
             result["problems"].append("%s: %s" % (tname, e))
@@ -1542,6 +1547,8 @@ def main():
     ap.add_argument("--frontends", type=int, help="sacgate-cluster: frontend processes (default: enough for "
                                                   "--devices at 18,000 each, at least 2)")
     ap.add_argument("--shards", type=int, help="sacgate-cluster: store shards (default 2; shard-restart: 1)")
+    ap.add_argument("--all-shards", type=int, default=1, help="sacgate-all: in-process shards (--shard-count, "
+                                                                "default 1)")
     ap.add_argument("--registered", type=int, help="shard-restart: devices registered (default 1,000,000; the first "
                     "--devices of them connect)")
     ap.add_argument("--parallel", type=int, help="revocation, c2d-enqueue: HTTP calls in flight at once (default 16; "

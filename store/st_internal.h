@@ -80,6 +80,7 @@ typedef struct {
     _Atomic uint64_t stat_loads_inline;   /* devices the writer read itself */
     _Atomic uint64_t stat_credit_waits;   /* sessions whose deliveries waited for their loop's credit */
     _Atomic uint64_t stat_held_bytes;     /* frames the net actor holds for the writer (its queue is full) */
+    _Atomic uint64_t writer_batch_bytes;  /* routers' BATCHes net passed to the writer whole, not yet read */
     _Atomic uint64_t stat_busy;           /* frames refused BUSY (held past store.hold_bytes, or readers full) */
     _Atomic uint64_t stat_dropped;        /* frames lost on the way out (a router gone with no other) */
     _Atomic int64_t stat_disk_free;

@@ -42,11 +42,8 @@ static void ahead_free(void **item)
     ahead_t *a = *item;
     if (!a)
         return;
-    for (size_t i = 0; i < a->n; i++) {
-        zframe_destroy(&a->ops[i].router);
-        zframe_destroy(&a->ops[i].peer);
-        zframe_destroy(&a->ops[i].frame);
-    }
+    for (size_t i = 0; i < a->n; i++)
+        stw_op_free(&a->ops[i]);
     free(a->ops);
     free(a);
     *item = NULL;
@@ -112,8 +109,7 @@ bool stw_ahead_park(writer_t *w, op_t *op, const char *key)
     }
     if (a->n == a->cap)
         a->ops = stw_grow(a->ops, &a->cap, sizeof *a->ops, 4);
-    a->ops[a->n++] = *op;   /* taken over: the caller's op_free finds nothing to free */
-    op->router = op->peer = op->frame = NULL;
+    stw_op_move(&a->ops[a->n++], op);   /* the caller's stw_op_free finds nothing to free */
     return true;
 }
 

@@ -210,9 +210,7 @@ sg_rc stw_inquiry_load(writer_t *w)
 
 static void watch_free(watch_t *x)
 {
-    zframe_destroy(&x->op.router);
-    zframe_destroy(&x->op.peer);
-    zframe_destroy(&x->op.frame);
+    stw_op_free(&x->op);
     free(x);
 }
 
@@ -370,8 +368,7 @@ static void watch(writer_t *w, op_t *op, const json_t *body, int64_t now)
     watch_t *x = calloc(1, sizeof *x);
     if (!x)
         stw_fatal_io("oom");
-    x->op = *op;   /* taken over: the caller frees what is left in op (nothing) */
-    op->router = op->peer = op->frame = NULL;
+    stw_op_move(&x->op, op);   /* the caller frees what is left in op (nothing) */
     x->deadline = now + (wait > 60 ? 60 : wait) * 1000;
     x->next = s->watches;
     s->watches = x;

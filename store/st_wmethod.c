@@ -164,12 +164,12 @@ void stw_op_method_invoke(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_
     c->device = strdup(d->id);
     c->payload = payload ? json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("null");
     c->payload_len = c->payload ? strlen(c->payload) : 0;
-    c->router = strndup((const char *)zframe_data(op->router), zframe_size(op->router));
-    c->peer_len = zframe_size(op->peer);
+    c->router = strndup((const char *)op->router, op->router_len);
+    c->peer_len = op->peer_len;
     c->peer = malloc(c->peer_len + 1);
     if (!c->device || !c->payload || !c->router || !c->peer)
         stw_fatal_io("oom");
-    memcpy(c->peer, zframe_data(op->peer), c->peer_len);
+    memcpy(c->peer, op->peer, c->peer_len);
     c->corr = op->h.corr;
     c->response_ms = (int64_t)resp * 1000;
     c->connect_deadline = now + (int64_t)conn * 1000;

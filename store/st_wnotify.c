@@ -42,9 +42,7 @@ static void notif_free(notif_t *n)
 {
     json_decref(n->tags);
     sg_wbuf_fini(&n->rec);
-    zframe_destroy(&n->op.router);
-    zframe_destroy(&n->op.peer);
-    zframe_destroy(&n->op.frame);
+    stw_op_free(&n->op);
     free(n);
 }
 
@@ -149,8 +147,7 @@ void stw_notify_start(writer_t *w, op_t *op, const char *json, size_t len, int64
     sg_wbuf_fini(&def);
     save_progress(w, n, false);
     /* Taken over: answered when the fan-out is done. */
-    n->op = *op;
-    op->router = op->peer = op->frame = NULL;
+    stw_op_move(&n->op, op);
     SG_INFO("store", "notify.started", "shard=%s notification=%s", w->ctx->name, n->id);
     notif_push(w, n);
 }

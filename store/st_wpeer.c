@@ -88,13 +88,13 @@ void stw_frontend_hello(writer_t *w, op_t *op)
  * sessions nobody serves. */
 void stw_peer_heard(writer_t *w, const op_t *op)
 {
-    size_t n = zframe_size(op->peer), rn = zframe_size(op->router);
+    size_t n = op->peer_len, rn = op->router_len;
     if (n == 0 || n > SG_WIRE_MAX_PEER || rn == 0 || rn > SG_WIRE_MAX_PEER)
         return;
     char name[SG_WIRE_MAX_PEER + 1], router[SG_WIRE_MAX_PEER + 1];
-    memcpy(name, zframe_data(op->peer), n);
+    memcpy(name, op->peer, n);
     name[n] = 0;
-    memcpy(router, zframe_data(op->router), rn);
+    memcpy(router, op->router, rn);
     router[rn] = 0;
     wpeer_t *p = stw_wpeer_get(w, name);
     p->last_ms = sg_mono_ms();

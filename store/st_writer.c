@@ -117,8 +117,7 @@ void stw_answer_raw(writer_t *w, const char *router, const char *peer, size_t pe
 
 void stw_answer(writer_t *w, const op_t *op, const sg_wbuf_t *frame)
 {
-    queue_frame(w, (const char *)zframe_data(op->router), zframe_size(op->router), zframe_data(op->peer),
-                zframe_size(op->peer), frame->data, frame->len);
+    queue_frame(w, (const char *)op->router, op->router_len, op->peer, op->peer_len, frame->data, frame->len);
 }
 
 void st_writer_answer_admin(writer_t *w, const op_t *op, int status, json_t *body)
@@ -179,11 +178,11 @@ static void refuse_full(writer_t *w, op_t *op)
 /* Until resume_at, remember which routers operations came through (they are there). */
 static void note_router(writer_t *w, const op_t *op, int64_t now)
 {
-    size_t rn = zframe_size(op->router);
+    size_t rn = op->router_len;
     if (now >= w->resume_at || rn == 0 || rn > SG_WIRE_MAX_PEER)
         return;
     char r[SG_WIRE_MAX_PEER + 1];
-    memcpy(r, zframe_data(op->router), rn);
+    memcpy(r, op->router, rn);
     r[rn] = 0;
     if (!zhashx_lookup(w->routers_heard, r))
         zhashx_insert(w->routers_heard, r, (void *)1);
@@ -238,44 +237,114 @@ static void apply(writer_t *w, op_t *op, int64_t now)
     }
 }
 
-/* The next operation waiting, if any (never blocks: the poller says when there are some). A
- * reader's read-ahead answer on the way is applied (*applied: how many frames that ran). */
-static bool recv_op(writer_t *w, op_t *op, int64_t now, int *applied)
+void stw_op_move(op_t *to, op_t *from)
 {
-    zmsg_t *m = sg_zmq_recv_nowait(w->in);
-    if (!m)
-        return false;
-    zframe_t *first = zmsg_first(m);
-    if (first && zframe_streq(first, "L")) {
-        zframe_t *tag = zmsg_pop(m);
-        zframe_destroy(&tag);
-        *applied += stw_ahead_loaded(w, m, now);
-        zmsg_destroy(&m);
-        return recv_op(w, op, now, applied);
+    if (!from->own && from->frame) {
+        size_t n = from->router_len + from->peer_len + from->frame_len;
+        uint8_t *own = malloc(n ? n : 1);
+        if (!own)
+            stw_fatal_io("oom");
+        const uint8_t *was = from->frame;
+        memcpy(own, from->router, from->router_len);
+        memcpy(own + from->router_len, from->peer, from->peer_len);
+        memcpy(own + from->router_len + from->peer_len, from->frame, from->frame_len);
+        from->own = own;
+        from->router = own;
+        from->peer = own + from->router_len;
+        from->frame = own + from->router_len + from->peer_len;
+        /* The header's views point into the frame: the same places in the copy. */
+        if (from->h.device)
+            from->h.device = (const char *)from->frame + ((const uint8_t *)from->h.device - was);
+        if (from->h.body)
+            from->h.body = from->frame + (from->h.body - was);
     }
-    if (zmsg_size(m) != 3) {
-        zmsg_destroy(&m);
-        return recv_op(w, op, now, applied);
-    }
-    op->router = zmsg_pop(m);
-    op->peer = zmsg_pop(m);
-    op->frame = zmsg_pop(m);
-    zmsg_destroy(&m);
-    if (sg_wire_decode(zframe_data(op->frame), zframe_size(op->frame), &op->h) != SG_OK) {
-        SG_WARN("store", "frame.malformed", "bytes=%zu", zframe_size(op->frame));
-        zframe_destroy(&op->router);
-        zframe_destroy(&op->peer);
-        zframe_destroy(&op->frame);
-        return recv_op(w, op, now, applied);
-    }
-    return true;
+    *to = *from;
+    memset(from, 0, sizeof *from);
 }
 
-static void op_free(op_t *op)
+void stw_op_free(op_t *op)
 {
-    zframe_destroy(&op->router);
-    zframe_destroy(&op->peer);
-    zframe_destroy(&op->frame);
+    free(op->own);
+    memset(op, 0, sizeof *op);
+}
+
+/* An operation of these bytes (views, see op_t); false for a frame that does not decode. */
+static bool op_view(op_t *op, const uint8_t *router, size_t router_len, const uint8_t *peer, size_t peer_len,
+                    const uint8_t *frame, size_t len)
+{
+    *op = (op_t){.router = router, .router_len = router_len, .peer = peer, .peer_len = peer_len, .frame = frame,
+                 .frame_len = len};
+    if (sg_wire_decode(frame, len, &op->h) == SG_OK)
+        return true;
+    SG_WARN("store", "frame.malformed", "bytes=%zu", len);
+    return false;
+}
+
+/* Done with the message the last operations were read from. */
+static void in_release(writer_t *w)
+{
+    if (w->in_batch_bytes)
+        atomic_fetch_sub(&w->ctx->writer_batch_bytes, w->in_batch_bytes);
+    w->in_batch_bytes = 0;
+    w->in_items = false;
+    zmsg_destroy(&w->in_msg);
+}
+
+/* The next operation waiting, if any (never blocks: the poller, or in_items, says when there are
+ * some). Its bytes are views into w->in_msg, which the next call releases. A router's BATCH that
+ * net passed on whole ("B", st_shard.c) is read item by item in place; a reader's read-ahead
+ * answer on the way is applied (*applied: how many frames that ran). */
+static bool recv_op(writer_t *w, op_t *op, int64_t now, int *applied)
+{
+    for (;;) {
+        if (w->in_items) {
+            const uint8_t *peer, *frame;
+            size_t peer_len, len;
+            sg_rc rc = sg_wire_batch_next(&w->in_cur, &peer, &peer_len, &frame, &len);
+            if (rc == SG_OK) {
+                if (op_view(op, w->in_router, w->in_router_len, peer, peer_len, frame, len))
+                    return true;
+                continue;
+            }
+            if (rc != SG_E_AGAIN)
+                SG_WARN("store", "frame.malformed", "bytes=%zu reason=\"a damaged batch\"", w->in_batch_bytes);
+        }
+        in_release(w);
+        zmsg_t *m = sg_zmq_recv_nowait(w->in);
+        if (!m)
+            return false;
+        zframe_t *first = zmsg_first(m);
+        if (first && zframe_streq(first, "L")) {
+            zframe_t *tag = zmsg_pop(m);
+            zframe_destroy(&tag);
+            *applied += stw_ahead_loaded(w, m, now);
+            zmsg_destroy(&m);
+            continue;
+        }
+        w->in_msg = m;
+        if (first && zframe_streq(first, "B") && zmsg_size(m) == 4) {   /* [B][router][peer][BATCH] */
+            zframe_t *router = zmsg_next(m);
+            zmsg_next(m);
+            zframe_t *batch = zmsg_next(m);
+            sg_wire_hdr_t h;
+            w->in_batch_bytes = zframe_size(batch);
+            if (sg_wire_decode(zframe_data(batch), zframe_size(batch), &h) == SG_OK && h.type == SG_MSG_BATCH) {
+                sg_wire_batch_begin(&h, &w->in_cur);
+                w->in_router = zframe_data(router);
+                w->in_router_len = zframe_size(router);
+                w->in_items = true;
+            } else {
+                SG_WARN("store", "frame.malformed", "bytes=%zu reason=\"not a batch\"", zframe_size(batch));
+            }
+            continue;
+        }
+        if (zmsg_size(m) != 3)
+            continue;
+        zframe_t *router = first, *peer = zmsg_next(m), *frame = zmsg_next(m);
+        if (op_view(op, zframe_data(router), zframe_size(router), zframe_data(peer), zframe_size(peer),
+                    zframe_data(frame), zframe_size(frame)))
+            return true;
+    }
 }
 
 /* A device delete or queue purge finds the device's queued messages by reading the database, so
@@ -294,7 +363,7 @@ void stw_take(writer_t *w, op_t *op, int64_t now)
     size_t batch_bytes = 0;
     note_router(w, op, now);
     if (brings_data(op) && (rocksdb_writebatch_data(w->batch, &batch_bytes),
-                            !st_space_room(&w->ctx->space, (int64_t)(batch_bytes + zframe_size(op->frame)))))
+                            !st_space_room(&w->ctx->space, (int64_t)(batch_bytes + op->frame_len))))
         refuse_full(w, op);
     else if (op->h.type == SG_MSG_HELLO)
         stw_frontend_hello(w, op);
@@ -318,12 +387,12 @@ static int take_waiting(writer_t *w, op_t *first, int64_t now)
     for (bool have = first != NULL; have || (n < w->ctx->max_batch && recv_op(w, &op, now, &n)); have = false) {
         op_t *cur = have ? first : &op;
         if (n > 0 && needs_fresh_batch(cur) && rocksdb_writebatch_count(w->batch) > 0) {
-            w->held = *cur;   /* taken over, not freed */
+            stw_op_move(&w->held, cur);   /* kept: it outlives the message it came in */
             w->has_held = true;
             break;
         }
         stw_take(w, cur, now);
-        op_free(cur);
+        stw_op_free(cur);
         n++;
     }
     stw_ahead_send(w);   /* the devices parked meanwhile: read while this batch commits */
@@ -545,7 +614,8 @@ static void writer_fini(writer_t *w)
     while (w->answers && (m = zlist_pop(w->answers)))
         zmsg_destroy(&m);
     if (w->has_held)
-        op_free(&w->held);
+        stw_op_free(&w->held);
+    in_release(w);
     zlist_destroy(&w->answers);
     zhashx_destroy(&w->outs);
     zlist_destroy(&w->deliver);
@@ -587,7 +657,7 @@ void st_writer_actor(zsock_t *pipe, void *args)
     for (;;) {
         /* An unfinished fan-out or expiry backlog goes on at once (a slice a cycle) unless operations
          * wait. */
-        void *which = zpoller_wait(poller, stw_notify_busy(&w) || w.sweep_more ? 0 : 100);
+        void *which = zpoller_wait(poller, stw_notify_busy(&w) || w.sweep_more || w.in_items ? 0 : 100);
         if (which == pipe) {
             char *cmd = zstr_recv(pipe);
             bool term = !cmd || streq(cmd, "$TERM");
@@ -600,7 +670,7 @@ void st_writer_actor(zsock_t *pipe, void *args)
             break;
         op_t op;
         int applied = 0;
-        if (which == w.in && recv_op(&w, &op, sg_now_ms(), &applied))
+        if ((which == w.in || w.in_items) && recv_op(&w, &op, sg_now_ms(), &applied))
             cycle(&w, &op);
         else
             cycle(&w, NULL);   /* timer: expiry sweep and delayed work */

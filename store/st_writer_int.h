@@ -79,14 +79,23 @@ typedef struct {
     uint8_t outcome;    /* ST_OUT_EXPIRED, ST_OUT_DELIVERY_COUNT_EXCEEDED or ST_OUT_DAMAGED */
 } expire_t;
 
-/* One operation as received: envelope and decoded header. */
+/* One operation as received: envelope and decoded header. Its bytes are views into the message
+ * the writer took it from (one frame alone, or an item of a router's BATCH), valid until the writer
+ * takes the next operation. One kept for later (waiting for a device read ahead, a notification's
+ * asker, an inquiry's watch, one held for a batch of its own) is moved with stw_op_move, which
+ * copies its bytes into `own`. */
 typedef struct st_op op_t;
 struct st_op {
-    zframe_t *router;
-    zframe_t *peer;
-    zframe_t *frame;
-    sg_wire_hdr_t h;
+    const uint8_t *router, *peer, *frame;
+    size_t router_len, peer_len, frame_len;
+    sg_wire_hdr_t h;    /* views into frame */
+    uint8_t *own;       /* the bytes above when the operation owns them, else NULL */
 };
+
+/* Move *from into *to, owning its bytes (copied out of the received message if they were views
+ * into it); from is left empty. stw_op_free frees what an operation owns and empties it. */
+void stw_op_move(op_t *to, op_t *from);
+void stw_op_free(op_t *op);
 
 typedef struct st_ahead ahead_t;   /* st_wahead.c */
 
@@ -123,6 +132,13 @@ struct st_writer {
     zhashx_t *finished;         /* "{id}/{seq}" of messages finished in the open batch */
     op_t held;                  /* an op that must start a batch of its own (needs_fresh_batch) */
     bool has_held;
+    /* The message the operations are read from (recv_op): a router's BATCH passed on whole,
+     * read item by item in place (in_items while some are left), or a frame alone. */
+    zmsg_t *in_msg;
+    sg_cur_t in_cur;
+    const uint8_t *in_router;
+    size_t in_router_len, in_batch_bytes;
+    bool in_items;
     zhashx_t *peers;            /* frontend loop name -> wpeer_t (liveness from heartbeats) */
     int64_t started_mono;       /* sg_mono_ms at start: loops get store.peer_timeout to be heard */
     int64_t peers_checked_ms;   /* sg_mono_ms of the last liveness check (stw_check_peers) */

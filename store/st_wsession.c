@@ -39,11 +39,11 @@ static bool session_matches(const wdev_t *d, const op_t *op)
  * session's traffic arrives through another one (the loop reconnected elsewhere). */
 void stw_track_router(writer_t *w, wdev_t *d, const op_t *op)
 {
-    size_t n = zframe_size(op->router);
+    size_t n = op->router_len;
     if (!session_matches(d, op) || n == 0 || n > SG_WIRE_MAX_PEER ||
-        (strlen(d->sess.router) == n && memcmp(d->sess.router, zframe_data(op->router), n) == 0))
+        (strlen(d->sess.router) == n && memcmp(d->sess.router, op->router, n) == 0))
         return;
-    d->sess.router = stw_intern(w, (const char *)zframe_data(op->router), n);
+    d->sess.router = stw_intern(w, (const char *)op->router, n);
     stw_save_session(w, d);
 }
 
@@ -121,8 +121,8 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
         d->sess.sas_key = sas_key;   /* a regeneration of the other key leaves the session up */
         d->sess.handle = op->h.corr;
         d->sess.since_ms = now;
-        d->sess.peer = stw_intern(w, (const char *)zframe_data(op->peer), zframe_size(op->peer));
-        d->sess.router = stw_intern(w, (const char *)zframe_data(op->router), zframe_size(op->router));
+        d->sess.peer = stw_intern(w, (const char *)op->peer, op->peer_len);
+        d->sess.router = stw_intern(w, (const char *)op->router, op->router_len);
         stw_live_link(w, d);
         stw_inflight_clear(w, d);
         w->sessions++;
