@@ -454,6 +454,8 @@ static void finish_metrics(req_t *r)
                    "loop's credit (cluster.credit).\n# TYPE sacgate_shard_credit_waits_total counter\n"
                    "# HELP sacgate_shard_held_bytes Frames held for the writer while its queue is full.\n"
                    "# TYPE sacgate_shard_held_bytes gauge\n"
+                   "# HELP sacgate_shard_batch_bytes Routers' batches handed to the writer whole and not read yet.\n"
+                   "# TYPE sacgate_shard_batch_bytes gauge\n"
                    "# HELP sacgate_shard_refused_busy_total Frames refused with BUSY (held past store.hold_bytes, "
                    "or the readers' queue full).\n# TYPE sacgate_shard_refused_busy_total counter\n"
                    "# HELP sacgate_shard_dropped_frames_total Answers and pushes that found no router to take them.\n"
@@ -514,6 +516,8 @@ static void finish_metrics(req_t *r)
                        (long long)json_integer_value(json_object_get(flow, "deliveryCreditWaits")));
                 metric(&w, "sacgate_shard_held_bytes{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(flow, "heldBytes")));
+                metric(&w, "sacgate_shard_batch_bytes{shard=\"%s\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(flow, "batchBytes")));
                 metric(&w, "sacgate_shard_refused_busy_total{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(flow, "refusedBusy")));
                 metric(&w, "sacgate_shard_dropped_frames_total{shard=\"%s\"} %lld\n", sn,

@@ -533,9 +533,10 @@ static void shard_stats(reader_t *r, rop_t *op)
     json_object_set_new(st, "deviceLoads", json_pack("{s:I,s:I}", "readAhead", (json_int_t)atomic_load(&c->stat_loads_ahead),
                                                      "writer", (json_int_t)atomic_load(&c->stat_loads_inline)));
     json_object_set_new(st, "flow",
-                        json_pack("{s:I,s:I,s:I,s:I}", "deliveryCreditWaits",
+                        json_pack("{s:I,s:I,s:I,s:I,s:I}", "deliveryCreditWaits",
                                   (json_int_t)atomic_load(&c->stat_credit_waits), "heldBytes",
-                                  (json_int_t)atomic_load(&c->stat_held_bytes), "refusedBusy",
+                                  (json_int_t)atomic_load(&c->stat_held_bytes), "batchBytes",
+                                  (json_int_t)atomic_load(&c->writer_batch_bytes), "refusedBusy",
                                   (json_int_t)atomic_load(&c->stat_busy), "dropped",
                                   (json_int_t)atomic_load(&c->stat_dropped)));
     json_object_set_new(st, "methodCalls",

@@ -91,6 +91,13 @@ class BackpressureTest(GatewayTest):
         # before credit, the writer's full queue refused publishes BUSY and they were sent again
         self.assert_nothing_refused_or_dropped(mark)
         self.wait_credit_waits(waits)
+        # the routers' batches the writer took whole (one operation a commit here) are all read
+
+        def batch_bytes():
+            text = self.gw.get("/metrics", timeout=60).text
+            self.assertIn("sacgate_shard_batch_bytes{", text)
+            return metric_sum(text, "sacgate_shard_batch_bytes")
+        sgtest.wait_until(lambda: batch_bytes() == 0, 15, "no batch bytes left waiting for the writer")
 
     def test_pubacks_keep_the_order_of_the_publishes_when_some_are_sent_again(self):
         # several connections at once, each sending three credits' worth in one go: reading stops
