@@ -10,7 +10,9 @@ a ring request, a BATCH carrying a delete): each is refused with ERROR/FORBIDDEN
 still there and sacgate_router_refused_frames_total counts them; the same frames under the
 admin's key work. A key nobody knows is refused at the handshake, and a frontend's key cannot
 reach a shard at all (only routers' keys may), while a router's key there gets its PONG and a
-frame a router may not send (RING) is refused by the shard too."""
+frame a router may not send (RING) is refused by the shard too. A router's BATCH at a shard gets
+every frame answered once, whether it goes to the writer whole or frame by frame (a read among
+the writes, a refused frame, a damaged tail)."""
 
 import json
 import os
@@ -220,6 +222,44 @@ class CurveTest(GatewayTest):
         rt = self.shard_peer("router", "router-test")
         self.assertEqual(self.ask(rt, [b"", frame(PING, corr=2)])[0], PONG)
         self.assertEqual(self.ask(rt, [b"x", frame(RING, corr=3)])[:3], (ERROR, ERR_FORBIDDEN, 3))
+
+    def answers(self, sock, n, timeout_ms=10000):
+        """The next n answers' (type, status, corr) on sock, in the order they came."""
+        got = []
+        while len(got) < n and sock.poll(timeout_ms):
+            got.append(header(sock.recv_multipart()[-1])[:3])
+        return got
+
+    def test_shard_reads_a_routers_batch_whole_or_frame_by_frame(self):
+        """A BATCH whose frames are all the writer's goes to it whole and is read in place; one
+        that also holds a read, a frame the sender may not send, or a damaged tail goes frame by
+        frame. Either way every frame is answered once, a refused one alone is refused."""
+        rt = self.shard_peer("router", "router-batches")
+        self.assertEqual(self.ask(rt, [b"", frame(PING, corr=30)])[0], PONG)
+        gone = lambda i: "batch-gone-%d" % i   # noqa: E731 (devices that do not exist: 404)
+        # all the writer's: answered in order
+        rt.send_multipart([b"", batch(admin_frame(ADM_DEVICE_DELETE, gone(1), 31),
+                                      admin_frame(ADM_DEVICE_DELETE, gone(2), 32),
+                                      admin_frame(ADM_DEVICE_DELETE, gone(3), 33))])
+        self.assertEqual(self.answers(rt, 3), [(ADMIN_RES, 404, 31), (ADMIN_RES, 404, 32), (ADMIN_RES, 404, 33)])
+        # a write and a read (the readers'): both answered
+        rt.send_multipart([b"", batch(admin_frame(ADM_DEVICE_DELETE, gone(4), 41),
+                                      admin_frame(ADM_DEVICE_GET, gone(5), 42))])
+        self.assertEqual(sorted(self.answers(rt, 2)), [(ADMIN_RES, 404, 41), (ADMIN_RES, 404, 42)])
+        # a frame routers may not send (RING) among writes: refused alone
+        mark = self.gw.log_mark()
+        rt.send_multipart([b"", batch(admin_frame(ADM_DEVICE_DELETE, gone(6), 51), frame(RING, corr=52),
+                                      admin_frame(ADM_DEVICE_DELETE, gone(7), 53))])
+        self.assertEqual(sorted(self.answers(rt, 3)),
+                         [(ADMIN_RES, 404, 51), (ADMIN_RES, 404, 53), (ERROR, ERR_FORBIDDEN, 52)])
+        # a damaged tail (an item claims 16 bytes and has 1): what comes before it is answered,
+        # the damage is logged, and the shard goes on
+        damaged = batch(admin_frame(ADM_DEVICE_DELETE, gone(8), 61)) + struct.pack("!BI", 0, 16) + b"x"
+        rt.send_multipart([b"", damaged])
+        self.assertEqual(self.answers(rt, 1), [(ADMIN_RES, 404, 61)])
+        self.gw.wait_log(r"event=net\.malformed_frame .*a damaged batch", mark)
+        self.assertEqual(self.ask(rt, [b"", frame(PING, corr=62)])[0], PONG)
+        self.assertEqual(self.answers(rt, 1, timeout_ms=500), [], "a frame was answered twice")
 
     def test_shared_key_of_old_still_works(self):
         """A router given a certificate without a role (the cluster.cert of before per-tier keys)
