@@ -181,7 +181,13 @@ class NotificationsTest(GatewayTest):
         t.start()
         found = self.gw.wait_log(r"notify\.started .*notification=(\S+)", mark=mark, timeout=30)
         nid = sgtest.re.search(r"notification=(\S+)", found[0]).group(1)
-        wait_until(lambda: self.progress(nid)["targets"] > 0, 30, "the fan-out to start")
+        def started():
+            # The log line comes when a shard's writer takes the notification, before the group
+            # commit that makes it readable: until then GET answers 404 NotificationNotFound.
+            r = self.gw.get("/v1/notifications/" + q(nid), token="svc")
+            self.assertIn(r.status, (200, 404), r)
+            return r.status == 200 and r.json["targets"] > 0
+        wait_until(started, 30, "the fan-out to start")
         p = self.progress(nid)
         self.assertFalse(p["complete"], "the fan-out was over before the restart: nothing to test")
         sgtest.restart_shard(self, 0)
