@@ -3,7 +3,8 @@
  * session and window state), st_wsession.c (what frontends send: AUTH, telemetry, SUBSCRIBE,
  * COMPLETE), st_wqueue.c (delivery, expiry, dead letters and feedback), st_wadmin.c (HTTP
  * writes) and st_wpeer.c (frontend loop liveness). Everything here runs on the writer thread;
- * nothing outside those files includes it (st_writer.h is the store's view of the writer). */
+ * nothing outside those files (and its unit test, st_op_test.c) includes it (st_writer.h is the
+ * store's view of the writer). */
 #ifndef ST_WRITER_INT_H
 #define ST_WRITER_INT_H
 
