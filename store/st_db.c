@@ -53,6 +53,12 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
         st_db_close(db);
         return rc;
     }
+    /* Each group commit's fsync then writes the data, not also the WAL file's new size. */
+    if ((rc = st_db_wal_presize(db->opts)) != SG_OK) {
+        SG_ERROR("store", "db.options_failed", "path=%s reason=%s", path, sg_strerror(rc));
+        st_db_close(db);
+        return rc;
+    }
     rocksdb_options_enable_statistics(db->opts);
     rocksdb_options_set_keep_log_file_num(db->opts, 4);
     rocksdb_options_set_max_log_file_size(db->opts, 4u << 20);

@@ -12,6 +12,8 @@
 #include "st_db_budget.h"
 
 #include <rocksdb/cache.h>
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/options.h>
 #include <rocksdb/version.h>
 #include <rocksdb/write_buffer_manager.h>
@@ -66,4 +68,49 @@ extern "C" uint64_t st_db_budget_memtable_limit(const rocksdb_options_t *opts)
 {
     const auto &wbm = opts->rep.write_buffer_manager;
     return wbm ? wbm->buffer_size() : 0;
+}
+
+namespace {
+
+// The default file system, except that a WAL file's preallocation sets its size
+// (fallocate_with_keep_size off; RocksDB's env.h: "This option will improve the performance in
+// workloads where you sync the data on every write"). With the size kept, as RocksDB's posix file
+// system asks for WAL files, every fsync of an append also writes the inode for the new size:
+// on this machine's ext4 an fdatasync after a 1.6 KB append takes 145 us with the size kept and
+// 101 us with it set (p50 of 6,000, bench/fsync.py). A file closed normally is trimmed to what
+// was written (PosixWritableFile::Close); after a crash its tail reads as zeros, which WAL
+// recovery skips as padding (log::Reader, the same as the tail of a file written through mmap).
+class WalSizedFileSystem : public rocksdb::FileSystemWrapper {
+  public:
+    explicit WalSizedFileSystem(const std::shared_ptr<rocksdb::FileSystem> &base) : FileSystemWrapper(base) {}
+    static const char *kClassName() { return "SacgateWalSizedFileSystem"; }
+    const char *Name() const override { return kClassName(); }
+    rocksdb::FileOptions OptimizeForLogWrite(const rocksdb::FileOptions &file_options,
+                                             const rocksdb::DBOptions &db_options) const override
+    {
+        rocksdb::FileOptions o = target()->OptimizeForLogWrite(file_options, db_options);
+        o.fallocate_with_keep_size = false;
+        return o;
+    }
+};
+
+}  // namespace
+
+extern "C" sg_rc st_db_wal_presize(rocksdb_options_t *opts)
+{
+    // One for the process, never freed: every shard's database uses it until the process ends.
+    static rocksdb::Env *env = [] {
+        try {
+            return rocksdb::NewCompositeEnv(std::make_shared<WalSizedFileSystem>(rocksdb::FileSystem::Default()))
+                .release();
+        } catch (const std::bad_alloc &) {
+            return static_cast<rocksdb::Env *>(nullptr);
+        }
+    }();
+    if (opts == nullptr)
+        return SG_E_INVALID;
+    if (env == nullptr)
+        return SG_E_NOMEM;
+    opts->rep.env = env;
+    return SG_OK;
 }

@@ -1,7 +1,8 @@
 /* st_db_budget.h — one memory budget per shard: the memtables of every column family are charged
  * to the block cache (RocksDB's WriteBufferManager with a cache), so the cache's capacity bounds
  * both. RocksDB's C API has no setter for this; st_db_budget.cc reaches the C++ options behind
- * the C handles. The only C++ in the project; st_db.c calls it. */
+ * the C handles. The only C++ in the project; st_db.c calls it. It also holds the other option
+ * the C API cannot set: WAL files preallocated with their size (st_db_wal_presize). */
 #ifndef ST_DB_BUDGET_H
 #define ST_DB_BUDGET_H
 
@@ -28,6 +29,11 @@ uint64_t st_db_budget_charged(const rocksdb_options_t *opts);
 
 /* The memtable share st_db_budget_attach set (0 without one). */
 uint64_t st_db_budget_memtable_limit(const rocksdb_options_t *opts);
+
+/* Give opts a file system that preallocates WAL files with their size set, so an fsync after an
+ * append need not also write the file's new size (see st_db_budget.cc). Before the database
+ * opens. */
+SG_WUR sg_rc st_db_wal_presize(rocksdb_options_t *opts);
 
 #ifdef __cplusplus
 }
