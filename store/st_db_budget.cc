@@ -1,6 +1,7 @@
-// st_db_budget.cc — memtables charged to the block cache; see st_db_budget.h.
-// RocksDB's C API (rocksdb/c.h, 7.8) cannot set Options::write_buffer_manager, so this file
-// reaches the C++ objects behind the C handles. c.h declares the handles as incomplete structs;
+// st_db_budget.cc — memtables charged to the block cache, and WAL files preallocated with their
+// size; see st_db_budget.h. RocksDB's C API (rocksdb/c.h, 7.8) cannot set
+// Options::write_buffer_manager, nor an Env over a file system of our own, so this file reaches
+// the C++ objects behind the C handles. c.h declares the handles as incomplete structs;
 // db/c.cc of RocksDB v7.8.3 (the version Debian bookworm installs, librocksdb-dev 7.8.3) defines
 // the two used here as
 //     struct rocksdb_options_t { Options rep; };
@@ -8,7 +9,8 @@
 // and they are mirrored below, exactly. The mirror is only right for a library whose c.cc says
 // the same: the build stops on any other RocksDB version (static_assert below) until someone has
 // read that version's c.cc, and st_db_budget_attach compares a value set through the C API with
-// the same value read through the mirror before it changes anything.
+// the same value read through the mirror before it changes anything (st_db_open calls
+// st_db_wal_presize only after that check passed).
 #include "st_db_budget.h"
 
 #include <rocksdb/cache.h>
