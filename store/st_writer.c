@@ -244,7 +244,6 @@ void stw_op_move(op_t *to, op_t *from)
         uint8_t *own = malloc(n ? n : 1);
         if (!own)
             stw_fatal_io("oom");
-        const uint8_t *was = from->frame;
         memcpy(own, from->router, from->router_len);
         memcpy(own + from->router_len, from->peer, from->peer_len);
         memcpy(own + from->router_len + from->peer_len, from->frame, from->frame_len);
@@ -252,11 +251,10 @@ void stw_op_move(op_t *to, op_t *from)
         from->router = own;
         from->peer = own + from->router_len;
         from->frame = own + from->router_len + from->peer_len;
-        /* The header's views point into the frame: the same places in the copy. */
-        if (from->h.device)
-            from->h.device = (const char *)from->frame + ((const uint8_t *)from->h.device - was);
-        if (from->h.body)
-            from->h.body = from->frame + (from->h.body - was);
+        /* The header's views pointed into the old frame: decoded again from the copy (it decoded
+         * when the operation was taken, so it does again). */
+        if (sg_wire_decode(from->frame, from->frame_len, &from->h) != SG_OK)
+            abort();
     }
     *to = *from;
     memset(from, 0, sizeof *from);
