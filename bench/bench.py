@@ -12,6 +12,7 @@ run (bench/results/<scenario>-<target>.html).
     bench/bench.py method-rtt --devices 100 --messages 5000 --parallel 8   # direct method round trip
     bench/bench.py connect-credentials            # connects/s per credential kind: SAS, PSK 1.3/1.2, X.509
     bench/bench.py --smoke all-scenarios          # seconds each, a few hundred devices (ctest)
+    bench/bench.py telemetry-qos1 --devices 1 --messages 50000 --rounds 7   # median of 7 paired ratios
 
 Everything runs on loopback, every load is bounded in count and time and stops by itself.
 No figure is checked against a threshold: these machines are shared and noisy. --smoke checks
@@ -370,7 +371,7 @@ def thread_cpu(procs):
     return out
 
 
-def cpu_by_thread(before, after, top=12):
+def cpu_by_thread(before, after, top=40):
     """The CPU each (member, thread name) used between two thread_cpu snapshots, largest first;
     threads that started in between count from zero."""
     d = {k: round(v - before.get(k, 0.0), 2) for k, v in after.items()}
@@ -461,8 +462,8 @@ def telemetry_qos1(target, p, outdir, problems, base):
         "publishAckP99Ms": ms(hist(s, "publishAck"), "p99"),
         "publishToReadableP50Ms": ms(hist(s, "telemetry"), "p50"),
         "publishToReadableP99Ms": ms(hist(s, "telemetry"), "p99"),
-        "serverCpuSecondsPer1000": round(srv.get("cpuSeconds", 0) * 1000 / max(1, c["acked"]), 4) if srv else None,
-        "simCpuSecondsPer1000": round(s["resources"]["simulator"]["cpuSeconds"] * 1000 / max(1, c["acked"]), 4),
+        "serverCpuSecondsPer1000": round(srv.get("cpuSeconds", 0) * 1000 / max(1, c["acked"]), 5) if srv else None,
+        "simCpuSecondsPer1000": round(s["resources"]["simulator"]["cpuSeconds"] * 1000 / max(1, c["acked"]), 5),
         "opsPerCommit": ops_per_commit,   # shards' group commits during the run (every operation, reads aside)
         # the back-end's reads that brought records (long polls: about one per group commit and partition)
         "recordsPerRead": round(c["telemetryRead"] / c["telemetryPages"], 1) if c.get("telemetryPages") else None,
@@ -1402,6 +1403,7 @@ SCENARIOS = {
 }
 
 # The figure each scenario compares against Mosquitto, and whether higher is better.
+CLUSTER_RATIO_OF = {"telemetry-qos1": ["serverCpuSecondsPer1000"]}
 RATIO_OF = {
     "idle-tls": [("connectsPerSecond", True), ("serverBytesPerSession", False)],
     "telemetry-qos1": [("ackedPerSecond", True), ("readPerSecond", True), ("publishAckP99Ms", False),
@@ -1456,6 +1458,40 @@ def machine():
     return {"cpus": os.cpu_count(), "memoryBytes": mem, "kernel": os.uname().release}
 
 
+def run_one(name, fn, tname, p, outdir, result, base):
+    """One run of one target: its figures go to result["runs"] (with the round, when there are rounds)."""
+    workdir = tempfile.mkdtemp(prefix="sg-bench-")
+    target = None
+    try:
+        target = make_target(tname, workdir, p, name)
+        figures, summary = fn(target, p, outdir, result["problems"], base)
+        run = {"target": target.name, "figures": figures, "report": os.path.relpath(summary["_report"], outdir),
+               "serverVersion": getattr(target, "version", "sacgate")}
+        if isinstance(target, SacgateCluster):
+            run["frontends"] = target.frontends
+            run["shards"] = target.shards
+        if isinstance(target, SacgateAll):
+            run["shards"] = target.shards
+        return run
+    except (BenchError, subprocess.TimeoutExpired) as e:
+        result["problems"].append("%s: %s" % (tname, e))
+        log("ERROR", tname, e)
+        return None
+    finally:
+        if target:
+            target.stop()
+            for line in target.sanitizer_reports()[:5]:
+                result["problems"].append("%s: sanitizer report in its log: %s" % (tname, line))
+        if not p.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
 def run_scenario(name, p):
     fn, default_targets = SCENARIOS[name]
     # results are named by scenario, and by --tag when given (scale runs: by their size)
@@ -1465,39 +1501,61 @@ def run_scenario(name, p):
     os.makedirs(outdir, exist_ok=True)
     result = {"scenario": name, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "smoke": p.smoke,
               "machine": machine(), "command": " ".join(sys.argv), "runs": [], "ratios": {}, "problems": []}
-    for tname in targets:
-        workdir = tempfile.mkdtemp(prefix="sg-bench-")
-        target = None
-        try:
-            target = make_target(tname, workdir, p, name)
-            figures, summary = fn(target, p, outdir, result["problems"], base)
-            run = {"target": target.name, "figures": figures, "report": os.path.relpath(summary["_report"], outdir),
-                   "serverVersion": getattr(target, "version", "sacgate")}
-            if isinstance(target, SacgateCluster):
-                run["frontends"] = target.frontends
-                run["shards"] = target.shards
-            if isinstance(target, SacgateAll):
-                run["shards"] = target.shards
-            result["runs"].append(run)
-        except (BenchError, subprocess.TimeoutExpired) as e:
-            result["problems"].append("%s: %s" % (tname, e))
-            log("ERROR", tname, e)
-        finally:
-            if target:
-                target.stop()
-                for line in target.sanitizer_reports()[:5]:
-                    result["problems"].append("%s: sanitizer report in its log: %s" % (tname, line))
-            if not p.keep:
-                shutil.rmtree(workdir, ignore_errors=True)
-    # ratios: each sacgate run against Mosquitto's figure
-    mq = next((r for r in result["runs"] if r["target"] == "mosquitto"), None)
-    for r in result["runs"]:
-        if r is mq or not mq:
-            continue
-        for key, higher_better in RATIO_OF.get(name, []):
-            a, b = r["figures"].get(key), mq["figures"].get(key)
+    # With --rounds N every target runs N times, the order reversed every other round (ABC, CBA,
+    # ...) so that a machine getting slower or faster during the rounds weighs on every target
+    # alike. Each round's ratios are taken within the round (a run against the Mosquitto run next
+    # to it), and the figure reported is their median, with every round's value beside it: on a
+    # shared machine one pair of runs can differ from the next by more than the difference measured.
+    rounds = []
+    for k in range(p.rounds):
+        order = targets if k % 2 == 0 else list(reversed(targets))
+        runs = []
+        for tname in order:
+            run = run_one(name, fn, tname, p, outdir, result, base if p.rounds == 1 else "%s-r%d" % (base, k + 1))
+            if run:
+                if p.rounds > 1:
+                    run["round"] = k + 1
+                runs.append(run)
+        runs.sort(key=lambda r: targets.index(r["target"]) if r["target"] in targets else len(targets))
+        result["runs"] += runs
+        rounds.append(runs)
+    # ratios: each sacgate run against Mosquitto's figure of the same round
+    per_round = {}
+    for runs in rounds:
+        mq = next((r for r in runs if r["target"] == "mosquitto"), None)
+        for r in runs:
+            if r is mq or not mq:
+                continue
+            for key, higher_better in RATIO_OF.get(name, []):
+                a, b = r["figures"].get(key), mq["figures"].get(key)
+                if a is not None and b:
+                    per_round.setdefault("%s/%s %s" % (r["target"], "mosquitto", key), []).append(round(a / b, 3))
+        # the cost of separate processes: the local cluster against `sacgate all` (issue 7's target)
+        al = next((r for r in runs if r["target"] == "sacgate-all"), None)
+        cl = next((r for r in runs if r["target"] == "sacgate-cluster"), None)
+        for key in CLUSTER_RATIO_OF.get(name, []) if al and cl else []:
+            a, b = cl["figures"].get(key), al["figures"].get(key)
             if a is not None and b:
-                result["ratios"]["%s/%s %s" % (r["target"], "mosquitto", key)] = round(a / b, 3)
+                per_round.setdefault("sacgate-cluster/sacgate-all %s" % key, []).append(round(a / b, 3))
+    for key, values in per_round.items():
+        result["ratios"][key] = round(median(values), 3)
+        check(len(values) == len(rounds), "%s: a ratio in %d of %d rounds" % (key, len(values), len(rounds)),
+              result["problems"])
+    if p.rounds > 1:
+        result["rounds"] = p.rounds
+        result["ratioByRound"] = per_round
+        # each target's figures: the median over its rounds
+        result["medians"] = {}
+        for tname in targets:
+            mine = [r["figures"] for r in result["runs"] if r["target"] == tname]
+            med = {}
+            for key in (mine[0] if mine else {}):
+                vals = [f[key] for f in mine if isinstance(f.get(key), (int, float)) and not isinstance(f[key], bool)]
+                if vals and len(vals) == len(mine):
+                    m = median(vals)
+                    med[key] = int(m) if all(isinstance(v, int) for v in vals) and m == int(m) else round(m, 4)
+            if mine:
+                result["medians"][tname] = med
     with open(os.path.join(outdir, base + ".json"), "w") as f:
         json.dump(result, f, indent=1)
     print_table(result)
@@ -1506,22 +1564,30 @@ def run_scenario(name, p):
 
 def print_table(result):
     print("\n== %s%s" % (result["scenario"], " (smoke)" if result["smoke"] else ""))
-    runs = result["runs"]
+    if result.get("rounds"):
+        print("medians over %d rounds" % result["rounds"])
+        columns = [{"target": t, "figures": f} for t, f in result["medians"].items()]
+    else:
+        columns = result["runs"]
     keys = []
-    for r in runs:
+    for r in columns:
         for k, v in r["figures"].items():
             if k not in keys and not isinstance(v, dict):   # a breakdown (cpuSecondsByThread) is printed by its run
                 keys.append(k)
     width = max([len(k) for k in keys] + [10])
-    print("%-*s" % (width, "") + "".join("%22s" % r["target"] for r in runs))
+    print("%-*s" % (width, "") + "".join("%22s" % r["target"] for r in columns))
     for k in keys:
         cells = []
-        for r in runs:
+        for r in columns:
             v = r["figures"].get(k)
             cells.append("%22s" % (json.dumps(v) if isinstance(v, (dict, list)) else ("-" if v is None else v)))
         print("%-*s" % (width, k) + "".join(cells))
     for k, v in result["ratios"].items():
-        print("ratio %s = %s" % (k, v))
+        by_round = result.get("ratioByRound", {}).get(k)
+        if by_round:
+            print("ratio %s = %s (median; by round: %s)" % (k, v, ", ".join(str(x) for x in by_round)))
+        else:
+            print("ratio %s = %s" % (k, v))
     for prob in result["problems"]:
         print("PROBLEM:", prob)
     sys.stdout.flush()
@@ -1561,10 +1627,15 @@ def main():
     ap.add_argument("--read-min", type=int, default=1, help="telemetry-qos1: records a back-end read waits for "
                     "(GET /v1/telemetry min; default 1: it answers at every commit)")
     ap.add_argument("--read-wait-ms", type=int, default=2000, help="telemetry-qos1: ...or this long (default 2000)")
+    ap.add_argument("--rounds", type=int, default=1, help="run every target this many times, the order reversed "
+                    "every other round; ratios are taken within each round and their median is reported, with "
+                    "each round's value (default 1)")
     ap.add_argument("--out", help="results directory (default bench/results; a temporary one with --smoke)")
     ap.add_argument("--keep", action="store_true", help="keep the targets' working directories")
     ap.add_argument("--tag", help="name results <scenario>-<tag> (default for scale: the device count, e.g. 250k)")
     p = ap.parse_args()
+    if p.rounds < 1:
+        ap.error("--rounds must be at least 1")
     names = list(SCENARIOS) if p.scenarios == ["all-scenarios"] else p.scenarios
     if not p.tag and not p.smoke and names == ["scale"] and p.devices:
         p.tag = "%dk" % (p.devices // 1000) if p.devices % 1000 == 0 else str(p.devices)
