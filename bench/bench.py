@@ -1459,7 +1459,8 @@ def machine():
 
 
 def run_one(name, fn, tname, p, outdir, result, base):
-    """One run of one target: its figures go to result["runs"] (with the round, when there are rounds)."""
+    """One run of one target: its run record (target, figures, report), or None when it failed (the
+    failure is in result["problems"])."""
     workdir = tempfile.mkdtemp(prefix="sg-bench-")
     target = None
     try:
