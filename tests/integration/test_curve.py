@@ -64,19 +64,35 @@ class CurveTest(GatewayTest):
         self.addCleanup(lambda: self.ctx.destroy(linger=0))
 
     def extra_frontend(self, name, curve_args):
-        """Start one more frontend on the cluster's router with the given CURVE arguments."""
-        port = free_port()
+        """Start one more frontend on the cluster's router with the given CURVE arguments. The port
+        free_port found can be taken by another test running beside this one before the frontend
+        binds it: the frontend then exits with listen.port_in_use, and another port is tried."""
         d = self.gw.dir
-        log = open(os.path.join(d, name + ".log"), "ab")
-        args = [BIN, "frontend", "--name", name, "--bind", "127.0.0.1", "--mqtt-port", str(port),
-                "--ws-port", "0", "--cert", os.path.join(d, "server.crt"), "--key", os.path.join(d, "server.key"),
-                "--routers", "tcp://127.0.0.1:%s" % self.gw.ports_env["ROUTER_PORT"],
-                "--set", "frontend.connect_timeout=4"] + curve_args
-        p = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        self.addCleanup(lambda: (p.kill(), p.wait()))
-        sgtest.wait_until(lambda: sgtest._tcp_open(port) or p.poll() is not None, 20, "%s to listen" % name)
-        self.assertIsNone(p.poll(), "%s exited with %s" % (name, p.returncode))
-        return port
+        path = os.path.join(d, name + ".log")
+        for attempt in range(5):
+            port = free_port()
+            start = os.path.getsize(path) if os.path.exists(path) else 0
+            log = open(path, "ab")
+            self.addCleanup(log.close)
+            args = [BIN, "frontend", "--name", name, "--bind", "127.0.0.1", "--mqtt-port", str(port),
+                    "--ws-port", "0", "--cert", os.path.join(d, "server.crt"), "--key", os.path.join(d, "server.key"),
+                    "--routers", "tcp://127.0.0.1:%s" % self.gw.ports_env["ROUTER_PORT"],
+                    "--set", "frontend.connect_timeout=4"] + curve_args
+            p = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.addCleanup(lambda p=p: (p.kill(), p.wait()))
+
+            def since_start():
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    return f.read()
+            # its own "ready" line, not a connect to the port (which another process may hold)
+            ready = ("comp=frontend event=ready frontend=%s " % name).encode()
+            sgtest.wait_until(lambda: ready in since_start() or p.poll() is not None, 20, "%s to listen" % name)
+            if p.poll() is None:
+                return port
+            if b"event=listen.port_in_use" not in since_start():
+                break
+        self.fail("%s exited with %s" % (name, p.returncode))
 
     def connack_through(self, port, dev):
         m = MqttDevice(self.gw, dev["id"], key=dev["primary"], port=port)
