@@ -600,7 +600,10 @@ static sg_rc writer_init(writer_t *w, st_ctx_t *ctx)
     w->resume_at = sg_now_ms() + 2500;
     SG_GUARD(stw_notify_load(w));
     SG_GUARD(stw_inquiry_load(w));
+    /* as of the load, before the ready signal: /v1/cluster and readiness probes may ask at once,
+     * before the first commit publishes them again (a restarted shard showed 0 sessions) */
     atomic_store(&ctx->stat_devices, w->counters.devices);
+    atomic_store(&ctx->stat_sessions, w->sessions);
     atomic_store(&ctx->stat_tele_next, w->tele_next);
     atomic_store(&ctx->stat_fb_next, w->counters.feedback_next);
     return SG_OK;
