@@ -46,6 +46,8 @@ BUILD = os.environ.get("SACGATE_BUILD", os.path.join(ROOT, "build"))
 SACGATE = os.environ.get("SACGATE_BIN", os.path.join(BUILD, "sacgate"))
 SIM = os.environ.get("SACGATE_SIM", os.path.join(BUILD, "sacgate-sim"))
 CLUSTER_SH = os.path.join(ROOT, "deploy", "local", "cluster.sh")
+sys.path.insert(0, os.path.dirname(CLUSTER_SH))
+import free_ports as _free_ports  # noqa: E402  (deploy/local/free_ports.py, which cluster.sh runs too)
 SESSIONS_PER_FRONTEND = 18000      # frontend.max_connections: a process may hold 20,000 files here
 MOSQUITTO_MAX_SESSIONS = 19000     # Mosquitto is one process under the same 20,000-file limit
 # Measure the gateway, not the per-device telemetry rate limit (100 msg/s by default).
@@ -61,11 +63,8 @@ def log(*a):
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A loopback port that was free a moment ago (see deploy/local/free_ports.py)."""
+    return _free_ports.free_port()
 
 
 def wait_tcp(port, timeout):

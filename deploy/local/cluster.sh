@@ -22,17 +22,9 @@ level=${LOG_LEVEL:-info}
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
-# Ask the kernel for n free loopback ports at once (bound together so they differ).
+# n free loopback ports at once, all different (see free_ports.py beside this script).
 free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
+  python3 "$here/free_ports.py" "$1"
 }
 
 start() {  # start NAME DIR: run the saved command line of NAME in the background

@@ -48,6 +48,8 @@ except ImportError:  # pragma: no cover - explained to whoever runs us with the 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CLUSTER_SH = os.path.join(REPO, "deploy", "local", "cluster.sh")
+sys.path.insert(0, os.path.dirname(CLUSTER_SH))
+import free_ports as _free_ports  # noqa: E402  (deploy/local/free_ports.py, which cluster.sh runs too)
 API_VERSION = "2021-04-12"
 HOST = "localhost"          # TLS server name and the host part of usernames / SAS resources
 LOOPBACK = "127.0.0.1"
@@ -522,12 +524,9 @@ def rss_kb(pid):
 
 
 def free_port():
-    """A loopback port that was free a moment ago (for extra processes a test starts)."""
-    s = socket.socket()
-    s.bind((LOOPBACK, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port that was free a moment ago (for extra processes a test starts); see
+    deploy/local/free_ports.py for how it is chosen."""
+    return _free_ports.free_port(LOOPBACK)
 
 
 def read_publish(raw, timeout=30):
