@@ -1492,6 +1492,24 @@ def median(values):
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
+def figure_medians(runs, targets):
+    """{target: {figure: median over its runs}} for the numeric figures every run of it has (an
+    integer figure stays an integer; the others keep the 5 decimals the CPU figures carry)."""
+    out = {}
+    for tname in targets:
+        mine = [r["figures"] for r in runs if r["target"] == tname]
+        if not mine:
+            continue
+        med = {}
+        for key in mine[0]:
+            vals = [f.get(key) for f in mine]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+                m = median(vals)
+                med[key] = int(m) if all(isinstance(v, int) for v in vals) and m == int(m) else round(m, 5)
+        out[tname] = med
+    return out
+
+
 def run_scenario(name, p):
     fn, default_targets = SCENARIOS[name]
     # results are named by scenario, and by --tag when given (scale runs: by their size)
@@ -1544,18 +1562,7 @@ def run_scenario(name, p):
     if p.rounds > 1:
         result["rounds"] = p.rounds
         result["ratioByRound"] = per_round
-        # each target's figures: the median over its rounds
-        result["medians"] = {}
-        for tname in targets:
-            mine = [r["figures"] for r in result["runs"] if r["target"] == tname]
-            med = {}
-            for key in (mine[0] if mine else {}):
-                vals = [f[key] for f in mine if isinstance(f.get(key), (int, float)) and not isinstance(f[key], bool)]
-                if vals and len(vals) == len(mine):
-                    m = median(vals)
-                    med[key] = int(m) if all(isinstance(v, int) for v in vals) and m == int(m) else round(m, 4)
-            if mine:
-                result["medians"][tname] = med
+        result["medians"] = figure_medians(result["runs"], targets)
     with open(os.path.join(outdir, base + ".json"), "w") as f:
         json.dump(result, f, indent=1)
     print_table(result)

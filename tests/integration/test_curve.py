@@ -69,7 +69,7 @@ class CurveTest(GatewayTest):
         binds it: the frontend then exits with listen.port_in_use, and another port is tried."""
         d = self.gw.dir
         path = os.path.join(d, name + ".log")
-        for attempt in range(5):
+        for _ in range(5):
             port = free_port()
             start = os.path.getsize(path) if os.path.exists(path) else 0
             log = open(path, "ab")
