@@ -27,6 +27,7 @@ import http.client
 import json
 import math
 import os
+import re
 import secrets
 import selectors
 import shutil
@@ -347,10 +348,11 @@ def server_processes(target):
     return {"all" if isinstance(target, SacgateAll) else target.name: proc.pid} if proc else {}
 
 
-def thread_cpu(procs):
+def thread_cpu(procs, what="cpu"):
     """{"member thread-name": CPU seconds so far} over the threads of procs ({name: pid}); the
     threads of one name in one process summed (sacgate names its own: sg-st-writer, sg-fe-loop...;
-    ZeroMQ's are ZMQbg/IO/0)."""
+    ZeroMQ's are ZMQbg/IO/0). With what="wakeups": the times each went to sleep and was woken
+    (voluntary context switches), what a hand-off between threads costs on this machine."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for name, pid in procs.items():
@@ -366,7 +368,15 @@ def thread_cpu(procs):
             comm = st[st.index("(") + 1:st.rindex(")")]
             f = st[st.rindex(")") + 2:].split()
             key = "%s %s" % (name, comm)
-            out[key] = out.get(key, 0.0) + (int(f[11]) + int(f[12])) / tick
+            if what == "cpu":
+                out[key] = out.get(key, 0.0) + (int(f[11]) + int(f[12])) / tick
+                continue
+            try:
+                status = open("/proc/%d/task/%s/status" % (pid, tid)).read()
+            except OSError:
+                continue
+            m = re.search(r"^voluntary_ctxt_switches:\s*(\d+)", status, re.M)
+            out[key] = out.get(key, 0) + (int(m.group(1)) if m else 0)
     return out
 
 
@@ -438,14 +448,18 @@ def telemetry_qos1(target, p, outdir, problems, base):
                                               "--backend-min", str(p.read_min), "--backend-wait-ms", str(p.read_wait_ms)]
     c0 = commits(target)
     procs = server_processes(target)
-    t0 = thread_cpu(procs)
+    t0, w0 = thread_cpu(procs), thread_cpu(procs, "wakeups")
     s = run_sim(target, args, "%s-%s" % (base, target.name), outdir, timeout=900)
     threads = cpu_by_thread(t0, thread_cpu(procs))
+    wakeups = {k: v - w0.get(k, 0) for k, v in thread_cpu(procs, "wakeups").items() if v > w0.get(k, 0)}
     c1 = commits(target)
     ops_per_commit = round((c1[1] - c0[1]) / max(1, c1[0] - c0[0]), 1) if c0 and c1 else None
     if threads:
         print("%s: CPU seconds by thread: %s" % (target.name, ", ".join("%s %.2f" % kv for kv in threads.items())),
               flush=True)
+    if wakeups:
+        print("%s: wake-ups by thread: %s" % (target.name, ", ".join(
+            "%s %d" % kv for kv in sorted(wakeups.items(), key=lambda kv: -kv[1]))), flush=True)
     c = s["counters"]
     srv = s["resources"].get("server") or {}
     check(c["acked"] == devices * messages, "%s: %d of %d messages acknowledged" % (target.name, c["acked"],
@@ -471,6 +485,13 @@ def telemetry_qos1(target, p, outdir, problems, base):
         "recordsPerRead": round(c["telemetryRead"] / c["telemetryPages"], 1) if c.get("telemetryPages") else None,
         # where the server's CPU went (the largest; not a ratio figure)
         "cpuSecondsByThread": threads or None,
+        # how often the server's threads slept and were woken, per 1,000 messages, in all and by
+        # thread (on this machine a hand-off's cost is mostly the wake-up: fewer, fuller batches
+        # are what make a hop cheap; a count, steadier from run to run than CPU time)
+        "serverWakeupsPer1000": round(sum(wakeups.values()) * 1000 / max(1, c["acked"]), 1) if wakeups else None,
+        "wakeupsPer1000ByThread": dict(sorted(((k, round(v * 1000 / max(1, c["acked"]), 1))
+                                               for k, v in wakeups.items() if v * 1000 >= 0.05 * max(1, c["acked"])),
+                                              key=lambda kv: -kv[1])) or None,
     }, s
 
 
