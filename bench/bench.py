@@ -46,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("SACGATE_BUILD", os.path.join(ROOT, "build"))
 SACGATE = os.environ.get("SACGATE_BIN", os.path.join(BUILD, "sacgate"))
 SIM = os.environ.get("SACGATE_SIM", os.path.join(BUILD, "sacgate-sim"))
+WAKEUP_PROBE = os.environ.get("SACGATE_WAKEUP_PROBE", os.path.join(BUILD, "bench", "wakeup_probe"))
 CLUSTER_SH = os.path.join(ROOT, "deploy", "local", "cluster.sh")
 sys.path.insert(0, os.path.dirname(CLUSTER_SH))
 import free_ports as _free_ports  # noqa: E402  (deploy/local/free_ports.py, which cluster.sh runs too)
@@ -1480,6 +1481,26 @@ def machine():
     return {"cpus": os.cpu_count(), "memoryBytes": mem, "kernel": os.uname().release}
 
 
+def wakeup_cost(smoke, problems):
+    """What waking a sleeping thread costs this machine today (bench/wakeup_probe.c): across CPUs,
+    on one CPU and left to the scheduler. Recorded in every results file because sacgate hands each
+    batch from thread to thread, and on a virtual machine the cost of waking an idle CPU moves from
+    day to day (41.6 us and 32 us of CPU a wake-up across CPUs on 2026-11-30; 1.2 us on one CPU):
+    figures of different days compare only with this beside them."""
+    try:
+        out = subprocess.run([WAKEUP_PROBE, "--count", "300" if smoke else "4000"], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        w = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        problems.append("wakeup_probe (%s): %s" % (WAKEUP_PROBE, e))
+        return None
+    cross, same = w.get("crossCore"), w.get("sameCore")
+    log("a wake-up on this machine: across CPUs %s, on one CPU %.1f us (p50 wall; CPU %s / %.1f us)"
+        % ("%.1f us" % cross["p50Us"] if cross else "-", same["p50Us"], "%.1f" % cross["cpuUs"] if cross else "-",
+           same["cpuUs"]))
+    return w
+
+
 def run_one(name, fn, tname, p, outdir, result, base):
     """One run of one target: its run record (target, figures, report), or None when it failed (the
     failure is in result["problems"])."""
@@ -1548,6 +1569,7 @@ def run_scenario(name, p):
     # to it), and the figure reported is their median, with every round's value beside it: on a
     # shared machine one pair of runs can differ from the next by more than the difference measured.
     rounds = []
+    result["machine"]["wakeup"] = wakeup_cost(p.smoke, result["problems"])
     for k in range(p.rounds):
         order = targets if k % 2 == 0 else list(reversed(targets))
         runs = []
