@@ -17,6 +17,7 @@
 
 #define IMPORT_CHUNK 100000        /* devices per request: progress, and a bounded answer */
 #define POLL_MAX 1000
+#define READ_RETRY_MS 200          /* pause before a failed long-poll is sent again */
 #define MAX_COMMANDS_IN_FLIGHT 64
 #define MAX_PARTITIONS 1024
 
@@ -238,6 +239,7 @@ typedef struct {
     sink_t sink;
     int kind;                  /* 0 telemetry poll, 1 command */
     int partition;
+    int64_t retry_at_us;   /* a long-poll that failed: started again then (0: under way) */
     char url[512];
     char *body;
 } xfer_t;
@@ -254,6 +256,7 @@ typedef struct {
     double commands_sent;
     uint64_t rng;
     int64_t t0_us;
+    bool read_failed_said;   /* the first failed read was reported on stderr */
 } backend_t;
 
 static void xfer_reset_sink(xfer_t *x)
@@ -381,13 +384,36 @@ static void on_done(backend_t *b, CURLMsg *msg)
     json_t *ans = NULL;
     if (msg->data.result == CURLE_OK && status == 200)
         ans = json_loadb((const char *)x->sink.body.data, x->sink.body.len, 0, NULL);
-    if (ans)
+    if (ans) {
         on_records(b, x->partition, ans);
-    else
-        sim_count(st, SIM_C_HTTP_ERRORS, 1);
-    json_decref(ans);
-    if (atomic_load(&b->cfg->ctl->phase) != SIM_PHASE_STOP)
-        poll_start(b, x->partition);
+        json_decref(ans);
+        if (atomic_load(&b->cfg->ctl->phase) != SIM_PHASE_STOP)
+            poll_start(b, x->partition);
+        return;
+    }
+    /* A read that failed is tried again after a pause, as a back-end would: a gateway that
+     * refuses every read (a bad token, a query it does not take, a shard that is down) is not
+     * asked again at once, over and over. The first failure says why. */
+    sim_count(st, SIM_C_HTTP_ERRORS, 1);
+    if (!b->read_failed_said) {
+        b->read_failed_said = true;
+        fprintf(stderr, "sacgate-sim: back-end: GET %s: %s %ld: %.*s (retried every %d ms)\n", x->url,
+                msg->data.result == CURLE_OK ? "HTTP" : curl_easy_strerror(msg->data.result), status,
+                (int)(x->sink.body.len < 300 ? x->sink.body.len : 300), (const char *)x->sink.body.data,
+                READ_RETRY_MS);
+    }
+    x->retry_at_us = sim_mono_us() + READ_RETRY_MS * 1000;
+}
+
+/* Start again the long-polls whose pause after a failure is over. */
+static void retry_reads(backend_t *b)
+{
+    int64_t now = sim_mono_us();
+    for (int p = 0; b->polls && p < b->partitions; p++)
+        if (b->polls[p].retry_at_us && now >= b->polls[p].retry_at_us) {
+            b->polls[p].retry_at_us = 0;
+            poll_start(b, p);
+        }
 }
 
 /* Run the transfers for a moment (at most 10 ms of waiting) and handle those that ended. */
@@ -490,6 +516,7 @@ void *sim_http_backend_main(void *arg)
             if (b.commands_sent + 1 <= want)
                 b.commands_sent = want;   /* the gateway is behind: do not build a backlog here */
         }
+        retry_reads(&b);
         pump(&b);
     }
     /* stop: abandon the long-polls, let commands under way finish briefly */
