@@ -317,7 +317,8 @@ static void finish_cluster(req_t *r)
             json_object_set(o, "devices", json_object_get(st, "devices"));
             json_object_set(o, "sessions", json_object_get(st, "sessions"));
             static const char *const keys[] = {"telemetryOldest", "telemetryLast", "feedbackOldest", "feedbackLast",
-                                               "retention", "rocksdb", "batches", "batchedOps", "deviceLoads", "flow"};
+                                               "retention",       "rocksdb",       "batches",        "batchedOps",
+                                               "deviceLoads",     "parkedReads",   "flow"};
             for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
                 json_object_set(o, keys[k], json_object_get(st, keys[k]));
             json_object_set(o, "diskFull", json_object_get(st, "diskFull"));
@@ -456,6 +457,9 @@ static void finish_metrics(req_t *r)
                    "# TYPE sacgate_shard_held_bytes gauge\n"
                    "# HELP sacgate_shard_batch_bytes Routers' batches handed to the writer whole and not read yet.\n"
                    "# TYPE sacgate_shard_batch_bytes gauge\n"
+                   "# HELP sacgate_shard_parked_reads_total Long-poll log reads parked to wait for records, by "
+                   "who parked them (net: at once, past the end of the log; reader: found too few).\n"
+                   "# TYPE sacgate_shard_parked_reads_total counter\n"
                    "# HELP sacgate_shard_refused_busy_total Frames refused with BUSY (held past store.hold_bytes, "
                    "or the readers' queue full).\n# TYPE sacgate_shard_refused_busy_total counter\n"
                    "# HELP sacgate_shard_dropped_frames_total Answers and pushes that found no router to take them.\n"
@@ -511,6 +515,11 @@ static void finish_metrics(req_t *r)
                        (long long)json_integer_value(json_object_get(loads, "readAhead")));
                 metric(&w, "sacgate_shard_device_loads_total{shard=\"%s\",on=\"writer\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(loads, "writer")));
+                json_t *parked = json_object_get(st, "parkedReads");
+                metric(&w, "sacgate_shard_parked_reads_total{shard=\"%s\",by=\"net\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(parked, "atOnce")));
+                metric(&w, "sacgate_shard_parked_reads_total{shard=\"%s\",by=\"reader\"} %lld\n", sn,
+                       (long long)json_integer_value(json_object_get(parked, "byReader")));
                 json_t *flow = json_object_get(st, "flow");
                 metric(&w, "sacgate_shard_credit_waits_total{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(flow, "deliveryCreditWaits")));

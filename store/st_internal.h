@@ -81,6 +81,8 @@ typedef struct {
     _Atomic uint64_t stat_credit_waits;   /* sessions whose deliveries waited for their loop's credit */
     _Atomic uint64_t stat_held_bytes;     /* frames the net actor holds for the writer (its queue is full) */
     _Atomic uint64_t writer_batch_bytes;  /* routers' BATCHes net passed to the writer whole, not yet read */
+    _Atomic uint64_t stat_parked_at_once; /* log reads the net actor parked without a reader (st_shard.c) */
+    _Atomic uint64_t stat_parked_reader;  /* log reads a reader found short and sent back to be parked */
     _Atomic uint64_t stat_busy;           /* frames refused BUSY (held past store.hold_bytes, or readers full) */
     _Atomic uint64_t stat_dropped;        /* frames lost on the way out (a router gone with no other) */
     _Atomic int64_t stat_disk_free;
@@ -95,6 +97,23 @@ void st_retain_actor(zsock_t *pipe, void *args);   /* st_retain.c */
 /* A reader's half of the read-ahead (st_wahead.c): read the devices the writer asked for in req
  * (['L'][id]...) and send their records to the writer. */
 void st_ahead_serve(st_ctx_t *c, zmsg_t *req, zsock_t *to_writer);
+
+/* A log read's query (GET /v1/telemetry and /v1/feedback, st_reader.c), checked once for both
+ * its users: a reader that runs the read, and the net actor that parks a read that can only wait
+ * without sending it to a reader first. */
+#include <jansson.h>
+typedef struct {
+    int64_t after;         /* the last offset the caller has (-1: none); a group read's comes from the group */
+    int64_t max, min;      /* records an answer holds at most, and waits for (within wait_ms) */
+    int64_t wait_ms;       /* 0: answer at once */
+    bool feedback;         /* the feedback log, else telemetry */
+    const char *group;     /* a consumer group's name (inside the query's JSON), or NULL */
+} st_logq_t;
+/* false: the query is malformed (a reader answers 400). */
+bool st_logq_parse(json_t *q, st_logq_t *lq);
+/* Whether the log holds fewer than min records from `from` on (its offsets are dense, so the log's
+ * next offset tells without reading); need gets what the read waits for, as st_shard.c parks it. */
+bool st_logq_short(st_ctx_t *c, const st_logq_t *lq, uint64_t from, uint64_t need[2]);
 
 /* The oldest retained telemetry offset and feedback sequence of the previous start, into
  * stat_tele_oldest and stat_fb_oldest (before the writer starts: it numbers on from them). */

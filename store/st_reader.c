@@ -385,31 +385,50 @@ static json_t *fb_record(int64_t off, const char *v, size_t vl)
 static const log_kind_t k_telemetry = {"telemetry.damaged", ST_CF_TELE, st_key_group, NULL};
 static const log_kind_t k_feedback = {"feedback.damaged", ST_CF_FB, st_key_fb_group, fb_record};
 
+bool st_logq_parse(json_t *q, st_logq_t *lq)
+{
+    bool bad = false;
+    lq->after = int_member(q, "after", -1, -1, INT64_MAX - 1, &bad);
+    lq->max = int_member(q, "max", TELE_DEFAULT_RECORDS, 1, TELE_MAX_RECORDS, &bad);
+    int64_t wait = int_member(q, "wait", 0, 0, TELE_MAX_WAIT, &bad);
+    /* milliseconds, from an admin that sends them (else the whole seconds above) */
+    lq->wait_ms = int_member(q, "waitMs", wait * 1000, 0, TELE_MAX_WAIT * 1000, &bad);
+    /* the answer waits (within the wait) until this many records are there */
+    lq->min = int_member(q, "min", 1, 1, TELE_MAX_RECORDS, &bad);
+    json_t *jlog = json_object_get(q, "log");
+    const char *lname = jlog ? json_string_value(jlog) : "telemetry";
+    bool known = lname && (strcmp(lname, "telemetry") == 0 || strcmp(lname, "feedback") == 0);
+    lq->feedback = known && strcmp(lname, "feedback") == 0;
+    lq->group = json_string_value(json_object_get(q, "group"));
+    return !bad && known;
+}
+
+bool st_logq_short(st_ctx_t *c, const st_logq_t *lq, uint64_t from, uint64_t need[2])
+{
+    /* Offsets are dense: the log's next offset says how many records are there without reading
+     * them. Taken before looking: if a commit lands after this, the net actor sees the need met
+     * when it parks the read and runs it again at once (see st_shard.c, on_workers). */
+    uint64_t log_next = atomic_load(lq->feedback ? &c->stat_fb_next : &c->stat_tele_next);
+    need[lq->feedback ? 0 : 1] = 0;
+    need[lq->feedback ? 1 : 0] = from + (uint64_t)lq->min;
+    return log_next < from + (uint64_t)lq->min;
+}
+
 /* Returns false when nothing was found and the read should be parked. */
 static bool log_read(reader_t *r, rop_t *op, json_t *q)
 {
     st_ctx_t *ctx = r->ctx;
-    bool bad = false;
-    int64_t after = int_member(q, "after", -1, -1, INT64_MAX - 1, &bad);
-    int64_t max = int_member(q, "max", TELE_DEFAULT_RECORDS, 1, TELE_MAX_RECORDS, &bad);
-    int64_t wait = int_member(q, "wait", 0, 0, TELE_MAX_WAIT, &bad);
-    /* milliseconds, from an admin that sends them (else the whole seconds above) */
-    int64_t wait_ms = int_member(q, "waitMs", wait * 1000, 0, TELE_MAX_WAIT * 1000, &bad);
-    /* the answer waits (within the wait) until this many records are there */
-    int64_t min = int_member(q, "min", 1, 1, TELE_MAX_RECORDS, &bad);
-    json_t *jlog = json_object_get(q, "log");
-    const char *lname = jlog ? json_string_value(jlog) : "telemetry";
-    const log_kind_t *lk = !lname ? NULL : strcmp(lname, "telemetry") == 0 ? &k_telemetry
-                                         : strcmp(lname, "feedback") == 0  ? &k_feedback
-                                                                           : NULL;
-    if (bad || !lk) {
+    st_logq_t lq;
+    if (!st_logq_parse(q, &lq)) {
         answer(r, op, 400, st_error_json("InvalidQuery", "after must be an offset >= -1, max and min 1-%d, wait 0-%d "
                                          "seconds, log telemetry or feedback", TELE_MAX_RECORDS, TELE_MAX_WAIT));
         return true;
     }
-    bool fb = lk == &k_feedback;
+    bool fb = lq.feedback;
+    const log_kind_t *lk = fb ? &k_feedback : &k_telemetry;
+    int64_t after = lq.after, max = lq.max, min = lq.min;
     _Atomic uint64_t *oldest_at = fb ? &ctx->stat_fb_oldest : &ctx->stat_tele_oldest;
-    const char *group = json_string_value(json_object_get(q, "group"));
+    const char *group = lq.group;
     if (group) {
         /* From the group's committed position; a group that never committed starts at the oldest
          * retained record. */
@@ -426,21 +445,15 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
         after = v && vl == 8 ? (int64_t)st_get_be64((const uint8_t *)v) - 1 : -1;
         rocksdb_free(v);
     }
-    if (op->deadline == 0 && wait_ms > 0)
-        op->deadline = (uint64_t)(sg_mono_ms() + wait_ms);
+    if (op->deadline == 0 && lq.wait_ms > 0)
+        op->deadline = (uint64_t)(sg_mono_ms() + lq.wait_ms);
     int64_t now = sg_mono_ms();
     bool waits = op->deadline != 0 && (int64_t)op->deadline > now;
     /* Records before the oldest retained one are gone (or going: a range delete is under way). */
     uint64_t from = (uint64_t)(after + 1), oldest = atomic_load(oldest_at);
     if (from < oldest)
         from = oldest;
-    /* Offsets are dense: the log's next offset says how many records are there without reading
-     * them. Taken before looking: if a commit lands after this, the net actor sees the need met
-     * when it parks the read and runs it again at once (see st_shard.c, on_workers). */
-    uint64_t log_next = atomic_load(fb ? &ctx->stat_fb_next : &ctx->stat_tele_next);
-    op->need[fb ? 0 : 1] = 0;
-    op->need[fb ? 1 : 0] = from + (uint64_t)min;
-    if (waits && min > 1 && log_next < from + (uint64_t)min)
+    if (st_logq_short(ctx, &lq, from, op->need) && waits)
         return false;   /* fewer than min: parked until there are enough, or the deadline */
     /* The answer is written straight into its frame: each record is dumped once, in place,
      * rather than gathered into one JSON tree and dumped again whole (a telemetry read per group
@@ -532,6 +545,8 @@ static void shard_stats(reader_t *r, rop_t *op)
                                   (json_int_t)atomic_load(&c->stat_retired_dead)));
     json_object_set_new(st, "deviceLoads", json_pack("{s:I,s:I}", "readAhead", (json_int_t)atomic_load(&c->stat_loads_ahead),
                                                      "writer", (json_int_t)atomic_load(&c->stat_loads_inline)));
+    json_object_set_new(st, "parkedReads", json_pack("{s:I,s:I}", "atOnce", (json_int_t)atomic_load(&c->stat_parked_at_once),
+                                                     "byReader", (json_int_t)atomic_load(&c->stat_parked_reader)));
     json_object_set_new(st, "flow",
                         json_pack("{s:I,s:I,s:I,s:I,s:I}", "deliveryCreditWaits",
                                   (json_int_t)atomic_load(&c->stat_credit_waits), "heldBytes",
@@ -577,6 +592,7 @@ static void park(reader_t *r, rop_t *op)
     zmsg_addmem(m, &op->deadline, sizeof op->deadline);
     zmsg_addmem(m, op->need, sizeof op->need);
     zmsg_send(&m, r->out);
+    atomic_fetch_add(&r->ctx->stat_parked_reader, 1);
 }
 
 /* GET /v1/notifications/{id}, this shard's part: its progress record (st_wnotify.c), 404 when

@@ -111,26 +111,40 @@ class TelemetryTest(GatewayTest):
             self.assertEqual([self.check_record(r, d["id"]) for r in recs],
                              [b"%s:%d" % (d["id"].encode(), i) for i in range(5)])
 
-    def test_long_poll_returns_when_a_record_arrives(self):
-        dev = self.gw.create_device()
-        c = self.connected(dev)
-        c.send(b"first")
-        (part, recs), = self.gw.records_of(dev["id"]).items()
-        last = self.gw.read_partition(part)[-1]["offset"]
+    def parked_reads(self, part):
+        shard, = [x for x in self.gw.cluster_info()["shards"] if x["partition"] == part]
+        return shard["parkedReads"]["atOnce"], shard["parkedReads"]["byReader"]
+
+    def long_poll(self, path):
+        """Starts GET path in a thread; returns (thread, box) with status, page and elapsed."""
         box = {}
 
         def poll():
             t0 = time.monotonic()
             try:
-                box["page"] = self.gw.telemetry(part, after=last, wait=60, timeout=90)
+                r = self.gw.get(path, timeout=90)
+                box["status"], box["page"] = r.status, r.json
             except BaseException as e:
                 box["error"] = e
             box["elapsed"] = time.monotonic() - t0
 
         t = threading.Thread(target=poll)
         t.start()
+        return t, box
+
+    def test_long_poll_returns_when_a_record_arrives(self):
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        c.send(b"first")
+        (part, recs), = self.gw.records_of(dev["id"]).items()
+        last = self.gw.read_partition(part)[-1]["offset"]
+        at_once, by_reader = self.parked_reads(part)
+        t, box = self.long_poll("/v1/telemetry?partition=%d&after=%d&max=100&wait=60" % (part, last))
         time.sleep(1.5)  # let the long poll park before the record exists
         self.assertTrue(t.is_alive(), "the long poll returned before any record arrived: %r" % box)
+        # A read that can only wait (past the end of its log, no group) is parked by the shard's
+        # network thread as it comes, without a reader looking first.
+        self.assertEqual(self.parked_reads(part), (at_once + 1, by_reader))
         c.send(b"second")
         t.join(90)
         self.assertFalse(t.is_alive(), "long poll did not return")
@@ -140,6 +154,37 @@ class TelemetryTest(GatewayTest):
         self.assertEqual(base64.b64decode(recs[0]["payload"]), b"second")
         # It returned because of the record, not because wait=60 ran out.
         self.assertLess(box["elapsed"], 55, "the long poll only returned at the end of its wait")
+
+    def test_a_group_read_is_parked_by_a_reader(self):
+        # A consumer group's read goes to a reader (its position is in the database), which parks
+        # it when it finds nothing; it answers when a record arrives.
+        dev = self.gw.create_device()
+        c = self.connected(dev)
+        c.send(b"p1")
+        (part, recs), = self.gw.records_of(dev["id"]).items()
+        # a group at the end of the partition
+        g = "parked-%d" % time.monotonic_ns()
+        end = self.gw.read_partition(part)[-1]["offset"]
+        r = self.gw.http("POST", "/v1/telemetry/groups/%s/commit" % g, {"partition": part, "offset": end})
+        self.assertEqual(r.status, 204, r)
+        at_once, by_reader = self.parked_reads(part)
+        t, box = self.long_poll("/v1/telemetry?group=%s&partition=%d&max=100&wait=60" % (g, part))
+        time.sleep(1.5)
+        self.assertTrue(t.is_alive(), "the group read answered before any record arrived: %r" % box)
+        self.assertEqual(self.parked_reads(part), (at_once, by_reader + 1))
+        c.send(b"p2")
+        t.join(90)
+        self.assertFalse(t.is_alive(), "the parked group read did not answer when a record arrived")
+        self.assertEqual(box.get("status"), 200, box)
+        got = [base64.b64decode(r["payload"]) for r in box["page"]["records"] if r["deviceId"] == dev["id"]]
+        self.assertEqual(got[:1], [b"p2"])
+
+        # and the counters are on /metrics
+        r = self.gw.get("/metrics")
+        self.assertEqual(r.status, 200, r)
+        text = r.body.decode()
+        self.assertRegex(text, r'sacgate_shard_parked_reads_total\{shard="[^"]+",by="net"\} \d+')
+        self.assertRegex(text, r'sacgate_shard_parked_reads_total\{shard="[^"]+",by="reader"\} [1-9]')
 
     def test_long_poll_times_out_empty(self):
         part = self.gw.partitions()[-1]
@@ -157,19 +202,7 @@ class TelemetryTest(GatewayTest):
         c.send(b"m0")
         (part, recs), = self.gw.records_of(dev["id"]).items()
         last = recs[-1]["offset"]
-        box = {}
-
-        def poll():
-            t0 = time.monotonic()
-            try:
-                r = self.gw.get("/v1/telemetry?partition=%d&after=%d&max=100&min=3&wait=60" % (part, last), timeout=90)
-                box["status"], box["page"] = r.status, r.json
-            except BaseException as e:
-                box["error"] = e
-            box["elapsed"] = time.monotonic() - t0
-
-        t = threading.Thread(target=poll)
-        t.start()
+        t, box = self.long_poll("/v1/telemetry?partition=%d&after=%d&max=100&min=3&wait=60" % (part, last))
         c.send(b"m1")
         time.sleep(1.5)   # the read is parked, and it has seen the first record
         self.assertTrue(t.is_alive(), "the read answered with fewer records than min: %r" % box)
