@@ -24,6 +24,12 @@
 
 enum { SLOT_FREE, SLOT_SENT, SLOT_ANSWERED };
 
+/* One generated key object in adm_import.keys, by its line. */
+typedef struct {
+    uint64_t line;
+    size_t off, len;
+} keyref_t;
+
 /* One listed failure: its line (the answer lists them in line order) and its JSON object. */
 typedef struct {
     uint64_t line;
@@ -63,18 +69,31 @@ struct adm_import {
     uint64_t lines, created, updated, failed;
     size_t n_errors;
     failure_t errors[MAX_ERRORS];
-    sg_wbuf_t keys;        /* the answer's generatedKeys objects, comma-separated */
+    sg_wbuf_t keys;        /* the answer's generatedKeys objects, one after the other */
+    keyref_t *krefs;       /* where each is in keys: shards answer in any order, the answer is by line */
+    size_t n_krefs, cap_krefs;
     bool keys_dropped;
 };
 
 /* ---------- outcomes ---------- */
 
-static void list_add(sg_wbuf_t *list, json_t *obj)
+/* A generated key's object into the answer, found again by its line when the answer is made. */
+static void key_add(adm_import_t *im, json_t *obj)
 {
     char *text = json_dumps(obj, JSON_COMPACT);
+    uint64_t line = (uint64_t)json_integer_value(json_object_get(obj, "line"));
     json_decref(obj);
-    if (!text || (list->len && sg_wbuf_u8(list, ',') != SG_OK) || sg_wbuf_bytes(list, text, strlen(text)) != SG_OK)
+    size_t off = im->keys.len, len = text ? strlen(text) : 0;
+    if (im->n_krefs == im->cap_krefs) {
+        size_t cap = im->cap_krefs ? im->cap_krefs * 2 : 256;
+        keyref_t *k = realloc(im->krefs, cap * sizeof *k);
+        if (k)
+            im->krefs = k, im->cap_krefs = cap;
+    }
+    if (!text || im->n_krefs == im->cap_krefs || sg_wbuf_bytes(&im->keys, text, len) != SG_OK)
         SG_WARN("admin", "import.answer_full", "reason=\"an entry of the answer did not fit\"");
+    else
+        im->krefs[im->n_krefs++] = (keyref_t){line, off, len};
     free(text);
 }
 
@@ -154,7 +173,7 @@ static void merge(adm_import_t *im, slot_t *s)
             im->keys_dropped = true;
             break;
         }
-        list_add(&im->keys, json_incref(v));
+        key_add(im, json_incref(v));
     }
     json_decref(a);
 }
@@ -182,6 +201,7 @@ static void free_all(adm_import_t *im)
     for (size_t i = 0; i < im->n_errors; i++)
         free(im->errors[i].json);
     sg_wbuf_fini(&im->keys);
+    free(im->krefs);
     pthread_mutex_destroy(&im->lock);
     free(im);
 }
@@ -468,12 +488,20 @@ static int by_line(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static int key_by_line(const void *a, const void *b)
+{
+    uint64_t x = ((const keyref_t *)a)->line, y = ((const keyref_t *)b)->line;
+    return x < y ? -1 : x > y;
+}
+
 static char *compose(adm_import_t *im)
 {
     if (im->keys_dropped)
         SG_ERROR("admin", "import.keys_dropped", "reason=\"generated keys beyond %u bytes could not be returned; "
                  "those devices need new keys (PUT with auth)\"", KEYS_MAX_BYTES);
     qsort(im->errors, im->n_errors, sizeof im->errors[0], by_line);
+    if (im->n_krefs)
+        qsort(im->krefs, im->n_krefs, sizeof im->krefs[0], key_by_line);
     sg_wbuf_t out;
     sg_wbuf_init(&out, SIZE_MAX / 2);
     char head[256];
@@ -491,8 +519,12 @@ static char *compose(adm_import_t *im)
                                                 : "],\"errorsTruncated\":false,\"generatedKeys\":[";
     if (rc == SG_OK)
         rc = sg_wbuf_bytes(&out, mid, strlen(mid));
-    if (rc == SG_OK && im->keys.len)
-        rc = sg_wbuf_bytes(&out, im->keys.data, im->keys.len);
+    for (size_t i = 0; rc == SG_OK && i < im->n_krefs; i++) {
+        if (i)
+            rc = sg_wbuf_u8(&out, ',');
+        if (rc == SG_OK)
+            rc = sg_wbuf_bytes(&out, im->keys.data + im->krefs[i].off, im->krefs[i].len);
+    }
     if (rc == SG_OK)
         rc = sg_wbuf_bytes(&out, "]}", 3);   /* with the NUL: the answer is a C string */
     size_t len;

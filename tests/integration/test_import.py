@@ -198,6 +198,15 @@ class ImportTest(ImportClient, GatewayTest):
         self.assertEqual(len(res["errors"]), 1000)
         self.assertTrue(res["errorsTruncated"])
 
+    def test_generated_keys_are_in_line_order(self):
+        # Lines go to their shards in batches, and the shards answer in any order: the answer
+        # still lists the generated keys (like the errors) by line.
+        ids = [uid() for _ in range(3000)]
+        res = self.imported("\n".join(line(d) for d in ids) + "\n")
+        self.assertEqual((res["created"], res["failed"]), (3000, 0), res)
+        self.assertEqual([k["line"] for k in res["generatedKeys"]], list(range(1, 3001)))
+        self.assertEqual([k["deviceId"] for k in res["generatedKeys"]], ids)
+
     def test_generated_keys_are_returned_once_and_work(self):
         ids = [uid() for _ in range(5)]
         psk = uid()
