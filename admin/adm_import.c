@@ -77,7 +77,8 @@ struct adm_import {
 
 /* ---------- outcomes ---------- */
 
-/* A generated key's object into the answer, found again by its line when the answer is made. */
+/* A generated key's object into the answer, found again by its line when the answer is made. One
+ * that does not fit (out of memory) is dropped as those past KEYS_MAX_BYTES are: compose logs it. */
 static void key_add(adm_import_t *im, json_t *obj)
 {
     char *text = json_dumps(obj, JSON_COMPACT);
@@ -91,7 +92,7 @@ static void key_add(adm_import_t *im, json_t *obj)
             im->krefs = k, im->cap_krefs = cap;
     }
     if (!text || im->n_krefs == im->cap_krefs || sg_wbuf_bytes(&im->keys, text, len) != SG_OK)
-        SG_WARN("admin", "import.answer_full", "reason=\"an entry of the answer did not fit\"");
+        im->keys_dropped = true;
     else
         im->krefs[im->n_krefs++] = (keyref_t){line, off, len};
     free(text);
@@ -497,8 +498,8 @@ static int key_by_line(const void *a, const void *b)
 static char *compose(adm_import_t *im)
 {
     if (im->keys_dropped)
-        SG_ERROR("admin", "import.keys_dropped", "reason=\"generated keys beyond %u bytes could not be returned; "
-                 "those devices need new keys (PUT with auth)\"", KEYS_MAX_BYTES);
+        SG_ERROR("admin", "import.keys_dropped", "reason=\"generated keys beyond %u bytes (or memory) could not be "
+                 "returned; those devices need new keys (PUT with auth)\"", KEYS_MAX_BYTES);
     qsort(im->errors, im->n_errors, sizeof im->errors[0], by_line);
     if (im->n_krefs)
         qsort(im->krefs, im->n_krefs, sizeof im->krefs[0], key_by_line);
