@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""fsync.py [--dir DIR] [--count N] [--bytes B] [--out FILE] — what one fdatasync after an
+"""fsync.py [--dir DIR] [--count N] [--bytes B] [--modes M,...] [--out FILE] — what one fdatasync after an
 append costs on DIR's file system, for the four ways a log file can be laid out:
 
   append      a new file that grows with every write (no preallocation);
@@ -55,16 +55,20 @@ def main():
     ap.add_argument("--dir", default=None, help="directory on the file system to measure (default: the system's temp dir)")
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--bytes", type=int, default=1600)
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: %s (default: all)" % ", ".join(MODES))
     ap.add_argument("--out", help="write the figures as JSON here too")
     a = ap.parse_args()
+    modes = [m for m in a.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        ap.error("--modes takes some of: %s" % ", ".join(MODES))
     libc = ctypes.CDLL(None, use_errno=True)
-    took = {m: [] for m in MODES}
+    took = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(dir=a.dir, prefix="sacgate-fsync-") as d:
         for _ in range(2):   # alternated: a drift of the device shows in every mode alike
-            for m in MODES:
+            for m in modes:
                 took[m] += one(os.path.join(d, "log"), m, a.count, a.bytes, libc)
     figures = {}
-    for m in MODES:
+    for m in modes:
         t = sorted(took[m])
         n = len(t)
         figures[m] = {"avgUs": round(sum(t) / n * 1e6, 1), "p50Us": round(t[n // 2] * 1e6, 1),

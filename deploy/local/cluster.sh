@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# cluster.sh — a local sacgate cluster of separate processes on loopback (tcp:// between tiers):
-# 2 store shards, 1 router, 2 frontends, 1 admin by default. Used by the multi-process tests.
+# cluster.sh — a local sacgate cluster of separate processes on loopback (tcp:// between tiers,
+# or ipc:// with LINK=ipc): 2 store shards, 1 router, 2 frontends, 1 admin by default. Used by the
+# multi-process tests.
 #
 #   cluster.sh up DIR          start everything; writes DIR/ports.env and the dev CA, server
 #                              certificate, admin token and TLS ticket keys (as `sacgate init`
@@ -11,7 +12,9 @@
 #   cluster.sh status DIR      which processes run
 #
 # Environment: SACGATE_BIN (default: build/sacgate next to this repository), SHARDS (2),
-# FRONTENDS (2), LOG_LEVEL (info).
+# FRONTENDS (2), LOG_LEVEL (info), LINK (tcp: the links between tiers over TCP on 127.0.0.1, as
+# between pods; ipc: over Unix sockets in DIR/links, cheaper when every tier runs on one host.
+# CURVE secures the links either way).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,6 +22,7 @@ bin=${SACGATE_BIN:-$here/../../build/sacgate}
 shards=${SHARDS:-2}
 frontends=${FRONTENDS:-2}
 level=${LOG_LEVEL:-info}
+link=${LINK:-tcp}
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
@@ -53,14 +57,27 @@ up() {
     [ -e "$p" ] || continue
     running "$p" && die "a cluster is already running in $dir (cluster.sh down $dir first)"
   done
+  case "$link" in
+    tcp) ;;
+    ipc)
+      # A Unix socket's path must fit sockaddr_un's 108 bytes ("ipc://" not counted).
+      [ $((${#dir} + 24)) -le 107 ] || die "LINK=ipc needs a shorter DIR: the sockets' paths ($dir/links/...) would not fit a Unix socket address (107 bytes)"
+      mkdir -p "$dir/links"
+      chmod 700 "$dir/links"   # only this user reaches the sockets at all (CURVE still checks every peer)
+      ;;
+    *) die "LINK must be tcp or ipc, not $link" ;;
+  esac
+  # a tier's endpoint: link_ep NAME PORT
+  link_ep() { if [ "$link" = ipc ]; then echo "ipc://$dir/links/$1"; else echo "tcp://127.0.0.1:$2"; fi; }
   "$bin" init --data-dir "$dir" >/dev/null
   # one port per shard, the router, one per frontend, the admin; then a /readyz port for every
   # member but the admin (which serves /readyz on its own port); then a WebSocket port per frontend
   read -r -a ports <<<"$(free_ports $((2 * (shards + 1 + frontends) + 1 + frontends)))"
-  local i=0 shard_list="" shard_ports="" mqtt_ports="" ws_ports=""
+  local i=0 shard_list="" shard_ports="" shard_eps="" mqtt_ports="" ws_ports=""
   for ((s = 0; s < shards; s++)); do
-    shard_list+="${shard_list:+,}store-$s=tcp://127.0.0.1:${ports[i]}"
+    shard_list+="${shard_list:+,}store-$s=$(link_ep "store-$s" "${ports[i]}")"
     shard_ports+="${shard_ports:+ }${ports[i]}"
+    shard_eps+="${shard_eps:+ }$(link_ep "store-$s" "${ports[i]}")"
     i=$((i + 1))
   done
   local router_port=${ports[i]}; i=$((i + 1))
@@ -85,7 +102,8 @@ up() {
     i=$((i + 1))
   done
   hp() { echo "--set health.bind=127.0.0.1 --health-port ${health[$1]}"; }
-  local routers="tcp://127.0.0.1:$router_port"
+  local routers
+  routers=$(link_ep router-0 "$router_port")
   # Every link between the processes is CURVE-encrypted; each tier loads only its own key pair of
   # those init wrote ({role} is the tier: DIR/curve/store.cert, router.cert, ...) and trusts the
   # public certificates in DIR/curve/public.
@@ -94,20 +112,25 @@ up() {
     echo "MQTT_PORTS=\"$mqtt_ports\""
     echo "WS_PORTS=\"$ws_ports\""
     echo "ADMIN_PORT=$admin_port"
-    echo "ROUTER_PORT=$router_port"
-    echo "SHARD_PORTS=\"$shard_ports\""
+    echo "LINK=$link"
+    echo "ROUTER_ENDPOINT=$routers"
+    echo "SHARD_ENDPOINTS=\"$shard_eps\""
+    if [ "$link" = tcp ]; then
+      echo "ROUTER_PORT=$router_port"
+      echo "SHARD_PORTS=\"$shard_ports\""
+    fi
     echo "SHARDS=\"$shard_list\""
     echo "HEALTH=\"$health_list\""
   } >"$dir/ports.env"
 
   local s=0
-  for p in $shard_ports; do
+  for ep in $shard_eps; do
     mkdir -p "$dir/store-$s"
-    save_and_start "store-$s" "$dir" store $curve --name "store-$s" --bind "tcp://127.0.0.1:$p" \
+    save_and_start "store-$s" "$dir" store $curve --name "store-$s" --bind "$ep" \
       --data-dir "$dir/store-$s" --shards "$shard_list" --log-level "$level" $(hp "store-$s")
     s=$((s + 1))
   done
-  save_and_start router-0 "$dir" router $curve --name router-0 --bind "tcp://127.0.0.1:$router_port" \
+  save_and_start router-0 "$dir" router $curve --name router-0 --bind "$routers" \
     --shards "$shard_list" --log-level "$level" $(hp router-0)
   local f=0 ws
   read -r -a ws <<<"$ws_ports"
@@ -139,7 +162,7 @@ up() {
       sleep 0.2
     done
   done
-  echo "cluster up in $dir: MQTT ports $mqtt_ports, WebSocket ports $ws_ports, admin http://127.0.0.1:$admin_port (token $dir/admin.token)"
+  echo "cluster up in $dir ($link links): MQTT ports $mqtt_ports, WebSocket ports $ws_ports, admin http://127.0.0.1:$admin_port (token $dir/admin.token)"
 }
 
 down() {
@@ -180,5 +203,5 @@ case "${1:-}" in
     rm -f "$3/$2.pid" ;;
   start) [ $# -eq 3 ] || die "usage: cluster.sh start NAME DIR"; start "$2" "$3" ;;
   status) [ $# -eq 2 ] || die "usage: cluster.sh status DIR"; status "$2" ;;
-  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

@@ -5,6 +5,8 @@ and SIGKILL of members. Always runs against the cluster topology."""
 import base64
 import os
 import signal
+import stat
+import subprocess
 import sys
 import re
 import threading
@@ -126,6 +128,33 @@ class ClusterRoutingTest(ClusterTestBase):
                    % (after["batchesIn"] - before["batchesIn"], after["batchesOut"] - before["batchesOut"], 4 * n))
         self.assertGreater(after["batchesIn"], before["batchesIn"], "no BATCH reached the router")
         self.assertGreater(after["batchesOut"], before["batchesOut"], "the router sent no BATCH")
+
+    def test_links_are_the_kind_cluster_sh_was_asked_for(self):
+        """cluster.sh links the tiers over TCP on loopback, or with LINK=ipc over Unix sockets in
+        DIR/links, a directory only its user may enter. The router's view of the shards says which
+        (so a run meant for ipc cannot pass over TCP). A LINK it does not know, or a DIR too long
+        for a Unix socket's address, is refused before anything starts."""
+        link = os.environ.get("LINK", "tcp")
+        env = self.gw.ports_env
+        self.assertEqual(env["LINK"], link)
+        eps = [s["endpoint"] for s in self.gw.cluster_info()["shards"]]
+        self.assertEqual(sorted(eps), sorted(env["SHARD_ENDPOINTS"].split()))
+        prefix = "ipc://" if link == "ipc" else "tcp://127.0.0.1:"
+        for ep in eps + [env["ROUTER_ENDPOINT"]]:
+            self.assertTrue(ep.startswith(prefix), "%s is not a %s link" % (ep, link))
+            if link == "ipc":
+                self.assertTrue(stat.S_ISSOCK(os.stat(ep[len("ipc://"):]).st_mode), ep)
+        if link == "ipc":
+            self.assertEqual(os.stat(os.path.join(self.gw.dir, "links")).st_mode & 0o777, 0o700)
+        for bad_env, d, why in ((dict(LINK="udp"), "bad-link", "LINK must be tcp or ipc"),
+                                (dict(LINK="ipc"), "d" * 100, "shorter DIR")):
+            path = os.path.join(self.gw.dir, d)
+            r = subprocess.run([sgtest.CLUSTER_SH, "up", path], env=dict(self.gw.env, **bad_env),
+                               capture_output=True, text=True, timeout=60)
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            self.assertIn(why, r.stderr)
+            self.assertFalse(any(f.endswith(".pid") for f in os.listdir(path)) if os.path.isdir(path) else False,
+                             "%s started something" % d)
 
     def test_sessions_counted_per_shard(self):
         shards = self.shard_partitions()

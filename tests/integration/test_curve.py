@@ -76,7 +76,7 @@ class CurveTest(GatewayTest):
             self.addCleanup(log.close)
             args = [BIN, "frontend", "--name", name, "--bind", "127.0.0.1", "--mqtt-port", str(port),
                     "--ws-port", "0", "--cert", os.path.join(d, "server.crt"), "--key", os.path.join(d, "server.key"),
-                    "--routers", "tcp://127.0.0.1:%s" % self.gw.ports_env["ROUTER_PORT"],
+                    "--routers", self.gw.ports_env["ROUTER_ENDPOINT"],
                     "--set", "frontend.connect_timeout=4"] + curve_args
             p = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
             self.addCleanup(lambda p=p: (p.kill(), p.wait()))
@@ -119,11 +119,11 @@ class CurveTest(GatewayTest):
 
     def router_peer(self, role_or_keys, name):
         keys = self.tier_keys(role_or_keys) if isinstance(role_or_keys, str) else role_or_keys
-        return self.peer(keys, "router", "tcp://127.0.0.1:%s" % self.gw.ports_env["ROUTER_PORT"], name)
+        return self.peer(keys, "router", self.gw.ports_env["ROUTER_ENDPOINT"], name)
 
     def shard_peer(self, role, name):
-        port = self.gw.ports_env["SHARD_PORTS"].split()[0]
-        return self.peer(self.tier_keys(role), "store", "tcp://127.0.0.1:%s" % port, name)
+        endpoint = self.gw.ports_env["SHARD_ENDPOINTS"].split()[0]
+        return self.peer(self.tier_keys(role), "store", endpoint, name)
 
     def ask(self, sock, raw, timeout_ms=10000):
         """Send one frame (a router peer: [frame]; a shard peer: [peer][frame]) and return the first
