@@ -322,6 +322,7 @@ static void finish_cluster(req_t *r)
             for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
                 json_object_set(o, keys[k], json_object_get(st, keys[k]));
             json_object_set(o, "diskFull", json_object_get(st, "diskFull"));
+            json_object_set(o, "sync", json_object_get(st, "sync"));
             json_object_set(o, "diskFreeBytes", json_object_get(st, "diskFreeBytes"));
         }
         json_decref(st);
@@ -449,6 +450,9 @@ static void finish_metrics(req_t *r)
                    "# TYPE sacgate_shard_commits_total counter\n# TYPE sacgate_shard_committed_ops_total counter\n"
                    "# HELP sacgate_shard_disk_full 1 while the shard refuses new data for lack of space.\n"
                    "# TYPE sacgate_shard_disk_full gauge\n# TYPE sacgate_shard_disk_free_bytes gauge\n"
+                   "# HELP sacgate_shard_sync_always 1 when the shard acknowledges only what an fdatasync made "
+                   "durable (store.sync=always); 0 when it does not wait for the disk (never: a crash of the "
+                   "machine can lose acknowledged data).\n# TYPE sacgate_shard_sync_always gauge\n"
                    "# HELP sacgate_shard_device_loads_total Devices brought into the writer's cache, read ahead by "
                    "a reader thread or by the writer itself.\n# TYPE sacgate_shard_device_loads_total counter\n"
                    "# HELP sacgate_shard_credit_waits_total Sessions whose deliveries waited for their frontend "
@@ -482,6 +486,8 @@ static void finish_metrics(req_t *r)
             metric(&w, "sacgate_shard_up{shard=\"%s\"} %d\n", sn, st ? 1 : 0);
             if (st) {
                 metric(&w, "sacgate_shard_devices{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "devices")));
+                const char *sync = json_string_value(json_object_get(st, "sync"));
+                metric(&w, "sacgate_shard_sync_always{shard=\"%s\"} %d\n", sn, sync && strcmp(sync, "always") == 0);
                 metric(&w, "sacgate_shard_sessions{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "sessions")));
                 metric(&w, "sacgate_shard_telemetry_records_total{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(st, "telemetryLast")) + 1);

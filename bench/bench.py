@@ -186,7 +186,7 @@ class SacgateCluster(Target):
         self.max_sessions = SESSIONS_PER_FRONTEND * frontends
         self.dir = os.path.join(workdir, "cluster")
         env = dict(os.environ, SACGATE_BIN=SACGATE, FRONTENDS=str(frontends), SHARDS=str(shards), LOG_LEVEL="warn",
-                   LINK=link, **GATEWAY_ENV)
+                   LINK=link, SACGATE_STORE_SYNC="always", **GATEWAY_ENV)
         if credit:
             env["SACGATE_CLUSTER_CREDIT"] = str(credit)
         r = subprocess.run([CLUSTER_SH, "up", self.dir], env=env, capture_output=True, text=True, timeout=180)
@@ -393,7 +393,8 @@ def cpu_by_thread(before, after, top=40):
 
 
 def commits(target):
-    """(group commits, operations in them) summed over a sacgate target's shards; None for others."""
+    """(group commits, operations in them, the shards' store.sync: "always", "never" or "mixed")
+    summed over a sacgate target's shards; None for others."""
     if not isinstance(target, (SacgateAll, SacgateCluster)):
         return None
     _, admin_port, token, _ = target_endpoints(target)
@@ -401,7 +402,9 @@ def commits(target):
     if status != 200:
         return None
     shards = json.loads(body).get("shards") or []
-    return (sum(s.get("batches") or 0 for s in shards), sum(s.get("batchedOps") or 0 for s in shards))
+    syncs = {s.get("sync") for s in shards}
+    return (sum(s.get("batches") or 0 for s in shards), sum(s.get("batchedOps") or 0 for s in shards),
+            syncs.pop() if len(syncs) == 1 else "mixed")
 
 
 # Credential kinds a device can connect with, as sacgate-sim arguments (the simulator registers
@@ -470,6 +473,11 @@ def telemetry_qos1(target, p, outdir, problems, base):
     srv = s["resources"].get("server") or {}
     check(c["acked"] == devices * messages, "%s: %d of %d messages acknowledged" % (target.name, c["acked"],
                                                                                   devices * messages), problems)
+    # what the shards say they did (GET /v1/cluster sync): a durable figure must come from shards
+    # that fsync, sacgate-all-nosync's from shards that do not
+    sync = c1[2] if c1 else None
+    want = "never" if isinstance(target, SacgateAll) and not target.sync else "always"
+    check(not c1 or sync == want, "%s: its shards report store.sync %s, not %s" % (target.name, sync, want), problems)
     check(c["telemetryRead"] >= c["acked"],
           "%s: the back-end read %d of %d acknowledged messages" % (target.name, c["telemetryRead"], c["acked"]),
           problems)
@@ -487,6 +495,7 @@ def telemetry_qos1(target, p, outdir, problems, base):
         "serverCpuSecondsPer1000": round(srv.get("cpuSeconds", 0) * 1000 / max(1, c["acked"]), 5) if srv else None,
         "simCpuSecondsPer1000": round(s["resources"]["simulator"]["cpuSeconds"] * 1000 / max(1, c["acked"]), 5),
         "opsPerCommit": ops_per_commit,   # shards' group commits during the run (every operation, reads aside)
+        "shardSync": sync,   # store.sync as the shards report it (always: every PUBACK waited for an fdatasync)
         # the back-end's reads that brought records (long polls: about one per group commit and partition)
         "recordsPerRead": round(c["telemetryRead"] / c["telemetryPages"], 1) if c.get("telemetryPages") else None,
         # where the server's CPU went (the largest; not a ratio figure)
@@ -1576,7 +1585,8 @@ def median(values):
 
 def figure_medians(runs, targets):
     """{target: {figure: median over its runs}} for the numeric figures every run of it has (an
-    integer figure stays an integer; the others keep the 5 decimals the CPU figures carry)."""
+    integer figure stays an integer; the others keep the 5 decimals the CPU figures carry), and the
+    words every run of it gives alike."""
     out = {}
     for tname in targets:
         mine = [r["figures"] for r in runs if r["target"] == tname]
@@ -1588,6 +1598,8 @@ def figure_medians(runs, targets):
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
                 m = median(vals)
                 med[key] = int(m) if all(isinstance(v, int) for v in vals) and m == int(m) else round(m, 5)
+            elif all(isinstance(v, str) for v in vals) and len(set(vals)) == 1:
+                med[key] = vals[0]   # a word every run agrees on (shardSync)
         out[tname] = med
     return out
 

@@ -528,8 +528,9 @@ static void shard_stats(reader_t *r, rop_t *op)
     st_ctx_t *c = r->ctx;
     uint64_t batches = atomic_load(&c->stat_batches), ops = atomic_load(&c->stat_batch_ops);
     /* Positions are all "the last one there" (-1: none), as `after` and `next` in reads are. */
-    json_t *st = json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I}", "shard", c->name, "partition",
-                           (int)c->partition, "devices", (json_int_t)atomic_load(&c->stat_devices), "sessions",
+    json_t *st = json_pack("{s:s,s:i,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I}", "shard", c->name, "partition",
+                           (int)c->partition, "sync", c->sync ? "always" : "never", "devices",
+                           (json_int_t)atomic_load(&c->stat_devices), "sessions",
                            (json_int_t)atomic_load(&c->stat_sessions), "telemetryOldest",
                            (json_int_t)atomic_load(&c->stat_tele_oldest), "telemetryLast",
                            (json_int_t)atomic_load(&c->stat_tele_next) - 1, "batches", (json_int_t)batches,

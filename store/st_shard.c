@@ -686,6 +686,10 @@ static void net_actor(zsock_t *pipe, void *args)
     if (ok) {
         SG_INFO("store", "shard.ready", "shard=%s partition=%u endpoint=%s data=%s sync=%s", n.ctx->name,
                 n.ctx->partition, n.shard->endpoint, n.ctx->db.path, n.ctx->sync ? "always" : "never");
+        if (!n.ctx->sync)
+            SG_WARN("store", "sync.never", "shard=%s reason=\"store.sync=never: acknowledgements do not wait for "
+                    "the disk, so a crash of the machine can lose messages the devices and operators were told "
+                    "were stored\"", n.ctx->name);
         zpoller_t *poller = zpoller_new(pipe, n.router, n.from_workers, NULL);
         for (;;) {
             void *which = zpoller_wait(poller, zlist_size(n.held) ? 5 : parked_wait(&n));

@@ -156,6 +156,16 @@ class ClusterRoutingTest(ClusterTestBase):
             self.assertFalse(any(f.endswith(".pid") for f in os.listdir(path)) if os.path.isdir(path) else False,
                              "%s started something" % d)
 
+    def test_every_shard_says_it_fsyncs(self):
+        """store.sync=always by default: every shard of the cluster says so in GET /v1/cluster and
+        on /metrics (an acknowledgement waits for an fdatasync there)."""
+        shards = self.gw.cluster_info()["shards"]
+        self.assertEqual(len(shards), 2)
+        self.assertEqual({s["sync"] for s in shards}, {"always"})
+        text = self.gw.get("/metrics").text
+        for s in shards:
+            self.assertRegex(text, r'(?m)^sacgate_shard_sync_always\{shard="%s"\} 1$' % re.escape(s["name"]))
+
     def test_sessions_counted_per_shard(self):
         shards = self.shard_partitions()
         for shard in shards:

@@ -54,6 +54,10 @@ class HttpTest(GatewayTest):
             self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_memtable_capacity_bytes\{shard="%s"\} 268435456$'
                              % re.escape(name))   # half of it
             self.assertRegex(text, r'(?m)^sacgate_shard_rocksdb_write_stopped\{shard="%s"\} 0$' % re.escape(name))
+        for name in shards:   # every acknowledgement waits for an fdatasync (the default)
+            self.assertRegex(text, r'(?m)^sacgate_shard_sync_always\{shard="%s"\} 1$' % re.escape(name))
+        self.assertEqual({s["sync"] for s in self.gw.cluster_info()["shards"]}, {"always"})
+        self.assertEqual(self.gw.grep_log(r"event=sync\.never"), [])
         syncs = sum(float(l.split()[-1]) for l in text.splitlines()
                     if l.startswith("sacgate_shard_rocksdb_wal_syncs_total"))
         self.assertGreaterEqual(syncs, 1, "no WAL fsync counted after a synced write")
@@ -304,6 +308,27 @@ class HttpTest(GatewayTest):
         for tok in ("svc", "reader", "writer"):
             self.assertError(self.gw.get("/v1/cluster", token=tok), 403)
         self.assertError(self.gw.get("/v1/cluster", token=None), 401)
+
+
+class UnsyncedShardTest(GatewayTest):
+    """A shard started with store.sync=never does not wait for the disk before it acknowledges:
+    an operator sees it in GET /v1/cluster (sync), on /metrics (sacgate_shard_sync_always 0) and
+    in a warning at the start, since a crash of the machine can lose what was acknowledged."""
+
+    ENV = {"SACGATE_STORE_SYNC": "never"}
+
+    def test_the_shard_says_it_does_not_fsync(self):
+        shards = self.gw.cluster_info()["shards"]
+        self.assertEqual({s["sync"] for s in shards}, {"never"})
+        text = self.gw.get("/metrics").text
+        for s in shards:
+            self.assertRegex(text, r'(?m)^sacgate_shard_sync_always\{shard="%s"\} 0$' % re.escape(s["name"]))
+        hits = self.gw.wait_log(r"level=warn comp=store event=sync\.never shard=%s " % re.escape(shards[0]["name"]))
+        self.assertIn("can lose", hits[0])
+        # it still takes and acknowledges data
+        dev = self.gw.create_device()
+        self.connected(dev).send(b"unsynced")
+        self.assertEqual(len(self.gw.wait_records(dev["id"], 1)), 1)
 
 
 class AdminWithoutRouterTest(GatewayTest):
