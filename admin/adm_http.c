@@ -487,7 +487,8 @@ static void finish_metrics(req_t *r)
             if (st) {
                 metric(&w, "sacgate_shard_devices{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "devices")));
                 const char *sync = json_string_value(json_object_get(st, "sync"));
-                metric(&w, "sacgate_shard_sync_always{shard=\"%s\"} %d\n", sn, sync && strcmp(sync, "always") == 0);
+                if (sync)   /* a shard of an older build does not say: no sample rather than a false 0 */
+                    metric(&w, "sacgate_shard_sync_always{shard=\"%s\"} %d\n", sn, strcmp(sync, "always") == 0);
                 metric(&w, "sacgate_shard_sessions{shard=\"%s\"} %lld\n", sn, (long long)json_integer_value(json_object_get(st, "sessions")));
                 metric(&w, "sacgate_shard_telemetry_records_total{shard=\"%s\"} %lld\n", sn,
                        (long long)json_integer_value(json_object_get(st, "telemetryLast")) + 1);

@@ -393,8 +393,8 @@ def cpu_by_thread(before, after, top=40):
 
 
 def commits(target):
-    """(group commits, operations in them, the shards' store.sync: "always", "never" or "mixed")
-    summed over a sacgate target's shards; None for others."""
+    """(group commits, operations in them, the shards' store.sync: "always", "never", "mixed" or
+    "none reported") summed over a sacgate target's shards; None for others."""
     if not isinstance(target, (SacgateAll, SacgateCluster)):
         return None
     _, admin_port, token, _ = target_endpoints(target)
@@ -402,9 +402,9 @@ def commits(target):
     if status != 200:
         return None
     shards = json.loads(body).get("shards") or []
-    syncs = {s.get("sync") for s in shards}
+    syncs = {s["sync"] for s in shards if s.get("sync")}
     return (sum(s.get("batches") or 0 for s in shards), sum(s.get("batchedOps") or 0 for s in shards),
-            syncs.pop() if len(syncs) == 1 else "mixed")
+            syncs.pop() if len(syncs) == 1 else ("mixed" if syncs else "none reported"))
 
 
 # Credential kinds a device can connect with, as sacgate-sim arguments (the simulator registers

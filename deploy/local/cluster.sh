@@ -60,8 +60,11 @@ up() {
   case "$link" in
     tcp) ;;
     ipc)
-      # A Unix socket's path must fit sockaddr_un's 108 bytes ("ipc://" not counted).
-      [ $((${#dir} + 24)) -le 107 ] || die "LINK=ipc needs a shorter DIR: the sockets' paths ($dir/links/...) would not fit a Unix socket address (107 bytes)"
+      # A Unix socket's path must fit sockaddr_un's 108 bytes ("ipc://" not counted): the longest
+      # is DIR/links/store-NN or DIR/links/router-0 (15 more). Endpoints are words in the saved
+      # command lines and ports.env, so DIR must not hold whitespace.
+      [ $((${#dir} + 15)) -le 107 ] || die "LINK=ipc needs a shorter DIR: the sockets' paths ($dir/links/store-NN) would not fit a Unix socket address (107 bytes)"
+      case "$dir" in *[[:space:]]*) die "LINK=ipc needs a DIR without whitespace (its sockets' paths are endpoints)" ;; esac
       mkdir -p "$dir/links"
       chmod 700 "$dir/links"   # only this user reaches the sockets at all (CURVE still checks every peer)
       ;;

@@ -133,7 +133,7 @@ class ClusterRoutingTest(ClusterTestBase):
         """cluster.sh links the tiers over TCP on loopback, or with LINK=ipc over Unix sockets in
         DIR/links, a directory only its user may enter. The router's view of the shards says which
         (so a run meant for ipc cannot pass over TCP). A LINK it does not know, or a DIR too long
-        for a Unix socket's address, is refused before anything starts."""
+        for a Unix socket's address or with whitespace in it, is refused before anything starts."""
         link = os.environ.get("LINK", "tcp")
         env = self.gw.ports_env
         self.assertEqual(env["LINK"], link)
@@ -147,7 +147,8 @@ class ClusterRoutingTest(ClusterTestBase):
         if link == "ipc":
             self.assertEqual(os.stat(os.path.join(self.gw.dir, "links")).st_mode & 0o777, 0o700)
         for bad_env, d, why in ((dict(LINK="udp"), "bad-link", "LINK must be tcp or ipc"),
-                                (dict(LINK="ipc"), "d" * 100, "shorter DIR")):
+                                (dict(LINK="ipc"), "d" * 100, "shorter DIR"),
+                                (dict(LINK="ipc"), "with space", "without whitespace")):
             path = os.path.join(self.gw.dir, d)
             r = subprocess.run([sgtest.CLUSTER_SH, "up", path], env=dict(self.gw.env, **bad_env),
                                capture_output=True, text=True, timeout=60)
