@@ -111,6 +111,9 @@ typedef struct {
 } st_logq_t;
 /* false: the query is malformed (a reader answers 400). */
 bool st_logq_parse(json_t *q, st_logq_t *lq);
+/* The first offset a read after `after` finds: the oldest retained record when `after` is older
+ * (those before it are gone, or going: a range delete is under way); *oldest gets that offset. */
+uint64_t st_logq_from(st_ctx_t *c, const st_logq_t *lq, int64_t after, uint64_t *oldest);
 /* Whether the log holds fewer than min records from `from` on (its offsets are dense, so the log's
  * next offset tells without reading); need gets what the read waits for, as st_shard.c parks it. */
 bool st_logq_short(st_ctx_t *c, const st_logq_t *lq, uint64_t from, uint64_t need[2]);

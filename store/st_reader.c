@@ -403,6 +403,13 @@ bool st_logq_parse(json_t *q, st_logq_t *lq)
     return !bad && known;
 }
 
+uint64_t st_logq_from(st_ctx_t *c, const st_logq_t *lq, int64_t after, uint64_t *oldest)
+{
+    uint64_t from = (uint64_t)(after + 1);
+    *oldest = atomic_load(lq->feedback ? &c->stat_fb_oldest : &c->stat_tele_oldest);
+    return from < *oldest ? *oldest : from;
+}
+
 bool st_logq_short(st_ctx_t *c, const st_logq_t *lq, uint64_t from, uint64_t need[2])
 {
     /* Offsets are dense: the log's next offset says how many records are there without reading
@@ -427,7 +434,6 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
     bool fb = lq.feedback;
     const log_kind_t *lk = fb ? &k_feedback : &k_telemetry;
     int64_t after = lq.after, max = lq.max, min = lq.min;
-    _Atomic uint64_t *oldest_at = fb ? &ctx->stat_fb_oldest : &ctx->stat_tele_oldest;
     const char *group = lq.group;
     if (group) {
         /* From the group's committed position; a group that never committed starts at the oldest
@@ -449,10 +455,7 @@ static bool log_read(reader_t *r, rop_t *op, json_t *q)
         op->deadline = (uint64_t)(sg_mono_ms() + lq.wait_ms);
     int64_t now = sg_mono_ms();
     bool waits = op->deadline != 0 && (int64_t)op->deadline > now;
-    /* Records before the oldest retained one are gone (or going: a range delete is under way). */
-    uint64_t from = (uint64_t)(after + 1), oldest = atomic_load(oldest_at);
-    if (from < oldest)
-        from = oldest;
+    uint64_t oldest, from = st_logq_from(ctx, &lq, after, &oldest);
     if (st_logq_short(ctx, &lq, from, op->need) && waits)
         return false;   /* fewer than min: parked until there are enough, or the deadline */
     /* The answer is written straight into its frame: each record is dumped once, in place,

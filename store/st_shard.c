@@ -303,10 +303,8 @@ static bool park_at_once(net_t *n, zmsg_t **m, const sg_wire_hdr_t *h)
     uint64_t need[2];
     bool parks = false;
     if (q && st_logq_parse(q, &lq) && !lq.group && lq.wait_ms > 0) {
-        /* from the oldest retained record when `after` is older, as the reader reads */
-        uint64_t from = (uint64_t)(lq.after + 1);
-        uint64_t oldest = atomic_load(lq.feedback ? &n->ctx->stat_fb_oldest : &n->ctx->stat_tele_oldest);
-        parks = st_logq_short(n->ctx, &lq, from < oldest ? oldest : from, need);
+        uint64_t oldest;   /* from where the reader would read */
+        parks = st_logq_short(n->ctx, &lq, st_logq_from(n->ctx, &lq, lq.after, &oldest), need);
     }
     json_decref(q);
     parked_t *p = parks ? calloc(1, sizeof *p) : NULL;
