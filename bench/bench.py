@@ -394,7 +394,8 @@ def cpu_by_thread(before, after, top=40):
 
 def commits(target):
     """(group commits, operations in them, the shards' store.sync: "always", "never", "mixed" or
-    "none reported") summed over a sacgate target's shards; None for others."""
+    "none reported", WAL fsyncs, microseconds in them) summed over a sacgate target's shards;
+    None for others."""
     if not isinstance(target, (SacgateAll, SacgateCluster)):
         return None
     _, admin_port, token, _ = target_endpoints(target)
@@ -403,8 +404,10 @@ def commits(target):
         return None
     shards = json.loads(body).get("shards") or []
     syncs = {s["sync"] for s in shards if s.get("sync")}
+    wal = [s.get("rocksdb") or {} for s in shards]
     return (sum(s.get("batches") or 0 for s in shards), sum(s.get("batchedOps") or 0 for s in shards),
-            syncs.pop() if len(syncs) == 1 else ("mixed" if syncs else "none reported"))
+            syncs.pop() if len(syncs) == 1 else ("mixed" if syncs else "none reported"),
+            sum(w.get("walSyncs") or 0 for w in wal), sum(w.get("walSyncMicros") or 0 for w in wal))
 
 
 # Credential kinds a device can connect with, as sacgate-sim arguments (the simulator registers
@@ -463,6 +466,8 @@ def telemetry_qos1(target, p, outdir, problems, base):
     wakeups = {k: v - w0.get(k, 0) for k, v in w1.items() if v > w0.get(k, 0)}
     c1 = commits(target)
     ops_per_commit = round((c1[1] - c0[1]) / max(1, c1[0] - c0[0]), 1) if c0 and c1 else None
+    # one WAL fdatasync under this load, as RocksDB timed it (machine.fsync is the same disk idle)
+    wal_sync_us = round((c1[4] - c0[4]) / (c1[3] - c0[3]), 1) if c0 and c1 and c1[3] > c0[3] else None
     if threads:
         print("%s: CPU seconds by thread: %s" % (target.name, ", ".join("%s %.2f" % kv for kv in threads.items())),
               flush=True)
@@ -496,6 +501,7 @@ def telemetry_qos1(target, p, outdir, problems, base):
         "simCpuSecondsPer1000": round(s["resources"]["simulator"]["cpuSeconds"] * 1000 / max(1, c["acked"]), 5),
         "opsPerCommit": ops_per_commit,   # shards' group commits during the run (every operation, reads aside)
         "shardSync": sync,   # store.sync as the shards report it (always: every PUBACK waited for an fdatasync)
+        "walSyncAvgUs": wal_sync_us,   # the shards' average WAL fdatasync during the run
         # the back-end's reads that brought records (long polls: about one per group commit and partition)
         "recordsPerRead": round(c["telemetryRead"] / c["telemetryPages"], 1) if c.get("telemetryPages") else None,
         # where the server's CPU went (the largest; not a ratio figure)

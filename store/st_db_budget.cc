@@ -20,8 +20,13 @@
 #include <rocksdb/version.h>
 #include <rocksdb/write_buffer_manager.h>
 
+#include <algorithm>
 #include <memory>
 #include <new>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static_assert(ROCKSDB_MAJOR == 7 && ROCKSDB_MINOR == 8,
               "store/st_db_budget.cc mirrors rocksdb_options_t and rocksdb_cache_t of RocksDB 7.8's db/c.cc; "
@@ -82,6 +87,77 @@ namespace {
 // 101 us with it set (p50 of 6,000, bench/fsync.py). A file closed normally is trimmed to what
 // was written (PosixWritableFile::Close); after a crash its tail reads as zeros, which WAL
 // recovery skips as padding (log::Reader, the same as the tail of a file written through mmap).
+//
+// And its blocks are written (with zeros) a little ahead of the appends. fallocate leaves the
+// blocks "unwritten": the first fdatasync over each one also converts it, an ext4 journal commit
+// with a kworker's and jbd2's wake-ups on the way. Over blocks written before, an fdatasync only
+// writes the data and flushes the device's cache, as RocksDB's recycled WAL files would have it
+// (recycle_log_file_num, which the point-in-time recovery the shards use does not allow). On this
+// machine's ext4 a WAL fdatasync at one device (16 publishes a commit) took 261-293 us on average
+// with the blocks written ahead and 420-607 us without (bench/bench.py's walSyncAvgUs, two runs
+// of three rounds each; docs/measurements.md).
+class WalFile : public rocksdb::FSWritableFileOwnerWrapper {
+  public:
+    WalFile(std::unique_ptr<rocksdb::FSWritableFile> &&file, int fd) : FSWritableFileOwnerWrapper(std::move(file)), fd_(fd)
+    {
+    }
+    ~WalFile() override { stop(); }
+    WalFile(const WalFile &) = delete;
+    WalFile &operator=(const WalFile &) = delete;
+
+    void PrepareWrite(size_t offset, size_t len, const rocksdb::IOOptions &options, rocksdb::IODebugContext *dbg) override
+    {
+        target()->PrepareWrite(offset, len, options, dbg);   // the preallocation, with its size set
+        if (fd_ >= 0 && offset + len > written_)
+            write_ahead(offset + len);
+    }
+    rocksdb::IOStatus Close(const rocksdb::IOOptions &options, rocksdb::IODebugContext *dbg) override
+    {
+        stop();
+        return target()->Close(options, dbg);
+    }
+
+  private:
+    static constexpr uint64_t kAhead = 1 << 20;   // one fill (and its fdatasync) per MiB of log
+    static constexpr size_t kZeros = 64 << 10;
+
+    // Write zeros over [written_, need + kAhead), never past the preallocated size: the appends
+    // so far end at or before written_ (each PrepareWrite moves it past its own write), so no
+    // record is overwritten. Writing ahead only saves time: when it cannot (no preallocation to
+    // write into, a failed write), the file goes on as before, and a real fault of the disk
+    // shows on the append and its fsync, where the shard reports it.
+    void write_ahead(uint64_t need)
+    {
+        static const char zeros[kZeros] = {0};
+        struct stat st;
+        if (fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) < need) {
+            stop();   // not preallocated here (a file system without fallocate)
+            return;
+        }
+        uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(st.st_size), need + kAhead);
+        while (written_ < end) {
+            size_t n = static_cast<size_t>(std::min<uint64_t>(kZeros, end - written_));
+            ssize_t w = pwrite(fd_, zeros, n, static_cast<off_t>(written_));
+            if (w <= 0) {
+                stop();
+                return;
+            }
+            written_ += static_cast<uint64_t>(w);
+        }
+        if (fdatasync(fd_) != 0)
+            stop();
+    }
+    void stop()
+    {
+        if (fd_ >= 0)
+            close(fd_);
+        fd_ = -1;
+    }
+
+    int fd_;                 // a second descriptor of the same file, for the zeros
+    uint64_t written_ = 0;   // bytes from the start that hold a record or zeros written here
+};
+
 class WalSizedFileSystem : public rocksdb::FileSystemWrapper {
   public:
     explicit WalSizedFileSystem(const std::shared_ptr<rocksdb::FileSystem> &base) : FileSystemWrapper(base) {}
@@ -93,6 +169,27 @@ class WalSizedFileSystem : public rocksdb::FileSystemWrapper {
         rocksdb::FileOptions o = target()->OptimizeForLogWrite(file_options, db_options);
         o.fallocate_with_keep_size = false;
         return o;
+    }
+    // A new WAL file (RocksDB names them NNNNNN.log; nothing else in a database directory ends
+    // so) gets its blocks written ahead; every other file is the default's.
+    rocksdb::IOStatus NewWritableFile(const std::string &fname, const rocksdb::FileOptions &options,
+                                      std::unique_ptr<rocksdb::FSWritableFile> *result,
+                                      rocksdb::IODebugContext *dbg) override
+    {
+        rocksdb::IOStatus st = target()->NewWritableFile(fname, options, result, dbg);
+        static const std::string kLog = ".log";
+        if (!st.ok() || options.use_direct_writes || fname.size() <= kLog.size() ||
+            fname.compare(fname.size() - kLog.size(), kLog.size(), kLog) != 0)
+            return st;
+        int fd = open(fname.c_str(), O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            return st;   // the file works without it
+        try {
+            result->reset(new WalFile(std::move(*result), fd));
+        } catch (const std::bad_alloc &) {
+            close(fd);   // *result is untouched: the allocation failed before WalFile took it
+        }
+        return st;
     }
 };
 
