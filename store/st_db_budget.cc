@@ -93,9 +93,9 @@ namespace {
 // with a kworker's and jbd2's wake-ups on the way. Over blocks written before, an fdatasync only
 // writes the data and flushes the device's cache, as RocksDB's recycled WAL files would have it
 // (recycle_log_file_num, which the point-in-time recovery the shards use does not allow). On this
-// machine's ext4 a WAL fdatasync at one device (16 publishes a commit) took 261-293 us on average
-// with the blocks written ahead and 420-607 us without (bench/bench.py's walSyncAvgUs, two runs
-// of three rounds each; docs/measurements.md).
+// machine's ext4 a WAL fdatasync under load took 270-574 us on average with the blocks written
+// ahead and 350-844 us without at one device (16 publishes a commit), 428-465 against 635-676 us
+// at 20 devices (bench/bench.py's walSyncAvgUs, runs alternating; docs/measurements.md).
 class WalFile : public rocksdb::FSWritableFileOwnerWrapper {
   public:
     WalFile(std::unique_ptr<rocksdb::FSWritableFile> &&file, int fd) : FSWritableFileOwnerWrapper(std::move(file)), fd_(fd)
@@ -109,7 +109,7 @@ class WalFile : public rocksdb::FSWritableFileOwnerWrapper {
     {
         target()->PrepareWrite(offset, len, options, dbg);   // the preallocation, with its size set
         if (fd_ >= 0 && offset + len > written_)
-            write_ahead(offset + len);
+            write_ahead(offset, offset + len);
     }
     rocksdb::IOStatus Close(const rocksdb::IOOptions &options, rocksdb::IODebugContext *dbg) override
     {
@@ -121,14 +121,15 @@ class WalFile : public rocksdb::FSWritableFileOwnerWrapper {
     static constexpr uint64_t kAhead = 1 << 20;   // one fill (and its fdatasync) per MiB of log
     static constexpr size_t kZeros = 64 << 10;
 
-    // Write zeros over [written_, need + kAhead), never past the preallocated size: the appends
-    // so far end at or before written_ (each PrepareWrite moves it past its own write), so no
-    // record is overwritten. Writing ahead only saves time: when it cannot (no preallocation to
+    // Write zeros over [written_, need + kAhead), never past the preallocated size, and never
+    // below offset: RocksDB passes the file's size so far, where this write starts, and every
+    // record is below it. Writing ahead only saves time: when it cannot (no preallocation to
     // write into, a failed write), the file goes on as before, and a real fault of the disk
     // shows on the append and its fsync, where the shard reports it.
-    void write_ahead(uint64_t need)
+    void write_ahead(uint64_t offset, uint64_t need)
     {
         static const char zeros[kZeros] = {0};
+        written_ = std::max(written_, offset);
         struct stat st;
         if (fstat(fd_, &st) != 0 || static_cast<uint64_t>(st.st_size) < need) {
             stop();   // not preallocated here (a file system without fallocate)
