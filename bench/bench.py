@@ -466,8 +466,11 @@ def telemetry_qos1(target, p, outdir, problems, base):
     wakeups = {k: v - w0.get(k, 0) for k, v in w1.items() if v > w0.get(k, 0)}
     c1 = commits(target)
     ops_per_commit = round((c1[1] - c0[1]) / max(1, c1[0] - c0[0]), 1) if c0 and c1 else None
-    # one WAL fdatasync under this load, as RocksDB timed it (machine.fsync is the same disk idle)
-    wal_sync_us = round((c1[4] - c0[4]) / (c1[3] - c0[3]), 1) if c0 and c1 and c1[3] > c0[3] else None
+    # one WAL fdatasync under this load, as RocksDB timed it (machine.fsync is the same disk idle;
+    # the shards' write-ahead of zeros, a MiB at a time, is not in it). None when a shard's
+    # counters went back (it restarted during the run).
+    wal_sync_us = (round((c1[4] - c0[4]) / (c1[3] - c0[3]), 1)
+                   if c0 and c1 and c1[3] > c0[3] and c1[4] >= c0[4] else None)
     if threads:
         print("%s: CPU seconds by thread: %s" % (target.name, ", ".join("%s %.2f" % kv for kv in threads.items())),
               flush=True)

@@ -53,8 +53,9 @@ sg_rc st_db_open(st_db_t *db, const char *path, const st_db_opts_t *o)
         st_db_close(db);
         return rc;
     }
-    /* Each group commit's fsync then writes the data, not also the WAL file's new size. */
-    if ((rc = st_db_wal_presize(db->opts)) != SG_OK) {
+    /* Each group commit's fsync then writes the data, not also the WAL file's new size, nor
+     * the conversion of its blocks from preallocated to written. */
+    if ((rc = st_db_wal_presize(db->opts, o->sync)) != SG_OK) {
         SG_ERROR("store", "db.options_failed", "path=%s reason=%s", path, sg_strerror(rc));
         st_db_close(db);
         return rc;

@@ -95,7 +95,13 @@ namespace {
 // (recycle_log_file_num, which the point-in-time recovery the shards use does not allow). On this
 // machine's ext4 a WAL fdatasync under load took 270-574 us on average with the blocks written
 // ahead and 350-844 us without at one device (16 publishes a commit), 428-465 against 635-676 us
-// at 20 devices (bench/bench.py's walSyncAvgUs, runs alternating; docs/measurements.md).
+// at 20 devices (bench/bench.py's walSyncAvgUs, runs alternating; docs/measurements.md). Those
+// figures leave out the write-ahead itself (RocksDB times only its Sync): a MiB of zeros and its
+// fdatasync took 1.2 ms, about 4 us a commit at one device and 30 us at 20, once spread over the
+// commits that fill the MiB; the rates and CPU of the same runs include it.
+//
+// Only one thread appends to a WAL file at a time (RocksDB's write-group leader; st_db sets
+// neither two_write_queues nor manual_wal_flush), so WalFile needs no lock of its own.
 class WalFile : public rocksdb::FSWritableFileOwnerWrapper {
   public:
     WalFile(std::unique_ptr<rocksdb::FSWritableFile> &&file, int fd) : FSWritableFileOwnerWrapper(std::move(file)), fd_(fd)
@@ -161,7 +167,10 @@ class WalFile : public rocksdb::FSWritableFileOwnerWrapper {
 
 class WalSizedFileSystem : public rocksdb::FileSystemWrapper {
   public:
-    explicit WalSizedFileSystem(const std::shared_ptr<rocksdb::FileSystem> &base) : FileSystemWrapper(base) {}
+    WalSizedFileSystem(const std::shared_ptr<rocksdb::FileSystem> &base, bool write_ahead)
+        : FileSystemWrapper(base), write_ahead_(write_ahead)
+    {
+    }
     static const char *kClassName() { return "SacgateWalSizedFileSystem"; }
     const char *Name() const override { return kClassName(); }
     rocksdb::FileOptions OptimizeForLogWrite(const rocksdb::FileOptions &file_options,
@@ -179,7 +188,7 @@ class WalSizedFileSystem : public rocksdb::FileSystemWrapper {
     {
         rocksdb::IOStatus st = target()->NewWritableFile(fname, options, result, dbg);
         static const std::string kLog = ".log";
-        if (!st.ok() || options.use_direct_writes || fname.size() <= kLog.size() ||
+        if (!write_ahead_ || !st.ok() || options.use_direct_writes || fname.size() <= kLog.size() ||
             fname.compare(fname.size() - kLog.size(), kLog.size(), kLog) != 0)
             return st;
         int fd = open(fname.c_str(), O_WRONLY | O_CLOEXEC);
@@ -192,21 +201,29 @@ class WalSizedFileSystem : public rocksdb::FileSystemWrapper {
         }
         return st;
     }
+
+  private:
+    bool write_ahead_;   // store.sync = always: without fsyncs there is nothing to spare them
 };
 
 }  // namespace
 
-extern "C" sg_rc st_db_wal_presize(rocksdb_options_t *opts)
+static rocksdb::Env *wal_env(bool write_ahead)
 {
-    // One for the process, never freed: every shard's database uses it until the process ends.
-    static rocksdb::Env *env = [] {
-        try {
-            return rocksdb::NewCompositeEnv(std::make_shared<WalSizedFileSystem>(rocksdb::FileSystem::Default()))
-                .release();
-        } catch (const std::bad_alloc &) {
-            return static_cast<rocksdb::Env *>(nullptr);
-        }
-    }();
+    try {
+        return rocksdb::NewCompositeEnv(
+                   std::make_shared<WalSizedFileSystem>(rocksdb::FileSystem::Default(), write_ahead))
+            .release();
+    } catch (const std::bad_alloc &) {
+        return nullptr;
+    }
+}
+
+extern "C" sg_rc st_db_wal_presize(rocksdb_options_t *opts, bool write_ahead)
+{
+    // Two for the process, never freed: every shard's database uses one until the process ends.
+    static rocksdb::Env *const with = wal_env(true), *const without = wal_env(false);
+    rocksdb::Env *env = write_ahead ? with : without;
     if (opts == nullptr)
         return SG_E_INVALID;
     if (env == nullptr)

@@ -7,6 +7,7 @@
 #define ST_DB_BUDGET_H
 
 #include <rocksdb/c.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "sg_result.h"
@@ -31,9 +32,10 @@ uint64_t st_db_budget_charged(const rocksdb_options_t *opts);
 uint64_t st_db_budget_memtable_limit(const rocksdb_options_t *opts);
 
 /* Give opts a file system that preallocates WAL files with their size set, so an fsync after an
- * append need not also write the file's new size (see st_db_budget.cc). Before the database
- * opens. */
-SG_WUR sg_rc st_db_wal_presize(rocksdb_options_t *opts);
+ * append need not also write the file's new size, and with write_ahead (a database that fsyncs
+ * its commits) writes their blocks a MiB ahead of the appends, so an fsync need not convert them
+ * either (see st_db_budget.cc). Before the database opens. */
+SG_WUR sg_rc st_db_wal_presize(rocksdb_options_t *opts, bool write_ahead);
 
 #ifdef __cplusplus
 }

@@ -1,14 +1,19 @@
 /* st_wal_test.c — a shard's WAL file on a real RocksDB database in a directory of the build tree
- * (the file system the shards' data would be on, not a tmpfs):
+ * (the file system the shards' data would be on, not a tmpfs), after 2,500 commits of 1 KB, each
+ * fsynced (about 2.6 MB of log, so the write-ahead ran a few times, each just above live
+ * records):
  *   - its size is preallocated (set, so an fsync does not also write a new size);
- *   - the first MiB past what it holds has been written (zeros), so an fdatasync of the next
- *     appends converts no "unwritten" extent, while the rest of the preallocation is still only
- *     allocated (the write-ahead stays a MiB ahead, not the whole file);
- *   - a shard that dies without closing the database (no trim of the file, zeros after the last
- *     record) opens again with every record it had acknowledged.
- * The extent checks read FIEMAP; on a file system without it (or without unwritten extents) they
- * say so and check only the rest. */
+ *   - every block from the start to the last record has been written (records, or zeros written
+ *     ahead of them), so an fdatasync of an append converts no "unwritten" extent, while the end
+ *     of the preallocation is still only allocated (the write-ahead stays a MiB ahead, it does
+ *     not write the whole file);
+ *   - every record reads back after the shard died without closing the database (no trim of
+ *     the file, zeros after the last record): zeros written over a record would lose it;
+ *   - a database that does not fsync (store.sync = never) gets no write-ahead.
+ * The extent checks need a preallocated file and FIEMAP; where the file system has neither
+ * (tmpfs has no FIEMAP, some have no fallocate) the test says so and checks only the records. */
 #include <dirent.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
@@ -25,7 +30,8 @@
 
 #define MIB (1024 * 1024)
 #define RECORD 1000
-#define RECORDS 200   /* about 200 KB of log: well inside the first MiB */
+#define RECORDS 2500   /* about 2.6 MB of log: the write-ahead (a MiB at a time) runs a few times */
+#define FIRST 10
 #define EXTENTS 64
 
 static const st_db_opts_t OPTS = {.sync = true, .write_buffer = 8 * MIB, .memory = 32 * MIB};
@@ -62,9 +68,25 @@ static void put_records(st_db_t *db, uint64_t from, uint64_t n)
     }
 }
 
-/* Whether [0, end) of the file is all in written extents (no hole, none unwritten): 1 yes, 0 no,
- * -1 FIEMAP not supported here. *unwritten_after is set when some extent past end is unwritten. */
-static int written_up_to(const char *path, uint64_t end, int *unwritten_after)
+/* Where the last non-zero byte of the file ends: the end of its last record. */
+static uint64_t data_end(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    uint64_t end = 0, at = 0;
+    char buf[65536];
+    for (size_t n; f && (n = fread(buf, 1, sizeof buf, f)) > 0; at += n)
+        for (size_t i = 0; i < n; i++)
+            if (buf[i])
+                end = at + i + 1;
+    if (f)
+        fclose(f);
+    return end;
+}
+
+/* From FIEMAP: *written, how far the written extents reach without a gap from the start; and
+ * *unwritten, whether any extent is flagged unwritten. false: FIEMAP not supported here. */
+static bool extents(const char *path, uint64_t *written, bool *unwritten)
 {
     int fd = open(path, O_RDONLY);
     CHECK(fd >= 0);
@@ -73,24 +95,21 @@ static int written_up_to(const char *path, uint64_t end, int *unwritten_after)
     fm->fm_start = 0;
     fm->fm_length = FIEMAP_MAX_OFFSET;
     fm->fm_extent_count = EXTENTS;
-    int r = fm && ioctl(fd, FS_IOC_FIEMAP, fm) == 0 ? 1 : -1;
-    uint64_t covered = 0;   /* contiguous written bytes from 0 */
-    *unwritten_after = 0;
-    for (uint32_t i = 0; r == 1 && i < fm->fm_mapped_extents; i++) {
+    bool ok = fm && ioctl(fd, FS_IOC_FIEMAP, fm) == 0;
+    *written = 0;
+    *unwritten = false;
+    for (uint32_t i = 0; ok && i < fm->fm_mapped_extents; i++) {
         const struct fiemap_extent *x = &fm->fm_extents[i];
-        int unwritten = (x->fe_flags & FIEMAP_EXTENT_UNWRITTEN) != 0;
+        bool u = (x->fe_flags & FIEMAP_EXTENT_UNWRITTEN) != 0;
         printf("  extent %u: %llu +%llu%s\n", i, (unsigned long long)x->fe_logical, (unsigned long long)x->fe_length,
-               unwritten ? " unwritten" : "");
-        if (x->fe_logical + x->fe_length > end && unwritten)
-            *unwritten_after = 1;
-        if (x->fe_logical == covered && !unwritten)
-            covered = x->fe_logical + x->fe_length;
+               u ? " unwritten" : "");
+        *unwritten |= u;
+        if (x->fe_logical == *written && !u)
+            *written = x->fe_logical + x->fe_length;
     }
-    if (r == 1 && covered < end)
-        r = 0;
     free(fm);
     close(fd);
-    return r;
+    return ok;
 }
 
 /* Records [0, n) all there, each with its own value. */
@@ -125,19 +144,36 @@ int main(void)
         st_db_t db;
         if (st_db_open(&db, dir, &OPTS) != SG_OK)
             _exit(2);
-        put_records(&db, 0, RECORDS);
+        /* After the first commits the blocks are written a MiB past them (an fsync of the
+         * records alone would have written only their own few KB). */
+        put_records(&db, 0, FIRST);
         wal_path(dir, wal, sizeof wal);
         struct stat st;
         CHECK(stat(wal, &st) == 0);
-        printf("WAL %s: %lld bytes (preallocated) after %d records\n", wal, (long long)st.st_size, RECORDS);
-        CHECK(st.st_size >= 8 * MIB);   /* 1.1 times write_buffer, the size set */
-        int unwritten_after = 0;
-        int w = written_up_to(wal, MIB, &unwritten_after);
-        if (w < 0) {
+        uint64_t end = data_end(wal), written = 0;
+        bool unwritten = false;
+        bool checkable = st.st_size >= 8 * MIB && extents(wal, &written, &unwritten);
+        printf("after %d commits: records up to %llu, written from the start %llu\n", FIRST,
+               (unsigned long long)end, (unsigned long long)written);
+        if (checkable)
+            CHECK(end < 64 * 1024 && written >= MIB);   /* the first commit wrote a MiB ahead */
+        put_records(&db, FIRST, RECORDS - FIRST);
+        CHECK(stat(wal, &st) == 0);
+        end = data_end(wal);
+        printf("WAL %s: %lld bytes, records up to %llu, after %d commits\n", wal, (long long)st.st_size,
+               (unsigned long long)end, RECORDS);
+        CHECK(end > 2 * MIB);   /* the write-ahead ran more than once */
+        if (st.st_size < 8 * MIB) {
+            printf("not preallocated on this file system (no fallocate): the extents are not checked\n");
+        } else if (!extents(wal, &written, &unwritten)) {
             printf("FIEMAP is not supported on this file system: the extents are not checked\n");
         } else {
-            CHECK(w == 1);   /* the first MiB: records, then zeros written ahead */
-            CHECK(unwritten_after);   /* the rest of the preallocation is not written in advance */
+            printf("written from the start: %llu bytes\n", (unsigned long long)written);
+            CHECK(written >= end);   /* every block up to the last record: no fsync converts one */
+            if (unwritten)
+                CHECK(written + MIB < (uint64_t)st.st_size);   /* ...but not the whole preallocation */
+            else
+                printf("this file system flags no extent unwritten: how far ahead is not checked\n");
         }
         fflush(stdout);
         _exit(sg_test_failures ? 1 : 0);   /* no st_db_close: the file is left as a crash leaves it */
@@ -154,8 +190,28 @@ int main(void)
     check_records(&db, RECORDS + 10);
     st_db_close(&db);
 
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    /* A database that does not fsync its commits (store.sync = never) gets no write-ahead: its
+     * WAL's blocks past the records stay only allocated, and no fsync is spent on zeros. */
+    char dir2[] = "st-wal-nosync-XXXXXX";
+    CHECK(mkdtemp(dir2) != NULL);
+    st_db_opts_t nosync = OPTS;
+    nosync.sync = false;
+    CHECK_RC(st_db_open(&db, dir2, &nosync), SG_OK);
+    put_records(&db, 0, FIRST);
+    wal_path(dir2, wal, sizeof wal);
+    struct stat st;
+    CHECK(stat(wal, &st) == 0);
+    uint64_t written = 0;
+    bool unwritten = false;
+    if (st.st_size >= 8 * MIB && extents(wal, &written, &unwritten)) {
+        printf("store.sync = never, after %d commits: written from the start %llu\n", FIRST,
+               (unsigned long long)written);
+        CHECK(written < MIB);
+    }
+    st_db_close(&db);
+
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf %s %s", dir, dir2);
     CHECK(system(cmd) == 0);
     TEST_DONE();
 }
