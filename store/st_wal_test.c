@@ -92,10 +92,16 @@ static bool extents(const char *path, uint64_t *written, bool *unwritten)
     CHECK(fd >= 0);
     struct fiemap *fm = calloc(1, sizeof *fm + EXTENTS * sizeof(struct fiemap_extent));
     CHECK(fm != NULL);
+    if (fd < 0 || !fm) {
+        free(fm);
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
     fm->fm_start = 0;
     fm->fm_length = FIEMAP_MAX_OFFSET;
     fm->fm_extent_count = EXTENTS;
-    bool ok = fm && ioctl(fd, FS_IOC_FIEMAP, fm) == 0;
+    bool ok = ioctl(fd, FS_IOC_FIEMAP, fm) == 0;
     *written = 0;
     *unwritten = false;
     for (uint32_t i = 0; ok && i < fm->fm_mapped_extents; i++) {
