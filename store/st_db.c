@@ -232,6 +232,52 @@ sg_rc st_db_write(st_db_t *db, rocksdb_writebatch_t *b, bool sync)
     return SG_OK;
 }
 
+/* Past the last {id}\0{kind}{seq} key of a device (0 when none); with count and bytes, how many
+ * and their values' size. */
+static sg_rc dev_range_scan(st_db_t *db, const rocksdb_readoptions_t *ro, const char *id, size_t id_len, char kind,
+                            uint64_t *next, uint32_t *count, uint64_t *bytes)
+{
+    char prefix[ST_KEY_MAX];
+    size_t plen = st_key_dev(prefix, id, id_len, kind);
+    char *err = NULL;
+    *next = 0;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(db->db, ro ? ro : db->ro, db->cf[ST_CF_DEV]);
+    for (rocksdb_iter_seek(it, prefix, plen); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t kl, vl;
+        const char *k = rocksdb_iter_key(it, &kl);
+        if (kl != plen + 8 || memcmp(k, prefix, plen) != 0)
+            break;
+        uint64_t seq = st_get_be64((const uint8_t *)k + plen);
+        if (seq >= *next)
+            *next = seq + 1;
+        rocksdb_iter_value(it, &vl);
+        if (count)
+            (*count)++;
+        if (bytes)
+            *bytes += vl;
+    }
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    if (err) {
+        SG_ERROR("store", "db.read_failed", "path=%s reason=\"%s\"", db->path, err);
+        rocksdb_free(err);
+        return SG_E_IO;
+    }
+    return SG_OK;
+}
+
+sg_rc st_db_queue_rebuild(st_db_t *db, const rocksdb_readoptions_t *ro, const char *id, size_t id_len,
+                          uint64_t *next_seq, uint32_t *count, uint64_t *bytes)
+{
+    uint64_t next_q, next_d;
+    *count = 0;
+    *bytes = 0;
+    SG_GUARD(dev_range_scan(db, ro, id, id_len, ST_K_QUEUE, &next_q, count, bytes));
+    SG_GUARD(dev_range_scan(db, ro, id, id_len, ST_K_DEAD, &next_d, NULL, NULL));
+    *next_seq = next_q > next_d ? next_q : next_d;
+    return SG_OK;
+}
+
 uint64_t st_db_next_seq(st_db_t *db, st_cf_t cf)
 {
     uint64_t next = 0;

@@ -84,6 +84,15 @@ SG_WUR sg_rc st_db_dev_records(st_db_t *db, const char *const *ids, size_t n, bo
  * memory no longer matches the disk): the caller logs and exits. */
 SG_WUR sg_rc st_db_write(st_db_t *db, rocksdb_writebatch_t *b, bool sync);
 
+/* A device's queue counters rebuilt from its records, for counters that do not decode (a bad
+ * disk, say): zeros would give the next command the sequence number of one still queued, or of a
+ * dead letter, and overwrite it. *count and *bytes from the queued messages (bytes as an enqueue
+ * counts them: the stored record), *next_seq past the highest sequence number queued or
+ * dead-lettered (a dead letter keeps its message's). ro: NULL for the database's own. SG_E_IO on
+ * a read error. */
+SG_WUR sg_rc st_db_queue_rebuild(st_db_t *db, const rocksdb_readoptions_t *ro, const char *id, size_t id_len,
+                                 uint64_t *next_seq, uint32_t *count, uint64_t *bytes);
+
 /* Largest key in a column family whose keys are be64 numbers, +1 (0 when empty). */
 uint64_t st_db_next_seq(st_db_t *db, st_cf_t cf);
 

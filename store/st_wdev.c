@@ -90,6 +90,29 @@ void stw_dev_free(void **item)
     *item = NULL;
 }
 
+/* Queue counters that do not decode are rebuilt from the device's records (st_db_queue_rebuild
+ * says why) and stored again with the next commit. A record that is missing is not rebuilt:
+ * every enqueue writes it, and looking for queued messages of each device without counters would
+ * cost a seek on every load. */
+static void put_dev_key(writer_t *w, wdev_t *d, char kind, const sg_wbuf_t *val);
+
+static void meta_rebuild(writer_t *w, wdev_t *d, size_t meta_len)
+{
+    st_qmeta_t m = {0};
+    if (st_db_queue_rebuild(&w->ctx->db, NULL, d->id, d->id_len, &m.next_seq, &m.count, &m.bytes) != SG_OK)
+        stw_fatal_io("device-load");
+    d->meta = m;
+    SG_ERROR("store", "queue.meta_damaged", "device=%s bytes=%zu action=rebuilt queued=%u queuedBytes=%llu next=%llu",
+             d->id, meta_len, m.count, (unsigned long long)m.bytes, (unsigned long long)m.next_seq);
+    /* its own buffer: a load can come in the middle of an operation that is using w->scratch */
+    sg_wbuf_t buf;
+    sg_wbuf_init(&buf, 64);
+    if (st_qmeta_put(&buf, &m) != SG_OK)
+        stw_fatal_io("meta-encode");
+    put_dev_key(w, d, ST_K_META, &buf);
+    sg_wbuf_fini(&buf);
+}
+
 /* d's state from its stored records (NULL where there is none): registry entry, session, queue
  * counters. A session found live is linked to its loop and gets its deliveries started. */
 static void dev_fill(writer_t *w, wdev_t *d, const char *reg, size_t reg_len, const char *sess, size_t sess_len,
@@ -109,7 +132,7 @@ static void dev_fill(writer_t *w, wdev_t *d, const char *reg, size_t reg_len, co
     if (reg && sess && st_session_get(sess, sess_len, &rec) == SG_OK)
         sess_from_record(w, &d->sess, &rec);
     if (meta && st_qmeta_get(meta, meta_len, &d->meta) != SG_OK)
-        memset(&d->meta, 0, sizeof d->meta);
+        meta_rebuild(w, d, meta_len);
     if (d->sess.live) {
         stw_live_link(w, d);
         w->sessions++;   /* counted while cached; see dev_evict */

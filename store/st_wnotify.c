@@ -265,7 +265,12 @@ void stw_notify_step(writer_t *w, int64_t now)
 static sg_rc load_one(writer_t *w, const char *k, size_t kl, const char *v, size_t vl)
 {
     const char *z = memchr(v, 0, vl);
-    SG_ENSURE(kl >= 2 && kl - 1 <= ST_NOTIFY_ID_MAX && z, SG_E_MALFORMED);
+    if (kl < 2 || kl - 1 > ST_NOTIFY_ID_MAX || !z) {
+        /* Not one this shard wrote (a bad disk, say): logged and left, like the damaged ones
+         * below. Failing here would keep the whole shard from starting. */
+        SG_ERROR("store", "notify.damaged", "shard=%s keyBytes=%zu bytes=%zu", w->ctx->name, kl, vl);
+        return SG_OK;
+    }
     notif_t *n = calloc(1, sizeof *n);
     SG_ENSURE(n, SG_E_NOMEM);
     memcpy(n->id, k + 1, kl - 1);
@@ -315,6 +320,13 @@ sg_rc stw_notify_load(writer_t *w)
         const char *v = rocksdb_iter_value(it, &vl);
         rc = load_one(w, k, kl, v, vl);
     }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
+    if (err) {
+        SG_ERROR("store", "notify.load_failed", "shard=%s error=\"%s\"", w->ctx->name, err);
+        rocksdb_free(err);
+        return SG_E_IO;
+    }
     return rc;
 }

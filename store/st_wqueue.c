@@ -194,7 +194,7 @@ void stw_expire_due(writer_t *w, int64_t now)
         rocksdb_iter_seek(it, w->sweep_from, w->sweep_from_len);
     else
         rocksdb_iter_seek_to_first(it);
-    int n = 0, done = 0;
+    int n = 0;
     for (; rocksdb_iter_valid(it) && n < SWEEP_MAX; rocksdb_iter_next(it), n++) {
         size_t kl;
         const char *k = rocksdb_iter_key(it, &kl);
@@ -212,11 +212,14 @@ void stw_expire_due(writer_t *w, int64_t now)
          * unreadable), would otherwise stay for ever. */
         stw_finish_seq(w, d, seq, ST_OUT_EXPIRED, now);
         rocksdb_writebatch_delete_cf(w->batch, db->cf[ST_CF_EXP], k, kl);
-        done++;
     }
-    /* A full slice that made progress: more may be due, and the next cycle goes on at once. One
-     * slice a batch, so operations arriving meanwhile wait for one slice, not the backlog. */
-    w->sweep_more = n == SWEEP_MAX && done > 0 && rocksdb_iter_valid(it);
+    /* A full slice: more may be due, and the next cycle goes on at once from where this one
+     * stopped. One slice a batch, so operations arriving meanwhile wait for one slice, not the
+     * backlog. Also when every entry of the slice was skipped as in flight: starting from the
+     * first again would meet the same entries each time, and due ones behind them (devices that
+     * are offline) would wait until the delivery lock freed those. The walk ends at the first
+     * entry not yet due; the next tick starts from the first entry again. */
+    w->sweep_more = n == SWEEP_MAX && rocksdb_iter_valid(it);
     if (w->sweep_more) {
         const char *k = rocksdb_iter_key(it, &w->sweep_from_len);
         if (w->sweep_from_len > sizeof w->sweep_from)

@@ -21,6 +21,7 @@ import datetime
 import struct
 import sys
 import time
+import unittest
 
 sys.dont_write_bytecode = True  # keep the source tree clean of __pycache__
 import sgtest  # noqa: E402
@@ -228,6 +229,41 @@ class C2DFaultTest(FeedbackCase):
                 n += sum(1 for r in self.read_all(part) if r["deviceId"] in ids and r["outcome"] == "expired")
             return n
         wait_until(lambda: expired_feedback() == 1200, 30, "1,200 expired feedback records")
+
+
+class SweepPastDeliveriesInFlightTest(FeedbackCase):
+    """The expiry sweep walks its index a slice (1,000 entries) at a time, and skips the entries
+    of deliveries still in flight (their device may yet acknowledge them). When a whole slice is
+    such entries, it goes on past them: a message due behind them, for a device that is offline,
+    is dead-lettered at its expiry. Before, the sweep began at the first entry again each second
+    and never got past them until the delivery lock (here 10 minutes) freed them."""
+
+    ENV = {"SACGATE_STORE_DELIVERY_WINDOW": "64", "SACGATE_STORE_DELIVERY_LOCK": "600",
+           "SACGATE_STORE_MAX_QUEUED_MESSAGES": "100"}
+
+    @unittest.skipIf(sgtest.TOPOLOGY == "cluster", "the sweep's slice is per shard: only in sacgate all does one "
+                     "shard hold every device's deliveries")
+    def test_a_due_message_behind_a_slice_of_deliveries_in_flight_expires(self):
+        tag = sgtest.uid("sw")
+        devs = [self.gw.create_device(tags={"fleet": tag}) for _ in range(16)]
+        raws = [self.raw_subscribed(d) for d in devs]
+        for i in range(64):
+            r = self.gw.http("POST", "/v1/notifications", {"tags": {"fleet": tag}, "payload": "n%02d" % i,
+                                                           "ttlSeconds": 3}, token="svc")
+            self.assertEqual((r.status, r.json.get("targets")), (202, 16), r)
+        # 16 x 64 = 1,024 deliveries in flight, never acknowledged
+        for raw in raws:
+            self.assertEqual(len([next_command(raw) for _ in range(64)]), 64)
+        offline = self.gw.create_device()
+        mid = self.gw.send_command(offline["id"], "due-behind", ttlSeconds=4).json["messageId"]
+
+        def letters():
+            r = self.gw.get("/v1/devices/%s/deadletters" % offline["id"], token="svc")
+            return r.json["deadLetters"] or None
+        dl = wait_until(letters, 60, "the offline device's message dead-lettered at its expiry")
+        self.assertEqual([(x["messageId"], x["reason"]) for x in dl], [(mid, "expired")])
+        # the ones in flight stay until their devices are gone (they might still acknowledge)
+        self.assertEqual(self.gw.device(devs[0]["id"]).json["queueDepth"], 64)
 
 
 class DefaultDeliveryCountTest(FeedbackCase):

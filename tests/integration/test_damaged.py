@@ -8,7 +8,13 @@ started again:
   the queue (queueDepth and queuedBytes back to 0) and is listed among the dead letters with
   reason `damaged`, its sequence number, size and stored bytes; a later command is delivered too.
 - expiry sweep: a damaged command of an offline device is dead-lettered as `damaged` at its
-  expiry, and its expiry index entry does not stay behind; the next command is still delivered."""
+  expiry, and its expiry index entry does not stay behind; the next command is still delivered.
+- queue counters: a device's damaged counters are rebuilt from its records (logged
+  `queue.meta_damaged`): the next command overwrites neither a queued one nor a dead letter,
+  queueDepth and queuedBytes are right, and the queue limit holds at its real depth. Before,
+  they were zeroed silently and the next command took the oldest one's place.
+- an unfinished notification whose record is damaged is logged (`notify.damaged`) and left:
+  the gateway starts and the notification API works. Before, the shard did not start."""
 
 import base64
 import glob
@@ -61,15 +67,20 @@ class DamagedRecordTest(sgtest.GatewayTest):
 
     def damage(self, did, nth):
         """Overwrite the device's nth queued message in whichever shard holds it: its size."""
-        done = []
+        return int(self.damage_in_one_shard(did, nth).split("bytes=")[1])
+
+    def damage_in_one_shard(self, name, what):
+        """st_damage NAME WHAT (a message's number, meta) against whichever shard holds the
+        record: what the tool printed."""
+        out = []
         for d in self.shard_dirs():
-            r = self.tool(d, did, nth)
+            r = self.tool(d, name, what)
             if r.returncode == NOT_HERE:
                 continue
-            self.assertEqual(r.returncode, 0, "st_damage %s failed: %s%s" % (d, r.stdout, r.stderr))
-            done.append(int(r.stdout.split("bytes=")[1]))
-        self.assertEqual(len(done), 1, "the device's queue is in exactly one shard")
-        return done[0]
+            self.assertEqual(r.returncode, 0, "st_damage %s %s failed: %s%s" % (d, what, r.stdout, r.stderr))
+            out.append(r.stdout)
+        self.assertEqual(len(out), 1, "the device's record (%s) is in exactly one shard" % what)
+        return out[0]
 
     def expiry_entries(self, did):
         n = 0
@@ -147,6 +158,55 @@ class DamagedRecordTest(sgtest.GatewayTest):
         cmds = c.wait_commands(1)
         self.assertEqual((cmds[0]["props"]["$.mid"], cmds[0]["payload"]), (later, b"later"))
         wait_until(lambda: self.queue(did) == (0, 0), 30, "queue empty")
+
+    def test_damaged_queue_counters_are_rebuilt(self):
+        gw = self.gw
+        dev = gw.create_device(limits={"maxQueuedMessages": 4})
+        did = dev["id"]
+        purged = [gw.send_command(did, "old-%d" % i).json["messageId"] for i in (1, 2)]
+        self.assertEqual(gw.http("DELETE", "/v1/devices/%s/messages" % did).json, {"purged": 2})
+        queued = [gw.send_command(did, "cmd-%d" % i).json["messageId"] for i in (1, 2)]
+        depth, nbytes = self.queue(did)
+        self.assertEqual(depth, 2)
+        mark = gw.log_mark()
+
+        self.offline(lambda: self.damage_in_one_shard(did, "meta"))
+
+        self.assertEqual(self.queue(did), (depth, nbytes), "queueDepth and queuedBytes from the records")
+        # the next commands take new sequence numbers: the queued ones and the dead letters stay
+        more = [gw.send_command(did, "cmd-%d" % i).json["messageId"] for i in (3, 4)]
+        self.assertTrue(gw.grep_log(r"event=queue\.meta_damaged device=%s .*action=rebuilt queued=2 " % did, mark),
+                        "queue.meta_damaged not logged")
+        self.assertEqual([m["messageId"] for m in gw.pending(did)], queued + more)
+        letters = self.dead_letters(did)
+        self.assertEqual(sorted(x.get("messageId") for x in letters), sorted(purged), letters)
+        self.assertEqual([x["reason"] for x in letters], ["purged", "purged"])
+        # the limit (4) holds at the real depth
+        self.assertError(gw.http("POST", "/v1/devices/%s/messages" % did, {"payload": "one too many"}), 429)
+        self.assertEqual(self.queue(did)[0], 4)
+
+        c = self.connected(dev, subscribe=True)
+        cmds = c.wait_commands(4)
+        self.assertEqual([(x["props"]["$.mid"], x["payload"]) for x in cmds],
+                         list(zip(queued + more, [b"cmd-1", b"cmd-2", b"cmd-3", b"cmd-4"])))
+        wait_until(lambda: self.queue(did) == (0, 0), 30, "queue empty")
+
+    def test_a_damaged_notification_does_not_keep_the_gateway_down(self):
+        gw = self.gw
+        mark = gw.log_mark()
+        shard = self.shard_dirs()[0]
+
+        def damage():
+            r = self.tool(shard, "00000000-0000-4000-8000-00000000dead", "notify")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.offline(damage)   # it starts, or this fails
+
+        self.assertTrue(gw.grep_log(r"event=notify\.damaged ", mark), "notify.damaged not logged")
+        tag = sgtest.uid("nd")
+        dev = gw.create_device(tags={"fleet": tag})
+        r = gw.http("POST", "/v1/notifications", {"tags": {"fleet": tag}, "payload": "after"}, token="svc")
+        self.assertEqual((r.status, r.json.get("targets")), (202, 1), r)
+        self.assertEqual([base64.b64decode(m["payload"]) for m in gw.pending(dev["id"])], [b"after"])
 
 
 if __name__ == "__main__":
