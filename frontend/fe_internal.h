@@ -137,7 +137,7 @@ struct fe_conn {
     uint16_t tokens;          /* telemetry messages the device may still send now */
     uint16_t keepalive;
     uint16_t pending;         /* QoS 1 telemetry awaiting durable acks */
-    uint16_t q0_n;            /* QoS 0 publishes on their way whose answers return credit (FE_F_ACK0) */
+    uint32_t q0_n;            /* QoS 0 publishes on their way whose answers return credit (FE_F_ACK0) */
     uint32_t q0_bytes;        /* ... and their bytes */
     uint16_t shard;           /* the device's shard (AUTH_RES), FE_SHARD_UNKNOWN before */
     uint8_t state;
@@ -260,6 +260,9 @@ void fe_session_closed(fe_conn_t *c, uint8_t was);
 /* Send the bookkeeping frame f of c's input (fe_link_send_queued): when it has to wait, c stops
  * being read until the link has room, so one device cannot grow the backlog. */
 void fe_session_send_bookkeeping(fe_conn_t *c, const sg_wbuf_t *f);
+/* The PUBACK of a QoS 1 publish that needs nothing from a shard (a method response): written now,
+ * or, while earlier publishes wait to be durable, after theirs (MQTT 3.1.1 4.6: in order). */
+void fe_session_puback_in_order(fe_conn_t *c, uint16_t pid);
 /* Send the PUBACKs that became due since the last call, one write per connection: the shard
  * acknowledges a group commit at once, and a TLS record (and a write) per acknowledgement cost
  * more than the rest of the path. Called after the link is drained. */

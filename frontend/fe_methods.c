@@ -57,11 +57,8 @@ int fe_methods_response(fe_conn_t *c, const sg_mqtt_publish_t *p)
     size_t rid_len = 0;
     if (!sg_method_res_topic(p->topic.p + sizeof k_res - 1, p->topic.len - (sizeof k_res - 1), &status, &rid, &rid_len))
         return method_violation(c, "method response topic is not $iothub/methods/res/{status}/?$rid={rid}");
-    if (p->qos == 1) {   /* nothing to make durable: acknowledged at once */
-        sg_wbuf_t *t = &c->w->tx;
-        sg_wbuf_reset(t);
-        if (sg_mqtt_encode_ack(t, SG_MQTT_PUBACK, p->packet_id) == SG_OK)
-            fe_conn_send(c, t->data, t->len);
+    if (p->qos == 1) {   /* nothing to make durable: acknowledged at once, in order */
+        fe_session_puback_in_order(c, p->packet_id);
         if (c->state == FE_CLOSED)
             return FE_PKT_DONE;
     }

@@ -9,6 +9,7 @@
 #include "fe_flight.h"
 #include "fe_psk.h"
 #include "fe_internal.h"
+#include "fe_ws.h"
 #include "sg_codec.h"
 #include "sg_log.h"
 #include "sg_propbag.h"
@@ -526,6 +527,22 @@ static bool flight_add(fe_conn_t *c, uint16_t pid)
     return true;
 }
 
+void fe_session_puback_in_order(fe_conn_t *c, uint16_t pid)
+{
+    /* Behind earlier publishes: an entry already acknowledged, without a frame or credit, leaves
+     * with them (fe_flight_pop_acked). Reading stops at a full window, so there is room; if there
+     * were none the PUBACK would go now, out of order rather than lost. */
+    if (c->pending > 0 && c->pending < c->w->set->window) {
+        fe_flight_add(c->flight, &c->pending, pid, sg_loop_now(c->w->loop), NULL, 0);
+        c->flight[c->pending - 1].acked = true;
+        return;
+    }
+    sg_wbuf_t *t = &c->w->tx;
+    sg_wbuf_reset(t);
+    if (sg_mqtt_encode_ack(t, SG_MQTT_PUBACK, pid) == SG_OK)
+        fe_conn_send(c, t->data, t->len);
+}
+
 /* After pops from the front: the ack deadline follows the oldest publish left. */
 static void flight_settle(fe_conn_t *c)
 {
@@ -879,7 +896,17 @@ void fe_session_shard_lost(fe_worker_t *w, uint16_t shard, const char *why)
     uint32_t closed = 0;
     for (uint32_t i = 0; i < w->set->max_connections; i++) {
         fe_conn_t *c = w->slots[i];
-        if (!c || c->state != FE_ONLINE || c->pending == 0 || (shard != FE_SHARD_UNKNOWN && c->shard != shard))
+        if (!c || c->state != FE_ONLINE || (shard != FE_SHARD_UNKNOWN && c->shard != shard))
+            continue;
+        if (c->q0_n > 0) {
+            /* QoS 0 publishes the lost shard (or router) took in are never answered: their credit
+             * comes back now, or the loop would count it as spent for ever and stop reading the
+             * shard's devices. They were at most once; a late answer finds nothing to return. */
+            credit_give(c, c->q0_bytes);
+            c->q0_bytes = 0;
+            c->q0_n = 0;
+        }
+        if (c->pending == 0)
             continue;
         SG_INFO("frontend", "conn.unacknowledged", "device=%s pending=%u reason=%s", c->device, c->pending, why);
         fe_conn_close(c, why);
@@ -1125,15 +1152,14 @@ static int on_puback(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
                 "awaits a PUBACK on this connection; dropped\"", c->device ? c->device : "-", pid);
         return FE_PKT_DONE;
     }
-    sg_wbuf_t *f = &c->w->frame;
-    sg_wbuf_reset(f);
-    if (fe_conn_frame_head(c, f, SG_MSG_COMPLETE, 0, 0) != SG_OK)
-        return FE_PKT_DONE;
-    put_pid_body(f, &pid);
-    return link_send(c);
+    /* Taken from the list above, so this PUBACK must not be read again: the completion waits in
+     * order when the link is full, like the rest of a session's bookkeeping, instead of asking
+     * for the packet again (FE_PKT_RETRY), which would find it no longer awaited and drop it. */
+    complete(c, pid);
+    return FE_PKT_DONE;
 }
 
-/* Complete a QoS 0 delivery (no PUBACK will come). */
+/* Complete a delivery at its shard: one the device acknowledged, or a QoS 0 one once written. */
 static void complete(fe_conn_t *c, uint16_t pid)
 {
     send_simple(c, SG_MSG_COMPLETE, put_pid_body, &pid);
@@ -1203,7 +1229,9 @@ static void on_deliver(fe_conn_t *c, const sg_wire_hdr_t *h)
         if (rc == SG_OK) {
             fe_conn_send(c, t->data, t->len);
             atomic_fetch_add(&c->w->c2d_out, 1);
-            if (qos0 && c->state == FE_ONLINE)
+            /* completed once written: not when a closing WebSocket took nothing (after its close
+             * frame), where the message stays queued for the next connection */
+            if (qos0 && c->state == FE_ONLINE && (!c->ws || fe_ws_open(c->ws)))
                 fe_conn_complete_when_written(c, d.packet_id);
             else if (!qos0)
                 sent_add(c, d.packet_id);

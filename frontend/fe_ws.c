@@ -545,10 +545,15 @@ static bool conn_data(void *arg, const uint8_t *p, size_t n)
 
 static bool conn_write(void *arg, const uint8_t *p, size_t n) { return fe_conn_queue(arg, p, n); }
 
+/* Until a CONNECT has been read, frontend.max_connect_packet; after it, the largest MQTT packet
+ * even before the CONNACK: a device may send publishes right behind its CONNECT (MQTT allows
+ * it, and the MQTT/TLS port takes them), and their frame's header comes before the shard has
+ * decided. What an undecided connection makes this process hold stays bounded where the MQTT
+ * stream is read: it is not read further until the shard decides (conn_feed buffers one read). */
 static uint32_t conn_max_frame(void *arg)
 {
     const fe_conn_t *c = arg;
-    return c->state < FE_ONLINE ? c->w->set->max_connect_packet : c->w->set->max_packet;
+    return c->state < FE_ONLINE && !c->device ? c->w->set->max_connect_packet : c->w->set->max_packet;
 }
 
 bool fe_ws_conn_start(fe_conn_t *c)

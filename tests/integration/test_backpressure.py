@@ -365,5 +365,56 @@ class FullLinkTest(GatewayTest):
                          "the command came again instead of the PINGRESP")
         self.assertEqual(self.gw.grep_log(r"event=session\.unavailable", mark), [])
 
+
+class PubackOnFullLinkTest(GatewayTest):
+    """A gateway of its own: the backlog this fills would show in FullLinkTest's figures."""
+    ENV = dict(FullLinkTest.ENV,
+               # thousands of tiny QoS 0 publishes in one write fill a pass's batch (not rate-limited)
+               SACGATE_FRONTEND_TELEMETRY_RATE="65535", SACGATE_FRONTEND_TELEMETRY_BURST="65535")
+    create = FullLinkTest.create
+
+    @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "freezes the router process of the cluster")
+    def test_a_delivery_puback_read_while_the_link_is_full_waits_for_it(self):
+        # A device acknowledges a command while its loop's link is full (the router frozen, the
+        # link's backlog holding session ends, the pass's batch full of QoS 0 publishes): the
+        # completion waits in order and reaches the shard when the router goes on. Before, the
+        # PUBACK was taken off the connection's list, the packet was read again once the link had
+        # room, found no longer awaited and dropped as unsolicited: the command stayed in flight
+        # for the delivery lock (60 s) and came again, DUP.
+        port = self.gw.mqtt_ports[0]
+        dev = self.create()
+        raw = self.raw_subscribed(dev, port=port)
+        fillers = [self.connected(self.create(), port=port) for _ in range(40)]
+        enders = [self.connected(self.create(), port=port) for _ in range(10)]
+        sdev = self.create()
+        small = self.raw(port=port)
+        self.assertEqual(small.connect(sdev["id"], sgtest.sas_token(sdev["id"], sdev["primary"])), 0)
+        self.gw.send_command(dev["id"], payload="complete-me")
+        _, _, body = raw.expect(sgtest.PUBLISH, timeout=30)
+        tlen = struct.unpack("!H", body[:2])[0]
+        pid = struct.unpack("!H", body[2 + tlen:4 + tlen])[0]
+        router = self.gw.pid("router-0")
+        mark = self.gw.log_mark()
+        os.kill(router, signal.SIGSTOP)
+        try:
+            mids = {c.device_id: [c.publish(c.telemetry_topic(), b"x" * 250000) for _ in range(16)] for c in fillers}
+            time.sleep(1)
+            st = "devices/%s/messages/events/" % sdev["id"]
+            small.send(b"".join(sgtest.pkt_publish(st, b"s%d" % i, qos=0) for i in range(5000)))
+            time.sleep(1)
+            for c in enders:
+                c.close()
+            self.gw.wait_log(r"event=link\.backlog ", mark, timeout=15)
+            raw.send(sgtest.pkt_puback(pid))
+            time.sleep(1)
+        finally:
+            os.kill(router, signal.SIGCONT)
+        for c in fillers:
+            c.wait_acked(mids[c.device_id], 60)
+        # well inside the delivery lock: only the device's PUBACK can have completed it
+        sgtest.wait_until(lambda: self.gw.pending(dev["id"]) == [], 30, "the command completed at its shard")
+        self.assertEqual(self.gw.grep_log(r"event=mqtt\.unsolicited_puback device=%s" % dev["id"], mark), [])
+
+
 if __name__ == "__main__":
     sgtest.main()

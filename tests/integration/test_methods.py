@@ -9,6 +9,7 @@ two shards, each its own process)."""
 import json
 import os
 import signal
+import struct
 import sys
 import threading
 import time
@@ -75,6 +76,24 @@ class MethodTest(GatewayTest):
                        if line.startswith("sacgate_shard_method_calls_total{") and 'outcome="answered"' in line)
         self.assertGreaterEqual(answered, 4, m)
         self.assertIn("sacgate_shard_method_calls_pending{", m)
+
+    def test_a_qos1_response_is_acknowledged_after_earlier_publishes(self):
+        # MQTT 3.1.1 4.6: PUBACKs in the order of the PUBLISHes. A method response needs nothing
+        # from a shard, but its PUBACK waits for the telemetry sent before it to be durable.
+        # Before, it went at once and overtook them.
+        dev = self.gw.create_device()
+        did = dev["id"]
+        raw = self.raw()
+        self.assertEqual(raw.connect(did, sas_token(did, dev["primary"])), 0)
+        tele = "devices/%s/messages/events/" % did
+        raw.send(sgtest.pkt_publish(tele, b"t1", qos=1, mid=1) + sgtest.pkt_publish(tele, b"t2", qos=1, mid=2) +
+                 sgtest.pkt_publish("$iothub/methods/res/200/?$rid=1", b"{}", qos=1, mid=3) +
+                 sgtest.pkt_publish(tele, b"t4", qos=1, mid=4))
+        got = [struct.unpack("!H", raw.expect(sgtest.PUBACK)[2])[0] for _ in range(4)]
+        self.assertEqual(got, [1, 2, 3, 4])
+        # with nothing before it, at once
+        raw.send(sgtest.pkt_publish("$iothub/methods/res/200/?$rid=2", b"{}", qos=1, mid=5))
+        self.assertEqual(struct.unpack("!H", raw.expect(sgtest.PUBACK)[2])[0], 5)
 
     def test_a_call_right_after_the_suback_reaches_the_device(self):
         """The SUBACK of a method subscription waits until the device's shard has it: a call made

@@ -204,7 +204,7 @@ class WebSocketTest(GatewayTest):
         self.assertIn("text frames", self.closed_with(client_frame(0x1, b"{}"), 1003))
         # a length of 2^62 bytes: refused on its header and first bytes, nothing buffered
         self.closed_with(client_frame(0x2, b"abcd", claimed=1 << 62), 1009)
-        # over the packet cap before the CONNACK (frontend.max_connect_packet, 8 KiB)
+        # over the packet cap before a CONNECT was read (frontend.max_connect_packet, 8 KiB)
         self.closed_with(client_frame(0x2, b"x" * 64, claimed=100000), 1009)
         self.closed_with(client_frame(0x0, ping), 1002)   # a continuation with no message
 
@@ -238,6 +238,22 @@ class WebSocketTest(GatewayTest):
         raw.send(client_frame(0x8, struct.pack("!H", 1000) + b"bye"))
         self.assertEqual(self.server_frame(raw), (0x8, struct.pack("!H", 1000)))
         self.until_closed(raw)
+
+    def test_a_publish_right_behind_the_connect(self):
+        # MQTT lets a client send publishes before its CONNACK, and the MQTT/TLS port takes them:
+        # over WebSocket too, a 20 KB publish (larger than frontend.max_connect_packet, 8 KiB) in
+        # the frame after the CONNECT is acknowledged. Before, the frame was refused (1009) by the
+        # cap of a connection not yet accepted.
+        dev = self.gw.create_device()
+        did = dev["id"]
+        raw, _ = self.upgraded()
+        pub = sgtest.pkt_publish("devices/%s/messages/events/" % did, b"p" * 20000, qos=1, mid=7)
+        raw.send(client_frame(0x2, pkt_connect(did, username_for(did), sas_token(did, dev["primary"]))) +
+                 client_frame(0x2, pub))
+        self.assertEqual(self.server_frame(raw), (0x2, bytes([CONNACK << 4, 2, 0, 0])))
+        self.assertEqual(self.server_frame(raw), (0x2, bytes([0x40, 2, 0, 7])))   # PUBACK 7: durable
+        recs = self.gw.wait_records(did, 1)
+        self.assertEqual(base64.b64decode(recs[0]["payload"]), b"p" * 20000)
 
     def test_unfinished_upgrade_is_closed_by_the_deadline(self):
         dev = self.gw.create_device()
