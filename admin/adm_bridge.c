@@ -317,7 +317,9 @@ static void on_answer(bridge_t *br)
     zframe_destroy(&f);
 }
 
-static void expire(bridge_t *br)
+/* Answer the parts whose deadline passed: 504, the outcome unknown (a write may have been
+ * applied). At shutdown every waiting part, with a message that says so. */
+static void expire(bridge_t *br, bool stopping)
 {
     int64_t now = sg_mono_ms();
     zlist_t *due = zlist_new();
@@ -329,7 +331,9 @@ static void expire(bridge_t *br)
         pending_t *p = zhashx_lookup(br->pending, key);
         if (!p)
             continue;   /* forgotten with an any-mode submission answered meanwhile */
-        const char *e = "{\"error\":\"Timeout\",\"message\":\"the cluster did not answer in time\"}";
+        const char *e = stopping ? "{\"error\":\"Timeout\",\"message\":\"the gateway is shutting down: the cluster "
+                                   "did not answer before it stopped waiting\"}"
+                                 : "{\"error\":\"Timeout\",\"message\":\"the cluster did not answer in time\"}";
         part_answered(br, key, p, 504, e, strlen(e), false);
     }
     zlist_destroy(&due);
@@ -351,6 +355,7 @@ static void bridge_actor(zsock_t *pipe, void *args)
         zsock_set_rcvhwm(br.dealer, br.b->hwm);
         zsock_set_reconnect_ivl(br.dealer, 100);
         zsock_set_reconnect_ivl_max(br.dealer, 2000);
+        sg_zmq_link_liveness(br.dealer);
         char *list = strdup(br.b->routers), *save = NULL;
         for (char *ep = list ? strtok_r(list, ",", &save) : NULL; ep; ep = strtok_r(NULL, ",", &save))
             if (zsock_connect(br.dealer, "%s", ep) != 0) {
@@ -379,7 +384,7 @@ static void bridge_actor(zsock_t *pipe, void *args)
         else if (which == br.dealer)
             on_answer(&br);
         resend_due(&br);
-        expire(&br);
+        expire(&br, false);
     }
     /* Answer whatever still waits so no HTTP request stays suspended. */
     while (ok && (zsock_events(br.pull) & ZMQ_POLLIN)) {
@@ -400,7 +405,7 @@ static void bridge_actor(zsock_t *pipe, void *args)
     }
     for (pending_t *p = zhashx_first(br.pending); p; p = zhashx_next(br.pending))
         p->deadline = 0;
-    expire(&br);
+    expire(&br, true);
     zpoller_destroy(&poller);
     zhashx_destroy(&br.pending);
     zsock_destroy(&br.pull);

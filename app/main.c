@@ -19,6 +19,7 @@
 #include "fe_frontend.h"
 #include "fe_tickets.h"
 #include "rt_router.h"
+#include "sg_zmq.h"
 #include "sg_codec.h"
 #include "sg_config.h"
 #include "sg_curve.h"
@@ -726,6 +727,7 @@ int main(int argc, char **argv)
             zsys_init();
             zsys_handler_set(NULL);   /* signals are ours (sigwait), not czmq's */
             zsys_set_linger(0);
+            sg_zmq_set_link_timeout((int)sg_config_int(cfg, "cluster.link_timeout"));
         }
         if (rc == 0 && clustered) {
             /* Links between processes are CURVE-encrypted and authenticated unless the operator

@@ -34,6 +34,10 @@ static const spec_t k_specs[] = {
     I("cluster.request_timeout", "10", 1, 600, "seconds a tier waits for a shard's answer"),
     I("cluster.hwm", "100000", 100, 10000000, "ZeroMQ high-water mark (messages) of the sockets into a router, a "
       "shard and a frontend's link: a backstop behind cluster.credit, which keeps the queues far below it"),
+    I("cluster.link_timeout", "60", 0, 3600, "seconds a link between tiers may stay silent before it is dropped "
+      "and made again by the side that connected (ZeroMQ heartbeats every sixth of it): a peer that vanished "
+      "without closing its connection, a lost node or a partition, is found; 0: never (the kernel's TCP timeout, "
+      "about 15 minutes)"),
     I("cluster.credit", "1048576", 4096, 1073741824, "bytes of QoS 1 publishes a frontend loop may have on their way "
       "to one shard without its acknowledgement (and of deliveries a shard may have on their way to one frontend "
       "loop); past it the loop reads no more publishes of that shard's devices until acknowledgements return"),
@@ -279,15 +283,37 @@ sg_rc sg_config_set(sg_config_t *self, const char *key, const char *value, char 
     return SG_OK;
 }
 
-/* Walk a zconfig tree; leaves two levels down are "section/key". */
+/* Walk a zconfig tree: sections of "key = value" lines ("section.key"), or a whole
+ * "section.key = value" at the top (ZPL allows dots in names). Anything else is refused with the
+ * name it found: a setting the gateway would not read (a key at the top without its section, a
+ * section with a value, a block nested one level deeper) must not be taken for a default. */
 static sg_rc load_tree(sg_config_t *self, zconfig_t *root, char *err, size_t errlen)
 {
     for (zconfig_t *sec = zconfig_child(root); sec; sec = zconfig_next(sec)) {
+        const char *name = zconfig_name(sec), *v = zconfig_value(sec);
+        if (!zconfig_child(sec)) {
+            if (!strchr(name, '.')) {
+                snprintf(err, errlen, "'%s' at the top of the configuration file is not a setting: write "
+                         "'section.key = value', or the key indented under its section", name);
+                return SG_E_INVALID;
+            }
+            SG_GUARD(sg_config_set(self, name, v ? v : "", err, errlen));
+            continue;
+        }
+        if (v && *v) {
+            snprintf(err, errlen, "section '%s' of the configuration file has a value of its own ('%s')", name, v);
+            return SG_E_INVALID;
+        }
         for (zconfig_t *leaf = zconfig_child(sec); leaf; leaf = zconfig_next(leaf)) {
             char key[128];
-            snprintf(key, sizeof key, "%s.%s", zconfig_name(sec), zconfig_name(leaf));
-            const char *v = zconfig_value(leaf);
-            SG_GUARD(sg_config_set(self, key, v ? v : "", err, errlen));
+            snprintf(key, sizeof key, "%s.%s", name, zconfig_name(leaf));
+            if (zconfig_child(leaf)) {
+                snprintf(err, errlen, "'%s' of the configuration file has keys under it: settings are "
+                         "a section and a key, two levels", key);
+                return SG_E_INVALID;
+            }
+            const char *lv = zconfig_value(leaf);
+            SG_GUARD(sg_config_set(self, key, lv ? lv : "", err, errlen));
         }
     }
     return SG_OK;

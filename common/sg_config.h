@@ -20,7 +20,9 @@ void sg_config_destroy(sg_config_t **self_p);
  * either way a one-line reason is written to err (errlen bytes). */
 SG_WUR sg_rc sg_config_set(sg_config_t *self, const char *key, const char *value, char *err,
                            size_t errlen);
-/* Load a ZPL file; every leaf "section/key" must be a known key. */
+/* Load a ZPL file: keys indented under their section, or "section.key = value" at the top.
+ * Every one must be a known key with a valid value; anything else in the file (a key without its
+ * section, deeper nesting) is refused, SG_E_INVALID, with a reason in err. */
 SG_WUR sg_rc sg_config_load_file(sg_config_t *self, const char *path, char *err, size_t errlen);
 /* Apply SACGATE_* environment variables that name known keys. */
 SG_WUR sg_rc sg_config_load_env(sg_config_t *self, char *err, size_t errlen);

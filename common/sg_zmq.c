@@ -1,5 +1,6 @@
 /* sg_zmq.c — see sg_zmq.h. czmq's zmsg_send blocks at the high-water mark; this does not. */
 #include "sg_zmq.h"
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
@@ -71,4 +72,19 @@ void *sg_zmq_lookup_id(zhashx_t *h, const void *id, size_t len, size_t max)
 void sg_actor_end(void)
 {
     OPENSSL_thread_stop();
+}
+
+static _Atomic int g_link_timeout_ms;
+
+void sg_zmq_set_link_timeout(int seconds) { g_link_timeout_ms = seconds > 0 ? seconds * 1000 : 0; }
+
+void sg_zmq_link_liveness(zsock_t *sock)
+{
+    int timeout = g_link_timeout_ms;
+    if (!sock || timeout <= 0)
+        return;
+    int ivl = timeout / 6 < 1000 ? 1000 : timeout / 6;
+    zsock_set_heartbeat_ivl(sock, ivl);
+    zsock_set_heartbeat_timeout(sock, timeout);
+    zsock_set_heartbeat_ttl(sock, timeout);   /* the peer drops it too when this side goes silent */
 }

@@ -23,6 +23,15 @@ zmsg_t *sg_zmq_recv_nowait_from(zsock_t *sock, char *user_id, size_t cap);
  * when len is 0 or over max. */
 void *sg_zmq_lookup_id(zhashx_t *h, const void *id, size_t len, size_t max);
 
+/* Links between tiers over TCP or IPC carry ZeroMQ heartbeats (ZMTP PING/PONG), so a peer gone
+ * without closing (a lost node, a partition; the kernel would wait about 15 minutes) is found:
+ * set once at start (cluster.link_timeout, seconds; 0 turns them off), then applied to each link
+ * socket before it binds or connects. Heartbeats go every sixth of the timeout (at least 1 s); a
+ * connection silent for the timeout is dropped, and the side that connected connects again.
+ * In-process links (sacgate all) have no connection to lose and ignore them. */
+void sg_zmq_set_link_timeout(int seconds);
+void sg_zmq_link_liveness(zsock_t *sock);
+
 /* The last call of every zactor handler: frees the thread's OpenSSL state (its random generators
  * and error queue) now. CZMQ's actor threads are detached and zactor_destroy returns when the
  * handler has signalled, before the thread has exited; OpenSSL frees that state in a thread-exit

@@ -13,6 +13,7 @@
 #include "sg_frame.h"
 #include "sg_log.h"
 #include "sg_curve.h"
+#include "sg_zmq.h"
 #include "sg_time.h"
 
 #define ACCEPTS_PER_WAKE 64
@@ -464,6 +465,7 @@ fe_worker_t *fe_worker_new(int index, const fe_settings_t *set, fe_tls_t *tls, i
     zsock_set_rcvhwm(w->link, hwm);
     zsock_set_reconnect_ivl(w->link, 100);
     zsock_set_reconnect_ivl_max(w->link, 2000);
+    sg_zmq_link_liveness(w->link);
     zsock_set_linger(w->link, 1000);   /* let SESSION_ENDs out at shutdown */
     /* One router per loop (loop i uses the i-th endpoint, round-robin): a DEALER connected to
      * several would spread one device's frames over routers and reorder them. */

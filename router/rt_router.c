@@ -175,9 +175,15 @@ static void flush_peer(rt_router_t *r, zsock_t *front, peer_t *p)
         r->relayed_out += p->out.n;
         r->batches_out += p->out.n > 1;
     } else {
-        /* each frame as if it had been sent alone (a batch this router built: always whole) */
+        /* each frame as if it had been sent alone (a batch this router built: always whole). The
+         * walk can send to this peer again (a PEER_GONE refused by a full shard queue is answered
+         * here), so it walks the batch taken out of p->out, not p->out while that grows. */
+        sg_wire_batch_t failed = p->out;
+        sg_wire_batch_init(&p->out);
         walk_t k = {.r = r, .front = front, .err = err, .to = p};
-        (void)!sg_wire_batch_each_frame(p->out.w.data, p->out.w.len, peer_item_undeliverable, &k);
+        (void)!sg_wire_batch_each_frame(failed.w.data, failed.w.len, peer_item_undeliverable, &k);
+        sg_wire_batch_fini(&failed);
+        return;
     }
     sg_wire_batch_clear(&p->out);
 }
@@ -432,9 +438,15 @@ static void flush_shard(rt_router_t *r, zsock_t *front, size_t i)
         s->sent += s->out.n;
         r->batches_out += s->out.n > 1;
     } else {
+        /* Refusing each frame can send to this shard again (a refusal its loop cannot take ends
+         * in a PEER_GONE for the shard): the walk goes over the batch taken out of s->out. */
         s->refused += s->out.n;
+        sg_wire_batch_t failed = s->out;
+        sg_wire_batch_init(&s->out);
         walk_t k = {.r = r, .front = front};
-        (void)!sg_wire_batch_each_frame(s->out.w.data, s->out.w.len, shard_item_refused, &k);
+        (void)!sg_wire_batch_each_frame(failed.w.data, failed.w.len, shard_item_refused, &k);
+        sg_wire_batch_fini(&failed);
+        return;
     }
     sg_wire_batch_clear(&s->out);
 }
@@ -733,6 +745,7 @@ static void router_actor(zsock_t *pipe, void *args)
          * so the queue of a stalled frontend is bounded without a mark that would drop them. */
         zsock_set_sndhwm(front, 0);
         zsock_set_rcvhwm(front, r->hwm);
+        sg_zmq_link_liveness(front);
         ok = zsock_bind(front, "%s", r->endpoint) >= 0;
         if (ok && zsock_endpoint(front))
             snprintf(r->endpoint, sizeof r->endpoint, "%s", zsock_endpoint(front));
@@ -754,6 +767,7 @@ static void router_actor(zsock_t *pipe, void *args)
         zsock_set_rcvhwm(s->sock, r->hwm);
         zsock_set_reconnect_ivl(s->sock, 100);
         zsock_set_reconnect_ivl_max(s->sock, 1000);
+        sg_zmq_link_liveness(s->sock);   /* a shard gone without closing: connect again */
         if (zsock_connect(s->sock, "%s", s->endpoint) != 0) {
             SG_ERROR("router", "connect_failed", "shard=%s endpoint=%s", s->name, s->endpoint);
             ok = false;

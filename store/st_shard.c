@@ -665,6 +665,7 @@ static void net_actor(zsock_t *pipe, void *args)
          * only turn a stalled router into lost answers. */
         zsock_set_sndhwm(n.router, 0);
         zsock_set_rcvhwm(n.router, n.ctx->queue_limit);
+        sg_zmq_link_liveness(n.router);
         ok = zsock_bind(n.router, "%s", n.shard->endpoint) >= 0;
         if (ok) {
             const char *ep = zsock_endpoint(n.router);

@@ -66,6 +66,17 @@ void stw_frontend_hello(writer_t *w, op_t *op)
     size_t len;
     if (sg_wire_get_name(&op->h, &name, &len) != SG_OK)
         return;
+    /* Only a loop may announce its own reboot: the name must be the one it is routed as (the
+     * router puts the sender's identity in the envelope; a live loop's cannot be taken). Any
+     * process holding a frontend key could otherwise end every session of another frontend. */
+    if (len != op->peer_len || memcmp(name, op->peer, len) != 0) {
+        char shown[SG_WIRE_MAX_PEER + 1], from[SG_WIRE_MAX_PEER + 1];
+        sg_log_clean(shown, sizeof shown, name, len);
+        sg_log_clean(from, sizeof from, op->peer, op->peer_len);
+        SG_WARN("store", "hello.refused", "name=\"%s\" from=\"%s\" reason=\"a frontend loop announced another's "
+                "reboot\"", shown, from);
+        return;
+    }
     const char *slash = memrchr(name, '/', len);
     if (!slash)
         return;

@@ -30,9 +30,14 @@ void stw_send_kick(writer_t *w, wdev_t *d, uint8_t reason)
     stw_kick(w, d->sess.router, d->sess.peer, d->id, d->sess.handle, d->sess.epoch, reason);
 }
 
+/* op belongs to d's live session: its epoch, from the frontend loop that holds the session (the
+ * envelope's peer is the loop the router heard it from). Another loop, even one that knows or
+ * guesses the epoch, cannot send telemetry as the device, complete its deliveries or end its
+ * session. */
 static bool session_matches(const wdev_t *d, const op_t *op)
 {
-    return d->sess.live && d->sess.epoch == op->h.epoch;
+    return d->sess.live && d->sess.epoch == op->h.epoch && d->sess.peer && strlen(d->sess.peer) == op->peer_len &&
+           memcmp(d->sess.peer, op->peer, op->peer_len) == 0;
 }
 
 /* Pushes for a session go back through the router its frontend loop uses; follow it when the

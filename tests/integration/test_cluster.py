@@ -414,6 +414,82 @@ class UnacknowledgedAtShardCrashTest(ClusterTestBase):
             self.assertFalse(c.closed.is_set(), "%s was disconnected" % d["id"])
 
 
+class QoS0CreditAtShardCrashTest(ClusterTestBase):
+    """QoS 0 publishes take the loop's credit until their shard answers (a shard asks for those
+    answers). Those a shard took in and never answered before it died give their credit back when
+    the restarted shard is heard from: the device keeps its connection (at most once: nothing to
+    resend) and its next QoS 1 publish is acknowledged. With a credit of 4 KiB, 20 publishes of 300
+    bytes spend it all; before, the credit stayed spent for good and the loop stopped reading the
+    device. The ack timeout is an hour, so nothing else can free the connection in the test."""
+    ENV = {"SACGATE_CLUSTER_CREDIT": "4096", "SACGATE_FRONTEND_ACK_TIMEOUT": "3600"}
+
+    def credit(self, fe):
+        return [f.get("creditBytes") for f in self.gw.cluster_info().get("frontends", []) if f["name"] == fe]
+
+    def test_credit_of_qos0_publishes_lost_in_a_crash_comes_back(self):
+        gw, shard = self.gw, "store-0"
+        d = self.device_on_shard(shard)
+        c = self.raw(port=self.fe0)
+        self.assertEqual(c.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
+        topic = "devices/%s/messages/events/" % d["id"]
+        c.send(sgtest.pkt_publish(topic, b"before", qos=1, mid=1))
+        c.expect(4)
+        os.kill(gw.pid(shard), signal.SIGSTOP)
+        for _ in range(20):
+            c.send(sgtest.pkt_publish(topic, b"x" * 300, qos=0))
+        wait_until(lambda: (self.credit("fe-0") or [0])[0] >= 4096 or None, 30,
+                   "the frozen shard's QoS 0 publishes to spend fe-0's credit")
+        gw.kill(shard)
+        gw.start_member(shard)
+        gw.wait_member_ready(shard, 60)
+        wait_until(lambda: self.credit("fe-0") == [0] or None, 30, "fe-0's credit back once the shard restarted")
+        c.send(sgtest.pkt_publish(topic, b"after", qos=1, mid=2))
+        _, _, body = c.expect(4, timeout=30)
+        self.assertEqual(body, b"\x00\x02", "PUBACK of the publish after the restart")
+        recs = gw.wait_records(d["id"], 2, timeout=30)
+        self.assertEqual(base64.b64decode(recs[-1]["payload"]), b"after")
+        c.close()
+
+
+class SilentLinkTest(ClusterTestBase):
+    """A link whose peer has gone without closing its connection (a lost node, a partition: the
+    kernel would keep it for about 15 minutes) is dropped after cluster.link_timeout and made
+    again (ZeroMQ heartbeats). A frozen shard (SIGSTOP) stands in for it: its kernel still
+    acknowledges TCP, but nothing answers the router's heartbeats. Within a few timeouts the
+    router has connected to the shard again on a new connection; once the shard goes on, its
+    devices' traffic flows. Before, the router kept the silent connection."""
+    ENV = {"SACGATE_CLUSTER_LINK_TIMEOUT": "3", "SACGATE_FRONTEND_ACK_TIMEOUT": "3600"}
+
+    def router_ports_to(self, port):
+        """Local ports of the router's established TCP connections to `port`."""
+        pid = self.gw.pid("router-0")
+        out = subprocess.run(["ss", "-tnpH", "state", "established", "dport", "= :%d" % port],
+                             capture_output=True, text=True, timeout=30).stdout
+        return {line.split()[2].rsplit(":", 1)[1] for line in out.splitlines() if "pid=%d," % pid in line}
+
+    def test_a_silent_shard_link_is_made_again(self):
+        if self.gw.ports_env.get("LINK", "tcp") != "tcp":
+            self.skipTest("looks at the router's TCP connections")
+        gw, shard = self.gw, "store-0"
+        eps = dict(zip(("store-0", "store-1"), gw.ports_env["SHARD_ENDPOINTS"].split()))
+        port = int(eps[shard].rsplit(":", 1)[1])
+        d = self.device_on_shard(shard)
+        c = self.connected(d, port=self.fe0)
+        c.wait_acked([c.publish(c.telemetry_topic(), b"before", 1)])
+        before = self.router_ports_to(port)
+        self.assertTrue(before, "the router has no TCP connection to %s" % shard)
+        os.kill(gw.pid(shard), signal.SIGSTOP)
+        try:
+            new = wait_until(lambda: self.router_ports_to(port) - before or None, 30,
+                             "the router to connect to the silent shard again")
+        finally:
+            os.kill(gw.pid(shard), signal.SIGCONT)
+        sgtest.log("new connection(s) from local port(s) %s; the silent one(s) were %s" % (sorted(new), sorted(before)))
+        c.wait_acked([c.publish(c.telemetry_topic(), b"after", 1)], timeout=60)
+        recs = gw.wait_records(d["id"], 2, timeout=30)
+        self.assertEqual([base64.b64decode(r["payload"]) for r in recs[-2:]], [b"before", b"after"])
+
+
 class ShardKillTest(ClusterTestBase):
     """SIGKILL each store shard in turn; nothing acknowledged may be lost."""
 

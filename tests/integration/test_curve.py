@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 import zmq
 import zmq.auth
@@ -31,14 +32,15 @@ from sgtest import BIN, GatewayTest, MqttDevice, free_port
 
 # common/sg_wire.h
 VERSION = 1
+SESSION_END, HELLO = 3, 13
 ADMIN, ADMIN_RES, RING, RING_RES, PING, PONG, ERROR, BATCH = 10, 11, 14, 15, 16, 17, 18, 21
 BY_DEVICE = 0xFFFFFFFF
 ERR_FORBIDDEN = 4
 ADM_DEVICE_GET, ADM_DEVICE_DELETE = 2, 3
 
 
-def frame(ftype, device=b"", corr=1, body=b"", flags=0):
-    return struct.pack("!BBBHIQQB", VERSION, ftype, flags, 0, BY_DEVICE, corr, 0, len(device)) + device + body
+def frame(ftype, device=b"", corr=1, body=b"", flags=0, epoch=0):
+    return struct.pack("!BBBHIQQB", VERSION, ftype, flags, 0, BY_DEVICE, corr, epoch, len(device)) + device + body
 
 
 def admin_frame(op, device, corr, doc=b"{}"):
@@ -221,6 +223,35 @@ class CurveTest(GatewayTest):
         self.assertEqual(self.gw.device(did).status, 404)
         # ...but an admin's key may not pose as a frontend (a device's heartbeat)
         self.assertEqual(self.ask(adm, frame(PING, corr=22))[:3], (ERROR, ERR_FORBIDDEN, 22))
+
+    def test_a_frontend_key_cannot_end_another_loops_sessions(self):
+        """A process holding the frontend key, connected as a loop of its own, can neither
+        announce the reboot of another frontend's loops (HELLO with their names: it would end
+        every session they hold) nor end a device's session on another loop, even with its epoch
+        (here every epoch the session can have: epochs are the clock's milliseconds when the
+        session began). Both are refused at the shard and the device keeps its session."""
+        dev = self.gw.create_device()
+        did = dev["id"]
+        t0 = int(time.time() * 1000)
+        m = MqttDevice(self.gw, did, key=dev["primary"], port=self.gw.mqtt_ports[0])
+        self._clients.append(m)
+        m.connect_ok()
+        t1 = int(time.time() * 1000)
+        self.assertTrue(self.gw.device(did).json["connection"]["connected"])
+        mark = self.gw.log_mark()
+        evil = self.router_peer("frontend", "evil-fe/0/1")
+        # fe-0's loops are "fe-0/{loop}/{boot}": a HELLO for each loop with another boot
+        for loop in range(4):
+            evil.send(frame(HELLO, body=struct.pack("!B", len("fe-0/%d/x" % loop)) + b"fe-0/%d/x" % loop))
+        self.gw.wait_log(r"event=hello\.refused ", mark, timeout=15)
+        for epoch in range(t0 - 50, t1 + 50):
+            evil.send(frame(SESSION_END, did.encode(), corr=1, epoch=epoch))
+        self.assertEqual(self.ask(evil, frame(PING, corr=5))[0], PONG)   # the frames above went before it
+        time.sleep(1)
+        self.assertTrue(self.gw.device(did).json["connection"]["connected"], "the device's session was ended")
+        mid = m.publish(m.telemetry_topic(), b"still here", 1)
+        m.wait_acked([mid])
+        self.assertFalse(m.closed.is_set())
 
     def test_unknown_key_is_refused_at_the_handshake(self):
         mark = self.gw.log_mark()
