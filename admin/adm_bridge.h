@@ -27,8 +27,10 @@ typedef struct {
 typedef void (*adm_done_fn)(void *arg);
 
 adm_bridge_t *adm_bridge_new(const char *routers, const char *name, int hwm);
-/* Stop talking to the cluster: every waiting request is answered (503) and later submissions
- * fail at once. The HTTP server may still call submit until it is stopped; then destroy. */
+/* Stop talking to the cluster: every request waiting for it is answered 504 Timeout (its outcome
+ * unknown: a write may have been applied), one not sent yet 503 Unavailable, and later
+ * submissions fail at once (503). The HTTP server may still call submit until it is stopped;
+ * then destroy. */
 void adm_bridge_stop(adm_bridge_t *self);
 void adm_bridge_destroy(adm_bridge_t **self_p);
 

@@ -1129,6 +1129,20 @@ static void finish_inquiry_claim(req_t *r)
     }
 }
 
+/* Has the client of a suspended request gone (closed or reset its connection)? libmicrohttpd
+ * does not watch a suspended connection, so it cannot say: a one-byte peek at the socket can (0:
+ * its end was closed; an error other than "nothing to read": reset). Bytes waiting (a pipelined
+ * request, TLS data) count as there. */
+static bool client_gone(req_t *r)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 /* A shard has something claimable (or the wait is over): one more pass of claims. */
 static void finish_inquiry_watch(req_t *r)
 {
@@ -1140,6 +1154,15 @@ static void finish_inquiry_watch(req_t *r)
             finish_passthrough(r);
             return;
         }
+    /* A claim leases the inquiries to this request's client for store.inquiry_lease: one that
+     * has gone while it waited (a consumer restarted, or its HTTP timeout was shorter than its
+     * wait) would hide them from live consumers for the whole lease. Nothing is claimed for it. */
+    if (client_gone(r)) {
+        SG_INFO("admin", "inquiry.poll_abandoned", "reason=\"the client closed its connection while it waited; "
+                "nothing claimed\"");
+        set_answer(r, 200, json_pack("{s:[]}", "inquiries"));
+        return;
+    }
     ask_again(r);
     r->inq.asked = 0;
     inquiry_claim_next(r);

@@ -98,15 +98,54 @@ static void key_add(adm_import_t *im, json_t *obj)
     free(text);
 }
 
-/* Keep a failure for the answer (the first MAX_ERRORS come; `failed` is counted by the caller). */
+/* The answer lists the failures of the MAX_ERRORS lowest lines, whatever order they come in (a
+ * line's own failure at once, a shard's when its batch returns). Once the list is full it is a
+ * max-heap on the line, so a failure of a lower line replaces the highest in O(log n); compose
+ * sorts it. */
+static void errors_sift_down(failure_t *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, top = i;
+        if (l < n && h[l].line > h[top].line)
+            top = l;
+        if (r < n && h[r].line > h[top].line)
+            top = r;
+        if (top == i)
+            return;
+        failure_t t = h[i];
+        h[i] = h[top];
+        h[top] = t;
+        i = top;
+    }
+}
+
+/* Would a failure of this line be listed? (`failed` counts it either way.) */
+static bool error_wanted(const adm_import_t *im, uint64_t line)
+{
+    return im->n_errors < MAX_ERRORS || line < im->errors[0].line;
+}
+
+/* Keep a failure for the answer (`failed` is counted by the caller). */
 static void error_add(adm_import_t *im, uint64_t line, json_t *obj)
 {
+    if (!error_wanted(im, line)) {
+        json_decref(obj);
+        return;
+    }
     char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    if (text && im->n_errors < MAX_ERRORS)
+    if (!text)
+        return;
+    if (im->n_errors < MAX_ERRORS) {
         im->errors[im->n_errors++] = (failure_t){line, text};
-    else
-        free(text);
+        if (im->n_errors == MAX_ERRORS)   /* full: from now on a heap */
+            for (size_t i = MAX_ERRORS / 2; i-- > 0;)
+                errors_sift_down(im->errors, MAX_ERRORS, i);
+        return;
+    }
+    free(im->errors[0].json);
+    im->errors[0] = (failure_t){line, text};
+    errors_sift_down(im->errors, MAX_ERRORS, 0);
 }
 
 static void fail_line(adm_import_t *im, uint64_t line, const char *id, const char *name, const char *fmt, ...)
@@ -114,7 +153,7 @@ static void fail_line(adm_import_t *im, uint64_t line, const char *id, const cha
 static void fail_line(adm_import_t *im, uint64_t line, const char *id, const char *name, const char *fmt, ...)
 {
     im->failed++;
-    if (im->n_errors >= MAX_ERRORS)
+    if (!error_wanted(im, line))
         return;
     char msg[400];
     va_list ap;
@@ -165,10 +204,8 @@ static void merge(adm_import_t *im, slot_t *s)
     im->failed += s->b->n - (uint64_t)(created + updated);
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(a, "errors"), i, v) {
-        if (im->n_errors < MAX_ERRORS)
-            error_add(im, (uint64_t)json_integer_value(json_object_get(v, "line")), json_incref(v));
-    }
+    json_array_foreach(json_object_get(a, "errors"), i, v)
+        error_add(im, (uint64_t)json_integer_value(json_object_get(v, "line")), json_incref(v));
     json_array_foreach(json_object_get(a, "generatedKeys"), i, v) {
         if (im->keys.len >= KEYS_MAX_BYTES - 4096) {
             im->keys_dropped = true;

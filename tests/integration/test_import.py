@@ -198,6 +198,21 @@ class ImportTest(ImportClient, GatewayTest):
         self.assertEqual(len(res["errors"]), 1000)
         self.assertTrue(res["errorsTruncated"])
 
+    def test_the_listed_errors_are_the_lowest_lines(self):
+        # A shard's failures come when its batch returns, after the lines the admin refused on
+        # reading: the list still holds the 1,000 lowest lines. Before, the first 1,000 to come
+        # were kept, and lines 1-1,000 here (DeviceExists, from the shards) were not listed.
+        pre = uid()
+        first = "".join(json.dumps({"deviceId": "%s-%d" % (pre, i)}) + "\n" for i in range(1000))
+        self.assertEqual(self.imported(first)["created"], 1000)
+        again = "".join(json.dumps({"deviceId": "%s-%d" % (pre, i), "importMode": "create"}) + "\n"
+                        for i in range(1000))
+        res = self.imported(again + "not json\n" * 1000)
+        self.assertEqual((res["failed"], len(res["errors"]), res["errorsTruncated"]), (2000, 1000, True))
+        lines = [e["line"] for e in res["errors"]]
+        self.assertEqual((lines[0], lines[-1], len(set(lines)), lines == sorted(lines)), (1, 1000, 1000, True))
+        self.assertEqual({e["error"] for e in res["errors"]}, {"DeviceExists"})
+
     def test_generated_keys_are_in_line_order(self):
         # Lines go to their shards in batches, and the shards answer in any order: the answer
         # still lists the generated keys (like the errors) by line.

@@ -14,6 +14,7 @@ connection); bad bodies and queries 400; 401 and 403."""
 
 import base64
 import json
+import socket
 import sys
 import threading
 import time
@@ -127,6 +128,24 @@ class InquiriesTest(GatewayTest):
         mine = [q for q in out["r"].json["inquiries"] if q["deviceId"] == dev.device_id]
         self.assertEqual(len(mine), 1, out["r"].json)
         self.assertEqual(self.answer(mine[0]["inquiryId"], 201, {"ok": True}), {"delivered": True})
+
+    def test_a_poll_whose_client_left_claims_nothing(self):
+        # A consumer starts a long poll and goes away (it restarted, or its HTTP timeout was
+        # shorter than its wait). When an inquiry comes, the gateway sees the client is gone and
+        # claims nothing for it: the next consumer gets the inquiry at once. Before, the abandoned
+        # poll claimed it, leasing it to nobody for store.inquiry_lease.
+        dev = self.device()
+        mark = self.gw.log_mark()
+        s = socket.create_connection(("127.0.0.1", self.gw.admin_port))
+        s.sendall(("GET /v1/inquiries?wait=30&max=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                   % self.gw.tokens["svc"]).encode())
+        time.sleep(1)   # suspended, watching every shard
+        s.close()
+        time.sleep(0.5)
+        self.ask(dev, "after-leaving", "{}", "11")
+        self.gw.wait_log(r"event=inquiry\.poll_abandoned ", mark, timeout=15)
+        mine = [q for q in self.claim(wait=0) if q["deviceId"] == dev.device_id]
+        self.assertEqual(len(mine), 1, "the inquiry was claimed for the client that had left")
 
     def test_timeout_gets_504(self):
         dev = self.device()
