@@ -1132,7 +1132,9 @@ static void finish_inquiry_claim(req_t *r)
 /* Has the client of a suspended request gone (closed or reset its connection)? libmicrohttpd
  * does not watch a suspended connection, so it cannot say: a one-byte peek at the socket can (0:
  * its end was closed; an error other than "nothing to read": reset). Bytes waiting (a pipelined
- * request, TLS data) count as there. */
+ * request) count as there. Limits: over HTTPS a client that closes cleanly first sends a TLS
+ * close_notify, which is such bytes, so only a reset or a close without it is seen; a client
+ * that half-closes its end after its request counts as gone. */
 static bool client_gone(req_t *r)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);

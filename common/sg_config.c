@@ -292,12 +292,13 @@ static sg_rc load_tree(sg_config_t *self, zconfig_t *root, char *err, size_t err
     for (zconfig_t *sec = zconfig_child(root); sec; sec = zconfig_next(sec)) {
         const char *name = zconfig_name(sec), *v = zconfig_value(sec);
         if (!zconfig_child(sec)) {
-            if (!strchr(name, '.')) {
+            if (strchr(name, '.')) {
+                SG_GUARD(sg_config_set(self, name, v ? v : "", err, errlen));
+            } else if (v && *v) {
                 snprintf(err, errlen, "'%s' at the top of the configuration file is not a setting: write "
                          "'section.key = value', or the key indented under its section", name);
                 return SG_E_INVALID;
-            }
-            SG_GUARD(sg_config_set(self, name, v ? v : "", err, errlen));
+            }   /* else a section with nothing in it (its keys commented out, say) */
             continue;
         }
         if (v && *v) {

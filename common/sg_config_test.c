@@ -51,8 +51,11 @@ static void test_sections_and_dotted_keys_both_set(void)
     CHECK(sg_config_int(c, "frontend.mqtt_port") == 18883);
     CHECK(sg_config_is_set(c, "store.sync") && !sg_config_is_set(c, "store.data_dir"));
     sg_config_destroy(&c);
-    /* comments and an empty file are fine */
+    /* comments, an empty file and a section whose keys are all commented out are fine */
     CHECK_RC(load("# nothing set\n", err, sizeof err, &c), SG_OK);
+    sg_config_destroy(&c);
+    CHECK_RC(load("log\n    # level = debug\nstore\n    sync = never\n", err, sizeof err, &c), SG_OK);
+    CHECK_STR(sg_config_str(c, "store.sync"), "never");
     sg_config_destroy(&c);
 }
 

@@ -71,6 +71,8 @@ void fe_conn_schedule(fe_conn_t *c)
             at = c->token_expires;
         if (c->pending && c->pending_since + s->ack_timeout < at)
             at = c->pending_since + s->ack_timeout;
+        if (c->q0_n && c->q0_at + s->ack_timeout < at)
+            at = c->q0_at + s->ack_timeout;   /* unanswered QoS 0 credit (fe_session_timer) */
     }
     sg_timer_set(c->w->loop, &c->timer, at);
 }

@@ -133,6 +133,7 @@ struct fe_conn {
     uint32_t last_rx;
     uint32_t token_expires;   /* loop seconds; 0 = never */
     uint32_t pending_since;   /* loop second the oldest pending publish went to the shard */
+    uint32_t q0_at;           /* loop second QoS 0 credit last went out or came back (q0_n > 0) */
     uint32_t tokens_at;       /* loop millisecond the bucket was last refilled */
     uint16_t tokens;          /* telemetry messages the device may still send now */
     uint16_t keepalive;

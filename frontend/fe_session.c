@@ -469,8 +469,20 @@ void fe_session_credit_return(fe_conn_t *c)
 static void q0_sent(fe_conn_t *c, uint32_t bytes)
 {
     credit_take(c, bytes);
-    c->q0_n++;
+    c->q0_at = sg_loop_now(c->w->loop);
+    if (c->q0_n++ == 0)
+        fe_conn_schedule(c);   /* the deadline of q0_reclaim */
     c->q0_bytes += bytes;
+}
+
+/* All QoS 0 credit of c back at once: answers that will not come (their shard or router was
+ * lost, or the link to it dropped). An answer that still comes takes a share of later publishes'
+ * credit, whose own answer then finds none: the sums balance. */
+static void q0_reclaim(fe_conn_t *c)
+{
+    credit_give(c, c->q0_bytes);
+    c->q0_bytes = 0;
+    c->q0_n = 0;
 }
 
 /* One answered (stored, or refused by a full queue on the way). Answers can come in another order
@@ -481,6 +493,7 @@ static void q0_answered(fe_conn_t *c)
     if (c->q0_n == 0)
         return;
     uint32_t share = c->q0_n == 1 ? c->q0_bytes : c->q0_bytes / c->q0_n;
+    c->q0_at = sg_loop_now(c->w->loop);
     c->q0_n--;
     c->q0_bytes -= share;
     credit_give(c, share);
@@ -514,6 +527,8 @@ void fe_session_credit_resume(fe_worker_t *w)
  * sent again if a tier refuses it for a full queue. */
 static bool flight_add(fe_conn_t *c, uint16_t pid)
 {
+    if (c->pending >= c->w->set->window)
+        return false;   /* never past the array: a full window stops reading (FE_P_WINDOW) */
     if (!c->flight && !(c->flight = malloc(c->w->set->window * sizeof *c->flight)))
         return false;
     const sg_wbuf_t *f = &c->w->frame;
@@ -530,11 +545,15 @@ static bool flight_add(fe_conn_t *c, uint16_t pid)
 void fe_session_puback_in_order(fe_conn_t *c, uint16_t pid)
 {
     /* Behind earlier publishes: an entry already acknowledged, without a frame or credit, leaves
-     * with them (fe_flight_pop_acked). Reading stops at a full window, so there is room; if there
-     * were none the PUBACK would go now, out of order rather than lost. */
+     * with them (fe_flight_pop_acked). It takes a place in the window like a publish: a window it
+     * fills stops reading as on_publish does, or the next publish would go past the array. A
+     * full window is not read, so there is room; were there none, the PUBACK would go now, out of
+     * order rather than lost. */
     if (c->pending > 0 && c->pending < c->w->set->window) {
         fe_flight_add(c->flight, &c->pending, pid, sg_loop_now(c->w->loop), NULL, 0);
         c->flight[c->pending - 1].acked = true;
+        if (c->pending >= c->w->set->window)
+            fe_conn_pause(c, FE_P_WINDOW);
         return;
     }
     sg_wbuf_t *t = &c->w->tx;
@@ -635,7 +654,7 @@ static int on_publish(fe_conn_t *c, const sg_mqtt_packet_t *pkt)
         q0_sent(c, (uint32_t)c->w->frame.len);
     if (p.qos == 1) {
         if (!flight_add(c, p.packet_id)) {
-            fe_conn_close(c, "out-of-memory");
+            fe_conn_close(c, c->pending >= c->w->set->window ? "window-overrun" : "out-of-memory");
             return FE_PKT_DONE;
         }
         if (c->pending == 1)
@@ -898,14 +917,11 @@ void fe_session_shard_lost(fe_worker_t *w, uint16_t shard, const char *why)
         fe_conn_t *c = w->slots[i];
         if (!c || c->state != FE_ONLINE || (shard != FE_SHARD_UNKNOWN && c->shard != shard))
             continue;
-        if (c->q0_n > 0) {
-            /* QoS 0 publishes the lost shard (or router) took in are never answered: their credit
-             * comes back now, or the loop would count it as spent for ever and stop reading the
-             * shard's devices. They were at most once; a late answer finds nothing to return. */
-            credit_give(c, c->q0_bytes);
-            c->q0_bytes = 0;
-            c->q0_n = 0;
-        }
+        /* QoS 0 publishes the lost shard (or router) took in are never answered: their credit
+         * comes back now, or the loop would count it as spent for ever and stop reading the
+         * shard's devices. They were at most once. */
+        if (c->q0_n > 0)
+            q0_reclaim(c);
         if (c->pending == 0)
             continue;
         SG_INFO("frontend", "conn.unacknowledged", "device=%s pending=%u reason=%s", c->device, c->pending, why);
@@ -1304,6 +1320,16 @@ bool fe_session_timer(fe_conn_t *c, uint32_t now)
         why = "ack-timeout";
     }
     if (!why) {
+        if (c->q0_n > 0 && now >= c->q0_at + s->ack_timeout) {
+            /* No answer to any of its QoS 0 publishes for the ack timeout: those on their way
+             * were lost (a link dropped after cluster.link_timeout loses what it carried, without
+             * a restart to tell). At most once: the connection stays, the credit comes back. */
+            SG_WARN("frontend", "credit.reclaimed", "device=%s publishes=%u bytes=%u reason=\"QoS 0 publishes "
+                    "unanswered for frontend.ack_timeout\"", c->device, c->q0_n, c->q0_bytes);
+            q0_reclaim(c);
+            if (c->state == FE_CLOSED)
+                return false;
+        }
         if (c->paused & FE_P_SUBACK) {
             fe_suback_t *e = suback_find(c->w, c);
             if (!e || now >= e->since + SUBACK_WAIT_S) {

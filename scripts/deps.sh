@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   libczmq-dev libzmq3-dev librocksdb-dev libmicrohttpd-dev libssl-dev libjansson-dev libxxhash-dev libwslay-dev
   libcurl4-openssl-dev
-  openssl ca-certificates curl procps python3 python3-paho-mqtt python3-yaml python3-jsonschema python3-zmq mosquitto mosquitto-clients gnutls-bin chromium
+  openssl ca-certificates curl procps iproute2 python3 python3-paho-mqtt python3-yaml python3-jsonschema python3-zmq mosquitto mosquitto-clients gnutls-bin chromium
 )
 # kubectl renders the Kubernetes manifests in the tests; Debian ships it as kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)

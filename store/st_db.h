@@ -86,7 +86,8 @@ SG_WUR sg_rc st_db_write(st_db_t *db, rocksdb_writebatch_t *b, bool sync);
 
 /* A device's queue counters rebuilt from its records, for counters that do not decode (a bad
  * disk, say): zeros would give the next command the sequence number of one still queued, or of a
- * dead letter, and overwrite it. *count and *bytes from the queued messages (bytes as an enqueue
+ * dead letter, and overwrite it. (An expiry index entry left behind by a record that is gone as
+ * well is not looked at: a new message could take its number and expire at its time.) *count and *bytes from the queued messages (bytes as an enqueue
  * counts them: the stored record), *next_seq past the highest sequence number queued or
  * dead-lettered (a dead letter keeps its message's). ro: NULL for the database's own. SG_E_IO on
  * a read error. */

@@ -106,9 +106,10 @@ static void device_get(reader_t *r, rop_t *op)
             memset(&s, 0, sizeof s);
         rocksdb_free(v);
         v = get_dev(r, ro, op, ST_K_META, &n);
+        /* damaged counters: counted from the records, as the writer will (zeros on a read error) */
         if (v && st_qmeta_get(v, n, &m) != SG_OK &&
             st_db_queue_rebuild(db, ro, op->h.device, op->h.device_len, &m.next_seq, &m.count, &m.bytes) != SG_OK)
-            memset(&m, 0, sizeof m);   /* damaged: counted from the records, as the writer will */
+            memset(&m, 0, sizeof m);
         rocksdb_free(v);
         json_t *conn = json_pack("{s:b}", "connected", s.live);
         if (s.live) {

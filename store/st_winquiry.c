@@ -277,7 +277,7 @@ void stw_op_inquiry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     uint16_t status = SG_TELE_OK, pid = 0;
     if (sg_wire_get_inquiry(&op->h, &in) != SG_OK) {
         status = SG_TELE_MALFORMED;
-    } else if (!d->sess.live || d->sess.epoch != op->h.epoch) {
+    } else if (!stw_session_matches(d, op)) {
         status = SG_TELE_STALE;   /* the frontend closes that connection */
         pid = in.packet_id;
     } else {

@@ -194,7 +194,7 @@ void stw_op_method_res(writer_t *w, op_t *op, wdev_t *d)
     call_key(key, sizeof key, d->id, d->id_len, m.rid, m.rid_len);
     mcall_t *c = zhashx_lookup(w->calls, key);
     /* Only the device's current session answers (a stale connection's late answer is not it). */
-    if (!c || !d->sess.live || d->sess.epoch != op->h.epoch) {
+    if (!c || !stw_session_matches(d, op)) {
         SG_INFO("store", "method.unknown_rid", "device=%s rid=%.*s reason=\"no pending call of this device has this "
                 "request id (answered, timed out, or never made); dropped\"", d->id, (int)m.rid_len, m.rid);
         return;

@@ -66,9 +66,11 @@ void stw_frontend_hello(writer_t *w, op_t *op)
     size_t len;
     if (sg_wire_get_name(&op->h, &name, &len) != SG_OK)
         return;
-    /* Only a loop may announce its own reboot: the name must be the one it is routed as (the
-     * router puts the sender's identity in the envelope; a live loop's cannot be taken). Any
-     * process holding a frontend key could otherwise end every session of another frontend. */
+    /* A loop announces its own reboot only: the name must be the one it is routed as (the
+     * router puts the sender's identity in the envelope, and a live loop's identity cannot be
+     * taken on that router). The limit of this is stw_session_matches's: frontends share their
+     * tier's key and pick their identities, so one holding the key could still connect under a
+     * name no loop uses and announce it. */
     if (len != op->peer_len || memcmp(name, op->peer, len) != 0) {
         char shown[SG_WIRE_MAX_PEER + 1], from[SG_WIRE_MAX_PEER + 1];
         sg_log_clean(shown, sizeof shown, name, len);

@@ -187,6 +187,8 @@ static inline uint16_t stw_pid_of(uint64_t seq) { return (uint16_t)(seq % 65535u
 /* ---- st_writer.c: failures, answers sent once the batch is durable ---- */
 /* The shard's memory no longer matches its disk: end the process (it restarts from its WAL). */
 __attribute__((noreturn)) void stw_fatal_io(const char *what);
+/* op comes from d's live session: its epoch, from the loop holding it (st_wsession.c). */
+bool stw_session_matches(const wdev_t *d, const op_t *op);
 /* Double the capacity of a growing array (first: the capacity of a new one). */
 void *stw_grow(void *arr, size_t *cap, size_t elem, size_t first);
 /* Queue a frame for peer through router (or an answer to op's sender), sent once the batch is

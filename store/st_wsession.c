@@ -31,10 +31,13 @@ void stw_send_kick(writer_t *w, wdev_t *d, uint8_t reason)
 }
 
 /* op belongs to d's live session: its epoch, from the frontend loop that holds the session (the
- * envelope's peer is the loop the router heard it from). Another loop, even one that knows or
- * guesses the epoch, cannot send telemetry as the device, complete its deliveries or end its
- * session. */
-static bool session_matches(const wdev_t *d, const op_t *op)
+ * envelope's peer is the routing identity the router heard it from). Another loop, even one that
+ * knows or guesses the epoch, cannot send telemetry, method answers or inquiries as the device,
+ * complete its deliveries or end its session. A limit: frontends share their tier's CURVE key and
+ * pick their loops' identities, so a process holding that key that connects under the identity
+ * of a loop not connected to the same router passes this check; only keys per frontend, bound to
+ * its names, would close that. */
+bool stw_session_matches(const wdev_t *d, const op_t *op)
 {
     return d->sess.live && d->sess.epoch == op->h.epoch && d->sess.peer && strlen(d->sess.peer) == op->peer_len &&
            memcmp(d->sess.peer, op->peer, op->peer_len) == 0;
@@ -45,7 +48,7 @@ static bool session_matches(const wdev_t *d, const op_t *op)
 void stw_track_router(writer_t *w, wdev_t *d, const op_t *op)
 {
     size_t n = op->router_len;
-    if (!session_matches(d, op) || n == 0 || n > SG_WIRE_MAX_PEER ||
+    if (!stw_session_matches(d, op) || n == 0 || n > SG_WIRE_MAX_PEER ||
         (strlen(d->sess.router) == n && memcmp(d->sess.router, op->router, n) == 0))
         return;
     d->sess.router = stw_intern(w, (const char *)op->router, n);
@@ -190,7 +193,7 @@ void stw_op_telemetry(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     uint16_t status = 0;
     if (sg_wire_get_telemetry(&op->h, &t) != SG_OK) {
         status = SG_TELE_MALFORMED;
-    } else if (!session_matches(d, op)) {
+    } else if (!stw_session_matches(d, op)) {
         status = SG_TELE_STALE;   /* the frontend closes that connection */
     } else if (unstamped_props(t.props) + 2 > SG_WIRE_MAX_PROPS) {
         status = SG_TELE_MALFORMED;   /* with the stamped two it would not fit a page (frontends cap bags far lower) */
@@ -232,7 +235,7 @@ void stw_tele_ack(writer_t *w, const op_t *op, const wdev_t *d, uint16_t status,
 
 void stw_op_session_end(writer_t *w, op_t *op, wdev_t *d)
 {
-    if (session_matches(d, op))
+    if (stw_session_matches(d, op))
         stw_session_end(w, d);
 }
 
@@ -242,7 +245,7 @@ void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     uint16_t pid;
     if (sg_wire_get_subscribe(&op->h, &chan, &mode, &pid) != SG_OK)
         return;
-    bool matches = session_matches(d, op);
+    bool matches = stw_session_matches(d, op);
     /* Answered when asked, also for a session that is no longer current: its frontend holds the
      * device's SUBACK until then (the answer goes with this batch's, after the commit). */
     if (op->h.flags & SG_WIRE_F_ANSWER) {
@@ -276,7 +279,7 @@ void stw_op_subscribe(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 void stw_op_complete(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
     uint16_t pid;
-    if (sg_wire_get_pid(&op->h, &pid) != SG_OK || !session_matches(d, op))
+    if (sg_wire_get_pid(&op->h, &pid) != SG_OK || !stw_session_matches(d, op))
         return;
     for (uint16_t i = 0; i < d->n_inflight; i++) {
         uint64_t seq = d->inflight[i].seq;

@@ -249,13 +249,13 @@ class SweepPastDeliveriesInFlightTest(FeedbackCase):
         raws = [self.raw_subscribed(d) for d in devs]
         for i in range(64):
             r = self.gw.http("POST", "/v1/notifications", {"tags": {"fleet": tag}, "payload": "n%02d" % i,
-                                                           "ttlSeconds": 3}, token="svc")
+                                                           "ttlSeconds": 10}, token="svc")
             self.assertEqual((r.status, r.json.get("targets")), (202, 16), r)
         # 16 x 64 = 1,024 deliveries in flight, never acknowledged
         for raw in raws:
             self.assertEqual(len([next_command(raw) for _ in range(64)]), 64)
         offline = self.gw.create_device()
-        mid = self.gw.send_command(offline["id"], "due-behind", ttlSeconds=4).json["messageId"]
+        mid = self.gw.send_command(offline["id"], "due-behind", ttlSeconds=12).json["messageId"]
 
         def letters():
             r = self.gw.get("/v1/devices/%s/deadletters" % offline["id"], token="svc")

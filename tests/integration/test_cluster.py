@@ -414,7 +414,12 @@ class UnacknowledgedAtShardCrashTest(ClusterTestBase):
             self.assertFalse(c.closed.is_set(), "%s was disconnected" % d["id"])
 
 
-class QoS0CreditAtShardCrashTest(ClusterTestBase):
+class QoS0CreditBase(ClusterTestBase):
+    def credit(self, fe):
+        return [f.get("creditBytes") for f in self.gw.cluster_info().get("frontends", []) if f["name"] == fe]
+
+
+class QoS0CreditAtShardCrashTest(QoS0CreditBase):
     """QoS 0 publishes take the loop's credit until their shard answers (a shard asks for those
     answers). Those a shard took in and never answered before it died give their credit back when
     the restarted shard is heard from: the device keeps its connection (at most once: nothing to
@@ -422,9 +427,6 @@ class QoS0CreditAtShardCrashTest(ClusterTestBase):
     bytes spend it all; before, the credit stayed spent for good and the loop stopped reading the
     device. The ack timeout is an hour, so nothing else can free the connection in the test."""
     ENV = {"SACGATE_CLUSTER_CREDIT": "4096", "SACGATE_FRONTEND_ACK_TIMEOUT": "3600"}
-
-    def credit(self, fe):
-        return [f.get("creditBytes") for f in self.gw.cluster_info().get("frontends", []) if f["name"] == fe]
 
     def test_credit_of_qos0_publishes_lost_in_a_crash_comes_back(self):
         gw, shard = self.gw, "store-0"
@@ -449,6 +451,37 @@ class QoS0CreditAtShardCrashTest(ClusterTestBase):
         recs = gw.wait_records(d["id"], 2, timeout=30)
         self.assertEqual(base64.b64decode(recs[-1]["payload"]), b"after")
         c.close()
+
+
+class QoS0CreditDeadlineTest(QoS0CreditBase):
+    """QoS 0 publishes whose answers do not come while nothing restarts (their link dropped after
+    cluster.link_timeout, which loses what it carried): after frontend.ack_timeout (here 3 s)
+    without any answer their credit comes back, logged, and the connection stays. A frozen shard
+    stands in for the lost answers; it still answers them late once it goes on, which returns
+    nothing more."""
+    ENV = {"SACGATE_CLUSTER_CREDIT": "4096", "SACGATE_FRONTEND_ACK_TIMEOUT": "3"}
+
+    def test_unanswered_qos0_credit_comes_back_after_the_ack_timeout(self):
+        gw, shard = self.gw, "store-0"
+        d = self.device_on_shard(shard)
+        c = self.raw(port=self.fe0)
+        self.assertEqual(c.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
+        topic = "devices/%s/messages/events/" % d["id"]
+        mark = gw.log_mark()
+        os.kill(gw.pid(shard), signal.SIGSTOP)
+        try:
+            for _ in range(20):
+                c.send(sgtest.pkt_publish(topic, b"x" * 300, qos=0))
+            wait_until(lambda: (self.credit("fe-0") or [0])[0] >= 4096 or None, 30,
+                       "the frozen shard's QoS 0 publishes to spend fe-0's credit")
+            wait_until(lambda: self.credit("fe-0") == [0] or None, 30, "fe-0's credit back while the shard is frozen")
+            gw.wait_log(r"event=credit\.reclaimed device=%s " % d["id"], mark, timeout=10)
+        finally:
+            os.kill(gw.pid(shard), signal.SIGCONT)
+        c.send(sgtest.pkt_publish(topic, b"after", qos=1, mid=2))
+        _, _, body = c.expect(4, timeout=30)
+        self.assertEqual(body, b"\x00\x02", "PUBACK of the publish after the shard went on")
+        wait_until(lambda: self.credit("fe-0") == [0] or None, 30, "no credit left spent after the late answers")
 
 
 class SilentLinkTest(ClusterTestBase):

@@ -139,7 +139,7 @@ class InquiriesTest(GatewayTest):
         s = socket.create_connection(("127.0.0.1", self.gw.admin_port))
         s.sendall(("GET /v1/inquiries?wait=30&max=100 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
                    % self.gw.tokens["svc"]).encode())
-        time.sleep(1)   # suspended, watching every shard
+        time.sleep(2)   # suspended, watching every shard
         s.close()
         time.sleep(0.5)
         self.ask(dev, "after-leaving", "{}", "11")

@@ -94,6 +94,15 @@ class MethodTest(GatewayTest):
         # with nothing before it, at once
         raw.send(sgtest.pkt_publish("$iothub/methods/res/200/?$rid=2", b"{}", qos=1, mid=5))
         self.assertEqual(struct.unpack("!H", raw.expect(sgtest.PUBACK)[2])[0], 5)
+        # an answer that fills the in-flight window (frontend.inflight_window, 16) stops reading
+        # like a publish does: the publish behind it waits, nothing goes past the window
+        pubs = [sgtest.pkt_publish(tele, b"w%d" % i, qos=1, mid=100 + i) for i in range(15)]
+        pubs.append(sgtest.pkt_publish("$iothub/methods/res/200/?$rid=3", b"{}", qos=1, mid=115))
+        pubs += [sgtest.pkt_publish(tele, b"w16", qos=1, mid=116), sgtest.pkt_publish(tele, b"w17", qos=1, mid=117)]
+        raw.send(b"".join(pubs))
+        got = [struct.unpack("!H", raw.expect(sgtest.PUBACK)[2])[0] for _ in range(18)]
+        self.assertEqual(got, list(range(100, 118)))
+        self.assertEqual(len(self.gw.wait_records(did, 20)), 20)
 
     def test_a_call_right_after_the_suback_reaches_the_device(self):
         """The SUBACK of a method subscription waits until the device's shard has it: a call made
