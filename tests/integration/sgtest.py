@@ -523,6 +523,24 @@ def rss_kb(pid):
     return 0
 
 
+def stop_process(pid, timeout=10):
+    """SIGSTOP pid and return once every thread of it has stopped: the signal is delivered
+    asynchronously, and a thread still running for a moment after kill() returns could handle
+    what a test sends next (seen once under ASan on a loaded machine)."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped():
+        try:
+            for tid in os.listdir("/proc/%d/task" % pid):
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                        return False
+        except OSError:
+            return True   # gone: nothing of it runs
+        return True
+    wait_until(stopped, timeout, "process %d to stop" % pid)
+
+
 def free_port():
     """A loopback port that was free a moment ago (for extra processes a test starts); see
     deploy/local/free_ports.py for how it is chosen."""

@@ -122,7 +122,7 @@ class MethodTest(GatewayTest):
         c = self.connected(dev).serve_methods(echo, subscribe=False)
         pids = [self.gw.pid(n) for n in ("store-0", "store-1")]
         for p in pids:
-            os.kill(p, signal.SIGSTOP)
+            sgtest.stop_process(p)
         try:
             rc, mid = c.client.subscribe(c.METHODS, 0)
             self.assertEqual(rc, 0)
