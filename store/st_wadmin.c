@@ -401,6 +401,18 @@ void stw_adm_enqueue(writer_t *w, op_t *op, wdev_t *d, json_t *body, int64_t now
     else
         st_writer_answer_admin(w, op, 201, json_pack("{s:s,s:s}", "messageId", mid, "expiresAt", exp));
 }
+bool stw_owns(writer_t *w, const wdev_t *d)
+{
+    const st_ctx_t *c = w->ctx;
+    size_t owner = rt_ring_lookup(c->ring, d->id, d->id_len);
+    if (owner == c->partition)
+        return true;
+    SG_WARN("store", "device.wrong_shard", "device=%s owner=%s shard=%s reason=\"a router's ring differs from this "
+            "shard's (cluster.shards, cluster.vnodes): refused\"", d->id,
+            owner == RT_RING_NONE ? "?" : rt_ring_name(c->ring, owner), c->name);
+    return false;
+}
+
 void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 {
     uint16_t aop;
@@ -408,6 +420,13 @@ void stw_op_admin(writer_t *w, op_t *op, wdev_t *d, int64_t now)
     size_t len;
     if (sg_wire_get_admin(&op->h, &aop, &json, &len) != SG_OK) {
         st_writer_answer_admin(w, op, 400, st_error_json("BadRequest", "malformed admin frame"));
+        return;
+    }
+    if (!stw_owns(w, d)) {
+        st_writer_answer_admin(w, op, 503, st_error_json("WrongShard", "device '%s' does not belong to shard %s on "
+                                                         "its ring: the routers' configuration differs from the "
+                                                         "shards' (cluster.shards, cluster.vnodes); nothing was "
+                                                         "written", d->id, w->ctx->name));
         return;
     }
     json_error_t jerr;

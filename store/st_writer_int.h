@@ -187,6 +187,11 @@ static inline uint16_t stw_pid_of(uint64_t seq) { return (uint16_t)(seq % 65535u
 /* ---- st_writer.c: failures, answers sent once the batch is durable ---- */
 /* The shard's memory no longer matches its disk: end the process (it restarts from its WAL). */
 __attribute__((noreturn)) void stw_fatal_io(const char *what);
+/* Is d this shard's on the ring of its own configuration (cluster.shards, cluster.vnodes)? A
+ * router whose ring differs sends devices where they do not live: their connects and operator
+ * writes are refused (logged with both names) rather than served from a shard no other router
+ * looks in (st_wadmin.c). */
+bool stw_owns(writer_t *w, const wdev_t *d);
 /* op comes from d's live session: its epoch, from the loop holding it (st_wsession.c). */
 bool stw_session_matches(const wdev_t *d, const op_t *op);
 /* Double the capacity of a growing array (first: the capacity of a new one). */

@@ -66,6 +66,9 @@ void stw_op_auth(writer_t *w, op_t *op, wdev_t *d, int64_t now)
 
     if (sg_wire_get_auth(&op->h, &a) != SG_OK) {
         why = "malformed-request";
+    } else if (!stw_owns(w, d)) {
+        status = SG_AUTH_UNAVAILABLE;   /* CONNACK 3: the device tries again, not "not authorized" */
+        why = "wrong-shard";
     } else if (!d->exists) {
         why = "unknown-device";
     } else if (!d->reg.enabled) {

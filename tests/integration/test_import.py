@@ -398,7 +398,10 @@ class BusyBookkeepingTest(ImportClient, GatewayTest):
 @unittest.skipUnless(sgtest.TOPOLOGY == "cluster", "runs with the cluster topology")
 class ImportWrongRingTest(ImportClient, GatewayTest):
     """An admin behind a router configured with other vnodes addresses shards from another ring:
-    the shards refuse what is not theirs (WrongShard) and write nothing for it."""
+    the shards refuse what is not theirs (WrongShard) and write nothing for it. So do they for an
+    operator's write to one device (503 WrongShard) and for a device connecting through a frontend
+    behind that router (CONNACK 3, server unavailable: it tries again; before, the shard that does
+    not have the device answered 5, not authorized, which devices take as final)."""
 
     TOPOLOGY = "cluster"
 
@@ -409,7 +412,9 @@ class ImportWrongRingTest(ImportClient, GatewayTest):
         self.addCleanup(lambda: (p.poll() is None and p.terminate(), p.wait(15)))
         return p
 
-    def test_wrong_ring_is_refused(self):
+    def odd_router_and_admin(self):
+        """A router with 3 vnodes a shard (the shards have 1,024) and an admin behind it: the
+        router's endpoint and the admin's port."""
         rport, aport = free_port(), free_port()
         self.start(["router", "--name", "router-odd", "--bind", "tcp://127.0.0.1:%d" % rport,
                     "--shards", self.gw.ports_env["SHARDS"], "--set", "cluster.vnodes=3"], "router-odd")
@@ -417,6 +422,10 @@ class ImportWrongRingTest(ImportClient, GatewayTest):
                     "--tokens", os.path.join(self.gw.dir, "tokens")], "admin-odd")
         wait_until(lambda: sgtest.http_request(aport, "GET", "/readyz", timeout=5).status == 200, 30,
                    "the second admin to be ready")
+        return "tcp://127.0.0.1:%d" % rport, aport
+
+    def test_wrong_ring_is_refused(self):
+        _, aport = self.odd_router_and_admin()
         ids = [uid("ring") for _ in range(200)]
 
         def attempt():
@@ -432,6 +441,40 @@ class ImportWrongRingTest(ImportClient, GatewayTest):
         for d in ids:
             # the cluster's own admin finds exactly the devices written where its routers look
             self.assertEqual(self.gw.device(d).status, 404 if d in wrong else 200, d)
+
+    def test_wrong_ring_connects_and_writes_are_refused(self):
+        router, aport = self.odd_router_and_admin()
+        devs = [self.gw.create_device() for _ in range(40)]
+        # an update through the odd admin: written by the shard that has the device, refused by
+        # the other one, which has nothing written for it
+        wrong = set()
+        for dev in devs:
+            body = {"auth": {"type": "sas", "primaryKey": dev["primary"], "secondaryKey": dev["secondary"]},
+                    "tags": {"via": "odd"}}
+            r = sgtest.http_request(aport, "PUT", "/v1/devices/%s" % dev["id"], body, self.gw.admin_token)
+            if r.status == 503 and r.json.get("error") == "WrongShard":
+                wrong.add(dev["id"])
+            else:
+                self.assertEqual(r.status, 200, r)
+        self.assertTrue(wrong and len(wrong) < len(devs), "3 vnodes against 1,024 put some devices elsewhere")
+        for dev in devs:
+            tags = self.gw.device(dev["id"]).json.get("tags", {})
+            self.assertEqual(tags.get("via"), None if dev["id"] in wrong else "odd", dev["id"])
+        self.assertTrue(self.gw.grep_log(r"event=device\.wrong_shard "))
+        # a frontend behind the odd router: devices it sends to the wrong shard get CONNACK 3
+        d = self.gw.dir
+        port = free_port()
+        self.start(["frontend", "--name", "fe-odd", "--bind", "127.0.0.1", "--mqtt-port", str(port), "--ws-port", "0",
+                    "--cert", os.path.join(d, "server.crt"), "--key", os.path.join(d, "server.key"),
+                    "--routers", router], "fe-odd")
+        log = os.path.join(d, "fe-odd.log")
+        wait_until(lambda: b"event=ready frontend=fe-odd " in open(log, "rb").read() or None, 30,
+                   "the odd frontend to listen")
+        for dev in devs[:12]:
+            raw = self.raw(port=port)
+            code = raw.connect(dev["id"], sgtest.sas_token(dev["id"], dev["primary"]))
+            self.assertEqual(code, 3 if dev["id"] in wrong else 0, dev["id"])
+            raw.close()
 
 
 if __name__ == "__main__":
