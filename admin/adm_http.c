@@ -113,6 +113,9 @@ struct route {
     int role;              /* ADM_ROLE_*, 0 = no authentication, ANY_ROLE = any valid token */
     body_t body;
     void (*fn)(req_t *r, const char *id);
+    const char *query;     /* the query parameters it reads, space-separated: any other is refused
+                            * (a misspelt one would otherwise read as absent: ?parition=1 read
+                            * partition 0); NULL: not checked */
 };
 
 /* ---------- answers ---------- */
@@ -1200,7 +1203,10 @@ static void h_inquiry_answer(req_t *r, const char *id)
 {
     unsigned long long part, seq;
     int used = 0;
-    if (sscanf(id, "%llu-%llu%n", &part, &seq, &used) != 2 || (size_t)used != strlen(id) || !isdigit((unsigned char)id[0]) ||
+    /* digits, '-', digits and nothing else: %llu alone would also take a sign or spaces */
+    size_t np = strspn(id, "0123456789"), ns = id[np] == '-' ? strspn(id + np + 1, "0123456789") : 0;
+    bool shape = np > 0 && np <= 20 && ns > 0 && ns <= 20 && id[np + 1 + ns] == 0;
+    if (!shape || sscanf(id, "%llu-%llu%n", &part, &seq, &used) != 2 || (size_t)used != strlen(id) ||
         part >= (unsigned long long)adm_bridge_shards(r->adm->bridge)) {
         error(r, 404, "InquiryNotFound", "no open inquiry has this id: it never existed, was answered already, or "
               "timed out");
@@ -1303,34 +1309,72 @@ static void h_method(req_t *r, const char *id)
 }
 
 static const route_t k_routes[] = {
-    {"GET", "/healthz", 0, BODY_NONE, h_healthz},
-    {"GET", "/readyz", 0, BODY_NONE, h_readyz},
-    {"GET", "/metrics", ANY_ROLE, BODY_NONE, h_metrics},
-    {"GET", "/v1/cluster", ADM_ROLE_ADMIN, BODY_NONE, h_cluster},
-    {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, BODY_NONE, h_telemetry},
-    {"POST", "/v1/telemetry/groups/*/commit", ADM_ROLE_SERVICE, BODY_JSON, h_group_commit},
-    {"GET", "/v1/feedback", ADM_ROLE_SERVICE, BODY_NONE, h_feedback},
-    {"POST", "/v1/feedback/groups/*/commit", ADM_ROLE_SERVICE, BODY_JSON, h_feedback_commit},
-    {"POST", IMPORT_PATH, ADM_ROLE_REGISTRY_WRITE, BODY_STREAM, h_import},
-    {"GET", "/v1/devices", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_device_list},
-    {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_device_put},
-    {"GET", "/v1/devices/*", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_device_get},
-    {"DELETE", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_NONE, h_device_delete},
-    {"POST", "/v1/devices/*/keys:regenerate", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_keys_regenerate},
-    {"POST", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_JSON, h_enqueue},
-    {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_list},
-    {"DELETE", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_purge},
-    {"GET", "/v1/devices/*/deadletters", ADM_ROLE_SERVICE, BODY_NONE, h_dead_list},
-    {"POST", "/v1/notifications", ADM_ROLE_SERVICE, BODY_JSON, h_notify},
-    {"GET", "/v1/notifications/*", ADM_ROLE_SERVICE, BODY_NONE, h_notify_get},
-    {"POST", "/v1/devices/*/methods/*", ADM_ROLE_SERVICE, BODY_JSON, h_method},
-    {"GET", "/v1/inquiries", ADM_ROLE_SERVICE, BODY_NONE, h_inquiries},
-    {"POST", "/v1/inquiries/*/response", ADM_ROLE_SERVICE, BODY_JSON, h_inquiry_answer},
-    {"GET", "/v1/certificateAuthorities", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_ca_list},
-    {"PUT", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_ca_put},
-    {"GET", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_ca_get},
-    {"DELETE", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_WRITE, BODY_NONE, h_ca_delete},
+    /* probes and scrapers may add parameters of their own: not checked (NULL) */
+    {"GET", "/healthz", 0, BODY_NONE, h_healthz, NULL},
+    {"GET", "/readyz", 0, BODY_NONE, h_readyz, NULL},
+    {"GET", "/metrics", ANY_ROLE, BODY_NONE, h_metrics, NULL},
+    {"GET", "/v1/cluster", ADM_ROLE_ADMIN, BODY_NONE, h_cluster, ""},
+    {"GET", "/v1/telemetry", ADM_ROLE_SERVICE, BODY_NONE, h_telemetry, "partition after max wait min group"},
+    {"POST", "/v1/telemetry/groups/*/commit", ADM_ROLE_SERVICE, BODY_JSON, h_group_commit, ""},
+    {"GET", "/v1/feedback", ADM_ROLE_SERVICE, BODY_NONE, h_feedback, "partition after max wait min group"},
+    {"POST", "/v1/feedback/groups/*/commit", ADM_ROLE_SERVICE, BODY_JSON, h_feedback_commit, ""},
+    {"POST", IMPORT_PATH, ADM_ROLE_REGISTRY_WRITE, BODY_STREAM, h_import, ""},
+    {"GET", "/v1/devices", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_device_list, "limit after tag"},
+    {"PUT", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_device_put, ""},
+    {"GET", "/v1/devices/*", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_device_get, ""},
+    {"DELETE", "/v1/devices/*", ADM_ROLE_REGISTRY_WRITE, BODY_NONE, h_device_delete, ""},
+    {"POST", "/v1/devices/*/keys:regenerate", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_keys_regenerate, ""},
+    {"POST", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_JSON, h_enqueue, ""},
+    {"GET", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_list, ""},
+    {"DELETE", "/v1/devices/*/messages", ADM_ROLE_SERVICE, BODY_NONE, h_msg_purge, ""},
+    {"GET", "/v1/devices/*/deadletters", ADM_ROLE_SERVICE, BODY_NONE, h_dead_list, ""},
+    {"POST", "/v1/notifications", ADM_ROLE_SERVICE, BODY_JSON, h_notify, ""},
+    {"GET", "/v1/notifications/*", ADM_ROLE_SERVICE, BODY_NONE, h_notify_get, ""},
+    {"POST", "/v1/devices/*/methods/*", ADM_ROLE_SERVICE, BODY_JSON, h_method, "fallback"},
+    {"GET", "/v1/inquiries", ADM_ROLE_SERVICE, BODY_NONE, h_inquiries, "wait max"},
+    {"POST", "/v1/inquiries/*/response", ADM_ROLE_SERVICE, BODY_JSON, h_inquiry_answer, ""},
+    {"GET", "/v1/certificateAuthorities", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_ca_list, ""},
+    {"PUT", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_WRITE, BODY_JSON, h_ca_put, ""},
+    {"GET", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_READ, BODY_NONE, h_ca_get, ""},
+    {"DELETE", "/v1/certificateAuthorities/*", ADM_ROLE_REGISTRY_WRITE, BODY_NONE, h_ca_delete, ""},
 };
+
+typedef struct {
+    const char *allowed;   /* space-separated names */
+    bool unknown;
+    char bad[72];          /* the first name not among them, cleaned for the answer */
+} query_check_t;
+
+static enum MHD_Result query_name_known(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    query_check_t *q = cls;
+    (void)kind;
+    (void)value;
+    size_t n = strlen(key);
+    for (const char *p = q->allowed; *p;) {
+        size_t w = strcspn(p, " ");
+        if (w == n && memcmp(p, key, n) == 0)
+            return MHD_YES;
+        p += w + (p[w] == ' ');
+    }
+    q->unknown = true;
+    sg_log_clean(q->bad, sizeof q->bad, key, n);
+    return MHD_NO;
+}
+
+/* Every query parameter of the request is one the route reads; else 400 InvalidQuery. */
+static bool query_known(req_t *r, const char *allowed)
+{
+    query_check_t q = {allowed, false, ""};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, query_name_known, &q);
+    if (!q.unknown)
+        return true;
+    char msg[256];
+    snprintf(msg, sizeof msg, "query parameter '%s' is not one this endpoint reads (%s)", q.bad,
+             *allowed ? allowed : "it reads none");
+    error(r, 400, "InvalidQuery", msg);
+    return false;
+}
 
 /* Match url against pattern; the first '*' segment is copied to id, a second one to name. */
 static bool match(const char *pattern, const char *url, char *id, size_t idcap, char *name, size_t namecap)
@@ -1435,6 +1479,8 @@ static bool admit(req_t *r)
             return false;
         }
     }
+    if (route->query && !query_known(r, route->query))
+        return false;
     if (route->body == BODY_NONE && r->has_body) {
         too_large(r, 0);
         return false;

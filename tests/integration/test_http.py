@@ -286,6 +286,25 @@ class HttpTest(GatewayTest):
             r = self.gw.http(method, path, {} if method in ("POST", "PUT", "PATCH") else None)
             self.assertError(r, 405)
 
+    def test_unknown_query_parameters_400(self):
+        # a misspelt parameter is refused, not read as absent (?parition=1 read partition 0)
+        did = self.gw.create_device()["id"]
+        for path in ("/v1/telemetry?parition=1", "/v1/telemetry?partition=0&maxx=5", "/v1/feedback?wiat=1",
+                     "/v1/devices?limt=2", "/v1/devices/%s?x=1" % did, "/v1/inquiries?max=1&timeout=1",
+                     "/v1/cluster?verbose=1", "/v1/telemetry?%00bad=1"):
+            r = self.gw.get(path)
+            self.assertError(r, 400, "InvalidQuery")
+            self.assertIn("is not one this endpoint reads", r.json["message"], path)
+        self.assertIn("'parition'", self.gw.get("/v1/telemetry?parition=1").json["message"])
+        r = self.gw.http("POST", "/v1/devices/%s/messages?ttl=5" % did, {"payload": "x"})
+        self.assertError(r, 400, "InvalidQuery")
+        self.assertEqual(self.gw.pending(did), [], "nothing was queued by the refused request")
+        # the parameters an endpoint reads still pass, and probes and scrapers may add their own
+        self.assertEqual(self.gw.get("/v1/telemetry?partition=0&after=-1&max=1&wait=0&min=1").status, 200)
+        self.assertEqual(self.gw.get("/v1/devices?limit=1&tag=a:b").status, 200)
+        self.assertEqual(self.gw.get("/healthz?probe=k8s").status, 200)
+        self.assertEqual(self.gw.get("/metrics?format=text").status, 200)
+
     def test_body_over_256k_413(self):
         did = sgtest.uid()
         big = json.dumps({"tags": {"pad": "x" * (300 * 1024)}})

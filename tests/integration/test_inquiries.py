@@ -203,7 +203,7 @@ class InquiriesTest(GatewayTest):
             self.assertEqual(r.status, 400, (body, r))
         r = self.gw.http("POST", "/v1/inquiries/0-1/response", b"{nope", token="svc")
         self.assertEqual(r.status, 400, r)
-        for iid in ["0-999999", "99-1", "x", "0-1-2", "-1-1"]:
+        for iid in ["0-999999", "99-1", "x", "0-1-2", "-1-1", "0--1", "0-+5", "0-%205", "0-", "-5"]:
             r = self.gw.http("POST", "/v1/inquiries/%s/response" % iid, {"status": 200}, token="svc")
             self.assertEqual((r.status, r.json["error"]), (404, "InquiryNotFound"), (iid, r))
         for q in ["wait=61", "wait=-1", "max=0", "max=101", "max=x"]:
