@@ -283,7 +283,19 @@ class CurveTest(GatewayTest):
         frame. Either way every frame is answered once, a refused one alone is refused."""
         rt = self.shard_peer("router", "router-batches")
         self.assertEqual(self.ask(rt, [b"", frame(PING, corr=30)])[0], PONG)
-        gone = lambda i: "batch-gone-%d" % i   # noqa: E731 (devices that do not exist: 404)
+        # devices that do not exist (404) and that this shard's ring places on it: a write for
+        # one it places elsewhere is refused, 503 WrongShard
+        mine = []
+        for i in range(200):
+            if len(mine) == 9:
+                break
+            did = "batch-gone-%d" % i
+            status = self.ask(rt, [b"", admin_frame(ADM_DEVICE_DELETE, did, 1000 + i)])[1]
+            self.assertIn(status, (404, 503), did)
+            if status == 404:
+                mine.append(did)
+        self.assertEqual(len(mine), 9, "no 9 of 200 ids on the first shard")
+        gone = lambda i: mine[i]   # noqa: E731
         # all the writer's: answered in order
         rt.send_multipart([b"", batch(admin_frame(ADM_DEVICE_DELETE, gone(1), 31),
                                       admin_frame(ADM_DEVICE_DELETE, gone(2), 32),
