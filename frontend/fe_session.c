@@ -456,13 +456,13 @@ static void credit_wait(fe_conn_t *c)
     c->flags |= FE_F_CREDIT_WAIT;
 }
 
+static void q0_reclaim(fe_conn_t *c);
+
 void fe_session_credit_return(fe_conn_t *c)
 {
     for (uint16_t i = 0; c->flight && i < c->pending; i++)
         credit_give(c, c->flight[i].len);
-    credit_give(c, c->q0_bytes);
-    c->q0_bytes = 0;
-    c->q0_n = 0;
+    q0_reclaim(c);
 }
 
 /* A QoS 0 publish sent asking for an answer takes credit until one comes. */

@@ -415,8 +415,25 @@ class UnacknowledgedAtShardCrashTest(ClusterTestBase):
 
 
 class QoS0CreditBase(ClusterTestBase):
+    SHARD = "store-0"
+
     def credit(self, fe):
         return [f.get("creditBytes") for f in self.gw.cluster_info().get("frontends", []) if f["name"] == fe]
+
+    def device_on_fe0(self):
+        """A device of SHARD connected raw to fe-0: (its entry, the connection, its telemetry topic)."""
+        d = self.device_on_shard(self.SHARD)
+        c = self.raw(port=self.fe0)
+        self.assertEqual(c.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
+        return d, c, "devices/%s/messages/events/" % d["id"]
+
+    def spend_credit_frozen(self, c, topic):
+        """Freeze SHARD and spend fe-0's 4 KiB credit with 20 QoS 0 publishes of 300 bytes."""
+        os.kill(self.gw.pid(self.SHARD), signal.SIGSTOP)
+        for _ in range(20):
+            c.send(sgtest.pkt_publish(topic, b"x" * 300, qos=0))
+        wait_until(lambda: (self.credit("fe-0") or [0])[0] >= 4096 or None, 30,
+                   "the frozen shard's QoS 0 publishes to spend fe-0's credit")
 
 
 class QoS0CreditAtShardCrashTest(QoS0CreditBase):
@@ -429,18 +446,11 @@ class QoS0CreditAtShardCrashTest(QoS0CreditBase):
     ENV = {"SACGATE_CLUSTER_CREDIT": "4096", "SACGATE_FRONTEND_ACK_TIMEOUT": "3600"}
 
     def test_credit_of_qos0_publishes_lost_in_a_crash_comes_back(self):
-        gw, shard = self.gw, "store-0"
-        d = self.device_on_shard(shard)
-        c = self.raw(port=self.fe0)
-        self.assertEqual(c.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
-        topic = "devices/%s/messages/events/" % d["id"]
+        gw, shard = self.gw, self.SHARD
+        d, c, topic = self.device_on_fe0()
         c.send(sgtest.pkt_publish(topic, b"before", qos=1, mid=1))
         c.expect(4)
-        os.kill(gw.pid(shard), signal.SIGSTOP)
-        for _ in range(20):
-            c.send(sgtest.pkt_publish(topic, b"x" * 300, qos=0))
-        wait_until(lambda: (self.credit("fe-0") or [0])[0] >= 4096 or None, 30,
-                   "the frozen shard's QoS 0 publishes to spend fe-0's credit")
+        self.spend_credit_frozen(c, topic)
         gw.kill(shard)
         gw.start_member(shard)
         gw.wait_member_ready(shard, 60)
@@ -462,18 +472,11 @@ class QoS0CreditDeadlineTest(QoS0CreditBase):
     ENV = {"SACGATE_CLUSTER_CREDIT": "4096", "SACGATE_FRONTEND_ACK_TIMEOUT": "3"}
 
     def test_unanswered_qos0_credit_comes_back_after_the_ack_timeout(self):
-        gw, shard = self.gw, "store-0"
-        d = self.device_on_shard(shard)
-        c = self.raw(port=self.fe0)
-        self.assertEqual(c.connect(d["id"], sgtest.sas_token(d["id"], d["primary"])), 0)
-        topic = "devices/%s/messages/events/" % d["id"]
+        gw, shard = self.gw, self.SHARD
+        d, c, topic = self.device_on_fe0()
         mark = gw.log_mark()
-        os.kill(gw.pid(shard), signal.SIGSTOP)
         try:
-            for _ in range(20):
-                c.send(sgtest.pkt_publish(topic, b"x" * 300, qos=0))
-            wait_until(lambda: (self.credit("fe-0") or [0])[0] >= 4096 or None, 30,
-                       "the frozen shard's QoS 0 publishes to spend fe-0's credit")
+            self.spend_credit_frozen(c, topic)
             wait_until(lambda: self.credit("fe-0") == [0] or None, 30, "fe-0's credit back while the shard is frozen")
             gw.wait_log(r"event=credit\.reclaimed device=%s " % d["id"], mark, timeout=10)
         finally:
